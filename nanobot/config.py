@@ -1,0 +1,284 @@
+"""Typed configuration: camelCase JSON/YAML on disk, dataclasses in code.
+
+Loading is strict on purpose: an unknown key or a value of the wrong type is a
+:class:`ConfigError` naming the key path (``api.port: expected integer``), so a
+typo never silently falls back to a default. ``${VAR}`` in any string is
+replaced from the environment before the values are checked.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+
+
+class ConfigError(Exception):
+    """A user mistake in the configuration; the CLI prints it and exits 2."""
+
+
+@dataclass
+class AgentDefaults:
+    provider: str = "echo"
+    model: str = "echo"
+    workspace: str = "~/.nanobot/workspace"
+    system_prompt: str | None = None
+    max_tokens: int = 4096
+    temperature: float = 0.1
+    max_tool_iterations: int = 20
+    max_history_messages: int = 50
+
+
+@dataclass
+class AgentsConfig:
+    defaults: AgentDefaults = field(default_factory=AgentDefaults)
+
+
+@dataclass
+class ProviderConfig:
+    api_key: str = ""
+    api_base: str | None = None
+    extra_headers: dict[str, str] = field(default_factory=dict)
+    timeout: float = 120.0
+    max_retries: int = 2
+
+
+@dataclass
+class FilesConfig:
+    """Bounds on what one uploaded document may cost to read."""
+
+    max_chars: int = 200_000
+    max_pages: int = 500
+    max_zip_members: int = 5000
+    max_uncompressed_bytes: int = 200 * 1024 * 1024
+    max_compression_ratio: float = 200.0
+    max_xlsx_cells: int = 1_000_000
+    timeout: float = 15.0
+    workers: int = 2
+
+
+@dataclass
+class ApiConfig:
+    host: str = "127.0.0.1"
+    port: int = 8900
+    api_key: str = ""
+    timeout: float = 120.0
+    max_file_bytes: int = 10 * 1024 * 1024
+    max_body_bytes: int = 32 * 1024 * 1024
+    cors_origins: list[str] = field(default_factory=list)
+    max_concurrent_requests: int = 1000
+    client_history: str = "reject"
+    ping_interval: float = 15.0
+    files: FilesConfig = field(default_factory=FilesConfig)
+
+
+@dataclass
+class TelegramConfig:
+    enabled: bool = False
+    token: str = ""
+    api_base: str = "https://api.telegram.org"
+
+
+@dataclass
+class WebhookConfig:
+    enabled: bool = False
+    url: str = ""
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class ChannelsConfig:
+    telegram: TelegramConfig = field(default_factory=TelegramConfig)
+    webhook: WebhookConfig = field(default_factory=WebhookConfig)
+
+
+DEFAULT_STAGES = ["decode", "validate", "extract_files", "resolve_session", "run_agent", "encode"]
+
+
+@dataclass
+class PipelineConfig:
+    stages: list[str] = field(default_factory=lambda: list(DEFAULT_STAGES))
+
+
+@dataclass
+class Config:
+    agents: AgentsConfig = field(default_factory=AgentsConfig)
+    providers: dict[str, ProviderConfig] = field(default_factory=dict)
+    api: ApiConfig = field(default_factory=ApiConfig)
+    channels: ChannelsConfig = field(default_factory=ChannelsConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+
+    @property
+    def workspace(self) -> Path:
+        return Path(self.agents.defaults.workspace).expanduser()
+
+    def check(self) -> None:
+        """Cross-field rules that a type check cannot express."""
+        d = self.agents.defaults
+        if d.provider != "echo" and d.provider not in self.providers:
+            known = ", ".join(["echo", *self.providers]) or "echo"
+            raise ConfigError(
+                f"agents.defaults.provider: unknown provider {d.provider!r} (known: {known})"
+            )
+        if self.api.client_history not in ("reject", "ignore"):
+            raise ConfigError('api.clientHistory: expected "reject" or "ignore"')
+        for path, value in (
+            ("api.port", self.api.port),
+            ("api.maxConcurrentRequests", self.api.max_concurrent_requests),
+            ("agents.defaults.maxToolIterations", d.max_tool_iterations),
+        ):
+            if value < (0 if path == "api.port" else 1):
+                raise ConfigError(f"{path}: must be positive")
+        if not 0 <= self.api.port <= 65535:
+            raise ConfigError("api.port: must be between 0 and 65535")
+        if self.api.timeout <= 0:
+            raise ConfigError("api.timeout: must be positive")
+        if d.max_history_messages < 0:
+            raise ConfigError("agents.defaults.maxHistoryMessages: must not be negative")
+
+
+# --- loading -----------------------------------------------------------------
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+def _interpolate(value: Any, path: str) -> Any:
+    if isinstance(value, str):
+
+        def sub(m: re.Match[str]) -> str:
+            try:
+                return os.environ[m.group(1)]
+            except KeyError:
+                raise ConfigError(
+                    f"{path}: environment variable {m.group(1)} is not set"
+                ) from None
+
+        return _VAR.sub(sub, value)
+    if isinstance(value, dict):
+        return {k: _interpolate(v, _join(path, k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, f"{path}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else str(key)
+
+
+_TYPE_NAMES = {int: "integer", float: "number", str: "string", bool: "boolean"}
+
+
+def _convert(tp: Any, value: Any, path: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` and build dataclasses."""
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _convert(inner[0], value, path)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path or 'config'}: expected object")
+        return _build(tp, value, path)
+    if origin is dict:
+        _, vtype = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected object")
+        return {str(k): _convert(vtype, v, _join(path, k)) for k, v in value.items()}
+    if origin is list:
+        (itype,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise ConfigError(f"{path}: expected array")
+        return [_convert(itype, v, f"{path}[{i}]") for i, v in enumerate(value)]
+    # bool is an int subclass in Python; a JSON true is never a port number.
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if tp in (str, bool) and isinstance(value, tp):
+        return value
+    raise ConfigError(f"{path}: expected {_TYPE_NAMES.get(tp, tp)}")
+
+
+def _build(cls: type, data: dict[str, Any], path: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {_camel(f.name): f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        if key not in fields:
+            raise ConfigError(f"{_join(path, key)}: unknown key")
+        name = fields[key]
+        kwargs[name] = _convert(hints[name], value, _join(path, key))
+    return cls(**kwargs)
+
+
+def parse_config(data: Any) -> Config:
+    """Build a checked :class:`Config` from already-parsed JSON/YAML data."""
+    if data is None:
+        data = {}
+    config = _convert(Config, _interpolate(data, ""), "")
+    config.check()
+    return config
+
+
+def find_config_path(explicit: str | None = None) -> Path | None:
+    """The first of ``--config``, ``$NANOBOT_CONFIG``, ./config.json, ~/.nanobot/config.json."""
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get("NANOBOT_CONFIG")
+    if env:
+        return Path(env)
+    for candidate in (Path("config.json"), Path("~/.nanobot/config.json").expanduser()):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_config(explicit: str | None = None) -> Config:
+    """Load and check the configuration; no file found means all defaults."""
+    path = find_config_path(explicit)
+    if path is None:
+        return parse_config({})
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    try:
+        if path.suffix in (".yaml", ".yml"):
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+    except (ValueError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: not valid {'YAML' if path.suffix in ('.yaml', '.yml') else 'JSON'}: {exc}") from None
+    return parse_config(data)
+
+
+def to_public_dict(config: Config) -> dict[str, Any]:
+    """The resolved settings as camelCase data with secrets masked."""
+
+    def walk(obj: Any, key: str = "") -> Any:
+        if dataclasses.is_dataclass(obj):
+            return {_camel(f.name): walk(getattr(obj, f.name), f.name) for f in dataclasses.fields(obj)}
+        if isinstance(obj, dict):
+            return {k: ("***" if key in ("headers", "extra_headers") and v else walk(v, k)) for k, v in obj.items()}
+        if isinstance(obj, list):
+            return [walk(v) for v in obj]
+        if key in ("api_key", "token") and obj:
+            return "***"
+        return obj
+
+    return walk(config)

@@ -1,0 +1,81 @@
+"""The per-request state that flows through the pipeline stages.
+
+Each stage reads what earlier stages filled in and fills its own fields.
+Custom stages keep their own data in ``extras``.
+"""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Protocol
+
+if TYPE_CHECKING:
+    from nanobot.services import Services
+
+
+class Response(Protocol):
+    """What ``encode`` (and custom stages) may do to the HTTP response."""
+
+    def set_status(self, status_code: int, reason: str | None = None) -> None: ...
+    def set_header(self, name: str, value: Any) -> None: ...
+    def write(self, chunk: bytes) -> None: ...
+    def flush(self) -> Awaitable[None]: ...
+
+
+@dataclass(slots=True)
+class IncomingFile:
+    """A file as the client sent it, before its bytes are checked."""
+
+    param: str  # where it came from, e.g. ``messages[0].content[1].image_url.url``
+    filename: str | None
+    data: bytes | None = None  # raw bytes (multipart)
+    base64: str | None = None  # base64 text (a JSON data URL), decoded by extract_files
+    from_image_part: bool = False
+
+
+@dataclass(slots=True)
+class Attachment:
+    """A file after extraction: an image for the LLM, or a document's text."""
+
+    name: str
+    kind: str  # "image" or a document kind
+    mime: str
+    text: str | None = None  # documents
+    data_url: str | None = None  # images
+    path: str | None = None  # where the upload was kept
+
+
+@dataclass(slots=True)
+class RequestContext:
+    services: "Services"
+    method: str
+    path: str
+    headers: Any  # tornado.httputil.HTTPHeaders
+    body: bytes
+    response: Response
+    request_id: str
+    deadline: float  # loop.time() by which the whole request must end
+    exit_stack: AsyncExitStack = field(default_factory=AsyncExitStack)
+    # decode
+    payload: dict[str, Any] | None = None  # a JSON body
+    form: dict[str, list[str]] | None = None  # multipart fields
+    # validate
+    model: str = ""
+    stream: bool = False
+    include_usage: bool = False
+    include_tool_events: bool = False
+    session_id: str | None = None
+    text: str = ""
+    files: list[IncomingFile] = field(default_factory=list)
+    # extract_files
+    attachments: list[Attachment] = field(default_factory=list)
+    # resolve_session
+    session_key: str = ""
+    history: list[dict[str, Any]] = field(default_factory=list)
+    # run_agent
+    events: AsyncIterator[Any] | None = None
+    # encode
+    headers_sent: bool = False
+    response_headers: dict[str, str] = field(default_factory=dict)
+    extras: dict[str, Any] = field(default_factory=dict)

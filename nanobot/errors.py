@@ -1,0 +1,112 @@
+"""Errors a request can end with, and their OpenAI-style JSON.
+
+Every failure a client can see is an :class:`ApiError`. Subclasses only fix
+the status and the ``type``; ``error_body`` is the single place where an error
+becomes the ``{"error": {...}}`` document of the OpenAI wire format.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# The OpenAI-style ``type`` for each status we emit.
+ERROR_TYPES: dict[int, str] = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    413: "request_too_large",
+    415: "unsupported_media_type",
+    422: "unprocessable_file",
+    502: "upstream_error",
+    503: "overloaded_error",
+    504: "timeout_error",
+    500: "server_error",
+}
+
+
+class ApiError(Exception):
+    """A failure with an HTTP status and an OpenAI-style error document."""
+
+    status: int = 500
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        type: str | None = None,
+        code: str | None = None,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        if status is not None:
+            self.status = status
+        self.message = message
+        self.type = type or ERROR_TYPES.get(self.status, "server_error")
+        self.code = code
+        self.param = param
+        self.headers = headers or {}
+
+
+class InvalidRequest(ApiError):
+    status = 400
+
+
+class AuthenticationFailed(ApiError):
+    status = 401
+
+
+class PermissionDenied(ApiError):
+    status = 403
+
+
+class NotFound(ApiError):
+    status = 404
+
+
+class MethodNotAllowed(ApiError):
+    status = 405
+
+
+class TooLarge(ApiError):
+    status = 413
+
+
+class UnsupportedMediaType(ApiError):
+    status = 415
+
+
+class UnprocessableFile(ApiError):
+    status = 422
+
+
+class UpstreamError(ApiError):
+    status = 502
+
+
+class Overloaded(ApiError):
+    status = 503
+
+
+class Timeout(ApiError):
+    status = 504
+
+
+def error_body(err: ApiError) -> dict[str, Any]:
+    """The OpenAI error document for ``err``."""
+    return {
+        "error": {
+            "message": err.message,
+            "type": err.type,
+            "param": err.param,
+            "code": err.code,
+        }
+    }
+
+
+def internal_error() -> ApiError:
+    """What an unexpected exception looks like to the client: no details."""
+    return ApiError("The server had an error while processing your request.", status=500)

@@ -1,0 +1,129 @@
+"""The OpenAI Chat Completions wire format, kept apart from serving logic.
+
+Streaming frames are built from byte prefixes computed once per response, so
+a content chunk costs one ``orjson.dumps`` of its text and a concatenation.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from nanobot.errors import ApiError, error_body
+
+DONE_FRAME = b"data: [DONE]\n\n"
+PING_FRAME = b": ping\n\n"
+
+
+@dataclass(slots=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def add(self, other: "Usage") -> None:
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+        }
+
+
+def new_completion_id() -> str:
+    return "chatcmpl-" + uuid.uuid4().hex
+
+
+def completion_body(model: str, text: str, usage: Usage) -> bytes:
+    """A whole non-streaming ``chat.completion`` response."""
+    return orjson.dumps(
+        {
+            "id": new_completion_id(),
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": usage.as_dict(),
+        }
+    )
+
+
+def models_body(model: str) -> bytes:
+    return orjson.dumps(
+        {"object": "list", "data": [{"id": model, "object": "model", "created": 0, "owned_by": "nanobot"}]}
+    )
+
+
+def error_json(err: ApiError) -> bytes:
+    return orjson.dumps(error_body(err))
+
+
+def error_frame(err: ApiError) -> bytes:
+    """A failure after the SSE headers went out; the stream then ends without [DONE]."""
+    return b"data: " + orjson.dumps(error_body(err)) + b"\n\n"
+
+
+class ChunkEncoder:
+    """Encodes one streamed response: every chunk shares one id and ``created``."""
+
+    __slots__ = ("_head", "_tail", "_include_usage", "_model")
+
+    def __init__(self, model: str, include_usage: bool) -> None:
+        self._model = model
+        self._include_usage = include_usage
+        head = orjson.dumps(
+            {
+                "id": new_completion_id(),
+                "object": "chat.completion.chunk",
+                "created": int(time.time()),
+                "model": model,
+            }
+        )
+        # ``{"id":..,"model":"m"}`` -> ``data: {"id":..,"model":"m","choices":[{"index":0,"delta":``
+        self._head = b"data: " + head[:-1] + b',"choices":[{"index":0,"delta":'
+        self._tail = b',"finish_reason":null}]' + (b',"usage":null' if include_usage else b"") + b"}\n\n"
+
+    def role(self) -> bytes:
+        return self._head + b'{"role":"assistant","content":""}' + self._tail
+
+    def content(self, text: str) -> bytes:
+        return self._head + b'{"content":' + orjson.dumps(text) + b"}" + self._tail
+
+    def tool_event(self, name: str, status: str) -> bytes:
+        delta = orjson.dumps({"nanobot_tool": {"name": name, "status": status}})
+        return self._head + delta + self._tail
+
+    def stop(self) -> bytes:
+        tail = b',"finish_reason":"stop"}]' + (b',"usage":null' if self._include_usage else b"") + b"}\n\n"
+        return self._head + b"{}" + tail
+
+    def usage(self, usage: Usage) -> bytes:
+        # Same id/created/model head, but ``choices`` is empty.
+        head = self._head[: -len(b'[{"index":0,"delta":')]
+        return head + b"[],\"usage\":" + orjson.dumps(usage.as_dict()) + b"}\n\n"
+
+
+def parse_frames(raw: bytes) -> list[Any]:
+    """Split an SSE body into decoded ``data:`` payloads (``"[DONE]"`` kept as a string).
+
+    Used by the CLI's own checks and the tests; comment lines are skipped.
+    """
+    out: list[Any] = []
+    for block in raw.split(b"\n\n"):
+        for line in block.split(b"\n"):
+            if line.startswith(b"data: "):
+                data = line[6:]
+                out.append("[DONE]" if data == b"[DONE]" else orjson.loads(data))
+    return out

@@ -1,0 +1,102 @@
+"""The Tornado application and the serving process around it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from typing import Any
+
+from tornado import web
+from tornado.httpserver import HTTPServer
+from tornado.netutil import bind_sockets
+
+from nanobot.config import Config, ConfigError
+from nanobot.pipeline import Pipeline
+from nanobot.server.guards import ConcurrencyGate, KeyCheck, OriginPolicy
+from nanobot.server.handlers import ChatCompletionsHandler, HealthHandler, ModelsHandler, NotFoundHandler
+from nanobot.services import Services
+
+log = logging.getLogger("nanobot.server")
+
+# The original drops SYNs at 500 simultaneous clients with the default 128.
+LISTEN_BACKLOG = 4096
+
+
+def make_app(services: Services, pipeline: Pipeline | None = None, verbose: bool = False) -> web.Application:
+    config = services.config
+    pipeline = pipeline or Pipeline.from_names(config.pipeline.stages)
+    settings: dict[str, Any] = {
+        "services": services,
+        "pipeline": pipeline,
+        "origins": OriginPolicy(config.api.cors_origins),
+        "keys": KeyCheck(config.api.api_key),
+        "gate": ConcurrencyGate(config.api.max_concurrent_requests),
+        "default_handler_class": NotFoundHandler,
+        "compress_response": False,
+    }
+    if not verbose:
+        settings["log_function"] = lambda handler: None
+    return web.Application(
+        [
+            (r"/health", HealthHandler),
+            (r"/v1/models", ModelsHandler),
+            (r"/v1/chat/completions", ChatCompletionsHandler),
+        ],
+        **settings,
+    )
+
+
+def check_bind(config: Config) -> None:
+    if config.api.host in ("0.0.0.0", "::", "") and not config.api.api_key:
+        raise ConfigError(
+            f"refusing to listen on {config.api.host or 'all interfaces'} without a key: set api.apiKey "
+            "(or bind to 127.0.0.1)"
+        )
+
+
+async def serve(config: Config, verbose: bool = False, grace: float = 10.0) -> None:
+    """Serve until SIGTERM/SIGINT, then drain in-flight requests for up to ``grace`` seconds."""
+    check_bind(config)
+    pipeline = Pipeline.from_names(config.pipeline.stages)  # config errors before binding
+    services = Services.build(config)
+    app = make_app(services, pipeline, verbose)
+    # Body limits are enforced by the handlers (to answer 413 in JSON); Tornado's
+    # own cap only guards against bodies far past them.
+    server = HTTPServer(
+        app,
+        max_body_size=config.api.max_body_bytes + 1024 * 1024,
+        idle_connection_timeout=75,
+        body_timeout=max(60.0, config.api.timeout),
+        xheaders=False,
+    )
+    try:
+        sockets = bind_sockets(config.api.port, config.api.host, backlog=LISTEN_BACKLOG)
+    except OSError as exc:
+        await services.close()
+        raise ConfigError(f"cannot listen on {config.api.host}:{config.api.port}: {exc.strerror}") from None
+    server.add_sockets(sockets)
+    await services.start()
+    port = sockets[0].getsockname()[1]
+    host = config.api.host if ":" not in config.api.host else f"[{config.api.host}]"
+    print(
+        f"nanobot API listening on http://{host}:{port} "
+        f"(provider: {config.agents.defaults.provider}, model: {config.agents.defaults.model})",
+        flush=True,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down: draining for up to %.0f s", grace)
+    server.stop()
+    gate: ConcurrencyGate = app.settings["gate"]
+    deadline = loop.time() + grace
+    while gate.in_flight and loop.time() < deadline:
+        await asyncio.sleep(0.05)
+    if gate.in_flight:
+        log.warning("%d request(s) still running after the grace period; closing them", gate.in_flight)
+    await services.close()
+    print("nanobot API stopped", file=sys.stderr, flush=True)

@@ -1,0 +1,71 @@
+"""Who may talk to the server: origin, API key, and how many at once.
+
+These checks run before any stage reads the body. The origin rule is what
+keeps a hostile web page from driving a key-less local server with a
+"simple" cross-site request (multipart needs no CORS preflight).
+"""
+
+from __future__ import annotations
+
+import hmac
+
+from nanobot.errors import AuthenticationFailed, Overloaded, PermissionDenied
+
+CORS_ALLOW_HEADERS = "Authorization, Content-Type, X-Request-ID, X-Session-Id"
+CORS_ALLOW_METHODS = "GET, POST, OPTIONS"
+CORS_EXPOSE_HEADERS = "X-Request-ID"
+
+
+class OriginPolicy:
+    def __init__(self, allowed: list[str]) -> None:
+        self.any = "*" in allowed
+        self.allowed = frozenset(o.rstrip("/").lower() for o in allowed if o != "*")
+
+    def is_cross_allowed(self, origin: str) -> bool:
+        return self.any or origin.rstrip("/").lower() in self.allowed
+
+    def check(self, origin: str | None, own_origin: str) -> None:
+        """403 unless there is no Origin, it is our own, or it is listed."""
+        if origin is None:
+            return
+        if origin.rstrip("/").lower() == own_origin.lower() or self.is_cross_allowed(origin):
+            return
+        raise PermissionDenied(
+            f"Origin '{origin}' is not allowed (add it to api.corsOrigins).", code="origin_not_allowed"
+        )
+
+
+class KeyCheck:
+    def __init__(self, api_key: str) -> None:
+        self.expected = f"Bearer {api_key}".encode() if api_key else None
+
+    def check(self, authorization: str | None) -> None:
+        if self.expected is None:
+            return
+        if not authorization:
+            raise AuthenticationFailed(
+                "Missing API key: send 'Authorization: Bearer <key>'.", code="missing_api_key"
+            )
+        # Constant time over the whole header, so timing reveals nothing of the key.
+        if not hmac.compare_digest(authorization.strip().encode("utf-8", "replace"), self.expected):
+            raise AuthenticationFailed("Incorrect API key provided.", code="invalid_api_key")
+
+
+class ConcurrencyGate:
+    """At most ``limit`` requests in flight; past it, 503 at once (no queue)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.in_flight = 0
+
+    def enter(self) -> None:
+        if self.in_flight >= self.limit:
+            raise Overloaded(
+                "The server is at its limit of concurrent requests; retry shortly.",
+                code="too_many_requests",
+                headers={"Retry-After": "1"},
+            )
+        self.in_flight += 1
+
+    def leave(self) -> None:
+        self.in_flight -= 1

@@ -1,0 +1,220 @@
+"""HTTP handlers. They stay thin: guards, a RequestContext, the pipeline.
+
+Every error a client sees goes through :meth:`BaseHandler.write_error`, which
+writes the OpenAI error document; a failure after SSE headers went out is an
+SSE error frame instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import uuid
+from typing import Any
+
+from tornado import httputil, web
+
+from nanobot.context import RequestContext
+from nanobot.errors import ApiError, NotFound, Timeout, TooLarge, internal_error
+from nanobot.protocol import error_frame, error_json, models_body
+from nanobot.server.guards import CORS_ALLOW_HEADERS, CORS_ALLOW_METHODS, CORS_EXPOSE_HEADERS
+
+log = logging.getLogger("nanobot.server")
+_REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
+
+
+class BaseHandler(web.RequestHandler):
+    """Request id, CORS, auth and OpenAI-shaped errors for every route."""
+
+    public = False  # True: no API key needed
+    check_origin = True
+
+    def set_default_headers(self) -> None:
+        rid = self.request.headers.get("X-Request-ID")
+        if rid is None or not _REQUEST_ID.match(rid):
+            rid = uuid.uuid4().hex
+        self.request_id = rid
+        self.set_header("X-Request-ID", rid)
+        origin = self.request.headers.get("Origin")
+        if origin and self.application.settings["origins"].is_cross_allowed(origin):
+            self.set_header("Access-Control-Allow-Origin", origin)
+            self.set_header("Access-Control-Expose-Headers", CORS_EXPOSE_HEADERS)
+            self.set_header("Vary", "Origin")
+
+    @property
+    def services(self) -> Any:
+        return self.application.settings["services"]
+
+    def prepare(self) -> None:
+        settings = self.application.settings
+        if self.check_origin:
+            own = f"{self.request.protocol}://{self.request.host}"
+            settings["origins"].check(self.request.headers.get("Origin"), own)
+        if not self.public and self.request.method != "OPTIONS":
+            settings["keys"].check(self.request.headers.get("Authorization"))
+
+    def options(self, *args: Any) -> None:
+        """CORS preflight: only listed origins get here (prepare refused the rest)."""
+        self.set_status(204)
+        self.set_header("Access-Control-Allow-Methods", CORS_ALLOW_METHODS)
+        self.set_header("Access-Control-Allow-Headers", CORS_ALLOW_HEADERS)
+        self.set_header("Access-Control-Max-Age", "600")
+
+    def _handle_request_exception(self, e: BaseException) -> None:
+        if isinstance(e, ApiError):
+            # Expected outcomes: no traceback in the log.
+            if not self._finished:
+                self.send_error(e.status, exc_info=(type(e), e, e.__traceback__))
+            return
+        super()._handle_request_exception(e)
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, ApiError):
+            err = exc
+        elif isinstance(exc, web.HTTPError) and exc.status_code < 500:
+            reason = exc.log_message or httputil.responses.get(status_code, "Error")
+            if status_code == 405:
+                reason = f"Method {self.request.method} is not allowed on {self.request.path}."
+            err = ApiError(reason % exc.args if exc.args else reason, status=status_code)
+        else:
+            err = internal_error()
+        self.send_api_error(err)
+
+    def send_api_error(self, err: ApiError) -> None:
+        self.set_status(err.status)
+        for name, value in err.headers.items():
+            self.set_header(name, value)
+        self.set_header("Content-Type", "application/json")
+        self.finish(error_json(err))
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        if isinstance(value, ApiError) or (isinstance(value, web.HTTPError) and value.status_code < 500):
+            return
+        log.error("Unhandled error on %s %s", self.request.method, self.request.path, exc_info=(typ, value, tb))
+
+
+class HealthHandler(BaseHandler):
+    public = True
+    check_origin = False
+
+    def get(self) -> None:
+        self.set_header("Content-Type", "application/json")
+        self.finish(b'{"status":"ok"}')
+
+
+class ModelsHandler(BaseHandler):
+    def get(self) -> None:
+        self.set_header("Content-Type", "application/json")
+        self.finish(models_body(self.services.config.agents.defaults.model))
+
+
+class NotFoundHandler(BaseHandler):
+    public = True
+
+    def prepare(self) -> None:
+        raise NotFound(f"Unknown route {self.request.path}.", code="unknown_route")
+
+
+@web.stream_request_body
+class ChatCompletionsHandler(BaseHandler):
+    """``POST /v1/chat/completions``: run the pipeline, cancel it if the client leaves."""
+
+    _task: asyncio.Task | None = None
+    _gated = False
+    _ctx: RequestContext | None = None
+
+    def prepare(self) -> None:
+        super().prepare()
+        if self.request.method != "POST":
+            return
+        api = self.services.config.api
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self._limit = api.max_body_bytes
+        length = self.request.headers.get("Content-Length")
+        if length and length.isdigit() and int(length) > self._limit:
+            raise self._too_large()
+        self.application.settings["gate"].enter()
+        self._gated = True
+
+    def _too_large(self) -> TooLarge:
+        return TooLarge(
+            f"The request body is larger than the limit of {self._limit} bytes.", code="body_too_large"
+        )
+
+    def data_received(self, chunk: bytes) -> None:
+        if self._finished:
+            return
+        self._size += len(chunk)
+        if self._size > self._limit:
+            self._chunks.clear()
+            # Finishing now makes Tornado drop the rest and close the connection.
+            self.send_api_error(self._too_large())
+            return
+        self._chunks.append(chunk)
+
+    async def post(self) -> None:
+        if self._finished:
+            return
+        services = self.services
+        loop = asyncio.get_running_loop()
+        body = b"".join(self._chunks)
+        self._chunks = []
+        ctx = self._ctx = RequestContext(
+            services=services,
+            method="POST",
+            path=self.request.path,
+            headers=self.request.headers,
+            body=body,
+            response=self,
+            request_id=self.request_id,
+            deadline=loop.time() + services.config.api.timeout,
+        )
+        self._task = asyncio.current_task()
+        try:
+            async with asyncio.timeout_at(ctx.deadline):
+                async with ctx.exit_stack:
+                    await self.application.settings["pipeline"](ctx)
+        except ApiError as err:
+            self._fail(ctx, err)
+        except TimeoutError:
+            self._fail(ctx, Timeout(f"The request took longer than api.timeout ({services.config.api.timeout:g} s).", code="timeout"))
+        except asyncio.CancelledError:
+            if self.request.connection.stream.closed():
+                # The client left: the run is cancelled and the request is over.
+                self._task.uncancel()
+                self._finished = True
+                return
+            raise
+        except Exception:
+            log.exception("turn failed (request %s)", self.request_id)
+            self._fail(ctx, internal_error())
+        if not self._finished:
+            self.finish()
+
+    def _fail(self, ctx: RequestContext, err: ApiError) -> None:
+        if self._finished:
+            return
+        if ctx.headers_sent:
+            self.write(error_frame(err))
+            self.finish()
+        else:
+            self.clear()
+            for name, value in ctx.response_headers.items():
+                self.set_header(name, value)
+            self.send_api_error(err)
+
+    def on_connection_close(self) -> None:
+        if self._task is not None and not self._task.done() and not self._finished:
+            self._task.cancel()
+        self._release()
+
+    def on_finish(self) -> None:
+        self._release()
+
+    def _release(self) -> None:
+        if self._gated:
+            self._gated = False
+            self.application.settings["gate"].leave()

@@ -1,0 +1,89 @@
+"""Everything a turn needs, built once from the config and shared.
+
+The server and ``nanobot agent`` both run turns through these same objects,
+so the CLI check exercises exactly the path the API uses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from nanobot.agent.loop import AgentLoop
+from nanobot.agent.tools import MessageTool, ToolRegistry
+from nanobot.config import Config
+from nanobot.files.limits import FileLimits
+from nanobot.files.pool import Extractor
+from nanobot.outbound.sqlite_outbox import SqliteOutbox
+from nanobot.providers.base import Provider
+from nanobot.providers.echo import EchoProvider
+from nanobot.providers.openai_compat import OpenAICompatProvider
+from nanobot.sessions.locks import SessionLocks
+from nanobot.sessions.store import SqliteSessionStore
+from nanobot.storage.db import Database
+
+
+def make_provider(config: Config) -> Provider:
+    defaults = config.agents.defaults
+    if defaults.provider == "echo":
+        return EchoProvider(defaults.model)
+    return OpenAICompatProvider(defaults.provider, config.providers[defaults.provider], defaults)
+
+
+def file_limits(config: Config) -> FileLimits:
+    f = config.api.files
+    return FileLimits(
+        max_chars=f.max_chars,
+        max_pages=f.max_pages,
+        max_zip_members=f.max_zip_members,
+        max_uncompressed_bytes=f.max_uncompressed_bytes,
+        max_compression_ratio=f.max_compression_ratio,
+        timeout_seconds=f.timeout,
+        workers=f.workers,
+        max_xlsx_cells=f.max_xlsx_cells,
+    )
+
+
+@dataclass
+class Services:
+    config: Config
+    db: Database
+    provider: Provider
+    sessions: SqliteSessionStore
+    locks: SessionLocks
+    outbox: SqliteOutbox
+    extractor: Extractor
+    agent: AgentLoop
+
+    @classmethod
+    def build(cls, config: Config) -> "Services":
+        workspace = config.workspace
+        workspace.mkdir(parents=True, exist_ok=True)
+        db = Database(workspace / "nanobot.db")
+        provider = make_provider(config)
+        sessions = SqliteSessionStore(db)
+        outbox = SqliteOutbox(db, config.channels)
+        tools = ToolRegistry([MessageTool(outbox)])
+        return cls(
+            config=config,
+            db=db,
+            provider=provider,
+            sessions=sessions,
+            locks=SessionLocks(),
+            outbox=outbox,
+            extractor=Extractor(file_limits(config)),
+            agent=AgentLoop(provider, sessions, tools, config.agents.defaults),
+        )
+
+    @property
+    def media_dir(self):
+        return self.config.workspace / "media" / "api"
+
+    async def start(self) -> None:
+        await self.outbox.start()
+
+    async def close(self) -> None:
+        await self.outbox.close()
+        await self.extractor.close()
+        await self.provider.close()
+        await self.sessions.close()
+        self.db.close()

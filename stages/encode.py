@@ -1,0 +1,106 @@
+"""encode: drain the agent's events into one JSON body or SSE frames.
+
+Streaming: the headers and the role chunk go out the moment the turn starts
+(``ctx.headers_sent`` is then true, and any later failure becomes an SSE
+error frame, written by the handler). Every frame is flushed as produced; a
+``: ping`` comment keeps a silent stream (tools running) alive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from nanobot.agent.loop import ToolProgress, TurnDone
+from nanobot.context import RequestContext
+from nanobot.protocol import DONE_FRAME, PING_FRAME, ChunkEncoder, Usage, completion_body
+
+
+def _ignore_result(fut: "asyncio.Future[None]") -> None:
+    if not fut.cancelled():
+        fut.exception()  # a closed connection: the request is ending anyway
+
+
+class Heartbeat:
+    """Writes ``: ping`` when nothing was sent for ``interval`` seconds."""
+
+    def __init__(self, ctx: RequestContext, interval: float) -> None:
+        self._ctx = ctx
+        self._interval = interval
+        self._loop = asyncio.get_running_loop()
+        self.last = self._loop.time()
+        self._handle = self._loop.call_later(interval, self._tick)
+
+    def touch(self) -> None:
+        self.last = self._loop.time()
+
+    def _tick(self) -> None:
+        now = self._loop.time()
+        if now - self.last >= self._interval * 0.999:
+            self._ctx.response.write(PING_FRAME)
+            self._ctx.response.flush().add_done_callback(_ignore_result)
+            self.last = now
+        self._handle = self._loop.call_at(self.last + self._interval, self._tick)
+
+    def stop(self) -> None:
+        self._handle.cancel()
+
+
+class Encode:
+    name = "encode"
+
+    async def __call__(self, ctx: RequestContext) -> None:
+        assert ctx.events is not None, "encode needs run_agent before it"
+        if ctx.stream:
+            await self._stream(ctx)
+        else:
+            await self._json(ctx)
+
+    async def _json(self, ctx: RequestContext) -> None:
+        done: TurnDone | None = None
+        async for event in ctx.events:
+            if type(event) is TurnDone:
+                done = event
+        assert done is not None
+        response = ctx.response
+        for name, value in ctx.response_headers.items():
+            response.set_header(name, value)
+        response.set_header("Content-Type", "application/json")
+        response.write(completion_body(ctx.model, done.text, done.usage))
+
+    async def _stream(self, ctx: RequestContext) -> None:
+        response = ctx.response
+        for name, value in ctx.response_headers.items():
+            response.set_header(name, value)
+        response.set_header("Content-Type", "text/event-stream; charset=utf-8")
+        response.set_header("Cache-Control", "no-cache")
+        response.set_header("X-Accel-Buffering", "no")
+        encoder = ChunkEncoder(ctx.model, ctx.include_usage)
+        response.write(encoder.role())
+        ctx.headers_sent = True
+        await response.flush()
+        heartbeat = Heartbeat(ctx, ctx.services.config.api.ping_interval)
+        tool_events = ctx.include_tool_events
+        usage = Usage()
+        try:
+            async for event in ctx.events:
+                if type(event) is str:
+                    frame = encoder.content(event)
+                elif type(event) is ToolProgress:
+                    if not tool_events:
+                        continue
+                    frame = encoder.tool_event(event.name, event.status)
+                else:
+                    usage = event.usage
+                    continue
+                response.write(frame)
+                heartbeat.touch()
+                await response.flush()
+        finally:
+            heartbeat.stop()
+        tail = encoder.stop()
+        if ctx.include_usage:
+            tail += encoder.usage(usage)
+        response.write(tail + DONE_FRAME)
+
+
+stage = Encode()

@@ -1,0 +1,25 @@
+"""resolve_session: the session key, this session's turn slot, and its history.
+
+Holding the per-session lock until the request ends makes turns on one
+session run one at a time, in arrival order. The wait counts against
+``api.timeout`` (the handler's deadline), so a stalled turn cannot hold a
+session's queue forever.
+"""
+
+from __future__ import annotations
+
+from nanobot.context import RequestContext
+
+
+class ResolveSession:
+    name = "resolve_session"
+    prefix = "api"
+
+    async def __call__(self, ctx: RequestContext) -> None:
+        ctx.session_key = f"{self.prefix}:{ctx.session_id or 'default'}"
+        services = ctx.services
+        await ctx.exit_stack.enter_async_context(services.locks.hold(ctx.session_key))
+        ctx.history = await services.agent.history(ctx.session_key)
+
+
+stage = ResolveSession()

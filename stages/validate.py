@@ -1,0 +1,195 @@
+"""validate: the decoded request into one checked turn.
+
+Accepts exactly what section 4 of the design allows and names the offending
+field (``param``) of anything else. Other OpenAI fields (temperature,
+max_tokens, tools, n ...) are accepted and ignored: a client library's
+defaults must never cause an error, and the server owns those settings.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from nanobot.context import IncomingFile, RequestContext
+from nanobot.errors import InvalidRequest
+
+DEFAULT_FILE_PROMPT = "Please analyze the uploaded file(s)."
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off", ""}
+
+
+def parse_data_url(url: Any, param: str) -> str:
+    """The base64 payload of a ``data:<mime>;base64,...`` URL (not yet decoded)."""
+    if not isinstance(url, str) or not url:
+        raise InvalidRequest("Expected a data URL string.", param=param, code="invalid_data_url")
+    scheme = url.split(":", 1)[0].lower() if ":" in url else ""
+    if scheme in ("http", "https"):
+        raise InvalidRequest(
+            "Remote URLs are not fetched: send the file inline as a data URL (data:<mime>;base64,...).",
+            param=param,
+            code="remote_url_not_supported",
+        )
+    if scheme != "data":
+        raise InvalidRequest(
+            "Only data URLs (data:<mime>;base64,...) are supported.", param=param, code="invalid_data_url"
+        )
+    header, sep, payload = url[5:].partition(",")
+    if not sep or not header.lower().endswith(";base64"):
+        raise InvalidRequest(
+            "Malformed data URL: expected data:<mime>;base64,<data>.", param=param, code="invalid_data_url"
+        )
+    return payload
+
+
+def _check_session_id(value: Any, param: str = "session_id") -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not 1 <= len(value) <= 256 or _CONTROL.search(value):
+        raise InvalidRequest(
+            "session_id must be a string of 1 to 256 printable characters.", param=param, code="invalid_session_id"
+        )
+    return value
+
+
+def _check_model(ctx: RequestContext, value: Any) -> None:
+    configured = ctx.services.config.agents.defaults.model
+    if value is None or value == "":
+        ctx.model = configured
+        return
+    if not isinstance(value, str):
+        raise InvalidRequest("model must be a string.", param="model")
+    if value != configured:
+        raise InvalidRequest(
+            f"The model '{value}' does not exist; this server serves '{configured}'.",
+            param="model",
+            code="model_not_found",
+        )
+    ctx.model = value
+
+
+def _content_parts(content: Any, base: str, ctx: RequestContext) -> None:
+    if isinstance(content, str):
+        ctx.text = content
+        return
+    if not isinstance(content, list):
+        raise InvalidRequest("content must be a string or a list of parts.", param=base)
+    texts = []
+    for i, part in enumerate(content):
+        param = f"{base}[{i}]"
+        if not isinstance(part, dict):
+            raise InvalidRequest("Each content part must be an object.", param=param)
+        kind = part.get("type")
+        if kind == "text":
+            text = part.get("text")
+            if not isinstance(text, str):
+                raise InvalidRequest("A text part needs a string 'text'.", param=f"{param}.text")
+            texts.append(text)
+        elif kind == "image_url":
+            image = part.get("image_url")
+            url = image.get("url") if isinstance(image, dict) else image
+            b64 = parse_data_url(url, f"{param}.image_url.url")
+            ctx.files.append(IncomingFile(param=f"{param}.image_url.url", filename=None, base64=b64, from_image_part=True))
+        elif kind == "file":
+            spec = part.get("file")
+            if not isinstance(spec, dict):
+                raise InvalidRequest("A file part needs a 'file' object.", param=f"{param}.file")
+            if "file_data" not in spec:
+                raise InvalidRequest(
+                    "Only inline files are supported: set file.file_data to a data URL.",
+                    param=f"{param}.file.file_data",
+                )
+            name = spec.get("filename")
+            if name is not None and not isinstance(name, str):
+                raise InvalidRequest("file.filename must be a string.", param=f"{param}.file.filename")
+            b64 = parse_data_url(spec["file_data"], f"{param}.file.file_data")
+            ctx.files.append(IncomingFile(param=f"{param}.file.file_data", filename=name, base64=b64))
+        else:
+            raise InvalidRequest(
+                f"Unsupported content part type {kind!r} (use text, image_url or file).", param=f"{param}.type"
+            )
+    ctx.text = "\n".join(texts)
+
+
+def _pick_message(messages: list[Any], client_history: str) -> tuple[int, dict[str, Any]]:
+    if client_history == "ignore":
+        # Clients that resend the whole conversation: the last user message is the turn.
+        for i in range(len(messages) - 1, -1, -1):
+            m = messages[i]
+            if isinstance(m, dict) and m.get("role") == "user":
+                return i, m
+        raise InvalidRequest("messages must contain a user message.", param="messages")
+    if len(messages) != 1:
+        raise InvalidRequest(
+            "messages must hold exactly one user message: the server keeps the conversation "
+            "history (use session_id to continue a conversation).",
+            param="messages",
+        )
+    return 0, messages[0]
+
+
+def _validate_json(ctx: RequestContext, body: dict[str, Any]) -> None:
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise InvalidRequest("messages must be a non-empty list.", param="messages")
+    index, message = _pick_message(messages, ctx.services.config.api.client_history)
+    base = f"messages[{index}]"
+    if not isinstance(message, dict):
+        raise InvalidRequest("Each message must be an object.", param=base)
+    if message.get("role") != "user":
+        raise InvalidRequest("The message must have role 'user'.", param=f"{base}.role")
+    _content_parts(message.get("content"), f"{base}.content", ctx)
+    if not ctx.text.strip():
+        if not ctx.files:
+            raise InvalidRequest("The message has no text and no file.", param=f"{base}.content")
+        ctx.text = DEFAULT_FILE_PROMPT
+    _check_model(ctx, body.get("model"))
+    ctx.session_id = _check_session_id(body.get("session_id"))
+    stream = body.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise InvalidRequest("stream must be a boolean.", param="stream")
+    ctx.stream = bool(stream)
+    options = body.get("stream_options")
+    if options is not None:
+        if not isinstance(options, dict):
+            raise InvalidRequest("stream_options must be an object.", param="stream_options")
+        ctx.include_usage = options.get("include_usage") is True
+        ctx.include_tool_events = options.get("include_tool_events") is True
+
+
+def _field(form: dict[str, list[str]], name: str) -> str | None:
+    values = form.get(name)
+    return values[-1] if values else None
+
+
+def _validate_form(ctx: RequestContext, form: dict[str, list[str]]) -> None:
+    message = _field(form, "message")
+    if not ctx.files and not (message and message.strip()):
+        raise InvalidRequest("Send a 'message' field, one or more 'files', or both.", param="message")
+    ctx.text = message if message and message.strip() else DEFAULT_FILE_PROMPT
+    _check_model(ctx, _field(form, "model"))
+    ctx.session_id = _check_session_id(_field(form, "session_id") or None)
+    stream = (_field(form, "stream") or "").strip().lower()
+    if stream not in _TRUE | _FALSE:
+        raise InvalidRequest("stream must be true or false.", param="stream")
+    ctx.stream = stream in _TRUE
+
+
+class Validate:
+    name = "validate"
+
+    async def __call__(self, ctx: RequestContext) -> None:
+        if ctx.payload is not None:
+            _validate_json(ctx, ctx.payload)
+        elif ctx.form is not None:
+            _validate_form(ctx, ctx.form)
+        else:
+            raise InvalidRequest("Empty request.")
+        if ctx.session_id is None:
+            header = ctx.headers.get("X-Session-Id")
+            if header and ctx.services.config.api.client_history == "ignore":
+                ctx.session_id = _check_session_id(header, "X-Session-Id")
+
+
+stage = Validate()

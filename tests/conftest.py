@@ -1,0 +1,45 @@
+"""Shared fixtures: a scripted upstream process and nanobot server processes."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterator
+
+import pytest
+
+from nanobot.testing.process import UpstreamProcess
+from servers import ServerProcess, upstream_config
+
+
+@pytest.fixture(scope="session")
+def upstream() -> Iterator[UpstreamProcess]:
+    proc = UpstreamProcess.start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="session")
+def echo_server() -> Iterator[ServerProcess]:
+    """A server with the shipped defaults: the offline echo provider, no key."""
+    with ServerProcess({}) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def agent_server(upstream: UpstreamProcess) -> Iterator[ServerProcess]:
+    """A server whose provider is the scripted upstream."""
+    with ServerProcess(upstream_config(upstream.url)) as server:
+        yield server
+
+
+@pytest.fixture
+def make_server() -> Iterator[Callable[..., ServerProcess]]:
+    started: list[ServerProcess] = []
+
+    def start(config: dict[str, Any] | None = None, **kwargs: Any) -> ServerProcess:
+        server = ServerProcess(config or {}, **kwargs)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()

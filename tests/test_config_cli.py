@@ -1,0 +1,149 @@
+"""Config loading rules and the CLI's exit codes and messages."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from nanobot.config import ConfigError, load_config, parse_config, to_public_dict
+from servers import ROOT
+
+
+def test_defaults_and_camel_case():
+    c = parse_config({"api": {"maxFileBytes": 5, "corsOrigins": ["http://a"]}, "agents": {"defaults": {"maxToolIterations": 3}}})
+    assert c.api.max_file_bytes == 5 and c.api.cors_origins == ["http://a"]
+    assert c.agents.defaults.max_tool_iterations == 3
+    assert c.api.port == 8900 and c.agents.defaults.provider == "echo"
+    assert c.pipeline.stages[0] == "decode"
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"api": {"port": "80"}}, "api.port: expected integer"),
+        ({"api": {"port": True}}, "api.port: expected integer"),
+        ({"api": {"prot": 1}}, "api.prot: unknown key"),
+        ({"agents": {"defaults": {"temperature": "hot"}}}, "agents.defaults.temperature: expected number"),
+        ({"providers": {"x": {"apiKey": 3}}}, "providers.x.apiKey: expected string"),
+        ({"providers": {"x": {"bogus": 3}}}, "providers.x.bogus: unknown key"),
+        ({"api": {"corsOrigins": "http://a"}}, "api.corsOrigins: expected array"),
+        ({"api": {"corsOrigins": [1]}}, "api.corsOrigins[0]: expected string"),
+        ({"channels": {"telegram": []}}, "channels.telegram: expected object"),
+        ({"agents": {"defaults": {"provider": "nope"}}}, "agents.defaults.provider: unknown provider"),
+        ({"api": {"clientHistory": "keep"}}, "api.clientHistory"),
+        ({"pipeline": {"stages": "decode"}}, "pipeline.stages: expected array"),
+    ],
+)
+def test_errors_name_the_key_path(data, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        parse_config(data)
+
+
+def test_env_interpolation(monkeypatch):
+    monkeypatch.setenv("NB_TEST_KEY", "k-123")
+    c = parse_config({"providers": {"o": {"apiKey": "${NB_TEST_KEY}", "apiBase": "http://h/${NB_TEST_KEY}/v1"}}})
+    assert c.providers["o"].api_key == "k-123" and c.providers["o"].api_base == "http://h/k-123/v1"
+    monkeypatch.delenv("NB_TEST_MISSING", raising=False)
+    with pytest.raises(ConfigError, match="providers.o.apiKey: environment variable NB_TEST_MISSING is not set"):
+        parse_config({"providers": {"o": {"apiKey": "${NB_TEST_MISSING}"}}})
+
+
+def test_yaml_and_lookup_order(tmp_path, monkeypatch):
+    y = tmp_path / "c.yaml"
+    y.write_text("api:\n  port: 9001\nagents:\n  defaults:\n    model: m1\n")
+    assert load_config(str(y)).api.port == 9001
+    j = tmp_path / "env.json"
+    j.write_text(json.dumps({"api": {"port": 9002}}))
+    local = tmp_path / "cwd"
+    local.mkdir()
+    (local / "config.json").write_text(json.dumps({"api": {"port": 9003}}))
+    monkeypatch.chdir(local)
+    monkeypatch.setenv("NANOBOT_CONFIG", str(j))
+    assert load_config(str(y)).api.port == 9001  # --config first
+    assert load_config(None).api.port == 9002  # then $NANOBOT_CONFIG
+    monkeypatch.delenv("NANOBOT_CONFIG")
+    assert load_config(None).api.port == 9003  # then ./config.json
+    bad = tmp_path / "bad.json"
+    bad.write_text("{oops")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        load_config(str(bad))
+
+
+def test_secrets_masked():
+    c = parse_config({"api": {"apiKey": "top"}, "providers": {"o": {"apiKey": "sk-x", "extraHeaders": {"X-K": "v"}}},
+                      "channels": {"telegram": {"token": "123:abc"}}})
+    text = json.dumps(to_public_dict(c))
+    assert "top" not in text and "sk-x" not in text and "123:abc" not in text and '"v"' not in text
+
+
+def run_cli(*args, env=None, cwd=None, timeout=60):
+    full_env = {**os.environ, **(env or {})}
+    full_env["PYTHONPATH"] = str(ROOT)
+    return subprocess.run([sys.executable, "-m", "nanobot", *args], capture_output=True, text=True,
+                          env=full_env, cwd=cwd, timeout=timeout)
+
+
+@pytest.mark.parametrize(
+    "config, needle",
+    [
+        ({"api": {"port": "x"}}, "api.port: expected integer"),
+        ({"api": {"host": "0.0.0.0"}}, "set api.apiKey"),
+        ({"api": {"host": "::"}}, "set api.apiKey"),
+        ({"pipeline": {"stages": ["decode", "no_such_stage"]}}, "no_such_stage"),
+        ({"pipeline": {"stages": ["decode", "no_such_module_xyz:Stage"]}}, "no_such_module_xyz:Stage"),
+        ({"pipeline": {"stages": ["custom_stages:Broken"]}}, "custom_stages:Broken"),
+    ],
+)
+def test_serve_config_errors_exit_2(tmp_path, config, needle):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"agents": {"defaults": {"workspace": str(tmp_path / "ws")}}, **config}))
+    env = {"PYTHONPATH": str(ROOT) + os.pathsep + str(ROOT / "tests")}
+    p = subprocess.run([sys.executable, "-m", "nanobot", "serve", "--config", str(path), "--port", "0"],
+                       capture_output=True, text=True, env={**os.environ, **env}, timeout=60)
+    assert p.returncode == 2, (p.stdout, p.stderr)
+    assert needle in p.stderr
+    assert "Traceback" not in p.stderr
+
+
+def test_missing_env_var_exits_2(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"providers": {"o": {"apiKey": "${NB_SURELY_UNSET_VAR}"}}}))
+    p = run_cli("agent", "-m", "hi", "--config", str(path))
+    assert p.returncode == 2 and "NB_SURELY_UNSET_VAR" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_agent_command_echo(tmp_path):
+    p = run_cli("agent", "-m", "Hello!", "--workspace", str(tmp_path / "ws"), cwd=ROOT)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == "Hello!\n"
+    assert (tmp_path / "ws" / "nanobot.db").exists()
+
+
+def test_agent_command_uses_cli_sessions(tmp_path, upstream):
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({
+        "agents": {"defaults": {"provider": "scripted", "model": "scripted", "workspace": str(tmp_path / "ws")}},
+        "providers": {"scripted": {"apiKey": "k", "apiBase": upstream.url + "/v1", "maxRetries": 0}},
+    }))
+    p = run_cli("agent", "-m", "remember kiwi", "--config", str(cfg), "--session", "s9")
+    assert p.returncode == 0 and p.stdout.strip() == "You said: remember kiwi"
+    upstream.clear()
+    p = run_cli("agent", "-m", "what fruit", "--config", str(cfg), "--session", "s9")
+    assert p.returncode == 0
+    sent = upstream.requests()[-1]["body"]["messages"]
+    assert [m["content"] for m in sent[1:]] == ["remember kiwi", "You said: remember kiwi", "what fruit"]
+    p = run_cli("agent", "-m", "#status:500 boom", "--config", str(cfg))
+    assert p.returncode == 1 and "provider 'scripted' answered HTTP 500" in p.stderr
+
+
+def test_cli_overrides_host_port_workspace(tmp_path):
+    from servers import ServerProcess
+    with ServerProcess({}, args=("--port", "0", "--host", "127.0.0.1", "--workspace", str(tmp_path / "w2"))) as s:
+        import requests
+        assert requests.get(s.url + "/health").status_code == 200
+        assert requests.post(s.base_url + "/chat/completions", json={"messages": [{"role": "user", "content": "x"}]}).ok
+    assert (tmp_path / "w2" / "nanobot.db").exists()

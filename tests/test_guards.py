@@ -1,0 +1,109 @@
+"""API key, origin and concurrency rules, and stages added through config."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import time
+
+import openai
+import pytest
+import requests
+
+from servers import upstream_config
+
+CHAT = "/v1/chat/completions"
+BODY = {"messages": [{"role": "user", "content": "hi"}]}
+
+
+@pytest.fixture(scope="module")
+def keyed(request):
+    from servers import ServerProcess
+    server = ServerProcess({"api": {"apiKey": "s3cret-key", "corsOrigins": ["https://app.example"]}})
+    yield server
+    server.stop()
+
+
+def test_key_required_everywhere_but_health(keyed):
+    assert requests.get(keyed.url + "/health").status_code == 200
+    for method, path in (("GET", "/v1/models"), ("POST", CHAT)):
+        r = requests.request(method, keyed.url + path, json=BODY)
+        assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"
+        assert r.json()["error"]["code"] == "missing_api_key"
+        r = requests.request(method, keyed.url + path, json=BODY, headers={"Authorization": "Bearer wrong"})
+        assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
+        r = requests.request(method, keyed.url + path, json=BODY, headers={"Authorization": "s3cret-key"})
+        assert r.status_code == 401
+    # Unknown routes are 404 with or without a key.
+    assert requests.get(keyed.url + "/nope").status_code == 404
+    assert requests.get(keyed.url + "/nope", headers={"Authorization": "Bearer s3cret-key"}).status_code == 404
+
+
+def test_sdk_with_key(keyed):
+    c = openai.OpenAI(base_url=keyed.base_url, api_key="s3cret-key", max_retries=0)
+    assert c.chat.completions.create(model="echo", messages=BODY["messages"]).choices[0].message.content == "hi"
+    bad = openai.OpenAI(base_url=keyed.base_url, api_key="nope", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        bad.chat.completions.create(model="echo", messages=BODY["messages"])
+
+
+def test_hostile_origin_is_403_before_body(keyed, echo_server):
+    for server, auth in ((echo_server, {}), (keyed, {"Authorization": "Bearer s3cret-key"})):
+        files = {"files": ("a.txt", b"hello", "text/plain")}
+        r = requests.post(server.url + CHAT, files=files, data={"message": "hi"},
+                          headers={"Origin": "https://evil.example", **auth})
+        assert r.status_code == 403 and r.json()["error"]["type"] == "permission_error"
+        r = requests.post(server.url + CHAT, json=BODY, headers={"Origin": "https://evil.example", **auth})
+        assert r.status_code == 403
+    # Without a key the origin still decides first: no 401 leak for hostile pages.
+    r = requests.post(keyed.url + CHAT, json=BODY, headers={"Origin": "https://evil.example"})
+    assert r.status_code == 403
+    # The server's own origin and listed origins pass.
+    own = f"http://127.0.0.1:{echo_server.port}"
+    assert requests.post(echo_server.url + CHAT, json=BODY, headers={"Origin": own}).status_code == 200
+    r = requests.post(keyed.url + CHAT, json=BODY,
+                      headers={"Origin": "https://app.example", "Authorization": "Bearer s3cret-key"})
+    assert r.status_code == 200 and r.headers["Access-Control-Allow-Origin"] == "https://app.example"
+
+
+def test_preflight(keyed):
+    r = requests.options(keyed.url + CHAT, headers={
+        "Origin": "https://app.example", "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization, content-type"})
+    assert r.status_code == 204
+    assert "POST" in r.headers["Access-Control-Allow-Methods"]
+    assert "Authorization" in r.headers["Access-Control-Allow-Headers"]
+    assert r.headers["Access-Control-Allow-Origin"] == "https://app.example"
+    r = requests.options(keyed.url + CHAT, headers={"Origin": "https://evil.example"})
+    assert r.status_code == 403
+
+
+def test_over_capacity_is_503(make_server, upstream):
+    server = make_server(upstream_config(upstream.url) | {"api": {"maxConcurrentRequests": 2}})
+
+    def slow(i):
+        return requests.post(server.url + CHAT, json={"messages": [{"role": "user", "content": "#slow:1500 wait"}],
+                                                     "session_id": f"slow-{i}"})
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        futures = [pool.submit(slow, i) for i in range(2)]
+        time.sleep(0.6)
+        r = requests.post(server.url + CHAT, json={"messages": [{"role": "user", "content": "x"}], "session_id": "other"})
+        assert r.status_code == 503, r.text
+        assert r.headers["Retry-After"] == "1"
+        assert r.json()["error"]["type"] == "overloaded_error"
+        assert [f.result().status_code for f in futures] == [200, 200]
+    # Slots are given back.
+    r = requests.post(server.url + CHAT, json={"messages": [{"role": "user", "content": "again"}]})
+    assert r.status_code == 200
+
+
+def test_custom_stages_from_config(make_server):
+    stages = ["decode", "custom_stages:RejectFlagged", "validate", "extract_files", "resolve_session",
+              "custom_stages:stamp", "custom_stages:NoOp", "run_agent", "encode"]
+    server = make_server({"pipeline": {"stages": stages}})
+    r = requests.post(server.url + CHAT, json={**BODY, "session_id": "s1"})
+    assert r.status_code == 200 and r.headers["X-Stamped-By"] == "stamp:api:s1"
+    r = requests.post(server.url + CHAT, json={**BODY, "stream": True})
+    assert r.status_code == 200 and r.headers["X-Stamped-By"] == "stamp:api:default"
+    r = requests.post(server.url + CHAT, json=BODY, headers={"X-Block-Me": "1"})
+    assert r.status_code == 403 and r.json()["error"]["code"] == "blocked"
