@@ -1,0 +1,114 @@
+"""The agent loop: one turn from the user message to the final reply.
+
+It yields events as they happen (``str`` text deltas, :class:`ToolProgress`,
+then one :class:`TurnDone`), and commits the whole turn to the session in one
+transaction just before ``TurnDone``. A failed or cancelled turn commits
+nothing, so history is always as it was or one whole turn longer.
+"""
+
+from __future__ import annotations
+
+from contextlib import aclosing
+from dataclasses import dataclass
+from typing import Any, AsyncIterator
+
+from nanobot.agent.tools import ToolRegistry, TurnScope
+from nanobot.config import AgentDefaults
+from nanobot.protocol import Usage
+from nanobot.providers.base import Completion, Provider
+from nanobot.sessions.store import SessionStore
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are nanobot, a helpful assistant reached through an API. Answer clearly "
+    "and concisely. Files the user sends appear as [file: NAME] blocks with their "
+    "text, images as [image: NAME]. Use the message tool only to send something to "
+    "another chat channel, or when asked to message someone."
+)
+
+
+@dataclass(slots=True)
+class ToolProgress:
+    name: str
+    status: str  # "started" | "finished"
+
+
+@dataclass(slots=True)
+class TurnDone:
+    usage: Usage
+    text: str
+
+
+@dataclass(slots=True)
+class TurnInput:
+    session_key: str
+    history: list[dict[str, Any]]
+    user_for_llm: dict[str, Any]  # may carry image parts
+    user_for_history: dict[str, Any]  # images replaced by [image: NAME]
+    scope: TurnScope
+
+
+class AgentLoop:
+    def __init__(self, provider: Provider, store: SessionStore, tools: ToolRegistry, defaults: AgentDefaults) -> None:
+        self.provider = provider
+        self.store = store
+        self.tools = tools
+        self.max_iterations = defaults.max_tool_iterations
+        self.max_history = defaults.max_history_messages
+        self.system = {"role": "system", "content": defaults.system_prompt or DEFAULT_SYSTEM_PROMPT}
+
+    async def history(self, session_key: str) -> list[dict[str, Any]]:
+        return await self.store.history(session_key, self.max_history)
+
+    async def run(self, turn: TurnInput) -> AsyncIterator[str | ToolProgress | TurnDone]:
+        messages = [self.system, *turn.history, turn.user_for_llm]
+        new: list[dict[str, Any]] = [turn.user_for_history]
+        usage = Usage()
+        reply: list[str] = []
+        schemas = self.tools.schemas or None
+        for iteration in range(1, self.max_iterations + 1):
+            completion: Completion | None = None
+            async with aclosing(self.provider.stream(messages, schemas)) as events:
+                async for event in events:
+                    if type(event) is str:
+                        reply.append(event)
+                        yield event
+                    else:
+                        completion = event
+            assert completion is not None, "a provider stream must end with a Completion"
+            usage.add(completion.usage)
+            if not completion.tool_calls:
+                new.append({"role": "assistant", "content": completion.text})
+                break
+            if iteration == self.max_iterations:
+                note = (
+                    f"[Stopped: this turn reached the limit of {self.max_iterations} model calls "
+                    "while the model still wanted to use tools.]"
+                )
+                text = f"{completion.text}\n\n{note}" if completion.text else note
+                piece = text[len(completion.text) :]
+                reply.append(piece)
+                yield piece
+                new.append({"role": "assistant", "content": text})
+                break
+            call_msg = {
+                "role": "assistant",
+                "content": completion.text or None,
+                "tool_calls": [c.as_message_part() for c in completion.tool_calls],
+            }
+            messages.append(call_msg)
+            new.append(call_msg)
+            for call in completion.tool_calls:
+                yield ToolProgress(call.name, "started")
+                result = await self.tools.run(call, turn.scope)
+                while turn.scope.inline:
+                    piece = turn.scope.inline.pop(0)
+                    if reply and not reply[-1].endswith("\n"):
+                        piece = "\n" + piece
+                    reply.append(piece)
+                    yield piece
+                yield ToolProgress(call.name, "finished")
+                result_msg = {"role": "tool", "tool_call_id": call.id, "content": result}
+                messages.append(result_msg)
+                new.append(result_msg)
+        await self.store.append_turn(turn.session_key, new)
+        yield TurnDone(usage, "".join(reply))

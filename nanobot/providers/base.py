@@ -1,0 +1,42 @@
+"""The provider interface: one streamed LLM call.
+
+A provider's ``stream`` yields ``str`` text deltas as they arrive and ends
+with exactly one :class:`Completion` (tool calls assembled, usage counted).
+Plain ``str`` for deltas keeps the per-token path free of allocations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Protocol
+
+from nanobot.protocol import Usage
+
+
+@dataclass(slots=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments: str  # the raw JSON text, as the model wrote it
+
+    def as_message_part(self) -> dict[str, Any]:
+        return {"id": self.id, "type": "function", "function": {"name": self.name, "arguments": self.arguments}}
+
+
+@dataclass(slots=True)
+class Completion:
+    text: str = ""
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    usage: Usage = field(default_factory=Usage)
+    finish_reason: str = "stop"
+
+
+class Provider(Protocol):
+    name: str
+    model: str
+
+    def stream(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None
+    ) -> AsyncIterator[str | Completion]: ...
+
+    async def close(self) -> None: ...
