@@ -1,0 +1,105 @@
+"""The message tool end to end: API turn -> outbound queue -> fake platforms."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+
+import requests
+
+from servers import ROOT, ServerProcess, merge, upstream_config
+
+CHAT = "/v1/chat/completions"
+
+
+def ask(server, text, sid=None):
+    body = {"messages": [{"role": "user", "content": text}], "session_id": sid or uuid.uuid4().hex}
+    return requests.post(server.url + CHAT, json=body, timeout=60)
+
+
+def wait_for(predicate, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    return predicate()
+
+
+def channels(upstream, telegram=True, webhook=True, webhook_url=None):
+    return {"channels": {
+        "telegram": {"enabled": telegram, "token": "123:SECRET", "apiBase": upstream.url},
+        "webhook": {"enabled": webhook, "url": webhook_url or upstream.url + "/hook/main",
+                    "headers": {"X-Hook-Token": "hk"}},
+    }}
+
+
+def tool(args):
+    return "#tool:message " + json.dumps(args) + " please"
+
+
+def test_telegram_and_webhook_delivery(make_server, upstream):
+    server = make_server(merge(upstream_config(upstream.url), channels(upstream)))
+    upstream.clear_received()
+    long_text = "L" * 5000
+    r = ask(server, tool({"content": long_text, "channel": "telegram", "chat_id": "-100777"}))
+    reply = r.json()["choices"][0]["message"]["content"]
+    assert "queued for delivery to telegram:-100777" in reply
+    r = ask(server, tool({"content": "to the hook", "channel": "webhook", "chat_id": "room-1"}))
+    assert "queued for delivery to webhook:room-1" in r.json()["choices"][0]["message"]["content"]
+    got = wait_for(lambda: len(upstream.received()) >= 3 and upstream.received())
+    tg = [x for x in got if x["path"].startswith("/bot")]
+    assert [x["path"] for x in tg] == ["/bot123:SECRET/sendMessage"] * 2
+    assert [x["body"]["chat_id"] for x in tg] == ["-100777", "-100777"]
+    assert [len(x["body"]["text"]) for x in tg] == [4096, 904]
+    hook = [x for x in got if x["path"].startswith("/hook")][0]
+    assert hook["body"] == {"channel": "webhook", "chat_id": "room-1", "content": "to the hook"}
+    assert hook["headers"].get("X-Hook-Token") == "hk"
+
+
+def test_not_enabled_channel_is_undeliverable(make_server, upstream):
+    server = make_server(merge(upstream_config(upstream.url), channels(upstream, telegram=False)))
+    upstream.clear_received()
+    r = ask(server, tool({"content": "nope", "channel": "telegram", "chat_id": "5"}))
+    reply = r.json()["choices"][0]["message"]["content"]
+    assert "not enabled: no delivery will occur" in reply
+    r = ask(server, tool({"content": "nope", "channel": "slack", "chat_id": "5"}))
+    assert "not enabled: no delivery will occur" in r.json()["choices"][0]["message"]["content"]
+    time.sleep(0.5)
+    assert upstream.received() == []
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-m", "nanobot", "outbox", "--config", str(server.config_path)],
+                         capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("undeliverable") == 2 and "telegram" in out.stdout and "slack" in out.stdout
+
+
+def test_retry_then_delivered(make_server, upstream):
+    server = make_server(merge(upstream_config(upstream.url), channels(upstream)))
+    upstream.clear_received()
+    upstream.fail("/hook", 1, 503)
+    ask(server, tool({"content": "retry me", "channel": "webhook", "chat_id": "c"}))
+    got = wait_for(lambda: [x for x in upstream.received() if not x.get("failed")], timeout=15)
+    assert got and got[0]["body"]["content"] == "retry me"
+    assert len([x for x in upstream.received() if x.get("failed")]) == 1
+
+
+def test_pending_rows_delivered_after_restart(upstream, tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}/hook/dead"
+    ws = tmp_path / "ws"
+    upstream.clear_received()
+    with ServerProcess(merge(upstream_config(upstream.url), channels(upstream, webhook_url=dead)), workspace=ws) as s:
+        r = ask(s, tool({"content": "survive restart", "channel": "webhook", "chat_id": "r"}))
+        assert "queued" in r.json()["choices"][0]["message"]["content"]
+    assert upstream.received() == []
+    with ServerProcess(merge(upstream_config(upstream.url), channels(upstream)), workspace=ws):
+        got = wait_for(lambda: upstream.received(), timeout=20)
+        assert got and got[0]["body"]["content"] == "survive restart"
