@@ -26,7 +26,12 @@ def make_provider(config: Config) -> Provider:
     defaults = config.agents.defaults
     if defaults.provider == "echo":
         return EchoProvider(defaults.model)
-    return OpenAICompatProvider(defaults.provider, config.providers[defaults.provider], defaults)
+    return OpenAICompatProvider(
+        defaults.provider,
+        config.providers[defaults.provider],
+        defaults,
+        pool_size=max(100, config.api.max_concurrent_requests),
+    )
 
 
 def file_limits(config: Config) -> FileLimits:
