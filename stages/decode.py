@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 
 import orjson
-from tornado.httputil import HTTPFile, parse_body_arguments
+from tornado.httputil import HTTPFile, HTTPInputError, parse_body_arguments
 
 from nanobot.context import IncomingFile, RequestContext
 from nanobot.errors import InvalidRequest, UnsupportedMediaType
@@ -40,7 +40,10 @@ def _parse_multipart(content_type: str, body: bytes) -> tuple[dict[str, list[str
         raise InvalidRequest(f"Too many multipart parts (at most {MAX_MULTIPART_PARTS}).", code="too_many_parts")
     arguments: dict[str, list[bytes]] = {}
     files: dict[str, list[HTTPFile]] = {}
-    parse_body_arguments(content_type, body, arguments, files)
+    try:
+        parse_body_arguments(content_type, body, arguments, files)
+    except HTTPInputError as exc:
+        raise InvalidRequest(f"Malformed multipart body: {exc}", code="invalid_multipart") from None
     fields = {}
     for name, values in arguments.items():
         try:

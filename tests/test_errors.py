@@ -149,3 +149,24 @@ def test_body_too_large(make_server):
     assert requests.get(server.url + "/health").status_code == 200
     ok = post(server, {"messages": [USER]})
     assert ok.status_code == 200
+
+
+@pytest.mark.parametrize(
+    "ctype, body",
+    [
+        ("multipart/form-data; boundary=xyz", b"--xyz\r\ngarbage no headers\r\n--xyz--\r\n"),
+        ("multipart/form-data; boundary=xyz", b"totally wrong"),
+        ("multipart/form-data", b"--xyz\r\n"),
+        ("multipart/form-data; boundary=xyz", b'--xyz\r\nContent-Disposition: form-data; name="message"\r\n\r\n\xff\xfe\r\n--xyz--\r\n'),
+    ],
+)
+def test_malformed_multipart_is_400(echo_server, ctype, body):
+    r = requests.post(echo_server.url + CHAT, data=body, headers={"Content-Type": ctype})
+    assert_error(r, 400, "invalid_request_error")
+
+
+def test_too_many_multipart_parts(echo_server):
+    parts = b"".join(b'--b\r\nContent-Disposition: form-data; name="f%d"\r\n\r\nx\r\n' % i for i in range(10_000))
+    r = requests.post(echo_server.url + CHAT, data=parts + b"--b--\r\n",
+                      headers={"Content-Type": "multipart/form-data; boundary=b"})
+    assert_error(r, 400, "invalid_request_error", code="too_many_parts")
