@@ -206,3 +206,12 @@ def test_openai_sdk_tool_turn_streaming(agent_server):
         extra_body={"session_id": uuid.uuid4().hex}))
     text = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
     assert text.startswith("hey") and "tool result:" in text
+
+
+def test_provider_extra_headers(make_server, upstream):
+    cfg = upstream_config(upstream.url)
+    cfg["providers"]["scripted"]["extraHeaders"] = {"X-Team": "blue"}
+    server = make_server(cfg)
+    upstream.clear()
+    assert ask(server, "hi").status_code == 200
+    assert upstream.requests()[-1]["headers"]["X-Team"] == "blue"

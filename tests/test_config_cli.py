@@ -147,3 +147,23 @@ def test_cli_overrides_host_port_workspace(tmp_path):
         assert requests.get(s.url + "/health").status_code == 200
         assert requests.post(s.base_url + "/chat/completions", json={"messages": [{"role": "user", "content": "x"}]}).ok
     assert (tmp_path / "w2" / "nanobot.db").exists()
+
+
+def test_shipped_config_serves_offline(tmp_path):
+    """`nanobot serve` from the repo root picks up ./config.json (echo provider)."""
+    import requests
+    from nanobot.testing.process import wait_for_ready_line
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HOME": str(tmp_path)}
+    env.pop("NANOBOT_CONFIG", None)
+    proc = subprocess.Popen([sys.executable, "-m", "nanobot", "serve", "--port", "0"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        line = wait_for_ready_line(proc, 30, prefix="nanobot API listening on")
+        assert "provider: echo" in line
+        url = line.split()[4]
+        r = requests.post(url + "/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]})
+        assert r.json()["choices"][0]["message"]["content"] == "hi"
+        assert (tmp_path / ".nanobot" / "workspace" / "nanobot.db").exists()
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=15) == 0
