@@ -15,7 +15,13 @@ from tornado.netutil import bind_sockets
 from nanobot.config import Config, ConfigError
 from nanobot.pipeline import Pipeline
 from nanobot.server.guards import ConcurrencyGate, KeyCheck, OriginPolicy
-from nanobot.server.handlers import ChatCompletionsHandler, HealthHandler, ModelsHandler, NotFoundHandler
+from nanobot.server.handlers import (
+    ChatCompletionsHandler,
+    HealthHandler,
+    ModelsHandler,
+    NotFoundHandler,
+    OpenApiHandler,
+)
 from nanobot.services import Services
 
 log = logging.getLogger("nanobot.server")
@@ -43,6 +49,7 @@ def make_app(services: Services, pipeline: Pipeline | None = None, verbose: bool
             (r"/health", HealthHandler),
             (r"/v1/models", ModelsHandler),
             (r"/v1/chat/completions", ChatCompletionsHandler),
+            (r"/openapi.json", OpenApiHandler),
         ],
         **settings,
     )

@@ -13,6 +13,7 @@ import re
 import uuid
 from typing import Any
 
+import orjson
 from tornado import httputil, web
 
 from nanobot.context import RequestContext
@@ -108,6 +109,19 @@ class ModelsHandler(BaseHandler):
     def get(self) -> None:
         self.set_header("Content-Type", "application/json")
         self.finish(models_body(self.services.config.agents.defaults.model))
+
+
+class OpenApiHandler(BaseHandler):
+    """``GET /openapi.json``: built once per process, behind the key like the API."""
+
+    def get(self) -> None:
+        settings = self.application.settings
+        if "openapi_body" not in settings:
+            from nanobot.server.openapi import document
+
+            settings["openapi_body"] = orjson.dumps(document(self.services.config))
+        self.set_header("Content-Type", "application/json")
+        self.finish(settings["openapi_body"])
 
 
 class NotFoundHandler(BaseHandler):
