@@ -55,6 +55,7 @@ class RequestContext:
     body: bytes
     response: Response
     request_id: str
+    started: float  # loop.time() when the request began
     deadline: float  # loop.time() by which the whole request must end
     exit_stack: AsyncExitStack = field(default_factory=AsyncExitStack)
     # decode

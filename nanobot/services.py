@@ -13,6 +13,7 @@ from nanobot.agent.tools import MessageTool, ToolRegistry
 from nanobot.config import Config
 from nanobot.files.limits import FileLimits
 from nanobot.files.pool import Extractor
+from nanobot.metrics import Metrics
 from nanobot.outbound.sqlite_outbox import SqliteOutbox
 from nanobot.providers.base import Provider
 from nanobot.providers.echo import EchoProvider
@@ -58,6 +59,7 @@ class Services:
     outbox: SqliteOutbox
     extractor: Extractor
     agent: AgentLoop
+    metrics: Metrics
 
     @classmethod
     def build(cls, config: Config) -> "Services":
@@ -77,6 +79,7 @@ class Services:
             outbox=outbox,
             extractor=Extractor(file_limits(config)),
             agent=AgentLoop(provider, sessions, tools, config.agents.defaults),
+            metrics=Metrics(),
         )
 
     @property

@@ -30,6 +30,9 @@ class Heartbeat:
         self.last = self._loop.time()
         self._handle = self._loop.call_later(interval, self._tick)
 
+    def now(self) -> float:
+        return self._loop.time()
+
     def touch(self) -> None:
         self.last = self._loop.time()
 
@@ -81,9 +84,15 @@ class Encode:
         heartbeat = Heartbeat(ctx, ctx.services.config.api.ping_interval)
         tool_events = ctx.include_tool_events
         usage = Usage()
+        metrics = ctx.services.metrics
+        metrics.open_streams.inc()
+        deltas = 0
         try:
             async for event in ctx.events:
                 if type(event) is str:
+                    if not deltas:
+                        metrics.ttft.observe(heartbeat.now() - ctx.started)
+                    deltas += 1
                     frame = encoder.content(event)
                 elif type(event) is ToolProgress:
                     if not tool_events:
@@ -97,6 +106,8 @@ class Encode:
                 await response.flush()
         finally:
             heartbeat.stop()
+            metrics.open_streams.dec()
+            metrics.tokens.inc(deltas)
         tail = encoder.stop()
         if ctx.include_usage:
             tail += encoder.usage(usage)

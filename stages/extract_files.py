@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import time
 
 from nanobot.context import Attachment, IncomingFile, RequestContext
 from nanobot.errors import InvalidRequest, TooLarge, UnsupportedMediaType
@@ -74,7 +75,9 @@ class ExtractFiles:
             if b64 is None:
                 b64 = await asyncio.to_thread(lambda: base64.b64encode(data).decode("ascii"))
             return Attachment(name, "image", detected.mime, data_url=f"data:{detected.mime};base64,{b64}", path=str(path))
+        started = time.perf_counter()
         text = await services.extractor.extract(detected.kind, data, name)
+        services.metrics.extraction.labels(detected.kind).observe(time.perf_counter() - started)
         return Attachment(name, detected.kind, detected.mime, text=text, path=str(path))
 
     @staticmethod

@@ -44,6 +44,9 @@ class Outbox(Protocol):
 
     async def rows(self, states: tuple[str, ...] | None = None, limit: int = 100) -> list[OutboxRow]: ...
 
+    async def counts(self) -> dict[tuple[str, str], int]:
+        """Rows by ``(channel, state)``, for metrics."""
+
     async def start(self) -> None:
         """Start background delivery (the server does; ``nanobot agent`` too, briefly)."""
 

@@ -71,6 +71,11 @@ def select(conn: sqlite3.Connection, states: tuple[str, ...] | None, limit: int)
     return [OutboxRow(*r) for r in conn.execute(sql, (*params, limit))]
 
 
+def counts(conn: sqlite3.Connection) -> dict[tuple[str, str], int]:
+    rows = conn.execute("SELECT channel, state, count(*) FROM outbox GROUP BY channel, state")
+    return {(channel, state): n for channel, state, n in rows}
+
+
 def _in(channels: tuple[str, ...]) -> str:
     return f"channel IN ({', '.join('?' * len(channels))})"
 

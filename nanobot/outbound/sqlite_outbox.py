@@ -79,6 +79,9 @@ class SqliteOutbox:
             return []
         return await self._db.run(sql.select, states, limit)
 
+    async def counts(self) -> dict[tuple[str, str], int]:
+        return await self._db.run(sql.counts)
+
     async def start(self) -> None:
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name="nanobot-outbox")

@@ -40,8 +40,8 @@ class OpenAICompatProvider:
             http_client=openai.DefaultAioHttpClient(timeout=config.timeout, limits=limits),
         )
 
-    def _fail(self, what: str) -> UpstreamError:
-        return UpstreamError(f"provider '{self.name}' {what}", code="upstream_error")
+    def _fail(self, what: str, kind: str) -> UpstreamError:
+        return UpstreamError(f"provider '{self.name}' {what}", code=f"upstream_{kind}")
 
     async def stream(
         self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None
@@ -74,20 +74,20 @@ class OpenAICompatProvider:
             finally:
                 await response.aclose()
         except openai.APIStatusError as exc:
-            raise self._fail(f"answered HTTP {exc.status_code}: {_short(exc.message)}") from None
+            raise self._fail(f"answered HTTP {exc.status_code}: {_short(exc.message)}", "status") from None
         except openai.APIConnectionError as exc:
             refused = _refused(exc)
             if isinstance(exc, openai.APITimeoutError) and refused is None:
-                raise self._fail("timed out") from None
-            raise self._fail(f"is unreachable: {_short(str(refused or exc.__cause__ or exc))}") from None
+                raise self._fail("timed out", "timeout") from None
+            raise self._fail(f"is unreachable: {_short(str(refused or exc.__cause__ or exc))}", "unreachable") from None
         except _Malformed as exc:
-            raise self._fail(f"sent a malformed answer: {exc}") from None
+            raise self._fail(f"sent a malformed answer: {exc}", "malformed") from None
         except UpstreamError:
             raise
         except Exception as exc:  # a body cut mid-stream surfaces as a transport error
-            raise self._fail(f"failed mid-answer: {_short(type(exc).__name__ + ': ' + str(exc))}") from None
+            raise self._fail(f"failed mid-answer: {_short(type(exc).__name__ + ': ' + str(exc))}", "broken_stream") from None
         if not parser.seen_any:
-            raise self._fail("sent an empty answer")
+            raise self._fail("sent an empty answer", "malformed")
         yield parser.completion()
 
     async def close(self) -> None:

@@ -18,6 +18,7 @@ from nanobot.server.guards import ConcurrencyGate, KeyCheck, OriginPolicy
 from nanobot.server.handlers import (
     ChatCompletionsHandler,
     HealthHandler,
+    MetricsHandler,
     ModelsHandler,
     NotFoundHandler,
     OpenApiHandler,
@@ -50,6 +51,7 @@ def make_app(services: Services, pipeline: Pipeline | None = None, verbose: bool
             (r"/v1/models", ModelsHandler),
             (r"/v1/chat/completions", ChatCompletionsHandler),
             (r"/openapi.json", OpenApiHandler),
+            (r"/metrics", MetricsHandler),
         ],
         **settings,
     )

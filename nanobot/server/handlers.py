@@ -17,7 +17,7 @@ import orjson
 from tornado import httputil, web
 
 from nanobot.context import RequestContext
-from nanobot.errors import ApiError, NotFound, Timeout, TooLarge, internal_error
+from nanobot.errors import ApiError, NotFound, Timeout, TooLarge, UpstreamError, internal_error
 from nanobot.protocol import error_frame, error_json, models_body
 from nanobot.server.guards import CORS_ALLOW_HEADERS, CORS_ALLOW_METHODS, CORS_EXPOSE_HEADERS
 
@@ -30,6 +30,7 @@ class BaseHandler(web.RequestHandler):
 
     public = False  # True: no API key needed
     check_origin = True
+    route = "unknown"  # the metrics label
 
     def set_default_headers(self) -> None:
         rid = self.request.headers.get("X-Request-ID")
@@ -61,6 +62,11 @@ class BaseHandler(web.RequestHandler):
         self.set_header("Access-Control-Allow-Methods", CORS_ALLOW_METHODS)
         self.set_header("Access-Control-Allow-Headers", CORS_ALLOW_HEADERS)
         self.set_header("Access-Control-Max-Age", "600")
+
+    def on_finish(self) -> None:
+        metrics = self.services.metrics
+        metrics.requests.labels(self.route, str(self.get_status())).inc()
+        metrics.latency.labels(self.route).observe(self.request.request_time())
 
     def _handle_request_exception(self, e: BaseException) -> None:
         if isinstance(e, ApiError):
@@ -99,6 +105,7 @@ class BaseHandler(web.RequestHandler):
 class HealthHandler(BaseHandler):
     public = True
     check_origin = False
+    route = "/health"
 
     def get(self) -> None:
         self.set_header("Content-Type", "application/json")
@@ -106,6 +113,8 @@ class HealthHandler(BaseHandler):
 
 
 class ModelsHandler(BaseHandler):
+    route = "/v1/models"
+
     def get(self) -> None:
         self.set_header("Content-Type", "application/json")
         self.finish(models_body(self.services.config.agents.defaults.model))
@@ -113,6 +122,8 @@ class ModelsHandler(BaseHandler):
 
 class OpenApiHandler(BaseHandler):
     """``GET /openapi.json``: built once per process, behind the key like the API."""
+
+    route = "/openapi.json"
 
     def get(self) -> None:
         settings = self.application.settings
@@ -122,6 +133,19 @@ class OpenApiHandler(BaseHandler):
             settings["openapi_body"] = orjson.dumps(document(self.services.config))
         self.set_header("Content-Type", "application/json")
         self.finish(settings["openapi_body"])
+
+
+class MetricsHandler(BaseHandler):
+    """``GET /metrics``: Prometheus text format, behind the key like the API."""
+
+    route = "/metrics"
+
+    async def get(self) -> None:
+        from nanobot.metrics import CONTENT_TYPE
+
+        body = await self.services.metrics.render(self.services)
+        self.set_header("Content-Type", CONTENT_TYPE)
+        self.finish(body)
 
 
 class NotFoundHandler(BaseHandler):
@@ -134,6 +158,8 @@ class NotFoundHandler(BaseHandler):
 @web.stream_request_body
 class ChatCompletionsHandler(BaseHandler):
     """``POST /v1/chat/completions``: run the pipeline, cancel it if the client leaves."""
+
+    route = "/v1/chat/completions"
 
     _task: asyncio.Task | None = None
     _gated = False
@@ -152,6 +178,7 @@ class ChatCompletionsHandler(BaseHandler):
             raise self._too_large()
         self.application.settings["gate"].enter()
         self._gated = True
+        self.services.metrics.in_flight.inc()
 
     def _too_large(self) -> TooLarge:
         return TooLarge(
@@ -176,6 +203,7 @@ class ChatCompletionsHandler(BaseHandler):
         loop = asyncio.get_running_loop()
         body = b"".join(self._chunks)
         self._chunks = []
+        now = loop.time()
         ctx = self._ctx = RequestContext(
             services=services,
             method="POST",
@@ -184,7 +212,8 @@ class ChatCompletionsHandler(BaseHandler):
             body=body,
             response=self,
             request_id=self.request_id,
-            deadline=loop.time() + services.config.api.timeout,
+            started=now,
+            deadline=now + services.config.api.timeout,
         )
         self._task = asyncio.current_task()
         try:
@@ -198,8 +227,10 @@ class ChatCompletionsHandler(BaseHandler):
         except asyncio.CancelledError:
             if self.request.connection.stream.closed():
                 # The client left: the run is cancelled and the request is over.
+                # 499 is the customary "client closed request" status.
                 self._task.uncancel()
                 self._finished = True
+                self.services.metrics.requests.labels(self.route, "499").inc()
                 return
             raise
         except Exception:
@@ -211,6 +242,8 @@ class ChatCompletionsHandler(BaseHandler):
     def _fail(self, ctx: RequestContext, err: ApiError) -> None:
         if self._finished:
             return
+        if isinstance(err, UpstreamError):
+            self.services.metrics.upstream_errors.labels(err.code or "other").inc()
         if ctx.headers_sent:
             self.write(error_frame(err))
             self.finish()
@@ -226,9 +259,11 @@ class ChatCompletionsHandler(BaseHandler):
         self._release()
 
     def on_finish(self) -> None:
+        super().on_finish()
         self._release()
 
     def _release(self) -> None:
         if self._gated:
             self._gated = False
             self.application.settings["gate"].leave()
+            self.services.metrics.in_flight.dec()

@@ -1,0 +1,60 @@
+"""Prometheus metrics, served at ``GET /metrics``.
+
+Each server process has its own registry (not the library's global one), so
+several apps in one process, as in tests, never share counters. Values that
+live elsewhere (queue depth, task count) are read when scraped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+if TYPE_CHECKING:
+    from nanobot.services import Services
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+_EXTRACT_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = r = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "nanobot_http_requests", "HTTP requests by route and status.", ["route", "status"], registry=r
+        )
+        self.in_flight = Gauge("nanobot_requests_in_flight", "Chat requests being served.", registry=r)
+        self.open_streams = Gauge("nanobot_open_streams", "SSE responses currently streaming.", registry=r)
+        self.latency = Histogram(
+            "nanobot_request_seconds", "Time to answer a request, by route.", ["route"],
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.ttft = Histogram(
+            "nanobot_time_to_first_token_seconds", "From request start to the first content delta (streams).",
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.tokens = Counter("nanobot_streamed_deltas", "Content deltas sent over SSE.", registry=r)
+        self.upstream_errors = Counter(
+            "nanobot_upstream_errors", "Failed LLM calls by kind.", ["kind"], registry=r
+        )
+        self.extraction = Histogram(
+            "nanobot_extraction_seconds", "Time to read one uploaded file, by detected kind.", ["kind"],
+            buckets=_EXTRACT_BUCKETS, registry=r,
+        )
+        self.outbox = Gauge(
+            "nanobot_outbox_rows", "Outbound queue rows by channel and state.", ["channel", "state"], registry=r
+        )
+        self.tasks = Gauge("nanobot_asyncio_tasks", "Tasks alive on the server's event loop.", registry=r)
+
+    async def render(self, services: "Services") -> bytes:
+        """The exposition text, with scrape-time values refreshed first."""
+        counts = await services.outbox.counts()
+        self.outbox.clear()
+        for (channel, state), n in counts.items():
+            self.outbox.labels(channel, state).set(n)
+        self.tasks.set(len(asyncio.all_tasks()))
+        return generate_latest(self.registry)

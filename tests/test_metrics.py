@@ -1,0 +1,59 @@
+"""GET /metrics: Prometheus text, behind the key, counting what happened."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+import requests
+
+from builders import make_docx
+from servers import merge, upstream_config
+
+CHAT = "/v1/chat/completions"
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        m = re.match(r"^([a-z_:]+)(?:\{(.*)\})? (\S+)$", line)
+        if not m or m.group(1) != name:
+            continue
+        got = ",".join(sorted((m.group(2) or "").split(","))) if m.group(2) else ""
+        if got == want:
+            return float(m.group(3))
+    return 0.0
+
+
+def test_metrics(make_server, upstream):
+    server = make_server(merge(upstream_config(upstream.url), {
+        "api": {"apiKey": "mk"},
+        "channels": {"webhook": {"enabled": False}}}))
+    auth = {"Authorization": "Bearer mk"}
+    assert requests.get(server.url + "/metrics").status_code == 401
+    body = {"messages": [{"role": "user", "content": "hello metrics"}], "session_id": uuid.uuid4().hex}
+    assert requests.post(server.url + CHAT, json=body, headers=auth).status_code == 200
+    assert requests.post(server.url + CHAT, json={**body, "stream": True}, headers=auth).status_code == 200
+    r = requests.post(server.url + CHAT, json={**body, "messages": [{"role": "user", "content": "#status:500"}]},
+                      headers=auth)
+    assert r.status_code == 502
+    requests.post(server.url + CHAT, headers=auth, data={"message": "doc"},
+                  files={"files": ("m.docx", make_docx("zz"))})
+    tool = '#tool:message {"content":"x","channel":"webhook","chat_id":"1"} go'
+    requests.post(server.url + CHAT, json={**body, "messages": [{"role": "user", "content": tool}]}, headers=auth)
+    r = requests.get(server.url + "/metrics", headers=auth)
+    assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/plain")
+    text = r.text
+    assert sample(text, "nanobot_http_requests_total", route="/v1/chat/completions", status="200") == 4
+    assert sample(text, "nanobot_http_requests_total", route="/v1/chat/completions", status="502") == 1
+    assert sample(text, "nanobot_upstream_errors_total", kind="upstream_status") == 1
+    assert sample(text, "nanobot_streamed_deltas_total") >= 3
+    assert sample(text, "nanobot_time_to_first_token_seconds_count") == 1
+    assert sample(text, "nanobot_extraction_seconds_count", kind="docx") == 1
+    assert sample(text, "nanobot_outbox_rows", channel="webhook", state="undeliverable") == 1
+    assert sample(text, "nanobot_requests_in_flight") == 0
+    assert sample(text, "nanobot_open_streams") == 0
+    assert sample(text, "nanobot_asyncio_tasks") >= 1
+    assert sample(text, "nanobot_request_seconds_count", route="/v1/chat/completions") == 5
