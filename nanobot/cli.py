@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
+import json
 import logging
 import sys
 import time
+from pathlib import Path
 
 from nanobot.config import Config, ConfigError, load_config
 
@@ -36,42 +37,26 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _agent_turn(config: Config, message: str, session: str) -> int:
-    from nanobot.agent.loop import TurnDone, TurnInput
-    from nanobot.agent.tools import TurnScope
-    from nanobot.errors import ApiError
-    from nanobot.services import Services
-
-    services = Services.build(config)
-    try:
-        await services.start()
-        key = f"cli:{session}"
-        async with services.locks.hold(key):
-            history = await services.agent.history(key)
-            user = {"role": "user", "content": message}
-            turn = TurnInput(key, history, user, user, TurnScope(channel="cli", chat_id=session))
-            try:
-                async with asyncio.timeout(config.api.timeout):
-                    async for event in services.agent.run(turn):
-                        if type(event) is str:
-                            sys.stdout.write(event)
-                            sys.stdout.flush()
-                        elif isinstance(event, TurnDone) and not event.text.endswith("\n"):
-                            sys.stdout.write("\n")
-            except ApiError as err:
-                print(f"\nerror: {err.message}", file=sys.stderr)
-                return 1
-            except TimeoutError:
-                print(f"\nerror: the turn took longer than api.timeout ({config.api.timeout:g} s)", file=sys.stderr)
-                return 1
-        return 0
-    finally:
-        await services.close()
-
-
 def _agent(args: argparse.Namespace) -> int:
+    from nanobot.cli_agent import agent_main
+
     config = _load(args)
-    return asyncio.run(_agent_turn(config, args.message, args.session))
+    files = [Path(f) for f in args.file]
+    return asyncio.run(agent_main(config, args.message, args.session, files))
+
+
+def _config_check(args: argparse.Namespace) -> int:
+    from nanobot.config import find_config_path, to_public_dict
+    from nanobot.pipeline import Pipeline
+    from nanobot.server.app import check_bind
+
+    config = _load(args)
+    Pipeline.from_names(config.pipeline.stages)
+    check_bind(config)
+    path = find_config_path(args.config)
+    print(f"# config: {path or 'none found, all defaults'}: OK", file=sys.stderr)
+    print(json.dumps(to_public_dict(config), indent=2))
+    return 0
 
 
 def _outbox(args: argparse.Namespace) -> int:
@@ -121,11 +106,21 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--verbose", action="store_true", help="log every request and debug details")
     serve.set_defaults(func=_serve)
 
-    agent = sub.add_parser("agent", help="run one turn through the agent and print the reply")
+    agent = sub.add_parser(
+        "agent", help="chat with the agent in the terminal (one turn with -m, else an interactive prompt)"
+    )
     common(agent)
-    agent.add_argument("-m", "--message", required=True, help="the user message")
-    agent.add_argument("--session", default="default", help="session id (stored as cli:ID)")
+    agent.add_argument("-m", "--message", help="send this message, print the reply as it streams, and exit")
+    agent.add_argument("--file", action="append", default=[], metavar="PATH",
+                       help="attach a file (repeatable); read exactly as the API reads uploads")
+    agent.add_argument("--session", default="default", help="session id, stored as cli:ID (default: default)")
     agent.set_defaults(func=_agent)
+
+    config = sub.add_parser("config", help="configuration tools")
+    config_sub = config.add_subparsers(dest="config_command", required=True)
+    check = config_sub.add_parser("check", help="validate the config and print the resolved settings, secrets masked")
+    common(check)
+    check.set_defaults(func=_config_check)
 
     outbox = sub.add_parser("outbox", help="list queued, failed and undeliverable outbound messages")
     common(outbox)

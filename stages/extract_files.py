@@ -11,11 +11,15 @@ import asyncio
 import base64
 import binascii
 import time
+from typing import TYPE_CHECKING
 
 from nanobot.context import Attachment, IncomingFile, RequestContext
 from nanobot.errors import InvalidRequest, TooLarge, UnsupportedMediaType
 from nanobot.files.detect import detect
 from nanobot.files.storage import safe_display_name, save_upload
+
+if TYPE_CHECKING:
+    from nanobot.services import Services
 
 OFFLOAD_BYTES = 256 * 1024
 
@@ -31,58 +35,59 @@ def _decode_base64(text: str, param: str) -> bytes:
         raise InvalidRequest("Malformed base64 in data URL.", param=param, code="invalid_base64") from None
 
 
+async def read_file(services: "Services", f: IncomingFile) -> Attachment:
+    """Check, type and read one incoming file (shared with ``nanobot agent --file``)."""
+    limit = services.config.api.max_file_bytes
+    name = safe_display_name(f.filename, "image" if f.from_image_part else "file")
+    data = f.data
+    if data is None:
+        text = f.base64 or ""
+        # 4 base64 characters carry 3 bytes: refuse before decoding anything.
+        if len(text) * 3 // 4 > limit + 3:
+            raise _too_large(name, limit, f.param)
+        if len(text) > OFFLOAD_BYTES:
+            data = await asyncio.to_thread(_decode_base64, text, f.param)
+        else:
+            data = _decode_base64(text, f.param)
+    if len(data) > limit:
+        raise _too_large(name, limit, f.param)
+    if not data:
+        raise InvalidRequest(f"File '{name}' is empty.", param=f.param, code="empty_file")
+    try:
+        detected = detect(data)
+    except UnsupportedMediaType as exc:
+        found = getattr(exc, "detected", "unknown")
+        raise UnsupportedMediaType(
+            f"File '{name}' has an unsupported type ({found}).", param=f.param, code="unsupported_file_type"
+        ) from None
+    if f.from_image_part and detected.kind != "image":
+        raise UnsupportedMediaType(
+            f"The image_url part holds {detected.mime}, not a PNG, JPEG, GIF or WebP image.",
+            param=f.param,
+            code="unsupported_file_type",
+        )
+    path = await asyncio.to_thread(save_upload, services.media_dir, f.filename or name, data)
+    if detected.kind == "image":
+        b64 = f.base64 if f.base64 is not None and "\n" not in f.base64 else None
+        if b64 is None:
+            b64 = await asyncio.to_thread(lambda: base64.b64encode(data).decode("ascii"))
+        return Attachment(name, "image", detected.mime, data_url=f"data:{detected.mime};base64,{b64}", path=str(path))
+    started = time.perf_counter()
+    text = await services.extractor.extract(detected.kind, data, name)
+    services.metrics.extraction.labels(detected.kind).observe(time.perf_counter() - started)
+    return Attachment(name, detected.kind, detected.mime, text=text, path=str(path))
+
+
+def _too_large(name: str, limit: int, param: str) -> TooLarge:
+    return TooLarge(f"File '{name}' is larger than the limit of {limit} bytes.", param=param, code="file_too_large")
+
+
 class ExtractFiles:
     name = "extract_files"
 
     async def __call__(self, ctx: RequestContext) -> None:
         for f in ctx.files:
-            ctx.attachments.append(await self._one(ctx, f))
-
-    async def _one(self, ctx: RequestContext, f: IncomingFile) -> Attachment:
-        limit = ctx.services.config.api.max_file_bytes
-        name = safe_display_name(f.filename, "image" if f.from_image_part else "file")
-        data = f.data
-        if data is None:
-            text = f.base64 or ""
-            # 4 base64 characters carry 3 bytes: refuse before decoding anything.
-            if len(text) * 3 // 4 > limit + 3:
-                raise self._too_large(name, limit, f.param)
-            if len(text) > OFFLOAD_BYTES:
-                data = await asyncio.to_thread(_decode_base64, text, f.param)
-            else:
-                data = _decode_base64(text, f.param)
-        if len(data) > limit:
-            raise self._too_large(name, limit, f.param)
-        if not data:
-            raise InvalidRequest(f"File '{name}' is empty.", param=f.param, code="empty_file")
-        try:
-            detected = detect(data)
-        except UnsupportedMediaType as exc:
-            found = getattr(exc, "detected", "unknown")
-            raise UnsupportedMediaType(
-                f"File '{name}' has an unsupported type ({found}).", param=f.param, code="unsupported_file_type"
-            ) from None
-        if f.from_image_part and detected.kind != "image":
-            raise UnsupportedMediaType(
-                f"The image_url part holds {detected.mime}, not a PNG, JPEG, GIF or WebP image.",
-                param=f.param,
-                code="unsupported_file_type",
-            )
-        services = ctx.services
-        path = await asyncio.to_thread(save_upload, services.media_dir, f.filename or name, data)
-        if detected.kind == "image":
-            b64 = f.base64 if f.base64 is not None and "\n" not in f.base64 else None
-            if b64 is None:
-                b64 = await asyncio.to_thread(lambda: base64.b64encode(data).decode("ascii"))
-            return Attachment(name, "image", detected.mime, data_url=f"data:{detected.mime};base64,{b64}", path=str(path))
-        started = time.perf_counter()
-        text = await services.extractor.extract(detected.kind, data, name)
-        services.metrics.extraction.labels(detected.kind).observe(time.perf_counter() - started)
-        return Attachment(name, detected.kind, detected.mime, text=text, path=str(path))
-
-    @staticmethod
-    def _too_large(name: str, limit: int, param: str) -> TooLarge:
-        return TooLarge(f"File '{name}' is larger than the limit of {limit} bytes.", param=param, code="file_too_large")
+            ctx.attachments.append(await read_file(ctx.services, f))
 
 
 stage = ExtractFiles()

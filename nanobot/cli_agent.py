@@ -1,0 +1,100 @@
+"""``nanobot agent``: turns through the same agent, services and file reading as the API.
+
+One message with ``-m`` (the CLI check before debugging the API), or an
+interactive prompt without it. The reply is printed as it streams.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import TextIO
+
+from nanobot.agent.loop import TurnDone, TurnInput
+from nanobot.agent.tools import TurnScope
+from nanobot.config import Config
+from nanobot.context import IncomingFile
+from nanobot.errors import ApiError
+from nanobot.services import Services
+from stages.extract_files import read_file
+from stages.run_agent import user_messages
+from stages.validate import DEFAULT_FILE_PROMPT
+
+PROMPT = "you> "
+
+
+async def run_turn(services: Services, session: str, message: str, files: list[Path], out: TextIO) -> None:
+    """One turn on ``cli:<session>``; raises ApiError or TimeoutError on failure."""
+    config = services.config
+    key = f"cli:{session}"
+    async with asyncio.timeout(config.api.timeout):
+        attachments = []
+        for i, path in enumerate(files):
+            try:
+                data = path.read_bytes()
+            except OSError as exc:
+                raise ApiError(f"cannot read {path}: {exc.strerror}", status=400) from None
+            attachments.append(await read_file(services, IncomingFile(param=f"--file[{i}]", filename=path.name, data=data)))
+        text = message if message.strip() else DEFAULT_FILE_PROMPT
+        for_llm, for_history = user_messages(text, attachments)
+        async with services.locks.hold(key):
+            history = await services.agent.history(key)
+            turn = TurnInput(key, history, for_llm, for_history, TurnScope(channel="cli", chat_id=session))
+            events = services.agent.run(turn)
+            try:
+                async for event in events:
+                    if type(event) is str:
+                        out.write(event)
+                        out.flush()
+                    elif isinstance(event, TurnDone) and not event.text.endswith("\n"):
+                        out.write("\n")
+            finally:
+                await events.aclose()
+
+
+def _report(exc: BaseException, config: Config) -> None:
+    if isinstance(exc, ApiError):
+        print(f"\nerror: {exc.message}", file=sys.stderr)
+    else:
+        print(f"\nerror: the turn took longer than api.timeout ({config.api.timeout:g} s)", file=sys.stderr)
+
+
+async def agent_main(config: Config, message: str | None, session: str, files: list[Path]) -> int:
+    services = Services.build(config)
+    try:
+        await services.start()
+        if message is not None or files:
+            try:
+                await run_turn(services, session, message or "", files, sys.stdout)
+            except (ApiError, TimeoutError) as exc:
+                _report(exc, config)
+                return 1
+            return 0
+        return await _interactive(services, session)
+    finally:
+        await services.close()
+
+
+async def _interactive(services: Services, session: str) -> int:
+    interactive = sys.stdin.isatty()
+    if interactive:
+        print(f"nanobot agent, session cli:{session}. Ctrl-D or /exit to leave.")
+    loop = asyncio.get_running_loop()
+    while True:
+        if interactive:
+            sys.stdout.write(PROMPT)
+            sys.stdout.flush()
+        # input() blocks; the outbox worker keeps running on the loop meanwhile.
+        line = await loop.run_in_executor(None, sys.stdin.readline)
+        if not line:
+            return 0
+        line = line.strip()
+        if line in ("/exit", "/quit"):
+            return 0
+        if not line:
+            continue
+        try:
+            await run_turn(services, session, line, [], sys.stdout)
+        except (ApiError, TimeoutError) as exc:
+            _report(exc, services.config)

@@ -1,0 +1,100 @@
+"""The CLI beyond one message: files, interactive use, config check, streaming."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+from builders import make_docx
+from nanobot.testing.process import UpstreamProcess
+from servers import ROOT
+
+
+def write_config(tmp_path, upstream_url=None, **extra):
+    cfg = {"agents": {"defaults": {"workspace": str(tmp_path / "ws")}}}
+    if upstream_url:
+        cfg["agents"]["defaults"].update(provider="scripted", model="scripted")
+        cfg["providers"] = {"scripted": {"apiKey": "sk-secret-1", "apiBase": upstream_url + "/v1", "maxRetries": 0}}
+    cfg.update(extra)
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(cfg))
+    return path
+
+
+def nanobot(*args, stdin=None, timeout=60):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "nanobot", *args], input=stdin, capture_output=True, text=True,
+                          env=env, timeout=timeout)
+
+
+def test_agent_file(tmp_path, upstream):
+    doc = tmp_path / "memo.docx"
+    doc.write_bytes(make_docx("CLIMARK"))
+    cfg = write_config(tmp_path, upstream.url)
+    p = nanobot("agent", "-m", "read this", "--file", str(doc), "--config", str(cfg))
+    assert p.returncode == 0, p.stderr
+    assert "[file: memo.docx]" in p.stdout and "CLIMARK-CELL" in p.stdout
+    p = nanobot("agent", "--file", str(doc), "--config", str(cfg))
+    assert p.stdout.startswith("You said: Please analyze the uploaded file(s).")
+    bad = tmp_path / "x.bin"
+    bad.write_bytes(b"\x7fELF" + bytes(100))
+    p = nanobot("agent", "-m", "x", "--file", str(bad), "--config", str(cfg))
+    assert p.returncode == 1 and "unsupported type" in p.stderr
+    p = nanobot("agent", "-m", "x", "--file", str(tmp_path / "missing.txt"), "--config", str(cfg))
+    assert p.returncode == 1 and "cannot read" in p.stderr
+
+
+def test_agent_interactive(tmp_path, upstream):
+    cfg = write_config(tmp_path, upstream.url)
+    p = nanobot("agent", "--config", str(cfg), "--session", "int", stdin="first line\n\nsecond line\n/exit\nnever\n")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.splitlines() == ["You said: first line", "You said: second line"]
+    upstream.clear()
+    nanobot("agent", "-m", "third", "--config", str(cfg), "--session", "int")
+    users = [m["content"] for m in upstream.requests()[-1]["body"]["messages"] if m["role"] == "user"]
+    assert users == ["first line", "second line", "third"]
+
+
+def test_agent_streams_to_terminal(tmp_path):
+    with UpstreamProcess.start(tokens=6, interval_ms=200) as slow:
+        cfg = write_config(tmp_path, slow.url)
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        proc = subprocess.Popen([sys.executable, "-m", "nanobot", "agent", "-m", "go", "--config", str(cfg)],
+                                stdout=subprocess.PIPE, env=env)
+        arrivals = []
+        while True:
+            chunk = os.read(proc.stdout.fileno(), 4096)
+            if not chunk:
+                break
+            arrivals.append((time.monotonic(), chunk))
+        proc.wait(timeout=30)
+        out = b"".join(c for _, c in arrivals)
+        assert out == b"tok " * 6 + b"\n"
+        assert len(arrivals) >= 4  # printed piece by piece, not all at the end
+        assert arrivals[-1][0] - arrivals[0][0] > 0.5
+
+
+def test_config_check(tmp_path, upstream):
+    cfg = write_config(tmp_path, upstream.url, channels={"telegram": {"enabled": True, "token": "123:tg-secret"}})
+    p = nanobot("config", "check", "--config", str(cfg))
+    assert p.returncode == 0, p.stderr
+    resolved = json.loads(p.stdout)
+    assert resolved["agents"]["defaults"]["provider"] == "scripted"
+    assert resolved["api"]["port"] == 8900 and resolved["pipeline"]["stages"][0] == "decode"
+    assert "sk-secret-1" not in p.stdout and "tg-secret" not in p.stdout
+    assert resolved["providers"]["scripted"]["apiKey"] == "***"
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"api": {"port": "x"}}))
+    p = nanobot("config", "check", "--config", str(bad))
+    assert p.returncode == 2 and "api.port: expected integer" in p.stderr
+
+
+def test_help_texts():
+    for args in (["--help"], ["serve", "--help"], ["agent", "--help"], ["outbox", "--help"], ["config", "check", "--help"]):
+        p = nanobot(*args)
+        assert p.returncode == 0 and "usage: nanobot" in p.stdout
+    assert "--workspace" in nanobot("serve", "--help").stdout
+    assert "--file" in nanobot("agent", "--help").stdout
