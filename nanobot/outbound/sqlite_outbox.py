@@ -156,9 +156,12 @@ class SqliteOutbox:
     async def _deliver_one(self, row: sql.Due) -> None:
         now = time.time()
         lease_end = now + self._senders.max_duration(row.channel, row.content)
-        if not await self._db.run(sql.claim, row.id, row.next_attempt, lease_end, now):
-            return  # another process took it first
+        # Noted before the claim is awaited: a close() that cancels this
+        # coroutine while the claim runs must still hand the lease back.
         self._leases[row.id] = lease_end
+        if not await self._db.run(sql.claim, row.id, row.next_attempt, lease_end, now):
+            del self._leases[row.id]
+            return  # another process took it first
         try:
             await self._senders.send(
                 row.channel, row.chat_id, row.content, row.progress, partial(self._save_progress, row.id)
