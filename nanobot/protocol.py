@@ -7,13 +7,13 @@ a content chunk costs one ``orjson.dumps`` of its text and a concatenation.
 from __future__ import annotations
 
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from nanobot.errors import ApiError, error_body
+from nanobot.ids import new_id
 
 DONE_FRAME = b"data: [DONE]\n\n"
 PING_FRAME = b": ping\n\n"
@@ -37,7 +37,7 @@ class Usage:
 
 
 def new_completion_id() -> str:
-    return "chatcmpl-" + uuid.uuid4().hex
+    return "chatcmpl-" + new_id()
 
 
 def completion_body(model: str, text: str, usage: Usage) -> bytes:

@@ -21,6 +21,9 @@ from nanobot.protocol import Usage
 from nanobot.providers.base import Completion, ToolCall
 
 
+_JSON_OPTIONS: Any = {"headers": {"Content-Type": "application/json"}}
+
+
 class OpenAICompatProvider:
     def __init__(self, name: str, config: ProviderConfig, defaults: AgentDefaults, pool_size: int = 1000) -> None:
         self.name = name
@@ -60,9 +63,14 @@ class OpenAICompatProvider:
         try:
             # The SDK's generic ``post`` keeps its auth, retries and status
             # errors but skips the per-call TypedDict transform of ``create``,
-            # which costs more than the rest of the call on small requests.
+            # which costs more than the rest of the call on small requests;
+            # the body is encoded once here with orjson instead of stdlib json.
             response = await self._client.post(
-                "/chat/completions", cast_to=httpx2.Response, body=payload, stream=True
+                "/chat/completions",
+                cast_to=httpx2.Response,
+                content=orjson.dumps(payload),
+                options=_JSON_OPTIONS,
+                stream=True,
             )
             try:
                 # Read to the end (not just to [DONE]) so the connection goes

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import uuid
 from typing import Any
 
 import orjson
@@ -18,6 +17,7 @@ from tornado import httputil, web
 
 from nanobot.context import RequestContext
 from nanobot.errors import ApiError, NotFound, Timeout, TooLarge, UpstreamError, internal_error
+from nanobot.ids import new_id
 from nanobot.protocol import error_frame, error_json, models_body
 from nanobot.server.guards import CORS_ALLOW_HEADERS, CORS_ALLOW_METHODS, CORS_EXPOSE_HEADERS
 
@@ -35,7 +35,7 @@ class BaseHandler(web.RequestHandler):
     def set_default_headers(self) -> None:
         rid = self.request.headers.get("X-Request-ID")
         if rid is None or not _REQUEST_ID.match(rid):
-            rid = uuid.uuid4().hex
+            rid = new_id()
         self.request_id = rid
         self.set_header("X-Request-ID", rid)
         origin = self.request.headers.get("Origin")
