@@ -107,3 +107,19 @@ def test_custom_stages_from_config(make_server):
     assert r.status_code == 200 and r.headers["X-Stamped-By"] == "stamp:api:default"
     r = requests.post(server.url + CHAT, json=BODY, headers={"X-Block-Me": "1"})
     assert r.status_code == 403 and r.json()["error"]["code"] == "blocked"
+
+
+def test_chat_page_is_public_with_csp(keyed):
+    r = requests.get(keyed.url + "/")
+    assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/html")
+    assert "script-src 'self'" in r.headers["Content-Security-Policy"]
+    assert '/static/app.js' in r.text
+    js = requests.get(keyed.url + "/static/app.js")
+    assert js.status_code == 200 and "javascript" in js.headers["Content-Type"]
+    r = requests.get(keyed.url + "/static/nope.js")
+    assert r.status_code == 404 and r.json()["error"]["type"] == "not_found_error"
+    r = requests.get(keyed.url + "/static/../config.py")
+    assert r.status_code in (403, 404)
+    # Everything else behind the key.
+    for path in ("/metrics", "/openapi.json", "/v1/models"):
+        assert requests.get(keyed.url + path).status_code == 401

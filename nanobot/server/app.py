@@ -15,6 +15,7 @@ from tornado.netutil import bind_sockets
 from nanobot.config import Config, ConfigError
 from nanobot.pipeline import Pipeline
 from nanobot.server.guards import ConcurrencyGate, KeyCheck, OriginPolicy
+from nanobot.server.page import STATIC_DIR, ChatPageHandler, PageAssetHandler
 from nanobot.server.handlers import (
     ChatCompletionsHandler,
     HealthHandler,
@@ -52,6 +53,8 @@ def make_app(services: Services, pipeline: Pipeline | None = None, verbose: bool
             (r"/v1/chat/completions", ChatCompletionsHandler),
             (r"/openapi.json", OpenApiHandler),
             (r"/metrics", MetricsHandler),
+            (r"/", ChatPageHandler),
+            (r"/static/(.+)", PageAssetHandler, {"path": str(STATIC_DIR)}),
         ],
         **settings,
     )

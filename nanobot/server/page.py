@@ -1,0 +1,59 @@
+"""The built-in chat page: ``GET /`` and its files under ``/static/``.
+
+Public on purpose (it holds no data; the page asks for the key when the API
+needs one), served with a strict Content-Security-Policy: no inline script,
+nothing from any other origin.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tornado import web
+
+from nanobot.errors import NotFound
+from nanobot.server.handlers import BaseHandler
+
+STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+CSP = (
+    "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; "
+    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+)
+
+
+def _security_headers(handler: web.RequestHandler) -> None:
+    handler.set_header("Content-Security-Policy", CSP)
+    handler.set_header("X-Content-Type-Options", "nosniff")
+    handler.set_header("Referrer-Policy", "no-referrer")
+
+
+class ChatPageHandler(BaseHandler):
+    public = True
+    check_origin = False
+    route = "/"
+
+    def get(self) -> None:
+        _security_headers(self)
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.set_header("Cache-Control", "no-cache")
+        self.finish((STATIC_DIR / "index.html").read_bytes())
+
+
+class PageAssetHandler(web.StaticFileHandler):
+    """The page's CSS and JavaScript; a missing file is the usual JSON 404."""
+
+    def set_extra_headers(self, path: str) -> None:
+        _security_headers(self)
+        self.set_header("Cache-Control", "no-cache")
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        from nanobot.protocol import error_json
+
+        self.set_header("Content-Type", "application/json")
+        err = NotFound(f"Unknown route {self.request.path}.", code="unknown_route") if status_code == 404 else None
+        if err is None:
+            from nanobot.errors import ApiError
+
+            err = ApiError(self._reason, status=status_code)
+        self.finish(error_json(err))
