@@ -1,0 +1,1 @@
+"""The nanobot benchmark harness: `python -m bench` (see `bench.__main__`)."""

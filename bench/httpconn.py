@@ -1,0 +1,269 @@
+"""A minimal HTTP/1.1 keep-alive client connection as an asyncio Protocol.
+
+Why hand-written: a Python load generator is easily the bottleneck of the
+benchmark it runs. A Protocol gets bytes straight from the event loop (no
+StreamReader layers, no per-line coroutine switches) and the parser does the
+least it can: status code, Content-Length / chunked / until-close framing,
+`Connection: close`. Streamed bodies are split into SSE events; only `data:`
+payloads are decoded with orjson, and the arrival time of each content chunk
+is the `perf_counter()` read when its bytes reached `data_received`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from typing import Any
+
+import orjson
+
+_HEAD, _LENGTH, _CHUNK_SIZE, _CHUNK_DATA, _TRAILER, _UNTIL_CLOSE, _IDLE = range(7)
+BODY_KEEP = 2048  # bytes of a response body kept (enough to check and to quote)
+WRITE_SLICE = 256 * 1024
+
+
+class RequestFailed(Exception):
+    """The connection broke or timed out before the response was complete."""
+
+
+class Response:
+    """What one request produced; stream figures are filled for SSE bodies."""
+
+    __slots__ = ("status", "body", "t0", "t_end", "ttft", "gaps", "tokens", "done", "sse_error", "_sse", "_last")
+
+    def __init__(self, t0: float, stream: bool) -> None:
+        self.status = 0
+        self.body = bytearray()
+        self.t0 = t0
+        self.t_end = 0.0
+        self.ttft: float | None = None
+        self.gaps: list[float] = []
+        self.tokens = 0
+        self.done = False
+        self.sse_error: str | None = None
+        self._sse: bytearray | None = bytearray() if stream else None
+        self._last = 0.0
+
+    def feed(self, data: bytes, now: float) -> None:
+        """Body bytes arrived at `now` (already de-chunked)."""
+        if self._sse is None:
+            if len(self.body) < BODY_KEEP:
+                self.body += data[: BODY_KEEP - len(self.body)]
+            return
+        sse = self._sse
+        sse += data
+        if b"\r" in data:
+            sse[:] = sse.replace(b"\r\n", b"\n")
+        while (end := sse.find(b"\n\n")) != -1:
+            event = bytes(sse[:end])
+            del sse[: end + 2]
+            for line in event.split(b"\n"):
+                if line.startswith(b"data:"):
+                    self._data(line[5:].strip(), now)
+
+    def _data(self, payload: bytes, now: float) -> None:
+        if payload == b"[DONE]":
+            self.done = True
+            return
+        if len(self.body) < BODY_KEEP:
+            self.body += payload[: BODY_KEEP - len(self.body)]
+        try:
+            obj: Any = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            self.sse_error = self.sse_error or "bad SSE JSON"
+            return
+        if not isinstance(obj, dict):
+            return
+        if obj.get("error") is not None:
+            error = obj["error"]
+            kind = error.get("type") if isinstance(error, dict) else None
+            self.sse_error = f"SSE error frame: {kind or error}"
+            return
+        choices = obj.get("choices")
+        if not choices:
+            return
+        delta = choices[0].get("delta") or {}
+        if delta.get("content"):
+            self.tokens += 1
+            if self.ttft is None:
+                self.ttft = now - self.t0
+            else:
+                self.gaps.append(now - self._last)
+            self._last = now
+
+
+class Conn(asyncio.Protocol):
+    """One client connection; `request()` sends a request and awaits its response."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buf = bytearray()
+        self.state = _IDLE
+        self.remaining = 0
+        self.keep_alive = True
+        self.closed = False
+        self.resp: Response | None = None
+        self.waiter: asyncio.Future[Response] | None = None
+        self.fail_reason = "connection closed"
+        self._drain: asyncio.Future[None] | None = None
+        self._paused = False
+
+    @classmethod
+    async def open(cls, host: str, port: int) -> "Conn":
+        loop = asyncio.get_running_loop()
+        _, conn = await loop.create_connection(cls, host, port)
+        return conn
+
+    # -- asyncio.Protocol ------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.state == _UNTIL_CLOSE and self.resp is not None:
+            self._finish()
+        elif self.waiter is not None and not self.waiter.done():
+            reason = self.fail_reason if exc is None else f"{self.fail_reason}: {exc}"
+            self.waiter.set_exception(RequestFailed(reason))
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        now = time.perf_counter()
+        buf = self.buf
+        buf += data
+        resp = self.resp
+        while resp is not None:
+            state = self.state
+            if state == _CHUNK_SIZE:
+                end = buf.find(b"\r\n")
+                if end == -1:
+                    return
+                size = int(bytes(buf[:end]).split(b";")[0], 16)
+                del buf[: end + 2]
+                self.remaining = size
+                self.state = _CHUNK_DATA if size else _TRAILER
+            elif state == _CHUNK_DATA:
+                size = self.remaining
+                if len(buf) < size + 2:
+                    return
+                resp.feed(bytes(buf[:size]), now)
+                del buf[: size + 2]
+                self.state = _CHUNK_SIZE
+            elif state == _HEAD:
+                end = buf.find(b"\r\n\r\n")
+                if end == -1:
+                    return
+                self._head(bytes(buf[:end]))
+                del buf[: end + 4]
+                if self.state == _LENGTH and self.remaining == 0:
+                    self._finish()
+                    return
+            elif state == _LENGTH:
+                take = min(len(buf), self.remaining)
+                if take:
+                    resp.feed(bytes(buf[:take]), now)
+                    del buf[:take]
+                    self.remaining -= take
+                if self.remaining:
+                    return
+                self._finish()
+                return
+            elif state == _TRAILER:
+                end = buf.find(b"\r\n")
+                if end == -1:
+                    return
+                del buf[: end + 2]
+                if end == 0:
+                    self._finish()
+                    return
+            elif state == _UNTIL_CLOSE:
+                resp.feed(bytes(buf), now)
+                buf.clear()
+                return
+            else:
+                return
+
+    # -- client side ------------------------------------------------------
+    def _head(self, head: bytes) -> None:
+        assert self.resp is not None
+        self.resp.status = int(head[9:12])
+        lower = head.lower()
+        self.keep_alive = b"\r\nconnection: close" not in lower
+        if b"\r\ntransfer-encoding: chunked" in lower:
+            self.state = _CHUNK_SIZE
+        elif (at := lower.find(b"\r\ncontent-length:")) != -1:
+            end = lower.find(b"\r\n", at + 2)
+            self.remaining = int(lower[at + 17 : end if end != -1 else None])
+            self.state = _LENGTH
+        elif self.resp.status in (204, 304) or 100 <= self.resp.status < 200:
+            self.remaining, self.state = 0, _LENGTH
+        else:
+            self.state = _UNTIL_CLOSE
+
+    def _finish(self) -> None:
+        resp, waiter = self.resp, self.waiter
+        self.resp, self.waiter, self.state = None, None, _IDLE
+        assert resp is not None
+        resp.t_end = time.perf_counter()
+        if not self.keep_alive and self.transport is not None:
+            self.transport.close()
+            self.closed = True
+        if waiter is not None and not waiter.done():
+            waiter.set_result(resp)
+
+    def abort(self, reason: str) -> None:
+        """Drop the connection; a pending request fails with `reason`."""
+        self.fail_reason = reason
+        if self.transport is not None:
+            self.transport.abort()
+
+    async def request(self, head: bytes, body: bytes = b"", stream: bool = False, timeout: float = 60.0) -> Response:
+        """Send `head` + `body`, await the whole response (at most `timeout` s)."""
+        if self.closed or self.transport is None:
+            raise RequestFailed("connection closed")
+        loop = asyncio.get_running_loop()
+        resp = Response(time.perf_counter(), stream)
+        self.resp, self.state = resp, _HEAD
+        self.waiter = waiter = loop.create_future()
+        timer = loop.call_later(timeout, self.abort, "timeout")
+        try:
+            if len(body) <= WRITE_SLICE:
+                self.transport.write(head + body)
+            else:
+                await self._write_big(head, body)
+            return await waiter
+        finally:
+            timer.cancel()
+
+    async def _write_big(self, head: bytes, body: bytes) -> None:
+        """Write a large body in slices, honouring the transport's flow control."""
+        assert self.transport is not None
+        self.transport.write(head)
+        view = memoryview(body)
+        for offset in range(0, len(view), WRITE_SLICE):
+            if self.closed:
+                return
+            self.transport.write(view[offset : offset + WRITE_SLICE])
+            if self._paused:
+                self._drain = asyncio.get_running_loop().create_future()
+                await self._drain
+                self._drain = None
+
+    def close(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.close()
+            self.closed = True

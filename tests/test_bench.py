@@ -1,0 +1,134 @@
+"""The benchmark harness: a real (tiny) `python -m bench` run, plus its parsers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench.httpconn import Conn
+from bench.report import pct
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_quick_bench_run_reports_sane_figures(tmp_path: Path) -> None:
+    out = tmp_path / "out.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--scenarios", "nonstream-c1,stream-s100",
+         "--duration", "1", "--streams", "20", "--json", str(out), "--silent"],
+        cwd=ROOT, capture_output=True, text=True, timeout=90,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "nonstream-c1" in proc.stdout and "server/direct" in proc.stdout
+    data = json.loads(out.read_text())
+    assert data["failed"] == []
+    by_name = {sc["name"]: sc for sc in data["scenarios"]}
+    assert set(by_name) == {"nonstream-c1", "stream-s100"}
+
+    for sc in by_name.values():
+        assert set(sc["results"]) == {"direct", "server"}
+        for target, m in sc["results"].items():
+            assert m["errors"] == 0, (sc["name"], target, m["error_samples"])
+            assert m["completed"] > 0 and m["completed"] == m["started"]
+            assert m["rps"] > 0 and m["latency_p50_ms"] > 0
+            assert m["latency_p99_ms"] >= m["latency_p50_ms"]
+            assert m["cpu_s"] > 0 and m["cpu_per_req_us"] > 0
+            assert m["rss_peak_mb"] >= m["rss_before_mb"] > 0
+            assert 0 < m["loadgen_max_util"] < 1
+        assert sc["ratios"]["server/direct"]["rps"] > 0
+
+    stream = by_name["stream-s100"]
+    assert stream["config"]["tokens"] == 100
+    for m in stream["results"].values():
+        assert m["streams_started"] == m["streams_done"] == 20
+        assert m["tokens"] == 20 * 100
+        assert m["cpu_per_token_us"] > 0
+        assert 0 < m["ttft_p50_ms"] <= m["ttft_p99_ms"]
+        assert 10 < m["gap_p50_ms"] < 200  # 20 ms apart upstream
+        assert m["tokens_per_s"] > 0
+    server = stream["results"]["server"]
+    assert server["upstream_cpu_s"] > 0
+    assert any(c["target"].startswith("stream-s100") for c in data["checks"])
+
+
+def test_pct_is_nearest_rank() -> None:
+    samples = [float(x) for x in range(1, 101)]
+    assert pct(samples, 0.5) == 50.0
+    assert pct(samples, 0.99) == 99.0
+    assert pct([3.0], 0.99) == 3.0
+    assert pct([], 0.5) is None
+
+
+class _Transport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent = b""
+        self.closed = False
+
+    def write(self, data: Any) -> None:
+        self.sent += bytes(data)
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.closed = True
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return default
+
+
+SSE_RESPONSE = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+    + b"".join(
+        b"%x\r\n%s\r\n" % (len(frame), frame)
+        for frame in (
+            b'data: {"choices":[{"delta":{"role":"assistant","content":""}}]}\n\n',
+            b'data: {"choices":[{"delta":{"content":"a "}}]}\n\ndata: {"choices":[{"delta":{"content":"b"}}]}\n\n',
+            b'data: {"choices":[{"delta":{},"finish_reason":"stop"}]}\r\n\r\n',
+            b"data: [DONE]\n\n",
+        )
+    )
+    + b"0\r\n\r\n"
+)
+
+
+@pytest.mark.parametrize("piece", [1, 7, 64, len(SSE_RESPONSE)])
+def test_conn_parses_chunked_sse_split_anywhere(piece: int) -> None:
+    async def run() -> Any:
+        conn = Conn()
+        transport = _Transport()
+        conn.connection_made(transport)
+        task = asyncio.ensure_future(conn.request(b"GET / HTTP/1.1\r\n\r\n", stream=True, timeout=5))
+        await asyncio.sleep(0)
+        for start in range(0, len(SSE_RESPONSE), piece):
+            conn.data_received(SSE_RESPONSE[start : start + piece])
+        return await task, conn
+
+    resp, conn = asyncio.run(run())
+    assert resp.status == 200 and resp.done and resp.sse_error is None
+    assert resp.tokens == 2 and resp.ttft is not None and len(resp.gaps) == 1
+    assert not conn.closed  # keep-alive: ready for the next request
+
+
+def test_conn_parses_content_length_and_connection_close() -> None:
+    body = b'{"choices":[]}'
+    raw = b"HTTP/1.1 503 Busy\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
+
+    async def run() -> Any:
+        conn = Conn()
+        conn.connection_made(_Transport())
+        task = asyncio.ensure_future(conn.request(b"GET / HTTP/1.1\r\n\r\n", timeout=5))
+        await asyncio.sleep(0)
+        conn.data_received(raw)
+        return await task, conn
+
+    resp, conn = asyncio.run(run())
+    assert resp.status == 503 and bytes(resp.body) == body
+    assert conn.closed
