@@ -22,6 +22,13 @@ class Response(Protocol):
     def write(self, chunk: bytes) -> None: ...
     def flush(self) -> Awaitable[None]: ...
 
+    def send_frame(self, frame: bytes) -> Awaitable[None] | None:
+        """Send one body chunk at once (after the headers went out).
+
+        Returns something to await only when the client is not keeping up,
+        so a stream's buffered output stays bounded to about one frame.
+        """
+
 
 @dataclass(slots=True)
 class IncomingFile:

@@ -15,11 +15,6 @@ from nanobot.context import RequestContext
 from nanobot.protocol import DONE_FRAME, PING_FRAME, ChunkEncoder, Usage, completion_body
 
 
-def _ignore_result(fut: "asyncio.Future[None]") -> None:
-    if not fut.cancelled():
-        fut.exception()  # a closed connection: the request is ending anyway
-
-
 class Heartbeat:
     """Writes ``: ping`` when nothing was sent for ``interval`` seconds."""
 
@@ -39,8 +34,7 @@ class Heartbeat:
     def _tick(self) -> None:
         now = self._loop.time()
         if now - self.last >= self._interval * 0.999:
-            self._ctx.response.write(PING_FRAME)
-            self._ctx.response.flush().add_done_callback(_ignore_result)
+            self._ctx.response.send_frame(PING_FRAME)
             self.last = now
         self._handle = self._loop.call_at(self.last + self._interval, self._tick)
 
@@ -101,9 +95,10 @@ class Encode:
                 else:
                     usage = event.usage
                     continue
-                response.write(frame)
                 heartbeat.touch()
-                await response.flush()
+                backlog = response.send_frame(frame)
+                if backlog is not None:
+                    await backlog
         finally:
             heartbeat.stop()
             metrics.open_streams.dec()

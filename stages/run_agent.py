@@ -44,6 +44,7 @@ class RunAgent:
             user_for_llm=for_llm,
             user_for_history=for_history,
             scope=TurnScope(channel=self.channel, chat_id=ctx.session_id or "default"),
+            incremental=ctx.stream,
         )
         events = ctx.services.agent.run(turn)
         ctx.exit_stack.push_async_callback(events.aclose)

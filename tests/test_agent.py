@@ -36,7 +36,8 @@ def test_request_sent_upstream(agent_server, upstream):
     assert r.status_code == 200
     body = last_sent(upstream)
     assert body["model"] == "scripted"
-    assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
+    # A client that waits for the whole reply: one non-streamed upstream call.
+    assert body["stream"] is False and "stream_options" not in body
     # The configured values, never the client's.
     assert body["temperature"] == 0.1 and body["max_tokens"] == 4096
     assert "n" not in body
@@ -45,6 +46,9 @@ def test_request_sent_upstream(agent_server, upstream):
     assert body["messages"][-1] == {"role": "user", "content": "what is sent"}
     headers = upstream.requests()[-1]["headers"]
     assert headers["Authorization"] == "Bearer test-key"
+    ask(agent_server, "streamed", sid, stream=True)
+    body = last_sent(upstream)
+    assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
 
 
 def test_usage_summed_over_tool_iterations(agent_server, upstream):

@@ -45,6 +45,7 @@ class TurnInput:
     user_for_llm: dict[str, Any]  # may carry image parts
     user_for_history: dict[str, Any]  # images replaced by [image: NAME]
     scope: TurnScope
+    incremental: bool = True  # False: nobody reads the deltas as they come
 
 
 class AgentLoop:
@@ -67,7 +68,7 @@ class AgentLoop:
         schemas = self.tools.schemas or None
         for iteration in range(1, self.max_iterations + 1):
             completion: Completion | None = None
-            async with aclosing(self.provider.stream(messages, schemas)) as events:
+            async with aclosing(self.provider.stream(messages, schemas, turn.incremental)) as events:
                 async for event in events:
                     if type(event) is str:
                         reply.append(event)

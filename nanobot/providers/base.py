@@ -36,7 +36,9 @@ class Provider(Protocol):
     model: str
 
     def stream(
-        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None
-    ) -> AsyncIterator[str | Completion]: ...
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None, incremental: bool = True
+    ) -> AsyncIterator[str | Completion]:
+        """Text deltas, then the Completion. ``incremental=False``: the caller
+        only wants the whole reply, so the provider may fetch it in one piece."""
 
     async def close(self) -> None: ...

@@ -44,7 +44,7 @@ class EchoProvider:
         self.model = model
 
     async def stream(
-        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None, incremental: bool = True
     ) -> AsyncIterator[str | Completion]:
         last_user = next((m for m in reversed(messages) if m.get("role") == "user"), None)
         reply = echo_reply(_text_of(last_user.get("content")) if last_user else "")
