@@ -65,6 +65,7 @@ class RequestContext:
     started: float  # loop.time() when the request began
     deadline: float  # loop.time() by which the whole request must end
     exit_stack: AsyncExitStack = field(default_factory=AsyncExitStack)
+    multipart: Any = None  # a MultipartReader fed while the body arrived
     # decode
     payload: dict[str, Any] | None = None  # a JSON body
     form: dict[str, list[str]] | None = None  # multipart fields

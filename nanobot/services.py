@@ -6,6 +6,9 @@ so the CLI check exercises exactly the path the API uses.
 
 from __future__ import annotations
 
+import asyncio
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from nanobot.agent.loop import AgentLoop
@@ -49,6 +52,16 @@ def file_limits(config: Config) -> FileLimits:
     )
 
 
+CPU_THREADS = 4
+
+
+async def prestart_threads(executor: ThreadPoolExecutor, count: int) -> None:
+    """Make ``executor`` start ``count`` threads (jobs that wait for each other)."""
+    barrier = threading.Barrier(count)
+    loop = asyncio.get_running_loop()
+    await asyncio.gather(*(loop.run_in_executor(executor, barrier.wait, 5.0) for _ in range(count)))
+
+
 @dataclass
 class Services:
     config: Config
@@ -87,6 +100,14 @@ class Services:
         return self.config.workspace / "media" / "api"
 
     async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        # asyncio.to_thread's pool (JSON and base64 of big bodies, multipart,
+        # saving uploads), with its threads started now rather than on the
+        # loop in the middle of a burst of uploads (see Extractor.warm).
+        executor = ThreadPoolExecutor(max_workers=CPU_THREADS, thread_name_prefix="nanobot-cpu")
+        loop.set_default_executor(executor)
+        await prestart_threads(executor, CPU_THREADS)
+        await self.extractor.warm()
         await self.outbox.start()
 
     async def close(self) -> None:

@@ -130,6 +130,13 @@ class _Worker:
             with self._lock:
                 self._busy = False
 
+    def ensure_started(self) -> None:
+        """Spawn the process now if it is not running (blocking: call from a thread)."""
+        with self._lock:
+            if not self._closed and (self._proc is None or not self._proc.is_alive()):
+                self._discard()
+                self._spawn()
+
     def _round_trip(
         self, conn: Connection, kind: str, data: bytes, limits: FileLimits
     ) -> tuple[str, str]:
@@ -253,6 +260,23 @@ class Extractor:
         if status == "crashed":
             raise _unreadable(filename, "the document reader stopped unexpectedly")
         raise RuntimeError("the extractor is closed")
+
+    async def warm(self, processes: bool = False) -> None:
+        """Start the driver threads now (and the processes, if asked).
+
+        A thread pool starts its threads on first use, and ``Thread.start``
+        waits for the new thread to run: under load, with other threads
+        holding the GIL, that wait stalled the event loop for tens of ms.
+        """
+        idle, threads = self._start()
+        workers = [await idle.get() for _ in range(len(self._workers))]
+        try:
+            # One job per worker at once: the executor must start every thread.
+            job = (lambda w: w.ensure_started()) if processes else (lambda w: time.sleep(0.01))
+            await asyncio.gather(*(asyncio.wrap_future(threads.submit(job, w)) for w in workers))
+        finally:
+            for worker in workers:
+                idle.put_nowait(worker)
 
     async def close(self) -> None:
         """Kill every worker, reap it, and stop the threads; idempotent."""
