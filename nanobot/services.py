@@ -80,7 +80,10 @@ class Services:
         workspace.mkdir(parents=True, exist_ok=True)
         db = Database(workspace / "nanobot.db")
         provider = make_provider(config)
-        sessions = SqliteSessionStore(db)
+        # The cache only has to cover the window sent to the LLM; 1024 recent
+        # sessions of ~60 messages bound it to tens of MB.
+        history = config.agents.defaults.max_history_messages
+        sessions = SqliteSessionStore(db, cache_sessions=1024, cache_messages=max(16, history + 8))
         outbox = SqliteOutbox(db, config.channels)
         tools = ToolRegistry([MessageTool(outbox)])
         return cls(
