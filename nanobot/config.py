@@ -77,6 +77,9 @@ class ApiConfig:
     max_concurrent_requests: int = 1000
     client_history: str = "reject"
     ping_interval: float = 15.0
+    header_timeout: float = 15.0  # request line + headers, and idle keep-alive
+    body_timeout: float = 60.0  # the whole request body
+    shutdown_grace: float = 10.0  # SIGTERM: how long in-flight requests may finish
     files: FilesConfig = field(default_factory=FilesConfig)
 
 
@@ -139,8 +142,13 @@ class Config:
                 raise ConfigError(f"{path}: must be positive")
         if not 0 <= self.api.port <= 65535:
             raise ConfigError("api.port: must be between 0 and 65535")
-        if self.api.timeout <= 0:
-            raise ConfigError("api.timeout: must be positive")
+        for path, value in (
+            ("api.timeout", self.api.timeout),
+            ("api.headerTimeout", self.api.header_timeout),
+            ("api.bodyTimeout", self.api.body_timeout),
+        ):
+            if value <= 0:
+                raise ConfigError(f"{path}: must be positive")
         if d.max_history_messages < 0:
             raise ConfigError("agents.defaults.maxHistoryMessages: must not be negative")
 

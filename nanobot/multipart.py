@@ -8,13 +8,16 @@ of the body is even read.
 
 from __future__ import annotations
 
+import re
+
 from python_multipart import MultipartParser
 from python_multipart.multipart import MultipartParseError, parse_options_header
 
 from nanobot.context import IncomingFile
 from nanobot.errors import InvalidRequest, TooLarge
 
-MAX_PARTS = 1000
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+MAX_PARTS = 100
 MAX_FIELD_BYTES = 1024 * 1024  # a form field (message, session_id ...) is text
 FILE_FIELDS = ("files", "file", "files[]")
 
@@ -92,10 +95,16 @@ class MultipartReader:
         if kind != b"form-data" or b"name" not in params:
             raise InvalidRequest("A multipart part is not a named form-data field.", code="invalid_multipart")
         self._name = params[b"name"].decode("utf-8", "replace")
+        if not self._name or _CONTROL.search(self._name):
+            raise InvalidRequest("A form field name is empty or holds control characters.", code="invalid_multipart")
         raw = params.get(b"filename")
         self._filename = None if raw is None else raw.decode("utf-8", "replace")
         if self._filename is not None and self._name not in FILE_FIELDS:
             raise InvalidRequest(f"Unexpected file field '{self._name}' (use 'files').", param=self._name)
+        if self._filename is None and self._name in FILE_FIELDS:
+            # A file sent without a filename would otherwise be read as a
+            # text field and silently dropped from the turn.
+            raise InvalidRequest("A 'files' part needs a filename.", param="files", code="invalid_multipart")
 
     def _part_data(self, data: bytes, start: int, end: int) -> None:
         self._size += end - start

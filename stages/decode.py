@@ -21,7 +21,18 @@ from nanobot.multipart import MultipartReader
 OFFLOAD_BYTES = 256 * 1024
 
 
+# A chat request holds a few dozen objects and arrays; millions of tiny ones
+# ("{},{},...") would cost ~30x the body in memory. Base64 holds neither
+# bracket, so counting them is cheap and never refuses a large file.
+MAX_JSON_CONTAINERS = 10_000
+
+
 def _parse_json(body: bytes) -> object:
+    if body.count(b"{") + body.count(b"[") > MAX_JSON_CONTAINERS:
+        raise InvalidRequest(
+            f"The request body holds more than {MAX_JSON_CONTAINERS} JSON objects and arrays.",
+            code="invalid_json",
+        )
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:

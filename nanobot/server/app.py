@@ -68,7 +68,7 @@ def check_bind(config: Config) -> None:
         )
 
 
-async def serve(config: Config, verbose: bool = False, grace: float = 10.0) -> None:
+async def serve(config: Config, verbose: bool = False) -> None:
     """Serve until SIGTERM/SIGINT, then drain in-flight requests for up to ``grace`` seconds."""
     check_bind(config)
     pipeline = Pipeline.from_names(config.pipeline.stages)  # config errors before binding
@@ -83,8 +83,10 @@ async def serve(config: Config, verbose: bool = False, grace: float = 10.0) -> N
     server = HTTPServer(
         app,
         max_body_size=config.api.max_body_bytes + 1024 * 1024,
-        idle_connection_timeout=75,
-        body_timeout=max(60.0, config.api.timeout),
+        # Tornado's one idle timeout also bounds the wait for a request's
+        # headers: a client that never finishes them is cut off after it.
+        idle_connection_timeout=config.api.header_timeout,
+        body_timeout=config.api.body_timeout,
         xheaders=False,
     )
     try:
@@ -106,13 +108,18 @@ async def serve(config: Config, verbose: bool = False, grace: float = 10.0) -> N
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+    grace = config.api.shutdown_grace
     log.info("shutting down: draining for up to %.0f s", grace)
     server.stop()
     gate: ConcurrencyGate = app.settings["gate"]
+    gate.closing = True
     deadline = loop.time() + grace
     while gate.in_flight and loop.time() < deadline:
         await asyncio.sleep(0.05)
     if gate.in_flight:
-        log.warning("%d request(s) still running after the grace period; closing them", gate.in_flight)
+        log.warning("%d request(s) still running after the grace period; ending them", gate.in_flight)
+        for handler in list(gate.active):
+            handler.end_for_shutdown()
+        await asyncio.sleep(0.2)  # let them write their error and finish
     await services.close()
     print("nanobot API stopped", file=sys.stderr, flush=True)

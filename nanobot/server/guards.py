@@ -8,6 +8,7 @@ keeps a hostile web page from driving a key-less local server with a
 from __future__ import annotations
 
 import hmac
+from typing import Any
 
 from nanobot.errors import AuthenticationFailed, Overloaded, PermissionDenied
 
@@ -26,7 +27,7 @@ class OriginPolicy:
 
     def check(self, origin: str | None, own_origin: str) -> None:
         """403 unless there is no Origin, it is our own, or it is listed."""
-        if origin is None:
+        if not origin:  # absent (or empty): not a cross-origin browser request
             return
         if origin.rstrip("/").lower() == own_origin.lower() or self.is_cross_allowed(origin):
             return
@@ -46,26 +47,41 @@ class KeyCheck:
             raise AuthenticationFailed(
                 "Missing API key: send 'Authorization: Bearer <key>'.", code="missing_api_key"
             )
-        # Constant time over the whole header, so timing reveals nothing of the key.
-        if not hmac.compare_digest(authorization.strip().encode("utf-8", "replace"), self.expected):
+        # The scheme is case-insensitive (RFC 9110); the key is compared in
+        # constant time over the whole header, so timing reveals nothing of it.
+        given = authorization.strip()
+        if given[:7].lower() == "bearer ":
+            given = "Bearer " + given[7:]
+        if not hmac.compare_digest(given.encode("utf-8", "replace"), self.expected):
             raise AuthenticationFailed("Incorrect API key provided.", code="invalid_api_key")
 
 
 class ConcurrencyGate:
-    """At most ``limit`` requests in flight; past it, 503 at once (no queue)."""
+    """At most ``limit`` requests in flight; past it, 503 at once (no queue).
+
+    It also knows the requests it let in, so shutdown can end the ones still
+    running after the grace period with a clear error.
+    """
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self.in_flight = 0
+        self.active: set[Any] = set()
+        self.closing = False
 
-    def enter(self) -> None:
-        if self.in_flight >= self.limit:
+    @property
+    def in_flight(self) -> int:
+        return len(self.active)
+
+    def enter(self, request: Any) -> None:
+        if self.closing:
+            raise Overloaded("The server is shutting down.", code="shutting_down", headers={"Retry-After": "1"})
+        if len(self.active) >= self.limit:
             raise Overloaded(
                 "The server is at its limit of concurrent requests; retry shortly.",
                 code="too_many_requests",
                 headers={"Retry-After": "1"},
             )
-        self.in_flight += 1
+        self.active.add(request)
 
-    def leave(self) -> None:
-        self.in_flight -= 1
+    def leave(self, request: Any) -> None:
+        self.active.discard(request)

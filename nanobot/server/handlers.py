@@ -17,7 +17,7 @@ from tornado import httputil, web
 from tornado.iostream import StreamClosedError
 
 from nanobot.context import RequestContext
-from nanobot.errors import ApiError, NotFound, Timeout, TooLarge, UpstreamError, internal_error
+from nanobot.errors import ApiError, NotFound, Overloaded, Timeout, TooLarge, UpstreamError, internal_error
 from nanobot.ids import new_id
 from nanobot.multipart import MultipartReader
 from nanobot.protocol import error_frame, error_json, models_body
@@ -31,19 +31,39 @@ class ClientDisconnected(Exception):
 _REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
 
 
+def request_id_header(handler: web.RequestHandler) -> str:
+    """Echo the client's X-Request-ID when it is sane, else make one; set it."""
+    rid = handler.request.headers.get("X-Request-ID")
+    if rid is None or not _REQUEST_ID.match(rid):
+        rid = new_id()
+    handler.set_header("X-Request-ID", rid)
+    return rid
+
+
+def allowed_methods(handler: web.RequestHandler) -> str:
+    """The methods ``handler``'s class implements, for a 405's Allow header."""
+    cls = type(handler)
+    names = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+    return ", ".join(m for m in names if getattr(cls, m.lower()) is not getattr(web.RequestHandler, m.lower()))
+
+
+@web.stream_request_body
 class BaseHandler(web.RequestHandler):
-    """Request id, CORS, auth and OpenAI-shaped errors for every route."""
+    """Request id, CORS, auth and OpenAI-shaped errors for every route.
+
+    Bodies are streamed (and, but for the chat route, dropped): Tornado would
+    otherwise parse the body of any request, a GET included, as a form.
+    """
 
     public = False  # True: no API key needed
     check_origin = True
     route = "unknown"  # the metrics label
 
+    def data_received(self, chunk: bytes) -> None:
+        return None
+
     def set_default_headers(self) -> None:
-        rid = self.request.headers.get("X-Request-ID")
-        if rid is None or not _REQUEST_ID.match(rid):
-            rid = new_id()
-        self.request_id = rid
-        self.set_header("X-Request-ID", rid)
+        self.request_id = request_id_header(self)
         origin = self.request.headers.get("Origin")
         if origin and self.application.settings["origins"].is_cross_allowed(origin):
             self.set_header("Access-Control-Allow-Origin", origin)
@@ -56,6 +76,12 @@ class BaseHandler(web.RequestHandler):
 
     def prepare(self) -> None:
         settings = self.application.settings
+        # A method the route does not have is 405 whoever asks (before the
+        # origin and key checks, so the answer does not depend on them).
+        if getattr(type(self), self.request.method.lower(), None) is getattr(
+            web.RequestHandler, self.request.method.lower(), None
+        ):
+            raise web.HTTPError(405)
         if self.check_origin:
             own = f"{self.request.protocol}://{self.request.host}"
             settings["origins"].check(self.request.headers.get("Origin"), own)
@@ -90,6 +116,7 @@ class BaseHandler(web.RequestHandler):
             reason = exc.log_message or httputil.responses.get(status_code, "Error")
             if status_code == 405:
                 reason = f"Method {self.request.method} is not allowed on {self.request.path}."
+                self.set_header("Allow", allowed_methods(self))
             err = ApiError(reason % exc.args if exc.args else reason, status=status_code)
         else:
             err = internal_error()
@@ -116,6 +143,10 @@ class HealthHandler(BaseHandler):
     def get(self) -> None:
         self.set_header("Content-Type", "application/json")
         self.finish(b'{"status":"ok"}')
+
+    def head(self) -> None:
+        self.set_header("Content-Type", "application/json")
+        self.finish()
 
 
 class ModelsHandler(BaseHandler):
@@ -161,7 +192,6 @@ class NotFoundHandler(BaseHandler):
         raise NotFound(f"Unknown route {self.request.path}.", code="unknown_route")
 
 
-@web.stream_request_body
 class ChatCompletionsHandler(BaseHandler):
     """``POST /v1/chat/completions``: run the pipeline, cancel it if the client leaves."""
 
@@ -170,6 +200,16 @@ class ChatCompletionsHandler(BaseHandler):
     _task: asyncio.Task | None = None
     _gated = False
     _ctx: RequestContext | None = None
+    _multipart: MultipartReader | None = None
+    _size = 0
+    _limit = 0
+    _shutdown = False
+
+    def end_for_shutdown(self) -> None:
+        """Cancel this request's run; it answers 503 (or an SSE error frame)."""
+        if self._task is not None and not self._task.done():
+            self._shutdown = True
+            self._task.cancel()
 
     def prepare(self) -> None:
         super().prepare()
@@ -186,7 +226,7 @@ class ChatCompletionsHandler(BaseHandler):
         content_type = self.request.headers.get("Content-Type", "")
         if content_type.split(";", 1)[0].strip().lower() == "multipart/form-data":
             self._multipart = MultipartReader(content_type, api.max_file_bytes)
-        self.application.settings["gate"].enter()
+        self.application.settings["gate"].enter(self)
         self._gated = True
         self.services.metrics.in_flight.inc()
 
@@ -196,8 +236,8 @@ class ChatCompletionsHandler(BaseHandler):
         )
 
     def data_received(self, chunk: bytes) -> None:
-        if self._finished:
-            return
+        if self._finished or self.request.method != "POST":
+            return  # other methods answer 405 and their bodies are dropped
         self._size += len(chunk)
         try:
             if self._size > self._limit:
@@ -243,6 +283,10 @@ class ChatCompletionsHandler(BaseHandler):
         except TimeoutError:
             self._fail(ctx, Timeout(f"The request took longer than api.timeout ({services.config.api.timeout:g} s).", code="timeout"))
         except (asyncio.CancelledError, ClientDisconnected) as exc:
+            if self._shutdown and isinstance(exc, asyncio.CancelledError):
+                self._task.uncancel()
+                self._fail(ctx, Overloaded("The server is shutting down.", code="shutting_down"))
+                return
             if self.request.connection.stream.closed():
                 # The client left: the run is cancelled and the request is over.
                 # 499 is the customary "client closed request" status.
@@ -299,5 +343,5 @@ class ChatCompletionsHandler(BaseHandler):
     def _release(self) -> None:
         if self._gated:
             self._gated = False
-            self.application.settings["gate"].leave()
+            self.application.settings["gate"].leave(self)
             self.services.metrics.in_flight.dec()

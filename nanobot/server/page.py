@@ -13,7 +13,7 @@ from typing import Any
 from tornado import web
 
 from nanobot.errors import NotFound
-from nanobot.server.handlers import BaseHandler
+from nanobot.server.handlers import BaseHandler, request_id_header
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 CSP = (
@@ -43,6 +43,9 @@ class ChatPageHandler(BaseHandler):
 class PageAssetHandler(web.StaticFileHandler):
     """The page's CSS and JavaScript; a missing file is the usual JSON 404."""
 
+    def set_default_headers(self) -> None:
+        request_id_header(self)
+
     def set_extra_headers(self, path: str) -> None:
         _security_headers(self)
         self.set_header("Cache-Control", "no-cache")
@@ -51,6 +54,8 @@ class PageAssetHandler(web.StaticFileHandler):
         from nanobot.protocol import error_json
 
         self.set_header("Content-Type", "application/json")
+        if status_code == 405:
+            self.set_header("Allow", "GET, HEAD")
         err = NotFound(f"Unknown route {self.request.path}.", code="unknown_route") if status_code == 404 else None
         if err is None:
             from nanobot.errors import ApiError
