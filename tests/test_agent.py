@@ -9,7 +9,6 @@ import time
 import uuid
 
 import openai
-import pytest
 import requests
 
 from nanobot.protocol import parse_frames

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 
 import openai
-import pytest
 import requests
 
 from nanobot.protocol import parse_frames
