@@ -123,3 +123,20 @@ def test_chat_page_is_public_with_csp(keyed):
     # Everything else behind the key.
     for path in ("/metrics", "/openapi.json", "/v1/models"):
         assert requests.get(keyed.url + path).status_code == 401
+
+
+def test_early_errors_say_connection_close(keyed):
+    """A 401 answered before the body is read closes the connection, and says so."""
+    import socket
+    body = b'{"messages":[{"role":"user","content":"hi"}]}'
+    with socket.create_connection(("127.0.0.1", keyed.port)) as s:
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        head = s.recv(65536).split(b"\r\n\r\n", 1)[0].lower()
+    assert head.startswith(b"http/1.1 401") and b"connection: close" in head
+    # A body that was read keeps the connection alive.
+    with requests.Session() as session:
+        auth = {"Authorization": "Bearer s3cret-key"}
+        r = session.post(keyed.url + "/v1/chat/completions", json={"messages": [{"role": "user", "content": "x"}],
+                                                                   "model": "nope"}, headers=auth)
+        assert r.status_code == 400 and r.headers.get("Connection", "").lower() != "close"

@@ -122,7 +122,15 @@ class BaseHandler(web.RequestHandler):
             err = internal_error()
         self.send_api_error(err)
 
+    _body_read = False  # set once a handler method runs: the whole body is in
+
     def send_api_error(self, err: ApiError) -> None:
+        headers = self.request.headers
+        if not self._body_read and (headers.get("Content-Length", "0") != "0" or "Transfer-Encoding" in headers):
+            # Answered before the body was read: Tornado drops the rest by
+            # closing the connection, so say so instead of surprising a
+            # keep-alive client on its next request.
+            self.set_header("Connection", "close")
         self.set_status(err.status)
         for name, value in err.headers.items():
             self.set_header(name, value)
@@ -253,6 +261,7 @@ class ChatCompletionsHandler(BaseHandler):
             self.send_api_error(err)
 
     async def post(self) -> None:
+        self._body_read = True
         if self._finished:
             return
         services = self.services
