@@ -47,7 +47,7 @@ class Response:
 
     def feed(self, data: bytes, now: float) -> None:
         """Body bytes arrived at `now` (already de-chunked)."""
-        if self._sse is None:
+        if self._sse is None or self.status != 200:  # an error answer to a stream request is not SSE: keep it
             if len(self.body) < BODY_KEEP:
                 self.body += data[: BODY_KEEP - len(self.body)]
             return
