@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.soak import parse_metrics, rss_bound_mb
+from bench.scrape import parse_metrics
+from bench.soak import rss_bound_mb
 
 ROOT = Path(__file__).resolve().parents[1]
 
