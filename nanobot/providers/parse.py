@@ -23,6 +23,20 @@ def shorten(text: str, limit: int = 300) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
+def _load_object(raw: bytes, what: str) -> dict[str, Any]:
+    """A JSON object that is not an error document, or :class:`Malformed`."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise Malformed(f"{what} is not JSON") from None
+    if not isinstance(data, dict):
+        raise Malformed(f"{what} is not an object")
+    if "error" in data:
+        err = data["error"]
+        raise Malformed(f"error in {what}: {shorten(str(err.get('message') if isinstance(err, dict) else err))}")
+    return data
+
+
 # An SSE line longer than this is not a chat chunk: refuse rather than buffer.
 MAX_LINE_BYTES = 4 * 1024 * 1024
 
@@ -62,16 +76,7 @@ class StreamParser:
         if data == b"[DONE]":
             self.done = True
             return None
-        try:
-            chunk = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            raise Malformed("a stream chunk is not JSON") from None
-        if not isinstance(chunk, dict):
-            raise Malformed("a stream chunk is not an object")
-        if "error" in chunk:
-            err = chunk["error"]
-            msg = err.get("message") if isinstance(err, dict) else err
-            raise Malformed(f"error in stream: {shorten(str(msg))}")
+        chunk = _load_object(data, "a stream chunk")
         self.seen_any = True
         usage = chunk.get("usage")
         if isinstance(usage, dict):
@@ -117,15 +122,7 @@ class StreamParser:
 
 def parse_completion(body: bytes) -> Completion:
     """A whole non-streaming ``chat.completion`` body."""
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise Malformed("the answer is not JSON") from None
-    if not isinstance(data, dict):
-        raise Malformed("the answer is not an object")
-    if "error" in data:
-        err = data["error"]
-        raise Malformed(f"error in answer: {shorten(str(err.get('message') if isinstance(err, dict) else err))}")
+    data = _load_object(body, "the answer")
     try:
         choice = data["choices"][0]
         message = choice["message"]
