@@ -78,7 +78,10 @@ class OpenAICompatProvider:
                     # goes back to the keep-alive pool instead of being closed.
                     # Bytes, not aiter_lines(): two generator layers and a text
                     # decode less per chunk; the parser splits lines itself.
-                    async for data in response.aiter_bytes():
+                    # Without a content encoding there is nothing to decode:
+                    # read the transport's byte stream, two layers closer.
+                    chunks = response.aiter_bytes() if "content-encoding" in response.headers else response.stream
+                    async for data in chunks:
                         for text in parser.feed(data):
                             yield text
                     for text in parser.feed(b"\n"):  # a last line without its newline
