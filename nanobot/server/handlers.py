@@ -267,8 +267,10 @@ class ChatCompletionsHandler(BaseHandler):
         services = self.services
         loop = asyncio.get_running_loop()
         chunks, self._chunks = self._chunks, []
-        # Joining 10 MB is a copy long enough to notice on the loop.
-        body = b"".join(chunks) if self._size < 1024 * 1024 else await asyncio.to_thread(b"".join, chunks)
+        # Joining 10 MB is a copy long enough to notice on the loop (a
+        # multipart body was parsed as it came and left no chunks).
+        big = self._multipart is None and self._size >= 1024 * 1024
+        body = await asyncio.to_thread(b"".join, chunks) if big else b"".join(chunks)
         now = loop.time()
         ctx = self._ctx = RequestContext(
             services=services,
@@ -290,7 +292,8 @@ class ChatCompletionsHandler(BaseHandler):
         except ApiError as err:
             self._fail(ctx, err)
         except TimeoutError:
-            self._fail(ctx, Timeout(f"The request took longer than api.timeout ({services.config.api.timeout:g} s).", code="timeout"))
+            limit = services.config.api.timeout
+            self._fail(ctx, Timeout(f"The request took longer than api.timeout ({limit:g} s).", code="timeout"))
         except (asyncio.CancelledError, ClientDisconnected) as exc:
             if self._shutdown and isinstance(exc, asyncio.CancelledError):
                 self._task.uncancel()
