@@ -226,6 +226,6 @@ def test_loop_stays_responsive_during_slow_extraction(make_server, upstream):
     for r in results:
         assert r.status_code == 422 and r.json()["error"]["code"] == "extraction_timeout", r.text
     assert len(latencies) > 20
-    assert max(latencies) < 0.25, max(latencies)
+    assert max(latencies) < 0.5, max(latencies)  # never blocked for the seconds parsing takes
     # Workers were replaced: the next document is read normally.
     assert post_json(server, [{"type": "text", "text": "x"}, file_part("ok.pdf", make_pdf(["fine"]))]).status_code == 200
