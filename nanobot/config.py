@@ -20,6 +20,8 @@ from typing import Any, Union
 
 import yaml
 
+from nanobot.files.limits import FileLimits
+
 
 class ConfigError(Exception):
     """A user mistake in the configuration; the CLI prints it and exits 2."""
@@ -53,16 +55,31 @@ class ProviderConfig:
 
 @dataclass
 class FilesConfig:
-    """Bounds on what one uploaded document may cost to read."""
+    """Bounds on what one uploaded document may cost to read.
 
-    max_chars: int = 200_000
-    max_pages: int = 500
-    max_zip_members: int = 5000
-    max_uncompressed_bytes: int = 200 * 1024 * 1024
-    max_compression_ratio: float = 200.0
-    max_xlsx_cells: int = 1_000_000
-    timeout: float = 15.0
-    workers: int = 2
+    The defaults are the extractor's own (:class:`FileLimits`), stated once.
+    """
+
+    max_chars: int = FileLimits.max_chars
+    max_pages: int = FileLimits.max_pages
+    max_zip_members: int = FileLimits.max_zip_members
+    max_uncompressed_bytes: int = FileLimits.max_uncompressed_bytes
+    max_compression_ratio: float = FileLimits.max_compression_ratio
+    max_xlsx_cells: int = FileLimits.max_xlsx_cells
+    timeout: float = FileLimits.timeout_seconds
+    workers: int = FileLimits.workers
+
+    def limits(self) -> FileLimits:
+        return FileLimits(
+            max_chars=self.max_chars,
+            max_pages=self.max_pages,
+            max_zip_members=self.max_zip_members,
+            max_uncompressed_bytes=self.max_uncompressed_bytes,
+            max_compression_ratio=self.max_compression_ratio,
+            max_xlsx_cells=self.max_xlsx_cells,
+            timeout_seconds=self.timeout,
+            workers=self.workers,
+        )
 
 
 @dataclass
@@ -133,20 +150,19 @@ class Config:
             )
         if self.api.client_history not in ("reject", "ignore"):
             raise ConfigError('api.clientHistory: expected "reject" or "ignore"')
-        for path, value in (
-            ("api.port", self.api.port),
-            ("api.maxConcurrentRequests", self.api.max_concurrent_requests),
-            ("agents.defaults.maxToolIterations", d.max_tool_iterations),
-        ):
-            if value < (0 if path == "api.port" else 1):
-                raise ConfigError(f"{path}: must be positive")
         if not 0 <= self.api.port <= 65535:
             raise ConfigError("api.port: must be between 0 and 65535")
-        for path, value in (
-            ("api.timeout", self.api.timeout),
-            ("api.headerTimeout", self.api.header_timeout),
-            ("api.bodyTimeout", self.api.body_timeout),
-        ):
+        api, files = self.api, self.api.files
+        positive = {
+            "api.timeout": api.timeout,
+            "api.headerTimeout": api.header_timeout,
+            "api.bodyTimeout": api.body_timeout,
+            "api.maxConcurrentRequests": api.max_concurrent_requests,
+            "api.files.timeout": files.timeout,
+            "api.files.workers": files.workers,
+            "agents.defaults.maxToolIterations": d.max_tool_iterations,
+        }
+        for path, value in positive.items():
             if value <= 0:
                 raise ConfigError(f"{path}: must be positive")
         if d.max_history_messages < 0:

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from nanobot.agent.loop import AgentLoop
 from nanobot.agent.tools import MessageTool, ToolRegistry
 from nanobot.config import Config
-from nanobot.files.limits import FileLimits
 from nanobot.files.pool import Extractor
 from nanobot.metrics import Metrics
 from nanobot.outbound.sqlite_outbox import SqliteOutbox
@@ -35,20 +34,6 @@ def make_provider(config: Config) -> Provider:
         config.providers[defaults.provider],
         defaults,
         pool_size=max(100, config.api.max_concurrent_requests),
-    )
-
-
-def file_limits(config: Config) -> FileLimits:
-    f = config.api.files
-    return FileLimits(
-        max_chars=f.max_chars,
-        max_pages=f.max_pages,
-        max_zip_members=f.max_zip_members,
-        max_uncompressed_bytes=f.max_uncompressed_bytes,
-        max_compression_ratio=f.max_compression_ratio,
-        timeout_seconds=f.timeout,
-        workers=f.workers,
-        max_xlsx_cells=f.max_xlsx_cells,
     )
 
 
@@ -93,7 +78,7 @@ class Services:
             sessions=sessions,
             locks=SessionLocks(),
             outbox=outbox,
-            extractor=Extractor(file_limits(config)),
+            extractor=Extractor(config.api.files.limits()),
             agent=AgentLoop(provider, sessions, tools, config.agents.defaults),
             metrics=Metrics(),
         )

@@ -36,11 +36,23 @@ def test_defaults_and_camel_case():
         ({"agents": {"defaults": {"provider": "nope"}}}, "agents.defaults.provider: unknown provider"),
         ({"api": {"clientHistory": "keep"}}, "api.clientHistory"),
         ({"pipeline": {"stages": "decode"}}, "pipeline.stages: expected array"),
+        ({"api": {"port": 70000}}, "api.port: must be between 0 and 65535"),
+        ({"api": {"maxConcurrentRequests": 0}}, "api.maxConcurrentRequests: must be positive"),
+        ({"api": {"bodyTimeout": 0}}, "api.bodyTimeout: must be positive"),
+        ({"api": {"files": {"workers": 0}}}, "api.files.workers: must be positive"),
+        ({"api": {"files": {"bogus": 1}}}, "api.files.bogus: unknown key"),
+        ({"agents": {"defaults": {"maxHistoryMessages": -1}}}, "agents.defaults.maxHistoryMessages"),
     ],
 )
 def test_errors_name_the_key_path(data, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
         parse_config(data)
+
+
+def test_files_config_reaches_the_extractor_limits():
+    limits = parse_config({"api": {"files": {"maxChars": 10, "timeout": 2.5, "workers": 1}}}).api.files.limits()
+    assert (limits.max_chars, limits.timeout_seconds, limits.workers) == (10, 2.5, 1)
+    assert limits.max_pages == parse_config({}).api.files.max_pages
 
 
 def test_env_interpolation(monkeypatch):

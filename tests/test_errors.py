@@ -63,10 +63,33 @@ USER = {"role": "user", "content": "hi"}
         ({"messages": [USER], "stream": "yes"}, "stream"),
         ({"messages": [USER], "stream": 1}, "stream"),
         ({"messages": [USER], "model": 5}, "model"),
+        ({"messages": [USER], "stream_options": "yes"}, "stream_options"),
+        ({"messages": [{"role": "user", "content": [{"type": "file", "file": "x"}]}]},
+         "messages[0].content[0].file"),
+        ({"messages": [{"role": "user", "content": [{"type": "file", "file": {"file_id": "f1"}}]}]},
+         "messages[0].content[0].file.file_data"),
+        ({"messages": [{"role": "user", "content": [{"type": "file", "file": {
+            "file_data": "data:text/plain;base64,aGk=", "filename": 3}}]}]}, "messages[0].content[0].file.filename"),
+        ({"messages": [{"role": "user", "content": [{"type": "file", "file": {
+            "file_data": "data:text/plain;base64,"}}]}]}, "messages[0].content[0].file.file_data"),
+        ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]},
+         "messages[0].content[0].image_url.url"),
     ],
 )
 def test_bad_requests_are_400(echo_server, body, param):
     assert_error(post(echo_server, body), 400, "invalid_request_error", param=param)
+
+
+def test_multipart_bad_fields(echo_server):
+    url = echo_server.url + CHAT
+    r = requests.post(url, data={"message": "hi", "stream": "maybe"})
+    assert_error(r, 415, "unsupported_media_type")  # form-urlencoded: refused before any field is read
+    r = requests.post(url, files={"message": (None, "hi"), "stream": (None, "maybe")})
+    assert_error(r, 400, "invalid_request_error", param="stream")
+    r = requests.post(url, files={"message": (None, "hi"), "session_id": (None, "x" * 300)})
+    assert_error(r, 400, "invalid_request_error", param="session_id")
+    r = requests.post(url, files={"files": (None, "not a file")})
+    assert_error(r, 400, "invalid_request_error", param="files")
 
 
 def test_not_json_and_not_object(echo_server):
