@@ -118,7 +118,7 @@ class ChunkEncoder:
 def parse_frames(raw: bytes) -> list[Any]:
     """Split an SSE body into decoded ``data:`` payloads (``"[DONE]"`` kept as a string).
 
-    Used by the CLI's own checks and the tests; comment lines are skipped.
+    For clients of this server (the tests use it); comment lines are skipped.
     """
     out: list[Any] = []
     for block in raw.split(b"\n\n"):

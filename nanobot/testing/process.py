@@ -122,7 +122,7 @@ class UpstreamProcess:
             line = wait_for_ready_line(proc, timeout)
             port = int(line.split()[1])
         except (ProcessStartError, IndexError, ValueError) as exc:
-            _terminate(proc)
+            terminate(proc)
             message = f"scripted upstream failed to start: {exc}{_read_tail(stderr)}"
             stderr.close()
             raise ProcessStartError(message) from None
@@ -156,7 +156,7 @@ class UpstreamProcess:
 
     def stop(self, timeout: float = 5) -> int | None:
         """SIGTERM, wait up to `timeout`, then SIGKILL; return the exit code."""
-        code = _terminate(self.proc, timeout)
+        code = terminate(self.proc, timeout)
         if not self._stderr.closed:
             self._stderr.close()
         return code
@@ -199,7 +199,8 @@ def _child_env(extra: Mapping[str, str] | None) -> dict[str, str]:
     return env
 
 
-def _terminate(proc: subprocess.Popen[Any], timeout: float = 5) -> int | None:
+def terminate(proc: subprocess.Popen[Any], timeout: float = 5) -> int | None:
+    """SIGTERM, wait up to ``timeout``, then SIGKILL; the exit code."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         try:

@@ -10,14 +10,13 @@ import copy
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from nanobot.testing.process import ProcessStartError, wait_for_ready_line
+from nanobot.testing.process import ProcessStartError, terminate, wait_for_ready_line
 
 ROOT = Path(__file__).resolve().parents[2]
 TESTS_DIR = ROOT / "tests"
@@ -82,14 +81,9 @@ class ServerProcess:
             return ""
 
     def stop(self, timeout: float = 15) -> int | None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        code = terminate(self.proc, timeout)
         self._stderr.close()
-        return self.proc.returncode
+        return code
 
     def kill(self) -> None:
         if self.proc.poll() is None:
