@@ -89,7 +89,7 @@ class Services:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        # asyncio.to_thread's pool (JSON and base64 of big bodies, multipart,
+        # asyncio.to_thread's pool (base64 of big files, joining big bodies,
         # saving uploads), with its threads started now rather than on the
         # loop in the middle of a burst of uploads (see Extractor.warm).
         executor = ThreadPoolExecutor(max_workers=CPU_THREADS, thread_name_prefix="nanobot-cpu")

@@ -209,6 +209,7 @@ class ChatCompletionsHandler(BaseHandler):
     _gated = False
     _ctx: RequestContext | None = None
     _multipart: MultipartReader | None = None
+    _chunks: list[bytes]  # set by prepare() for each POST
     _size = 0
     _limit = 0
     _shutdown = False
@@ -224,13 +225,11 @@ class ChatCompletionsHandler(BaseHandler):
         if self.request.method != "POST":
             return
         api = self.services.config.api
-        self._chunks: list[bytes] = []
-        self._size = 0
+        self._chunks = []
         self._limit = api.max_body_bytes
         length = self.request.headers.get("Content-Length")
         if length and length.isdigit() and int(length) > self._limit:
             raise self._too_large()
-        self._multipart: MultipartReader | None = None
         content_type = self.request.headers.get("Content-Type", "")
         if content_type.split(";", 1)[0].strip().lower() == "multipart/form-data":
             self._multipart = MultipartReader(content_type, api.max_file_bytes)
