@@ -18,6 +18,7 @@ import orjson
 from nanobot.config import AgentDefaults, ProviderConfig
 from nanobot.errors import UpstreamError
 from nanobot.providers.base import Completion
+from nanobot.providers.transport import PooledTransport
 from nanobot.providers.parse import Malformed, StreamParser, parse_completion, shorten
 
 _JSON_OPTIONS: Any = {"headers": {"Content-Type": "application/json"}}
@@ -29,17 +30,13 @@ class OpenAICompatProvider:
         self.model = defaults.model
         self._temperature = defaults.temperature
         self._max_tokens = defaults.max_tokens
-        # The SDK's aiohttp transport (C HTTP parser) costs about a third less
-        # CPU per call than its default httpx stack; the pool is sized for as
-        # many turns as the server lets run at once, all kept alive.
-        limits = httpx2.Limits(max_connections=pool_size, max_keepalive_connections=pool_size)
         self._client = openai.AsyncOpenAI(
             api_key=config.api_key or "none",
             base_url=config.api_base or None,
             default_headers=config.extra_headers or None,
             timeout=config.timeout,
             max_retries=config.max_retries,
-            http_client=openai.DefaultAioHttpClient(timeout=config.timeout, limits=limits),
+            http_client=_http_client(config, pool_size),
         )
 
     def _fail(self, what: str, kind: str) -> UpstreamError:
@@ -115,6 +112,22 @@ class OpenAICompatProvider:
 
     async def close(self) -> None:
         await self._client.close()
+
+
+def _http_client(config: ProviderConfig, pool_size: int) -> httpx2.AsyncClient:
+    """The SDK's HTTP client, with a keep-alive pool sized for as many turns as run at once.
+
+    Plain-http upstreams (local and LAN model servers, where the server's own
+    CPU per token is what shows) get the lean transport in ``transport.py``;
+    TLS endpoints keep the SDK's aiohttp client. Neither reads proxy
+    settings from the environment.
+    """
+    if (config.api_base or "").lower().startswith("http://"):
+        return httpx2.AsyncClient(
+            transport=PooledTransport(pool_size), timeout=config.timeout, trust_env=False, follow_redirects=True
+        )
+    limits = httpx2.Limits(max_connections=pool_size, max_keepalive_connections=pool_size)
+    return openai.DefaultAioHttpClient(timeout=config.timeout, limits=limits)
 
 
 def _refused(exc: BaseException) -> BaseException | None:

@@ -1,0 +1,343 @@
+"""A lean HTTP/1.1 transport under the SDK's httpx2 client, for ``http://`` upstreams.
+
+The SDK keeps its part (auth, retries, status errors, timeouts as config);
+this moves the bytes. Connections are asyncio protocols kept alive in a
+pool, responses are parsed by httptools (llhttp, the parser uvicorn uses)
+inside ``data_received``, and a body chunk goes straight to the one
+waiting reader. The SDK's aiohttp transport builds a ClientRequest, a
+ClientResponse and a StreamReader per call and re-arms a read timer on
+every chunk received; at one chunk per streamed token that bookkeeping
+cost more than everything else on the path.
+
+TLS endpoints (remote providers, where the network dominates) keep the
+SDK's aiohttp client: see ``OpenAICompatProvider``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import Any, AsyncIterator
+
+import httptools
+import httpx2
+
+MAX_HEAD_BYTES = 64 * 1024  # a response head larger than this is refused
+MAX_BUFFER_BYTES = 256 * 1024  # body bytes held before the socket stops being read
+
+
+class _Stale(Exception):
+    """A reused keep-alive connection closed before answering: safe to retry once."""
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection; serves one request/response at a time."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._parser = httptools.HttpResponseParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.lost = False
+        self.idle_since = 0.0
+        self._reset()
+
+    def _reset(self) -> None:
+        self.status = 0
+        self.reason = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self._head_bytes = 0
+        self._head_done = False
+        self.complete = False
+        self._got_bytes = False
+        self._chunks: deque[bytes] = deque()
+        self._buffered = 0
+        self._paused = False
+        self._error: Exception | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._read_timeout: float | None = None
+        self._last = 0.0
+
+    # --- asyncio.Protocol ---------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self._got_bytes = True
+        self._last = self._loop.time()
+        if self.complete or self._error is not None:
+            self._fail(httpx2.RemoteProtocolError("the upstream sent bytes after its response"))
+            return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(httpx2.RemoteProtocolError("the upstream asked for a protocol upgrade"))
+        except httptools.HttpParserError as exc:
+            self._fail(self._error or httpx2.RemoteProtocolError(f"malformed HTTP response: {exc}"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        if self.complete or self._error is not None:
+            self._wake()
+            return
+        if self._head_done and self._ends_at_close():
+            self.on_message_complete()
+        elif not self._got_bytes:
+            self._fail(_Stale())
+        else:
+            self._fail(httpx2.ReadError("the upstream closed the connection mid-response"))
+
+    def pause_writing(self) -> None:  # request bodies are written whole; nothing to hold back
+        pass
+
+    def resume_writing(self) -> None:
+        pass
+
+    # --- httptools callbacks ------------------------------------------------------
+
+    def on_status(self, reason: bytes) -> None:
+        self.reason += reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_bytes += len(name) + len(value)
+        if self._head_bytes > MAX_HEAD_BYTES:
+            self._error = httpx2.RemoteProtocolError("the upstream's response head is too large")
+            raise ValueError("head too large")  # stops the parser
+        self.headers.append((name, value))  # httptools hands over whole fields
+
+    def on_headers_complete(self) -> None:
+        status = self._parser.get_status_code()
+        if 100 <= status < 200:  # an interim answer: the real one follows
+            self.reason = b""
+            self.headers = []
+            return
+        self.status = status
+        self._head_done = True
+        self._wake()
+
+    def on_body(self, body: bytes) -> None:
+        self._chunks.append(body)
+        self._buffered += len(body)
+        if self._buffered > MAX_BUFFER_BYTES and not self._paused and self.transport is not None:
+            self._paused = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def on_message_complete(self) -> None:
+        if not self._head_done:
+            return  # the end of an interim (1xx) answer
+        self.complete = True
+        self._disarm()
+        self._wake()
+
+    # --- the request's side ---------------------------------------------------------
+
+    def send(self, data: bytes, read_timeout: float | None) -> None:
+        self._reset()
+        self._read_timeout = read_timeout
+        self._last = self._loop.time()
+        if read_timeout is not None:
+            self._timer = self._loop.call_at(self._last + read_timeout, self._check_timeout)
+        assert self.transport is not None
+        self.transport.write(data)
+
+    async def read_head(self) -> None:
+        while not self._head_done:
+            if self._error is not None:
+                raise self._error
+            await self._wait()
+
+    async def next_chunk(self) -> bytes | None:
+        """The body bytes received so far, or None at the end of the body."""
+        while True:
+            if self._chunks:
+                chunks = self._chunks
+                data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
+                chunks.clear()
+                self._buffered = 0
+                if self._paused and self.transport is not None:
+                    self._paused = False
+                    self.transport.resume_reading()
+                return data
+            if self._error is not None:
+                raise self._error
+            if self.complete:
+                return None
+            await self._wait()
+
+    def reusable(self) -> bool:
+        return (
+            self.complete
+            and self._error is None
+            and not self.lost
+            and self._parser.should_keep_alive()
+            and self.transport is not None
+            and not self.transport.is_closing()
+        )
+
+    def close(self) -> None:
+        self._disarm()
+        if self.transport is not None:
+            self.transport.close()
+
+    # --- internals ------------------------------------------------------------------
+
+    def _ends_at_close(self) -> bool:
+        names = {name.lower() for name, _ in self.headers}
+        return b"content-length" not in names and b"transfer-encoding" not in names
+
+    async def _wait(self) -> None:
+        self._waiter = self._loop.create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _fail(self, error: Exception) -> None:
+        if self._error is None:
+            self._error = error
+        self._disarm()
+        if self.transport is not None and not isinstance(error, _Stale):
+            self.transport.close()
+        self._wake()
+
+    def _check_timeout(self) -> None:
+        # One timer per response, pushed forward lazily: cheaper than
+        # re-arming a timer on every chunk received.
+        assert self._read_timeout is not None
+        deadline = self._last + self._read_timeout
+        if self._loop.time() < deadline:
+            self._timer = self._loop.call_at(deadline, self._check_timeout)
+            return
+        self._timer = None
+        self._fail(httpx2.ReadTimeout(f"no data from the upstream for {self._read_timeout:g} s"))
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
+class _Body(httpx2.AsyncByteStream):
+    """A response body; closing it hands the connection back to the pool."""
+
+    def __init__(self, pool: PooledTransport, key: tuple[str, int], conn: _Connection) -> None:
+        self._pool = pool
+        self._key = key
+        self._conn: _Connection | None = conn
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        conn = self._conn
+        if conn is None:
+            raise httpx2.StreamClosed()
+        while (data := await conn.next_chunk()) is not None:
+            yield data
+
+    async def aclose(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            self._pool.release(self._key, conn)
+
+
+class PooledTransport(httpx2.AsyncBaseTransport):
+    """Keep-alive HTTP/1.1 connections to plain-http hosts, at most ``max_connections`` in use."""
+
+    def __init__(self, max_connections: int, keepalive_expiry: float = 15.0) -> None:
+        self._keepalive_expiry = keepalive_expiry
+        self._slots = asyncio.Semaphore(max_connections)
+        self._idle: dict[tuple[str, int], list[_Connection]] = {}
+        self._closed = False
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        url = request.url
+        if url.scheme != "http":
+            raise httpx2.UnsupportedProtocol(f"this transport speaks plain http, not {url.scheme!r}")
+        if self._closed:
+            raise httpx2.ConnectError("the HTTP client is closed")
+        timeout: dict[str, float | None] = request.extensions.get("timeout") or {}
+        head = _request_head(request, await request.aread())
+        key = (url.host, url.port or 80)
+        await self._take_slot(timeout.get("pool"))
+        conn: _Connection | None = None
+        try:
+            for attempt in (1, 2):
+                conn, reused = await self._checkout(key, timeout.get("connect"))
+                conn.send(head, timeout.get("read"))
+                try:
+                    await conn.read_head()
+                    break
+                except _Stale:
+                    conn.close()
+                    if reused and attempt == 1:
+                        continue  # the server had dropped the idle connection: a fresh one
+                    raise httpx2.RemoteProtocolError("the upstream closed the connection without answering") from None
+        except BaseException:
+            if conn is not None:
+                conn.close()
+            self._slots.release()
+            raise
+        extensions: dict[str, Any] = {"http_version": b"HTTP/1.1", "reason_phrase": conn.reason}
+        return httpx2.Response(
+            conn.status, headers=conn.headers, stream=_Body(self, key, conn), request=request, extensions=extensions
+        )
+
+    async def _take_slot(self, timeout: float | None) -> None:
+        if not self._slots.locked():
+            await self._slots.acquire()  # free: does not suspend
+            return
+        try:
+            await asyncio.wait_for(self._slots.acquire(), timeout)
+        except TimeoutError:
+            raise httpx2.PoolTimeout("no free connection to the upstream in time") from None
+
+    async def _checkout(self, key: tuple[str, int], timeout: float | None) -> tuple[_Connection, bool]:
+        idle = self._idle.get(key)
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        while idle:
+            conn = idle.pop()
+            if conn.reusable() and now - conn.idle_since < self._keepalive_expiry:
+                return conn, True
+            conn.close()
+        try:
+            _, conn = await asyncio.wait_for(loop.create_connection(lambda: _Connection(loop), *key), timeout)
+        except TimeoutError:
+            raise httpx2.ConnectTimeout(f"connecting to {key[0]}:{key[1]} timed out") from None
+        except OSError as exc:
+            raise httpx2.ConnectError(f"cannot connect to {key[0]}:{key[1]}: {exc}") from exc
+        return conn, False
+
+    def release(self, key: tuple[str, int], conn: _Connection) -> None:
+        self._slots.release()
+        if self._closed or not conn.reusable():
+            conn.close()
+            return
+        conn.idle_since = asyncio.get_running_loop().time()
+        self._idle.setdefault(key, []).append(conn)
+
+    async def aclose(self) -> None:
+        self._closed = True
+        for conns in self._idle.values():
+            for conn in conns:
+                conn.close()
+        self._idle.clear()
+
+
+def _request_head(request: httpx2.Request, body: bytes) -> bytes:
+    """The request line, headers and body as one write."""
+    parts = [b"%s %s HTTP/1.1\r\n" % (request.method.encode("ascii"), request.url.raw_path)]
+    for name, value in request.headers.raw:
+        if name.lower() == b"transfer-encoding":  # the body was read whole: send its length instead
+            continue
+        parts.append(b"%s: %s\r\n" % (name, value))
+    if "content-length" not in request.headers and (body or request.method in ("POST", "PUT", "PATCH")):
+        parts.append(b"Content-Length: %d\r\n" % len(body))
+    parts.append(b"\r\n")
+    parts.append(body)
+    return b"".join(parts)
