@@ -166,3 +166,40 @@ def test_disconnect_cancels_run(make_server, upstream):
         sent = slow_up.requests()[-1]["body"]["messages"]
         assert [m["role"] for m in sent] == ["system", "user"]
         assert "Traceback" not in server.stderr_text()
+
+
+def test_client_that_stops_reading_gets_every_frame_in_order(echo_server):
+    """A reader that pauses fills the socket: frames queue, nothing is lost or reordered.
+
+    40,000 words make 8 MB of SSE, more than the loopback socket
+    buffers hold, so the server meets partial sends and must wait for the
+    client before writing on.
+    """
+    words = [f"w{i}" for i in range(40_000)]
+    s = socket.create_connection(("127.0.0.1", echo_server.port))
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    body = ('{"messages":[{"role":"user","content":"%s"}],"stream":true}' % " ".join(words)).encode()
+    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+              b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+    time.sleep(1.5)  # not reading: the server's sends stop going through
+    r = requests.get(echo_server.url + "/health", timeout=5)  # and it serves others meanwhile
+    assert r.status_code == 200
+    s.settimeout(30)
+    raw = b""
+    while chunk := s.recv(65536):
+        raw += chunk
+    s.close()
+    head, _, chunked = raw.partition(b"\r\n\r\n")
+    assert b"200 OK" in head and b"chunked" in head.lower()
+    pieces, at = [], 0
+    while True:  # undo the chunked framing
+        eol = chunked.index(b"\r\n", at)
+        size = int(chunked[at:eol], 16)
+        pieces.append(chunked[eol + 2:eol + 2 + size])
+        at = eol + 4 + size
+        if size == 0:
+            break
+    frames = parse_frames(b"".join(pieces))
+    assert frames[-1] == "[DONE]"
+    text = "".join(f["choices"][0]["delta"].get("content") or "" for f in frames[:-1] if f.get("choices"))
+    assert text.split() == words

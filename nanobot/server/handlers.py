@@ -14,7 +14,7 @@ from typing import Any, Awaitable
 
 import orjson
 from tornado import httputil, web
-from tornado.iostream import StreamClosedError
+from tornado.iostream import IOStream, StreamClosedError
 
 from nanobot.context import RequestContext
 from nanobot.errors import ApiError, NotFound, Overloaded, Timeout, TooLarge, UpstreamError, internal_error
@@ -318,12 +318,26 @@ class ChatCompletionsHandler(BaseHandler):
 
         Bypasses RequestHandler.write/flush and the HTTP/1.1 connection's
         per-call bookkeeping, which cost more than the send itself at one
-        frame per token; the chunk framing is the same. Only after flush()
+        frame per token; the chunk framing is the same. With nothing queued
+        the frame goes out in one ``send``; IOStream (its Future, its
+        buffer) only takes what the socket would not. Only after flush()
         has sent the headers.
         """
         stream = self.request.connection.stream
+        data = b"%x\r\n%s\r\n" % (len(frame), frame)
+        if type(stream) is IOStream and not stream.writing() and not stream.closed():
+            try:
+                sent = stream.socket.send(data)
+            except BlockingIOError:
+                sent = 0
+            except OSError as exc:
+                stream.close(exc_info=exc)
+                raise ClientDisconnected() from None
+            if sent == len(data):
+                return None
+            data = data[sent:]
         try:
-            fut = stream.write(b"%x\r\n%s\r\n" % (len(frame), frame))
+            fut = stream.write(data)
         except StreamClosedError:
             raise ClientDisconnected() from None
         return fut if stream.writing() else None
