@@ -46,7 +46,9 @@ class _Connection(asyncio.Protocol):
         self.reason = b""
         self.headers: list[tuple[bytes, bytes]] = []
         self._head_bytes = 0
+        self._head_read = 0
         self._head_done = False
+        self._keep_alive = False
         self.complete = False
         self._got_bytes = False
         self._chunks: deque[bytes] = deque()
@@ -75,6 +77,11 @@ class _Connection(asyncio.Protocol):
             self._fail(httpx2.RemoteProtocolError("the upstream asked for a protocol upgrade"))
         except httptools.HttpParserError as exc:
             self._fail(self._error or httpx2.RemoteProtocolError(f"malformed HTTP response: {exc}"))
+        else:
+            if not self._head_done:  # httptools holds an unfinished field whole: bound the raw bytes too
+                self._head_read += len(data)
+                if self._head_read > MAX_HEAD_BYTES:
+                    self._fail(httpx2.RemoteProtocolError("the upstream's response head is too large"))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
@@ -113,6 +120,8 @@ class _Connection(asyncio.Protocol):
             self.headers = []
             return
         self.status = status
+        # llhttp answers this only until the message ends, so ask it now.
+        self._keep_alive = self._parser.should_keep_alive()
         self._head_done = True
         self._wake()
 
@@ -158,6 +167,7 @@ class _Connection(asyncio.Protocol):
                 self._buffered = 0
                 if self._paused and self.transport is not None:
                     self._paused = False
+                    self._last = self._loop.time()  # waiting on the upstream starts again now
                     self.transport.resume_reading()
                 return data
             if self._error is not None:
@@ -171,7 +181,7 @@ class _Connection(asyncio.Protocol):
             self.complete
             and self._error is None
             and not self.lost
-            and self._parser.should_keep_alive()
+            and self._keep_alive
             and self.transport is not None
             and not self.transport.is_closing()
         )
@@ -211,8 +221,10 @@ class _Connection(asyncio.Protocol):
         # One timer per response, pushed forward lazily: cheaper than
         # re-arming a timer on every chunk received.
         assert self._read_timeout is not None
-        deadline = self._last + self._read_timeout
-        if self._loop.time() < deadline:
+        now = self._loop.time()
+        # While reading is paused it is our reader, not the upstream, that is slow.
+        deadline = (now if self._paused else self._last) + self._read_timeout
+        if now < deadline:
             self._timer = self._loop.call_at(deadline, self._check_timeout)
             return
         self._timer = None

@@ -1,0 +1,441 @@
+"""PooledTransport against scripted loopback servers: exact bytes, real sockets, no mocks."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import os
+import re
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx2
+import openai
+import pytest
+
+from nanobot.providers.transport import MAX_BUFFER_BYTES, MAX_HEAD_BYTES, PooledTransport
+
+pytestmark = pytest.mark.timeout(20)
+
+READ_SIZE = 256 * 1024  # the most an asyncio socket transport hands over per data_received
+
+
+# --- a scripted upstream ----------------------------------------------------------------
+
+
+class Upstream:
+    """A loopback server running `handler(upstream, reader, writer, n)` for its n-th connection."""
+
+    def __init__(self, handler: Callable[..., Awaitable[None]]) -> None:
+        self.handler = handler
+        self.connections = 0
+        self.requests: list[tuple[bytes, bytes]] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    async def __aenter__(self) -> Upstream:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.url = f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._server.close()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        self.connections += 1
+        try:
+            await self.handler(self, reader, writer, self.connections)
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+            self._tasks.discard(task)
+
+    async def read_request(self, reader: asyncio.StreamReader) -> tuple[bytes, bytes] | None:
+        """The next request's head and body (also recorded), or None when the client closed."""
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except asyncio.IncompleteReadError:
+            return None
+        length = re.search(rb"(?im)^content-length: *(\d+)", head)
+        body = await reader.readexactly(int(length[1])) if length else b""
+        self.requests.append((head, body))
+        return head, body
+
+
+def response(body: bytes = b"ok", *headers: str, status: str = "200 OK") -> bytes:
+    """A Content-Length response."""
+    lines = [f"HTTP/1.1 {status}", f"Content-Length: {len(body)}", *headers]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+CHUNKED_HEAD = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+def chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+def serving(*replies: bytes, close_after: int | None = None) -> Callable[..., Awaitable[None]]:
+    """A handler answering the i-th request of a connection with replies[i] (the last repeats)."""
+
+    async def handler(up: Upstream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        served = 0
+        while served != close_after and await up.read_request(reader) is not None:
+            writer.write(replies[min(served, len(replies) - 1)])
+            await writer.drain()
+            served += 1
+
+    return handler
+
+
+async def stall(reader: asyncio.StreamReader) -> None:
+    """Wait, sending nothing, until the client closes the connection."""
+    while await reader.read(65536):
+        pass
+
+
+def client(max_connections: int = 4, timeout: float = 5.0, **timeouts: float) -> httpx2.AsyncClient:
+    transport = PooledTransport(max_connections)
+    return httpx2.AsyncClient(transport=transport, timeout=httpx2.Timeout(timeout, **timeouts), trust_env=False)
+
+
+def aio(test: Callable[..., Awaitable[None]]) -> Callable[..., None]:
+    """Run an async test body in a fresh loop and check that it leaked no task."""
+
+    @functools.wraps(test)
+    def run(*args: Any, **kwargs: Any) -> None:
+        async def main() -> None:
+            await test(*args, **kwargs)
+            await asyncio.sleep(0)
+            assert len(asyncio.all_tasks()) == 1, asyncio.all_tasks()
+
+        asyncio.run(main())
+
+    return run
+
+
+def causes(exc: BaseException | None) -> list[type[BaseException]]:
+    """The types along an exception's explicit ``__cause__`` chain."""
+    found = []
+    while exc is not None:
+        found.append(type(exc))
+        exc = exc.__cause__
+    return found
+
+
+# --- the tests --------------------------------------------------------------------------
+
+
+@aio
+async def test_bodies_read_whole_and_request_bytes_exact() -> None:
+    """Content-Length and chunked bodies are read whole; request line, Host, length and body arrive exact."""
+    replies = (response(b"hello world"), CHUNKED_HEAD + chunk(b"abc") + chunk(b"defg") + b"0\r\n\r\n")
+
+    async def parts() -> Any:
+        yield b"ab"
+        yield b"cd"
+
+    async with Upstream(serving(*replies, response(b""))) as up, client() as http:
+        first = await http.post(f"{up.url}/v1/x?q=1", content=b"payload")
+        second = await http.get(f"{up.url}/y")
+        third = await http.put(f"{up.url}/z", content=parts())  # chunked by httpx2: sent with a length
+    assert (first.status_code, first.content, first.reason_phrase) == (200, b"hello world", "OK")
+    assert second.content == b"abcdefg"
+    assert third.status_code == 200
+    host = up.url.removeprefix("http://").encode()
+    (head1, body1), (head2, body2), (head3, body3) = up.requests
+    assert head1.startswith(b"POST /v1/x?q=1 HTTP/1.1\r\n") and body1 == b"payload"
+    assert b"\r\nHost: %s\r\n" % host in head1 and b"\r\nContent-Length: 7\r\n" in head1
+    assert head2.startswith(b"GET /y HTTP/1.1\r\n") and b"content-length" not in head2.lower() and body2 == b""
+    assert b"\r\nContent-Length: 4\r\n" in head3 and b"transfer-encoding" not in head3.lower() and body3 == b"abcd"
+
+
+@pytest.mark.parametrize(("extra", "connections"), [((), 1), (("Connection: close",), 2)])
+@aio
+async def test_keep_alive_reuse_unless_connection_close(extra: tuple[str, ...], connections: int) -> None:
+    """Sequential requests share one TCP connection; `Connection: close` responses are never reused."""
+    async with Upstream(serving(response(b"x", *extra))) as up, client() as http:
+        for _ in range(2):
+            assert (await http.get(up.url)).content == b"x"
+    assert up.connections == connections
+
+
+@aio
+async def test_close_delimited_body() -> None:
+    """A body with neither Content-Length nor Transfer-Encoding ends when the server closes."""
+    body = os.urandom(300_000)
+
+    async def handler(up: Upstream, reader: Any, writer: asyncio.StreamWriter, n: int) -> None:
+        await up.read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\n\r\n" + body[:1000])
+        await writer.drain()
+        await asyncio.sleep(0.02)
+        writer.write(body[1000:])
+
+    async with Upstream(handler) as up, client() as http:
+        assert (await http.get(up.url)).content == body
+        assert (await http.get(up.url)).content == body  # the closed connection was not pooled
+    assert up.connections == 2
+
+
+@pytest.mark.parametrize("server_closes", ["while idle", "on the next request"])
+@aio
+async def test_stale_idle_connection_retried_on_fresh_one(server_closes: str) -> None:
+    """A pooled connection the server dropped is replaced transparently (the retry path when unseen)."""
+
+    async def handler(up: Upstream, reader: Any, writer: Any, n: int) -> None:
+        await serving(response(b"one" if n == 1 else b"two"), close_after=1 if n == 1 else None)(up, reader, writer, n)
+        if n == 1 and server_closes == "on the next request":
+            await up.read_request(reader)  # take the second request, then hang up without answering
+
+    async with Upstream(handler) as up, client() as http:
+        assert (await http.get(up.url)).content == b"one"
+        await asyncio.sleep(0.05)
+        assert (await http.get(up.url)).content == b"two"
+    assert up.connections == 2
+    assert len(up.requests) == (2 if server_closes == "while idle" else 3)
+
+
+@pytest.mark.parametrize("answered_first", [False, True])
+@aio
+async def test_fresh_connection_closed_unanswered_is_protocol_error(answered_first: bool) -> None:
+    """A fresh connection closed without an answer raises RemoteProtocolError, retried at most once."""
+
+    async def handler(up: Upstream, reader: Any, writer: Any, n: int) -> None:
+        if n == 1 and answered_first:
+            await serving(response(), close_after=1)(up, reader, writer, n)
+        await up.read_request(reader)
+
+    async with Upstream(handler) as up, client() as http:
+        if answered_first:
+            assert (await http.get(up.url)).status_code == 200
+        with pytest.raises(httpx2.RemoteProtocolError):
+            await http.get(up.url)
+    assert up.connections == (2 if answered_first else 1)
+
+
+@aio
+async def test_close_mid_chunked_body_is_read_error_and_not_pooled() -> None:
+    """A connection closed inside a chunked body raises ReadError while iterating and is dropped."""
+
+    async def handler(up: Upstream, reader: Any, writer: asyncio.StreamWriter, n: int) -> None:
+        if n > 1:
+            return await serving(response(b"fine"))(up, reader, writer, n)
+        await up.read_request(reader)
+        writer.write(CHUNKED_HEAD + chunk(b"hello"))
+        await writer.drain()
+
+    async with Upstream(handler) as up, client() as http:
+        got = b""
+        with pytest.raises(httpx2.ReadError):
+            async with http.stream("GET", up.url) as resp:
+                async for data in resp.aiter_raw():
+                    got += data
+        assert got == b"hello"
+        assert (await http.get(up.url)).content == b"fine"
+    assert up.connections == 2
+
+
+@aio
+async def test_read_timeout_after_headers() -> None:
+    """Headers then silence raise ReadTimeout after about the read timeout."""
+
+    async def handler(up: Upstream, reader: Any, writer: asyncio.StreamWriter, n: int) -> None:
+        await up.read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+        await stall(reader)
+
+    async with Upstream(handler) as up, client(read=0.3) as http:
+        start = time.monotonic()
+        with pytest.raises(httpx2.ReadTimeout):
+            await http.get(up.url)
+        assert 0.25 <= time.monotonic() - start < 2
+
+
+@aio
+async def test_slow_steady_stream_does_not_time_out() -> None:
+    """A chunk every 0.1 s for 1 s under a 0.3 s read timeout completes: the timer is pushed forward."""
+
+    async def handler(up: Upstream, reader: Any, writer: asyncio.StreamWriter, n: int) -> None:
+        await up.read_request(reader)
+        writer.write(CHUNKED_HEAD)
+        for i in range(10):
+            await asyncio.sleep(0.1)
+            writer.write(chunk(b"%d" % i))
+        writer.write(b"0\r\n\r\n")
+        await stall(reader)
+
+    async with Upstream(handler) as up, client(read=0.3) as http:
+        start = time.monotonic()
+        assert (await http.get(up.url)).content == b"0123456789"
+        assert time.monotonic() - start >= 0.9
+
+
+HUGE_FIELD = b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * (1 << 20)  # a header that never ends
+BAD_RESPONSES = {
+    "garbage": b"garbage\r\n\r\n",
+    "bad status": b"HTTP/1.1 2x0 OK\r\nContent-Length: 0\r\n\r\n",
+    "bad length": b"HTTP/1.1 200 OK\r\nContent-Length: nope\r\n\r\n",
+    "oversize head": b"HTTP/1.1 200 OK\r\n" + b"X-Pad: %s\r\n" % (b"p" * 1000) * 70 + b"\r\n",
+    "endless header": HUGE_FIELD,
+}
+
+
+@pytest.mark.parametrize("payload", BAD_RESPONSES.values(), ids=BAD_RESPONSES.keys())
+@aio
+async def test_malformed_or_oversize_head_is_protocol_error(payload: bytes) -> None:
+    """Malformed responses and heads over MAX_HEAD_BYTES raise RemoteProtocolError promptly."""
+    assert len(payload) > MAX_HEAD_BYTES or len(payload) < 100
+
+    async def handler(up: Upstream, reader: Any, writer: asyncio.StreamWriter, n: int) -> None:
+        await up.read_request(reader)
+        writer.write(payload)
+        await stall(reader)
+
+    async with Upstream(handler) as up, client(read=5) as http:
+        start = time.monotonic()
+        with pytest.raises(httpx2.RemoteProtocolError):
+            await http.get(up.url)
+        assert time.monotonic() - start < 2
+
+
+@aio
+async def test_connection_refused_is_connect_error() -> None:
+    """Nothing listening gives ConnectError caused by ConnectionRefusedError."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    async with client() as http:
+        with pytest.raises(httpx2.ConnectError) as info:
+            await http.get(f"http://127.0.0.1:{port}/")
+    assert ConnectionRefusedError in causes(info.value)
+
+
+@aio
+async def test_pool_limit_times_out_then_frees() -> None:
+    """With one slot busy a request hits PoolTimeout; closing the response frees the slot."""
+    async with Upstream(serving(response(b"x"))) as up, client(1) as http:
+        busy = await http.send(http.build_request("GET", up.url), stream=True)
+        start = time.monotonic()
+        with pytest.raises(httpx2.PoolTimeout):
+            await http.get(up.url, timeout=httpx2.Timeout(5, pool=0.2))
+        assert time.monotonic() - start >= 0.15
+        await busy.aclose()
+        assert (await http.get(up.url, timeout=httpx2.Timeout(5, pool=0.01))).content == b"x"
+    assert up.connections == 1
+
+
+@aio
+async def test_flow_control_bounds_buffer_and_keeps_body_intact() -> None:
+    """4 MiB sent fast to a slow reader arrive intact; reading pauses at the buffer bound, no false timeout."""
+    body = os.urandom(4 << 20)
+
+    async def handler(up: Upstream, reader: Any, writer: asyncio.StreamWriter, n: int) -> None:
+        await up.read_request(reader)
+        writer.write(response(body))
+        await writer.drain()
+        await stall(reader)
+
+    async with Upstream(handler) as up, client(read=0.3) as http:
+        async with http.stream("GET", up.url) as resp:
+            conn = resp.stream._stream._conn  # type: ignore[attr-defined]  # BoundAsyncStream -> _Body
+            await asyncio.sleep(0.5)  # longer than the read timeout: the transport, not the upstream, waits
+            assert conn._paused and MAX_BUFFER_BYTES < conn._buffered <= MAX_BUFFER_BYTES + READ_SIZE
+            digest, sizes = hashlib.sha256(), []
+            async for data in resp.aiter_raw():
+                digest.update(data)
+                sizes.append(len(data))
+                if len(sizes) < 5:
+                    await asyncio.sleep(0.05)
+    assert sum(sizes) == len(body) and digest.digest() == hashlib.sha256(body).digest()
+    assert max(sizes) <= MAX_BUFFER_BYTES + READ_SIZE
+
+
+@aio
+async def test_cancelled_reader_then_close_drops_connection_and_frees_slot() -> None:
+    """Cancelling a body reader, then closing the response, closes the socket and frees the slot."""
+    saw_eof = asyncio.Event()
+
+    async def handler(up: Upstream, reader: Any, writer: asyncio.StreamWriter, n: int) -> None:
+        if n > 1:
+            return await serving(response(b"next"))(up, reader, writer, n)
+        await up.read_request(reader)
+        writer.write(CHUNKED_HEAD + chunk(b"first"))
+        await stall(reader)
+        saw_eof.set()
+
+    async def consume(resp: httpx2.Response) -> None:
+        async for _ in resp.aiter_raw():
+            got_one.set()
+
+    got_one = asyncio.Event()
+    async with Upstream(handler) as up, client(1) as http:
+        resp = await http.send(http.build_request("GET", up.url), stream=True)
+        reader = asyncio.create_task(consume(resp))
+        await asyncio.wait_for(got_one.wait(), 2)
+        reader.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await reader
+        assert not saw_eof.is_set()
+        await resp.aclose()
+        await asyncio.wait_for(saw_eof.wait(), 2)
+        assert (await http.get(up.url, timeout=httpx2.Timeout(5, pool=0.05))).content == b"next"
+    assert up.connections == 2
+
+
+@aio
+async def test_interim_100_continue_then_final_response() -> None:
+    """A 100 Continue (with a header) before the real 200 is skipped; the connection stays reusable."""
+
+    async def handler(up: Upstream, reader: Any, writer: asyncio.StreamWriter, n: int) -> None:
+        while await up.read_request(reader) is not None:
+            writer.write(b"HTTP/1.1 100 Continue\r\nX-Interim: 1\r\n\r\n")
+            await writer.drain()
+            await asyncio.sleep(0.02)
+            writer.write(response(b"done", "X-Final: 1"))
+
+    async with Upstream(handler) as up, client() as http:
+        for _ in range(2):
+            resp = await http.post(up.url, content=b"{}")
+            assert (resp.status_code, resp.reason_phrase, resp.content) == (200, "OK", b"done")
+            assert resp.headers.get("x-final") == "1" and "x-interim" not in resp.headers
+    assert up.connections == 1
+
+
+COMPLETION = (
+    b'{"id":"c1","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,'
+    b'"message":{"role":"assistant","content":"hi there"},"finish_reason":"stop"}]}'
+)
+SERVER_ERROR = b'{"error":{"message":"boom","type":"server_error"}}'
+
+
+@aio
+async def test_through_openai_sdk() -> None:
+    """The SDK over PooledTransport parses a completion and maps a 500 to InternalServerError."""
+    replies = (
+        response(COMPLETION, "Content-Type: application/json"),
+        response(SERVER_ERROR, "Content-Type: application/json", status="500 Internal Server Error"),
+    )
+    async with Upstream(serving(*replies)) as up:
+        http = httpx2.AsyncClient(transport=PooledTransport(4), trust_env=False)
+        async with openai.AsyncOpenAI(base_url=f"{up.url}/v1", api_key="k", http_client=http, max_retries=0) as sdk:
+            messages: Any = [{"role": "user", "content": "hello"}]
+            done = await sdk.chat.completions.create(model="m", messages=messages)
+            assert done.choices[0].message.content == "hi there"
+            with pytest.raises(openai.InternalServerError) as info:
+                await sdk.chat.completions.create(model="m", messages=messages)
+            assert info.value.status_code == 500
+    head, body = up.requests[0]
+    assert head.startswith(b"POST /v1/chat/completions HTTP/1.1\r\n")
+    assert b"authorization: bearer k\r\n" in head.lower() and b'"model":"m"' in body.replace(b" ", b"")
+    assert up.connections == 1
