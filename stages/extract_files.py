@@ -87,7 +87,7 @@ async def read_file(services: "Services", f: IncomingFile) -> Attachment:
             b64 = await asyncio.to_thread(_encode_base64, data) if len(data) > OFFLOAD_BYTES else _encode_base64(data)
         return Attachment(name, "image", detected.mime, data_url=f"data:{detected.mime};base64,{b64}", path=str(path))
     started = time.perf_counter()
-    text = await services.extractor.extract(detected.kind, data, name)
+    text = await services.extractor.extract(detected.kind, data, name, saved=path)
     services.metrics.extraction.labels(detected.kind).observe(time.perf_counter() - started)
     return Attachment(name, detected.kind, detected.mime, text=text, path=str(path))
 

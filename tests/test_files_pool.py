@@ -85,6 +85,22 @@ def test_every_kind_through_the_pool() -> None:
     run_with(FileLimits(), body, hooks=False)
 
 
+def test_a_saved_upload_is_read_by_the_worker_from_its_path(tmp_path) -> None:
+    """Given the saved file, the worker reads the bytes from disk, not from the pipe."""
+    saved = tmp_path / "report.docx"
+    saved.write_bytes(make_docx("SAVEDMARK"))
+
+    async def body(ex: Extractor) -> None:
+        # No bytes in memory at all: the text can only come from the file.
+        assert "SAVEDMARK" in await ex.extract("docx", b"", "report.docx", saved=saved)
+        saved.unlink()  # gone: a clear 422 naming the file, and the worker lives on
+        with pytest.raises(UnprocessableFile, match="'report.docx'"):
+            await ex.extract("docx", b"", "report.docx", saved=saved)
+        assert "SAVEDMARK" in await ex.extract("docx", make_docx("SAVEDMARK"), "again.docx")
+
+    run_with(FileLimits(), body, hooks=False)
+
+
 def test_corrupt_pdf_is_a_422_naming_the_file() -> None:
     async def body(ex: Extractor) -> None:
         err = await expect_422(ex, "pdf", b"%PDF-1.4\n" + os.urandom(3000), "report.pdf")
