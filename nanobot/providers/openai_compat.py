@@ -64,7 +64,7 @@ class OpenAICompatProvider:
             response = await self._client.post(
                 "/chat/completions",
                 cast_to=httpx2.Response,
-                content=orjson.dumps(payload),
+                content=_exact(orjson.dumps(payload)),
                 options=_JSON_OPTIONS,
                 stream=incremental,
             )
@@ -112,6 +112,16 @@ class OpenAICompatProvider:
 
     async def close(self) -> None:
         await self._client.close()
+
+
+def _exact(body: bytes) -> bytes:
+    """``body`` in a buffer of its own size.
+
+    orjson returns bytes with spare capacity (4 KB for a short prompt); the
+    request, and so its body, stays referenced by the response for as long
+    as a stream is open, so the slack would be paid per open stream.
+    """
+    return bytes(memoryview(body))
 
 
 def _http_client(config: ProviderConfig, pool_size: int) -> httpx2.AsyncClient:
