@@ -77,6 +77,22 @@ def tree_cpu(pid: int | None) -> float:
     return proc_cpu(pid) + sum(proc_cpu(child) for child in descendants(pid))
 
 
+def runqueue_wait(pid: int | None) -> float | None:
+    """Seconds the process's main thread (for the server, its event loop) has
+    spent runnable but waiting for a CPU; None where schedstat is missing.
+
+    When a latency probe is slow, this tells a loop that had work to do from
+    a loop that was ready but not scheduled.
+    """
+    if pid is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/task/{pid}/schedstat", "rb") as fh:
+            return int(fh.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def rss_kb(pid: int) -> int:
     """Resident set size of one process in KiB (0 if it is gone)."""
     try:

@@ -45,6 +45,7 @@ def summarize(raws: list[dict[str, Any]], clients: int) -> dict[str, Any]:
     cpu = sum(raw["cpu"] for raw in raws) if all(raw["cpu"] is not None for raw in raws) else None
     up_cpu = [raw["upstream_cpu"] for raw in raws if raw.get("upstream_cpu") is not None]
     main = [raw["cpu_main"] for raw in raws if raw.get("cpu_main") is not None]
+    waits = [raw["loop_runqueue_wait"] for raw in raws if raw.get("loop_runqueue_wait") is not None]
     out: dict[str, Any] = {
         "started": total("started"),
         "completed": completed,
@@ -68,6 +69,8 @@ def summarize(raws: list[dict[str, Any]], clients: int) -> dict[str, Any]:
         "cpu_per_req_us": round(cpu / completed * 1e6, 1) if cpu and completed else None,
         "cpu_per_token_us": round(cpu / tokens * 1e6, 2) if cpu and tokens else None,
         "cpu_main_s": round(sum(main), 3) if main else None,  # the process alone, no workers
+        # Runnable but not running: the main (event-loop) thread waiting for a CPU.
+        "loop_runqueue_wait_ms": round(sum(waits) * 1000, 1) if waits else None,
         "upstream_cpu_s": round(sum(up_cpu), 3) if up_cpu else None,
         "loadgen_cpu_s": round(total("cpu"), 3),
         "loadgen_max_util": round(max((lg["cpu"] / lg["wall"] for lg in lgs if lg["wall"]), default=0.0), 3),
@@ -222,7 +225,8 @@ def notes(scenarios: list[dict[str, Any]], target_checks: list[dict[str, Any]]) 
                 lines.append(
                     f"{sc['name']} [{target}]: /health p50 {_fmt(m['health_p50_ms'])} ms, "
                     f"p99 {_fmt(m['health_p99_ms'])} ms, max {_fmt(m['health_max_ms'])} ms "
-                    f"over {m['health_probes']} probes ({m['health_errors']} errors)"
+                    f"over {m['health_probes']} probes ({m['health_errors']} errors); "
+                    f"the main thread waited {_fmt(m.get('loop_runqueue_wait_ms'))} ms in all for a CPU"
                 )
             if m.get("rss_growth_kb_per_client") is not None and sc["name"].startswith("stream"):
                 lines.append(f"{sc['name']} [{target}]: RSS growth {m['rss_growth_kb_per_client']} KB per stream")

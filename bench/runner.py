@@ -22,7 +22,7 @@ from typing import Any
 from bench import report
 from bench.pdfgen import cached_pdf
 from bench.procs import PeerProcess, post_json, run_loadgens
-from bench.procstat import RssSampler, own_cpu, tree_cpu
+from bench.procstat import RssSampler, own_cpu, runqueue_wait, tree_cpu
 from bench.scenarios import Scenario
 from nanobot.config import DEFAULT_STAGES
 from nanobot.testing.process import UpstreamProcess
@@ -137,6 +137,7 @@ class ScenarioRunner:
         sampler = RssSampler(target.pid, tree=target.name == "peer").start() if target.pid else None
         cpu0 = tree_cpu(target.pid) if target.pid else None
         main0 = own_cpu(target.pid)
+        wait0 = runqueue_wait(target.pid)
         up0 = tree_cpu(target.upstream_pid) if target.upstream_pid else None
         try:
             loadgens, probe_result = run_loadgens(specs, probe, timeout)
@@ -146,6 +147,9 @@ class ScenarioRunner:
         up_cpu = tree_cpu(target.upstream_pid) - up0 if up0 is not None and target.upstream_pid else None
         raw: dict[str, Any] = {"loadgens": loadgens, "probe": probe_result, "cpu": cpu, "upstream_cpu": up_cpu,
                                "cpu_main": own_cpu(target.pid) - main0 if cpu0 is not None else None}
+        wait1 = runqueue_wait(target.pid)
+        if wait0 is not None and wait1 is not None:
+            raw["loop_runqueue_wait"] = wait1 - wait0
         if rss is not None:
             raw["rss"] = {"before_kb": rss.before_kb, "peak_kb": rss.peak_kb, "after_kb": rss.after_kb,
                           "tree_peak_kb": rss.tree_peak_kb}

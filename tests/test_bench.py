@@ -54,6 +54,7 @@ def test_quick_bench_run_reports_sane_figures(tmp_path: Path) -> None:
         assert m["tokens_per_s"] > 0
     server = stream["results"]["server"]
     assert server["upstream_cpu_s"] > 0
+    assert server["loop_runqueue_wait_ms"] >= 0  # read from the server's own schedstat
     assert any(c["target"].startswith("stream-s100") for c in data["checks"])
 
 
