@@ -101,6 +101,18 @@ def test_a_saved_upload_is_read_by_the_worker_from_its_path(tmp_path) -> None:
     run_with(FileLimits(), body, hooks=False)
 
 
+@pytest.mark.skipif(not hasattr(os, "getpriority"), reason="POSIX priorities")
+def test_workers_run_below_the_server_priority() -> None:
+    """Extraction yields the CPU to the event loop: workers run at nice +10."""
+
+    async def body(ex: Extractor) -> None:
+        pid = int(await ex.extract("pid", b"", "pid"))
+        ours = os.getpriority(os.PRIO_PROCESS, 0)
+        assert os.getpriority(os.PRIO_PROCESS, pid) == min(ours + 10, 19)
+
+    run_with(FileLimits(), body)
+
+
 def test_corrupt_pdf_is_a_422_naming_the_file() -> None:
     async def body(ex: Extractor) -> None:
         err = await expect_422(ex, "pdf", b"%PDF-1.4\n" + os.urandom(3000), "report.pdf")

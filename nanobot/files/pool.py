@@ -15,6 +15,7 @@ import asyncio
 import functools
 import logging
 import multiprocessing
+import os
 import signal
 import threading
 import time
@@ -61,6 +62,7 @@ def _worker_main(conn: Connection, target: Target, memory_limit: int) -> None:
     logging.getLogger("pypdf").setLevel(logging.ERROR)
     warnings.simplefilter("ignore")
     _limit_memory(memory_limit)
+    _yield_cpu()
     preload()
     conn.send(("ready", "", False))
     while True:
@@ -86,6 +88,19 @@ def _worker_main(conn: Connection, target: Target, memory_limit: int) -> None:
         conn.send(reply)
         if recycle:
             return
+
+
+def _yield_cpu() -> None:
+    """Read documents at a lower CPU priority than the server's event loop.
+
+    With every core busy extracting, the loop would otherwise queue behind
+    the workers for a CPU each time it wakes; at nice 10 the scheduler runs
+    it first, so /health and open streams stay prompt.
+    """
+    try:
+        os.nice(10)
+    except (AttributeError, OSError):  # not POSIX, or not permitted: run as is
+        pass
 
 
 def _limit_memory(limit: int) -> None:
