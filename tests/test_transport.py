@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gzip
 import hashlib
+import json
 import os
 import re
 import socket
@@ -16,6 +18,8 @@ import httpx2
 import openai
 import pytest
 
+from nanobot.config import AgentDefaults, ProviderConfig
+from nanobot.providers.openai_compat import OpenAICompatProvider
 from nanobot.providers.transport import MAX_BUFFER_BYTES, MAX_HEAD_BYTES, PooledTransport
 
 pytestmark = pytest.mark.timeout(20)
@@ -438,4 +442,33 @@ async def test_through_openai_sdk() -> None:
     head, body = up.requests[0]
     assert head.startswith(b"POST /v1/chat/completions HTTP/1.1\r\n")
     assert b"authorization: bearer k\r\n" in head.lower() and b'"model":"m"' in body.replace(b" ", b"")
+    assert up.connections == 1
+
+
+def sse_reply(words: list[str], *, gzipped: bool) -> bytes:
+    """A streamed chat completion, one chunk per word, in one chunked HTTP body."""
+    chunks = [{"choices": [{"index": 0, "delta": {"content": w}, "finish_reason": None}]} for w in words]
+    sse = b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks) + b"data: [DONE]\n\n"
+    headers = ["Content-Type: text/event-stream", "Transfer-Encoding: chunked"]
+    if gzipped:
+        sse = gzip.compress(sse)
+        headers.append("Content-Encoding: gzip")
+    pieces = [sse[i:i + 97] for i in range(0, len(sse), 97)]  # split mid-line and mid-frame
+    body = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
+    return ("HTTP/1.1 200 OK\r\n" + "\r\n".join(headers) + "\r\n\r\n").encode() + body
+
+
+@pytest.mark.parametrize("gzipped", [False, True], ids=["plain", "gzip"])
+@aio
+async def test_provider_streams_through_the_transport(gzipped: bool) -> None:
+    """The provider reads plain SSE through the transport's own reader and gzip SSE decoded."""
+    words = [f"w{i} " for i in range(300)]
+    async with Upstream(serving(sse_reply(words, gzipped=gzipped))) as up:
+        provider = OpenAICompatProvider("up", ProviderConfig(api_key="k", api_base=f"{up.url}/v1"), AgentDefaults())
+        try:
+            for _ in range(2):  # and the connection is reused for the next call
+                texts = [e async for e in provider.stream([{"role": "user", "content": "go"}], None)]
+                assert texts[:-1] == words and texts[-1].text == "".join(words)
+        finally:
+            await provider.close()
     assert up.connections == 1
