@@ -42,6 +42,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--uploads", type=int, help="concurrent uploads (default 20, quick 4)")
     p.add_argument("--upload-bytes", type=int, default=10 * 1024 * 1024 - 64 * 1024, help="size of the uploaded PDF")
     p.add_argument("--probe-hz", type=float, default=50.0, help="/health probe rate during uploads")
+    p.add_argument("--server-workers", type=int, default=1, help="api.workers of the server under test")
     p.add_argument("--noop-stages", type=int, default=10, help="no-op stages added in the noop-stage scenario")
     p.add_argument("--rounds", type=int, help="noop-stage: paired rounds, fresh servers each (default 8, quick 1)")
     p.add_argument("--targets", default="direct,server,peer", help="which of direct,server,peer to run")

@@ -62,6 +62,8 @@ class ScenarioRunner:
         config = merge(config, {"providers": {"scripted": {"timeout": 600}}})
         if stages is not None:
             config = merge(config, {"pipeline": {"stages": stages}})
+        if self.args.server_workers > 1:
+            config = merge(config, {"api": {"workers": self.args.server_workers}})
         return ServerProcess(config)
 
     @staticmethod
@@ -134,7 +136,9 @@ class ScenarioRunner:
             probe = {"url": target.url, "kind": "probe", "path": "/health", "hz": sc.probe_hz,
                      "duration": 3600.0, "timeout": self.args.timeout, "api_key": target.api_key}
         timeout = (sc.duration if sc.duration < 3600 else 0) + self.args.timeout + 60
-        sampler = RssSampler(target.pid, tree=target.name == "peer").start() if target.pid else None
+        # A peer started through a shell, or a server with workers: the whole tree.
+        tree = target.name == "peer" or (target.name != "direct" and self.args.server_workers > 1)
+        sampler = RssSampler(target.pid, tree=tree).start() if target.pid else None
         cpu0 = tree_cpu(target.pid) if target.pid else None
         main0 = own_cpu(target.pid)
         wait0 = runqueue_wait(target.pid)

@@ -43,15 +43,27 @@ def run_event_loop(main: Any) -> Any:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from nanobot.server.app import serve
+    from nanobot.pipeline import Pipeline
+    from nanobot.server.app import announce, listen, serve
 
     config = _load(args)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    run_event_loop(serve(config, verbose=args.verbose))
-    return 0
+    if config.api.workers == 1:
+        run_event_loop(serve(config, verbose=args.verbose))
+        return 0
+    from nanobot.server.workers import run_workers
+
+    Pipeline.from_names(config.pipeline.stages)  # config errors once, before forking
+    sockets = listen(config)
+    return run_workers(
+        config.api.workers,
+        lambda ready: run_event_loop(serve(config, verbose=args.verbose, sockets=sockets, ready=ready)),
+        announce=lambda: announce(config, sockets),
+        stop_timeout=config.api.shutdown_grace + 10,
+    )
 
 
 def _agent(args: argparse.Namespace) -> int:

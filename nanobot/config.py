@@ -97,6 +97,7 @@ class ApiConfig:
     header_timeout: float = 15.0  # request line + headers, and idle keep-alive
     body_timeout: float = 60.0  # the whole request body
     shutdown_grace: float = 10.0  # SIGTERM: how long in-flight requests may finish
+    workers: int = 1  # serving processes sharing the port
     files: FilesConfig = field(default_factory=FilesConfig)
 
 
@@ -150,6 +151,8 @@ class Config:
             )
         if self.api.client_history not in ("reject", "ignore"):
             raise ConfigError('api.clientHistory: expected "reject" or "ignore"')
+        if self.api.workers > 1 and not hasattr(os, "fork"):
+            raise ConfigError("api.workers: more than one worker needs a POSIX system (fork)")
         if not 0 <= self.api.port <= 65535:
             raise ConfigError("api.port: must be between 0 and 65535")
         api, files = self.api, self.api.files
@@ -158,6 +161,7 @@ class Config:
             "api.headerTimeout": api.header_timeout,
             "api.bodyTimeout": api.body_timeout,
             "api.maxConcurrentRequests": api.max_concurrent_requests,
+            "api.workers": api.workers,
             "api.files.timeout": files.timeout,
             "api.files.workers": files.workers,
             "agents.defaults.maxToolIterations": d.max_tool_iterations,

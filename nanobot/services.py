@@ -20,7 +20,7 @@ from nanobot.outbound.sqlite_outbox import SqliteOutbox
 from nanobot.providers.base import Provider
 from nanobot.providers.echo import EchoProvider
 from nanobot.providers.openai_compat import OpenAICompatProvider
-from nanobot.sessions.locks import SessionLocks
+from nanobot.sessions.locks import SessionLocks, SessionOrdering, SharedSessionLocks
 from nanobot.sessions.store import SqliteSessionStore
 from nanobot.storage.db import Database
 
@@ -53,7 +53,7 @@ class Services:
     db: Database
     provider: Provider
     sessions: SqliteSessionStore
-    locks: SessionLocks
+    locks: SessionOrdering
     outbox: SqliteOutbox
     extractor: Extractor
     agent: AgentLoop
@@ -68,7 +68,12 @@ class Services:
         # The cache only has to cover the window sent to the LLM; 1024 recent
         # sessions of ~60 messages bound it to tens of MB.
         history = config.agents.defaults.max_history_messages
-        sessions = SqliteSessionStore(db, cache_sessions=1024, cache_messages=max(16, history + 8))
+        shared = config.api.workers > 1
+        # With several workers a turn may run in any of them: history is then
+        # read from SQLite on every turn (under the session's lock), never
+        # from a cache another worker's turn could have made stale.
+        sessions = SqliteSessionStore(db, cache_sessions=0 if shared else 1024, cache_messages=max(16, history + 8))
+        locks = SharedSessionLocks(workspace / "sessions.lock") if shared else SessionLocks()
         outbox = SqliteOutbox(db, config.channels)
         tools = ToolRegistry([MessageTool(outbox)])
         return cls(
@@ -76,7 +81,7 @@ class Services:
             db=db,
             provider=provider,
             sessions=sessions,
-            locks=SessionLocks(),
+            locks=locks,
             outbox=outbox,
             extractor=Extractor(config.api.files.limits()),
             agent=AgentLoop(provider, sessions, tools, config.agents.defaults),

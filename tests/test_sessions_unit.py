@@ -78,3 +78,52 @@ def test_db_errors_reach_the_caller(tmp_path):
         db.close()
 
     asyncio.run(main())
+
+
+def _try_lock_byte(path: str, slot: int) -> bool:
+    """From another process: can the byte be locked right now?"""
+    import fcntl
+    import os as os_
+
+    fd = os_.open(path, os_.O_RDWR)
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, slot)
+        return True
+    except OSError:
+        return False
+    finally:
+        os_.close(fd)
+
+
+def test_shared_locks_hold_a_byte_per_session_across_processes(tmp_path):
+    """Keys sharing a byte both run in this process; the byte is held until the last leaves."""
+    import concurrent.futures
+    import multiprocessing
+
+    from nanobot.sessions.locks import SharedSessionLocks
+
+    class OneByte(SharedSessionLocks):
+        SLOTS = 1  # every key on byte 0
+
+    path = tmp_path / "sessions.lock"
+    other = concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+
+    def free_elsewhere() -> bool:
+        return other.submit(_try_lock_byte, str(path), 0).result(timeout=30)
+
+    async def main():
+        locks = OneByte(path)
+        a, b = locks.hold("a"), locks.hold("b")
+        await a.__aenter__()
+        await asyncio.wait_for(b.__aenter__(), 1)  # same process, same byte: no wait
+        assert not free_elsewhere()
+        await a.__aexit__(None, None, None)
+        assert not free_elsewhere()  # "b" still runs
+        await b.__aexit__(None, None, None)
+        assert free_elsewhere()
+        assert len(locks) == 0
+
+    try:
+        asyncio.run(main())
+    finally:
+        other.shutdown()

@@ -6,8 +6,9 @@ import asyncio
 import gc
 import logging
 import signal
+import socket
 import sys
-from typing import Any
+from typing import Any, Callable
 
 from tornado import web
 from tornado.httpserver import HTTPServer
@@ -69,10 +70,40 @@ def check_bind(config: Config) -> None:
         )
 
 
-async def serve(config: Config, verbose: bool = False) -> None:
-    """Serve until SIGTERM/SIGINT, then drain in-flight requests for up to ``grace`` seconds."""
+def listen(config: Config) -> list[socket.socket]:
+    """The listening sockets for ``api.host:api.port`` (ConfigError if taken)."""
     check_bind(config)
+    try:
+        return bind_sockets(config.api.port, config.api.host, backlog=LISTEN_BACKLOG)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {config.api.host}:{config.api.port}: {exc.strerror}") from None
+
+
+def announce(config: Config, sockets: list[socket.socket]) -> None:
+    port = sockets[0].getsockname()[1]
+    host = config.api.host if ":" not in config.api.host else f"[{config.api.host}]"
+    workers = f", {config.api.workers} workers" if config.api.workers > 1 else ""
+    print(
+        f"nanobot API listening on http://{host}:{port} "
+        f"(provider: {config.agents.defaults.provider}, model: {config.agents.defaults.model}{workers})",
+        flush=True,
+    )
+
+
+async def serve(
+    config: Config,
+    verbose: bool = False,
+    sockets: list[socket.socket] | None = None,
+    ready: Callable[[], None] | None = None,
+) -> None:
+    """Serve until SIGTERM/SIGINT, then drain in-flight requests for up to ``grace`` seconds.
+
+    A worker process gets the ``sockets`` its parent bound and reports with
+    ``ready()`` instead of announcing itself (see ``workers.py``).
+    """
     pipeline = Pipeline.from_names(config.pipeline.stages)  # config errors before binding
+    if sockets is None:
+        sockets = listen(config)
     # Worker threads (uploads, the database) take the GIL for up to the
     # switch interval at a time; 1 ms instead of 5 keeps the loop's latency
     # low while they run, at no cost when they are idle.
@@ -90,11 +121,6 @@ async def serve(config: Config, verbose: bool = False) -> None:
         body_timeout=config.api.body_timeout,
         xheaders=False,
     )
-    try:
-        sockets = bind_sockets(config.api.port, config.api.host, backlog=LISTEN_BACKLOG)
-    except OSError as exc:
-        await services.close()
-        raise ConfigError(f"cannot listen on {config.api.host}:{config.api.port}: {exc.strerror}") from None
     server.add_sockets(sockets)
     await services.start()
     # What start-up built (modules, the SDK's models, config) lives as long
@@ -102,13 +128,10 @@ async def serve(config: Config, verbose: bool = False) -> None:
     # full collection, so those stay short under load.
     gc.collect()
     gc.freeze()
-    port = sockets[0].getsockname()[1]
-    host = config.api.host if ":" not in config.api.host else f"[{config.api.host}]"
-    print(
-        f"nanobot API listening on http://{host}:{port} "
-        f"(provider: {config.agents.defaults.provider}, model: {config.agents.defaults.model})",
-        flush=True,
-    )
+    if ready is None:
+        announce(config, sockets)
+    else:
+        ready()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -7,13 +7,22 @@ distinct session ids cost nothing once their requests end.
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
+import zlib
+from pathlib import Path
 from typing import Protocol
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: only one worker process there
+    fcntl = None  # type: ignore[assignment]
 
 
 class SessionOrdering(Protocol):
     """What a turn needs: ``async with ordering.hold(key):`` runs alone on ``key``."""
 
-    def hold(self, key: str) -> "_Hold": ...
+    def hold(self, key: str) -> "_Hold | _SharedHold": ...
 
 
 class _Entry:
@@ -69,3 +78,83 @@ class SessionLocks:
 
     def hold(self, key: str) -> _Hold:
         return _Hold(self._locks, key)
+
+
+class SharedSessionLocks:
+    """:class:`SessionOrdering` across the worker processes of one server.
+
+    In a process, turns on a key still queue in arrival order
+    (:class:`SessionLocks`). Between processes, each key maps to one byte of
+    a lock file, held with a POSIX record lock while this process runs a turn
+    on any key of that byte. Record locks belong to the process, so the
+    bytes it holds are counted here; and they vanish with the process, so a
+    killed worker never leaves a session locked. A waiting turn polls (1 ms,
+    doubling to 20 ms) and gives up only when its request's deadline
+    cancels it. Across processes the order is the order the lock is taken,
+    not strictly the order of arrival.
+    """
+
+    SLOTS = 1 << 16  # two keys share a byte about once per 65,536 pairs
+
+    def __init__(self, path: Path) -> None:
+        self._local = SessionLocks()
+        # Kept open for the life of the process: closing any descriptor of
+        # the file would drop every record lock the process holds on it.
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        self._held: dict[int, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._local)
+
+    def hold(self, key: str) -> "_SharedHold":
+        return _SharedHold(self, key)
+
+    async def take(self, slot: int) -> None:
+        delay = 0.001
+        while True:
+            count = self._held.get(slot, 0)
+            if count:  # this process holds the byte already, for another key
+                self._held[slot] = count + 1
+                return
+            try:
+                fcntl.lockf(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, slot)
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.02)
+                continue
+            self._held[slot] = 1
+            return
+
+    def give(self, slot: int) -> None:
+        count = self._held[slot] - 1
+        if count:
+            self._held[slot] = count
+            return
+        del self._held[slot]
+        fcntl.lockf(self._fd, fcntl.LOCK_UN, 1, slot)
+
+    def slot(self, key: str) -> int:
+        return zlib.crc32(key.encode()) % self.SLOTS
+
+
+class _SharedHold:
+    __slots__ = ("_locks", "_local", "_slot")
+
+    def __init__(self, locks: SharedSessionLocks, key: str) -> None:
+        self._locks = locks
+        self._local = locks._local.hold(key)
+        self._slot = locks.slot(key)
+
+    async def __aenter__(self) -> None:
+        await self._local.__aenter__()
+        try:
+            await self._locks.take(self._slot)
+        except BaseException:
+            await self._local.__aexit__(None, None, None)
+            raise
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._locks.give(self._slot)
+        await self._local.__aexit__(*exc)

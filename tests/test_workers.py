@@ -1,0 +1,150 @@
+"""``api.workers: 2``: one port, two processes, sessions still one turn at a time.
+
+A worker is told apart by the random prefix of the ids it hands out (the
+first 16 hex digits of a completion id). A keep-alive connection stays with
+the worker that accepted it, so the tests open connections until each
+worker holds some, then drive one session through both.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import requests
+
+from nanobot.testing.process import UpstreamProcess
+from servers import ServerProcess, upstream_config
+
+CHAT = "/v1/chat/completions"
+
+
+def children(pid: int) -> set[int]:
+    found = set()
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat", "rb") as fh:
+                    stat = fh.read()
+            except OSError:
+                continue
+            if int(stat[stat.rfind(b")") + 2 :].split()[1]) == pid:
+                found.add(int(name))
+    return found
+
+
+def ask(conn: requests.Session, server: ServerProcess, text: str, sid: str) -> tuple[str, requests.Response]:
+    """One turn; the worker that answered (its id prefix) and the response."""
+    r = conn.post(server.url + CHAT, json={"messages": [{"role": "user", "content": text}], "session_id": sid},
+                  timeout=30)
+    assert r.status_code == 200, r.text
+    return r.json()["id"].removeprefix("chatcmpl-")[:16], r
+
+
+def pinned(server: ServerProcess, per_worker: int) -> dict[str, list[requests.Session]]:
+    """Keep-alive connections, ``per_worker`` on each of the two workers."""
+    by_worker: dict[str, list[requests.Session]] = {}
+    for _ in range(200):
+        conn = requests.Session()
+        worker, _ = ask(conn, server, "hello", uuid.uuid4().hex)
+        group = by_worker.setdefault(worker, [])
+        if len(group) < per_worker:
+            group.append(conn)
+        else:
+            conn.close()
+        if len(by_worker) == 2 and all(len(g) == per_worker for g in by_worker.values()):
+            return by_worker
+    raise AssertionError(f"connections did not reach both workers: {list(by_worker)}")
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[UpstreamProcess]:
+    with UpstreamProcess.start() as up:
+        yield up
+
+
+@pytest.fixture(scope="module")
+def server(upstream: UpstreamProcess) -> Iterator[ServerProcess]:
+    cfg = upstream_config(upstream.url)
+    cfg["api"] = {"workers": 2}
+    with ServerProcess(cfg) as srv:
+        yield srv
+
+
+def test_two_workers_serve_one_port_with_distinct_ids(server: ServerProcess) -> None:
+    """Two worker processes answer on one port; their ids never collide."""
+    assert len(children(server.pid)) == 2
+    conns = pinned(server, 1)
+    ids = set()
+    for conn in (c for group in conns.values() for c in group):
+        for _ in range(20):
+            ids.add(ask(conn, server, "hi", uuid.uuid4().hex)[1].json()["id"])
+    assert len(ids) == 40
+
+
+def test_a_session_keeps_its_history_across_workers(server: ServerProcess, upstream: UpstreamProcess) -> None:
+    """Turns of one session alternate between workers; each sees every earlier turn."""
+    (a,), (b,) = pinned(server, 1).values()
+    sid = uuid.uuid4().hex
+    for i in range(8):
+        upstream.clear()
+        ask(a if i % 2 == 0 else b, server, f"turn {i}", sid)
+        users = [m["content"] for m in upstream.requests()[-1]["body"]["messages"] if m["role"] == "user"]
+        assert users == [f"turn {j}" for j in range(i + 1)]
+
+
+def test_turns_of_one_session_never_overlap_across_workers(server: ServerProcess, upstream: UpstreamProcess) -> None:
+    """Concurrent turns of one session, three on each worker, run one at a time."""
+    conns = [c for group in pinned(server, 3).values() for c in group]
+    sid = uuid.uuid4().hex
+    upstream.clear()
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        t0 = time.monotonic()
+        futures = [pool.submit(ask, conn, server, f"#slow:300 turn{i}", sid) for i, conn in enumerate(conns)]
+        workers = {f.result()[0] for f in futures}
+        elapsed = time.monotonic() - t0
+    assert len(workers) == 2
+    assert elapsed >= 6 * 0.3  # one after another, never two at once
+    # Each turn saw all the turns finished before it: 0, 1, ..., 5 earlier turns.
+    seen = sorted(sum(m["role"] == "user" for m in r["body"]["messages"]) - 1 for r in upstream.requests())
+    assert seen == list(range(6))
+
+
+def test_other_sessions_run_in_parallel_on_both_workers(server: ServerProcess) -> None:
+    """The shared lock is per session: different sessions do not wait on each other."""
+    conns = [c for group in pinned(server, 3).values() for c in group]
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        t0 = time.monotonic()
+        futures = [pool.submit(ask, conn, server, "#slow:600 par", uuid.uuid4().hex) for conn in conns]
+        assert all(f.result()[1].status_code == 200 for f in futures)
+        elapsed = time.monotonic() - t0
+    assert elapsed < 6 * 0.6 / 2
+
+
+def test_a_killed_worker_is_replaced_and_sigterm_stops_all(upstream: UpstreamProcess) -> None:
+    """A worker that dies is replaced; SIGTERM to the server ends every worker and exits 0."""
+    cfg = upstream_config(upstream.url)
+    cfg["api"] = {"workers": 2}
+    with ServerProcess(cfg) as srv:
+        first = children(srv.pid)
+        victim = min(first)
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            now = children(srv.pid)
+            if len(now) == 2 and victim not in now:
+                break
+            time.sleep(0.1)
+        assert len(children(srv.pid)) == 2 and victim not in children(srv.pid)
+        for _ in range(10):  # whichever worker answers, it answers
+            ask(requests.Session(), srv, "still there", uuid.uuid4().hex)
+        workers = children(srv.pid)
+        srv.proc.send_signal(signal.SIGTERM)
+        assert srv.proc.wait(timeout=20) == 0
+        # The supervisor reaps its workers before it exits: none is left behind.
+        assert not [pid for pid in workers if os.path.exists(f"/proc/{pid}")]
