@@ -39,6 +39,8 @@ def test_defaults_and_camel_case():
         ({"api": {"port": 70000}}, "api.port: must be between 0 and 65535"),
         ({"api": {"maxConcurrentRequests": 0}}, "api.maxConcurrentRequests: must be positive"),
         ({"api": {"bodyTimeout": 0}}, "api.bodyTimeout: must be positive"),
+        ({"api": {"workers": 0}}, "api.workers: must be positive"),
+        ({"api": {"workers": "2"}}, "api.workers: expected integer"),
         ({"api": {"files": {"workers": 0}}}, "api.files.workers: must be positive"),
         ({"api": {"files": {"bogus": 1}}}, "api.files.bogus: unknown key"),
         ({"agents": {"defaults": {"maxHistoryMessages": -1}}}, "agents.defaults.maxHistoryMessages"),
