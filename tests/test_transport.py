@@ -17,6 +17,8 @@ from typing import Any
 import httpx2
 import openai
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from nanobot.config import AgentDefaults, ProviderConfig
 from nanobot.providers.openai_compat import OpenAICompatProvider
@@ -472,3 +474,39 @@ async def test_provider_streams_through_the_transport(gzipped: bool) -> None:
         finally:
             await provider.close()
     assert up.connections == 1
+
+
+def written_in_pieces(reply: bytes, cuts: list[int]) -> Callable[..., Awaitable[None]]:
+    """A handler answering each request with ``reply`` cut at ``cuts``, each piece sent on its own."""
+
+    async def handler(up: Upstream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        while await up.read_request(reader) is not None:
+            edges = [0, *sorted(c % (len(reply) + 1) for c in cuts), len(reply)]
+            for start, end in zip(edges, edges[1:]):
+                writer.write(reply[start:end])
+                await writer.drain()
+                await asyncio.sleep(0)  # a separate read on the other side, most of the time
+
+    return handler
+
+
+@settings(max_examples=25, deadline=None)
+@given(cuts=st.lists(st.integers(min_value=0, max_value=10_000), max_size=12), gzipped=st.booleans())
+def test_any_split_of_a_streamed_reply_reads_the_same(cuts: list[int], gzipped: bool) -> None:
+    """Wherever the upstream's bytes are cut (head, chunk sizes, frames), the words come out whole."""
+    words = [f"w{i} " for i in range(40)]
+
+    @aio
+    async def run() -> None:
+        async with Upstream(written_in_pieces(sse_reply(words, gzipped=gzipped), cuts)) as up:
+            cfg = ProviderConfig(api_key="k", api_base=f"{up.url}/v1")
+            provider = OpenAICompatProvider("up", cfg, AgentDefaults())
+            try:
+                for _ in range(2):
+                    texts = [e async for e in provider.stream([{"role": "user", "content": "go"}], None)]
+                    assert texts[:-1] == words
+            finally:
+                await provider.close()
+        assert up.connections == 1
+
+    run()
