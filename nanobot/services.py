@@ -68,12 +68,12 @@ class Services:
         # The cache only has to cover the window sent to the LLM; 1024 recent
         # sessions of ~60 messages bound it to tens of MB.
         history = config.agents.defaults.max_history_messages
-        shared = config.api.workers > 1
-        # With several workers a turn may run in any of them: history is then
-        # read from SQLite on every turn (under the session's lock), never
-        # from a cache another worker's turn could have made stale.
-        sessions = SqliteSessionStore(db, cache_sessions=0 if shared else 1024, cache_messages=max(16, history + 8))
-        locks = SharedSessionLocks(workspace / "sessions.lock") if shared else SessionLocks()
+        # With several workers a turn may run in any of them: the lock is
+        # shared through a file, and a cached window is trusted only while
+        # its session's version there has not moved.
+        shared = SharedSessionLocks(workspace / "sessions.lock") if config.api.workers > 1 else None
+        sessions = SqliteSessionStore(db, cache_sessions=1024, cache_messages=max(16, history + 8), versions=shared)
+        locks: SessionOrdering = shared if shared is not None else SessionLocks()
         outbox = SqliteOutbox(db, config.channels)
         tools = ToolRegistry([MessageTool(outbox)])
         return cls(

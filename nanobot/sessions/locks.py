@@ -83,7 +83,8 @@ class SessionLocks:
 class SharedSessionLocks:
     """:class:`SessionOrdering` across the worker processes of one server.
 
-    In a process, turns on a key still queue in arrival order
+    Also the :class:`~nanobot.sessions.store.SessionVersions` of the
+    session store. In a process, turns on a key still queue in arrival order
     (:class:`SessionLocks`). Between processes, each key maps to one byte of
     a lock file, held with a POSIX record lock while this process runs a turn
     on any key of that byte. Record locks belong to the process, so the
@@ -137,6 +138,21 @@ class SharedSessionLocks:
 
     def slot(self, key: str) -> int:
         return zlib.crc32(key.encode()) % self.SLOTS
+
+    # SessionVersions: an 8-byte counter per slot, after the lock bytes, read
+    # and moved only by the process holding that slot. Keys sharing a slot
+    # share its counter, which at worst costs them a re-read.
+
+    def current(self, key: str) -> int:
+        return int.from_bytes(os.pread(self._fd, 8, self._counter(key)), "little")
+
+    def bump(self, key: str) -> int:
+        version = self.current(key) + 1
+        os.pwrite(self._fd, version.to_bytes(8, "little"), self._counter(key))
+        return version
+
+    def _counter(self, key: str) -> int:
+        return self.SLOTS + 8 * self.slot(key)
 
 
 class _SharedHold:

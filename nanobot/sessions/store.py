@@ -3,7 +3,10 @@
 A turn is appended as one transaction (user message, every assistant and
 tool message, the final reply), so history never holds half a turn. A small
 in-memory window per recently used session saves a query per turn; it is
-bounded (LRU) and only ever filled from what was committed.
+bounded (LRU) and only ever filled from what was committed. With several
+worker processes, each cached window carries the session's version
+(:class:`SessionVersions`) and is read again from SQLite once another worker
+has moved it on.
 """
 
 from __future__ import annotations
@@ -28,6 +31,17 @@ class SessionStore(Protocol):
         """Append one whole turn atomically."""
 
     async def close(self) -> None: ...
+
+
+class SessionVersions(Protocol):
+    """A counter per session that every writer moves on, shared by the processes.
+
+    Both calls are made while the session's lock is held.
+    """
+
+    def current(self, key: str) -> int: ...
+
+    def bump(self, key: str) -> int: ...
 
 
 def trim_window(messages: list[Message]) -> list[Message]:
@@ -56,35 +70,45 @@ CREATE INDEX IF NOT EXISTS messages_session ON messages(session, id);
 class SqliteSessionStore:
     """Sessions in ``<workspace>/nanobot.db``."""
 
-    def __init__(self, db: Database, cache_sessions: int = 4096, cache_messages: int = 200) -> None:
+    def __init__(
+        self, db: Database, cache_sessions: int = 4096, cache_messages: int = 200,
+        versions: SessionVersions | None = None,
+    ) -> None:
         self._db = db
-        self._cache: OrderedDict[str, list[Message]] = OrderedDict()
+        self._cache: OrderedDict[str, tuple[int, list[Message]]] = OrderedDict()  # key -> (version, window)
         self._cache_sessions = cache_sessions
         self._cache_messages = cache_messages
+        self._versions = versions
         db.call(lambda conn: conn.executescript(_SCHEMA))
 
     async def history(self, key: str, limit: int) -> list[Message]:
         if limit <= 0:
             return []
+        version = self._versions.current(key) if self._versions is not None else 0
         cached = self._cache.get(key)
-        if cached is not None and (len(cached) >= limit or len(cached) < self._cache_messages):
-            # Either the cache holds more than asked, or it holds the whole session.
-            self._cache.move_to_end(key)
-            return trim_window(cached[-limit:])
+        if cached is not None and cached[0] == version:
+            rows = cached[1]
+            if len(rows) >= limit or len(rows) < self._cache_messages:
+                # Either the cache holds more than asked, or it holds the whole session.
+                self._cache.move_to_end(key)
+                return trim_window(rows[-limit:])
         rows = await self._db.run(_load, key, max(limit, self._cache_messages))
-        self._remember(key, rows)
+        self._remember(key, version, rows)
         return trim_window(rows[-limit:])
 
     async def append_turn(self, key: str, messages: list[Message]) -> None:
         if not messages:
             return
+        # Moved on before the commit: a worker that dies between the two
+        # leaves the others re-reading, never trusting a window it outdated.
+        version = self._versions.bump(key) if self._versions is not None else 0
         await self._db.run(_append, key, [orjson.dumps(m) for m in messages])
         cached = self._cache.get(key)
         if cached is not None:
-            self._remember(key, cached + messages)
+            self._remember(key, version, cached[1] + messages)
 
-    def _remember(self, key: str, rows: list[Message]) -> None:
-        self._cache[key] = rows[-self._cache_messages :]
+    def _remember(self, key: str, version: int, rows: list[Message]) -> None:
+        self._cache[key] = (version, rows[-self._cache_messages :])
         self._cache.move_to_end(key)
         while len(self._cache) > self._cache_sessions:
             self._cache.popitem(last=False)
