@@ -18,8 +18,8 @@ import orjson
 from nanobot.config import AgentDefaults, ProviderConfig
 from nanobot.errors import UpstreamError
 from nanobot.providers.base import Completion
-from nanobot.providers.transport import PooledTransport
 from nanobot.providers.parse import Malformed, StreamParser, parse_completion, shorten
+from nanobot.providers.transport import PooledTransport
 
 _JSON_OPTIONS: Any = {"headers": {"Content-Type": "application/json"}}
 

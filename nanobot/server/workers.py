@@ -68,6 +68,8 @@ class _Supervisor:
         except BaseException:
             traceback.print_exc()
         finally:
+            sys.stdout.flush()  # os._exit skips the interpreter's own flushing
+            sys.stderr.flush()
             os._exit(code)
 
     # --- supervising ----------------------------------------------------------------
