@@ -38,6 +38,16 @@ def children(pid: int) -> set[int]:
     return found
 
 
+def alive(pid: int) -> bool:
+    """Running (a zombie waiting for whoever adopted it counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+    except OSError:
+        return False
+    return stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3] != b"Z"
+
+
 def ask(conn: requests.Session, server: ServerProcess, text: str, sid: str) -> tuple[str, requests.Response]:
     """One turn; the worker that answered (its id prefix) and the response."""
     r = conn.post(server.url + CHAT, json={"messages": [{"role": "user", "content": text}], "session_id": sid},
@@ -147,4 +157,21 @@ def test_a_killed_worker_is_replaced_and_sigterm_stops_all(upstream: UpstreamPro
         srv.proc.send_signal(signal.SIGTERM)
         assert srv.proc.wait(timeout=20) == 0
         # The supervisor reaps its workers before it exits: none is left behind.
-        assert not [pid for pid in workers if os.path.exists(f"/proc/{pid}")]
+        assert not any(alive(pid) for pid in workers)
+
+
+def test_workers_end_when_the_supervisor_is_killed(upstream: UpstreamProcess) -> None:
+    """SIGKILL on the supervisor leaves no worker serving on its own."""
+    cfg = upstream_config(upstream.url)
+    cfg["api"] = {"workers": 2}
+    with ServerProcess(cfg) as srv:
+        workers = children(srv.pid)
+        assert len(workers) == 2
+        srv.proc.kill()
+        srv.proc.wait(timeout=10)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and any(alive(pid) for pid in workers):
+            time.sleep(0.1)
+        assert not any(alive(pid) for pid in workers)
+        with pytest.raises(requests.ConnectionError):
+            requests.get(srv.url + "/health", timeout=2)
