@@ -466,7 +466,8 @@ async def test_provider_streams_through_the_transport(gzipped: bool) -> None:
     """The provider reads plain SSE through the transport's own reader and gzip SSE decoded."""
     words = [f"w{i} " for i in range(300)]
     async with Upstream(serving(sse_reply(words, gzipped=gzipped))) as up:
-        provider = OpenAICompatProvider("up", ProviderConfig(api_key="k", api_base=f"{up.url}/v1"), AgentDefaults())
+        base = f"{up.url}/v1/" if gzipped else f"{up.url}/v1"  # with and without the trailing slash
+        provider = OpenAICompatProvider("up", ProviderConfig(api_key="k", api_base=base), AgentDefaults())
         try:
             for _ in range(2):  # and the connection is reused for the next call
                 texts = [e async for e in provider.stream([{"role": "user", "content": "go"}], None)]
@@ -474,6 +475,7 @@ async def test_provider_streams_through_the_transport(gzipped: bool) -> None:
         finally:
             await provider.close()
     assert up.connections == 1
+    assert all(head.startswith(b"POST /v1/chat/completions HTTP/1.1\r\n") for head, _ in up.requests)
 
 
 def written_in_pieces(reply: bytes, cuts: list[int]) -> Callable[..., Awaitable[None]]:

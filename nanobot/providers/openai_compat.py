@@ -38,6 +38,9 @@ class OpenAICompatProvider:
             max_retries=config.max_retries,
             http_client=_http_client(config, pool_size),
         )
+        # Absolute: the SDK then skips merging a relative path into its base
+        # URL (a URL object copied and re-parsed) on every call.
+        self._url = str(self._client.base_url).rstrip("/") + "/chat/completions"
 
     def _fail(self, what: str, kind: str) -> UpstreamError:
         return UpstreamError(f"provider '{self.name}' {what}", code=f"upstream_{kind}")
@@ -62,7 +65,7 @@ class OpenAICompatProvider:
             # which costs more than the rest of the call on small requests;
             # the body is encoded once here with orjson instead of stdlib json.
             response = await self._client.post(
-                "/chat/completions",
+                self._url,
                 cast_to=httpx2.Response,
                 content=_exact(orjson.dumps(payload)),
                 options=_JSON_OPTIONS,
