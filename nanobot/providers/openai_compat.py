@@ -8,7 +8,8 @@ per-token path.
 
 from __future__ import annotations
 
-from typing import Any, AsyncIterator
+import functools
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 import aiohttp
 import httpx2
@@ -19,7 +20,7 @@ from nanobot.config import AgentDefaults, ProviderConfig
 from nanobot.errors import UpstreamError
 from nanobot.providers.base import Completion
 from nanobot.providers.parse import Malformed, StreamParser, parse_completion, shorten
-from nanobot.providers.transport import PooledTransport
+from nanobot.providers.transport import BODY_EXTENSION, PooledTransport
 
 _JSON_OPTIONS: Any = {"headers": {"Content-Type": "application/json"}}
 
@@ -76,12 +77,9 @@ class OpenAICompatProvider:
                 try:
                     # Read to the end (not just to [DONE]) so the connection
                     # goes back to the keep-alive pool instead of being closed.
-                    # Bytes, not aiter_lines(): two generator layers and a text
-                    # decode less per chunk; the parser splits lines itself.
-                    # Without a content encoding there is nothing to decode:
-                    # read the transport's byte stream, two layers closer.
-                    chunks = response.aiter_bytes() if "content-encoding" in response.headers else response.stream
-                    async for data in chunks:
+                    # Bytes, not aiter_lines(): the parser splits lines itself.
+                    read = _body_reader(response)
+                    while (data := await read()) is not None:
                         for text in parser.feed(data):
                             yield text
                     for text in parser.feed(b"\n"):  # a last line without its newline
@@ -115,6 +113,21 @@ class OpenAICompatProvider:
 
     async def close(self) -> None:
         await self._client.close()
+
+
+def _body_reader(response: httpx2.Response) -> Callable[[], Awaitable[bytes | None]]:
+    """A coroutine function giving the next body bytes, None at the end.
+
+    From our own transport, its reader itself: no generator layers between
+    a received chunk and the parser. Otherwise the decoded byte stream (or
+    the raw one when there is no content encoding to undo).
+    """
+    body = response.extensions.get(BODY_EXTENSION)
+    encoded = "content-encoding" in response.headers
+    if body is not None and not encoded:
+        return body.read_some
+    chunks = (response.aiter_bytes() if encoded else response.stream).__aiter__()
+    return functools.partial(anext, chunks, None)
 
 
 def _exact(body: bytes) -> bytes:

@@ -23,6 +23,7 @@ import httpx2
 
 MAX_HEAD_BYTES = 64 * 1024  # a response head larger than this is refused
 MAX_BUFFER_BYTES = 256 * 1024  # body bytes held before the socket stops being read
+BODY_EXTENSION = "nanobot.body"  # response extension: the body's ``read_some()``
 
 
 class _Stale(Exception):
@@ -246,11 +247,20 @@ class _Body(httpx2.AsyncByteStream):
         self._conn: _Connection | None = conn
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
+        while (data := await self.read_some()) is not None:
+            yield data
+
+    async def read_some(self) -> bytes | None:
+        """The body bytes received since the last call, or None at the end.
+
+        Handed out as the response extension ``BODY_EXTENSION``: a reader
+        calling this directly skips two async-generator layers (this
+        class's and httpx2's) per chunk, which shows at one chunk per token.
+        """
         conn = self._conn
         if conn is None:
             raise httpx2.StreamClosed()
-        while (data := await conn.next_chunk()) is not None:
-            yield data
+        return await conn.next_chunk()
 
     async def aclose(self) -> None:
         conn, self._conn = self._conn, None
@@ -295,10 +305,9 @@ class PooledTransport(httpx2.AsyncBaseTransport):
                 conn.close()
             self._slots.release()
             raise
-        extensions: dict[str, Any] = {"http_version": b"HTTP/1.1", "reason_phrase": conn.reason}
-        return httpx2.Response(
-            conn.status, headers=conn.headers, stream=_Body(self, key, conn), request=request, extensions=extensions
-        )
+        body = _Body(self, key, conn)
+        extensions: dict[str, Any] = {"http_version": b"HTTP/1.1", "reason_phrase": conn.reason, BODY_EXTENSION: body}
+        return httpx2.Response(conn.status, headers=conn.headers, stream=body, request=request, extensions=extensions)
 
     async def _take_slot(self, timeout: float | None) -> None:
         if not self._slots.locked():
