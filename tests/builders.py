@@ -15,6 +15,7 @@ import struct
 import time
 import zipfile
 import zlib
+from typing import Any
 
 from nanobot.files.extract import ExtractionError, extract_text
 from nanobot.files.limits import FileLimits
@@ -59,6 +60,13 @@ def make_pdf(page_texts: list[str]) -> bytes:
     return bytes(out)
 
 
+def saved(document: Any, *args: Any, **kwargs: Any) -> bytes:
+    """The bytes of a python-docx/openpyxl/python-pptx/PIL object's ``save``."""
+    buf = io.BytesIO()
+    document.save(buf, *args, **kwargs)
+    return buf.getvalue()
+
+
 def make_docx(marker: str) -> bytes:
     """Paragraph, table, paragraph: the marker is spread over all three."""
     import docx
@@ -72,9 +80,7 @@ def make_docx(marker: str) -> bytes:
     table.cell(1, 0).text = f"{marker}-CELL"
     table.cell(1, 1).text = "42"
     document.add_paragraph(f"After the table {marker}-P2")
-    buf = io.BytesIO()
-    document.save(buf)
-    return buf.getvalue()
+    return saved(document)
 
 
 def make_xlsx(marker: str) -> bytes:
@@ -89,9 +95,7 @@ def make_xlsx(marker: str) -> bytes:
     first.append(["north", 3])
     second = book.create_sheet("Costs")
     second.append(["item", f"{marker}-S2"])
-    buf = io.BytesIO()
-    book.save(buf)
-    return buf.getvalue()
+    return saved(book)
 
 
 def make_pptx(marker: str) -> bytes:
@@ -108,9 +112,7 @@ def make_pptx(marker: str) -> bytes:
     table.cell(1, 1).text = f"{marker}-TABLE"
     slide.notes_slide.notes_text_frame.text = f"Speaker {marker}-NOTES"
     deck.slides.add_slide(deck.slide_layouts[6])
-    buf = io.BytesIO()
-    deck.save(buf)
-    return buf.getvalue()
+    return saved(deck)
 
 
 # ----------------------------------------------------------- raw zip kit

@@ -13,7 +13,6 @@ picture; otherwise it is written only when missing).
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
@@ -26,6 +25,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
+
+from builders import saved
 
 from nanobot.testing.process import UpstreamProcess
 from servers import ROOT, ServerProcess, merge, upstream_config
@@ -212,9 +213,7 @@ def _docx(marker: str) -> bytes:
     document = docx.Document()
     document.add_heading("Quarterly report", level=1)
     document.add_paragraph(f"Revenue grew 12% in the quarter. Reference {marker}.")
-    buf = io.BytesIO()
-    document.save(buf)
-    return buf.getvalue()
+    return saved(document)
 
 
 def _png() -> bytes:
@@ -227,9 +226,7 @@ def _png() -> bytes:
     draw.ellipse((200, 30, 280, 110), fill=(255, 214, 90))
     draw.polygon([(0, 200), (110, 90), (210, 200)], fill=(34, 80, 60))
     draw.polygon([(120, 200), (230, 110), (320, 200)], fill=(50, 110, 80))
-    buf = io.BytesIO()
-    image.save(buf, "PNG")
-    return buf.getvalue()
+    return saved(image, "PNG")
 
 
 # ---- the tests ----

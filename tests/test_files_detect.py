@@ -9,7 +9,7 @@ import zipfile
 
 import pytest
 from PIL import Image
-from builders import Raw, make_docx, make_pdf, make_pptx, make_xlsx, members, write_zip
+from builders import Raw, make_docx, make_pdf, make_pptx, make_xlsx, members, saved, write_zip
 
 from nanobot.errors import UnsupportedMediaType
 from nanobot.files.detect import Detected, UnsupportedFileType, detect, looks_like_text
@@ -17,9 +17,7 @@ from nanobot.files.ooxml import member_names
 
 
 def _image(fmt: str) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", (4, 3), (200, 30, 30)).save(buf, format=fmt)
-    return buf.getvalue()
+    return saved(Image.new("RGB", (4, 3), (200, 30, 30)), format=fmt)
 
 
 @pytest.mark.parametrize(

@@ -23,6 +23,7 @@ from builders import (
     members,
     padded_xml,
     replace_part,
+    saved,
     write_zip,
 )
 
@@ -158,9 +159,7 @@ def test_pptx_slide_cap() -> None:
     for n in range(1, 8):
         slide = deck.slides.add_slide(deck.slide_layouts[5])  # title only
         slide.shapes.title.text = f"SLIDEMARK-{n}-END"
-    buf = io.BytesIO()
-    deck.save(buf)
-    text = extract_text("pptx", buf.getvalue(), FileLimits(max_pages=3))
+    text = extract_text("pptx", saved(deck), FileLimits(max_pages=3))
     assert "SLIDEMARK-3-END" in text and "SLIDEMARK-4-END" not in text
     assert text.endswith("[... only the first 3 of 7 slides were read]")
 
@@ -172,10 +171,9 @@ def test_xlsx_cell_cap_ignores_the_declared_dimension() -> None:
     sheet = book.active
     sheet["A1"] = "CELLMARK-FIRST"
     sheet.cell(row=1_048_576, column=16_384, value="CELLMARK-LAST")  # dimension A1:XFD1048576
-    buf = io.BytesIO()
-    book.save(buf)
+    data = saved(book)
     started = time.perf_counter()
-    text = extract_text("xlsx", buf.getvalue(), FileLimits(max_xlsx_cells=10_000))
+    text = extract_text("xlsx", data, FileLimits(max_xlsx_cells=10_000))
     assert time.perf_counter() - started < 5
     assert "CELLMARK-FIRST" in text and "CELLMARK-LAST" not in text
     assert text.endswith("[... cell limit reached; the rest of the workbook was not read]")
@@ -189,9 +187,7 @@ def test_xlsx_sheet_cap() -> None:
         sheet = book.active if n == 1 else book.create_sheet()
         sheet.title = f"S{n}"
         sheet["A1"] = f"SHEETMARK-{n}-END"
-    buf = io.BytesIO()
-    book.save(buf)
-    text = extract_text("xlsx", buf.getvalue(), FileLimits(max_pages=2))
+    text = extract_text("xlsx", saved(book), FileLimits(max_pages=2))
     assert "SHEETMARK-2-END" in text and "SHEETMARK-3-END" not in text
     assert text.endswith("[... only the first 2 of 4 sheets were read]")
 
