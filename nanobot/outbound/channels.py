@@ -21,7 +21,9 @@ from nanobot.config import ChannelsConfig
 from nanobot.outbound.httpclient import AbortableHTTPClient
 
 TELEGRAM_MAX_CHARS = 4096
-KNOWN_CHANNELS = ("telegram", "webhook")
+# Each channel, and the setting without which it cannot deliver even when enabled.
+_TARGET_KEYS = {"telegram": "token", "webhook": "url"}
+KNOWN_CHANNELS = tuple(_TARGET_KEYS)
 _MAX_ERROR_CHARS = 500
 # Extra lease time per row on top of the HTTP timeouts, for the database
 # writes around a delivery.
@@ -63,21 +65,15 @@ class ChannelSenders:
     def disabled_reason(self, channel: str) -> str | None:
         """None when ``channel`` can deliver, else why not (for ``last_error``)."""
         head = f"channel {channel!r} is not enabled"
-        if channel == "telegram":
-            tg = self._config.telegram
-            if not tg.enabled:
-                return f"{head} (channels.telegram.enabled is false)"
-            if not tg.token:
-                return f"{head} (channels.telegram.token is empty)"
-            return None
-        if channel == "webhook":
-            hook = self._config.webhook
-            if not hook.enabled:
-                return f"{head} (channels.webhook.enabled is false)"
-            if not hook.url:
-                return f"{head} (channels.webhook.url is empty)"
-            return None
-        return f"{head} (unknown channel; known: {', '.join(KNOWN_CHANNELS)})"
+        target = _TARGET_KEYS.get(channel)
+        if target is None:
+            return f"{head} (unknown channel; known: {', '.join(KNOWN_CHANNELS)})"
+        section = getattr(self._config, channel)
+        if not section.enabled:
+            return f"{head} (channels.{channel}.enabled is false)"
+        if not getattr(section, target):
+            return f"{head} (channels.{channel}.{target} is empty)"
+        return None
 
     def is_enabled(self, channel: str) -> bool:
         return self.disabled_reason(channel) is None
