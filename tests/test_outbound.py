@@ -137,6 +137,13 @@ def make(path: Path, config: ChannelsConfig, **kw: Any) -> tuple[Database, Sqlit
     return db, SqliteOutbox(db, config, **(opts | kw))
 
 
+def against(script: Script, main: Callable[[str], Awaitable[None]]) -> Script:
+    """Run ``main(base_url)`` with a receiver following ``script`` at that URL."""
+    with Receiver(script) as rx:
+        asyncio.run(main(rx.base))
+    return script
+
+
 async def until(check: Callable[[], Awaitable[bool]], timeout: float = 8.0) -> None:
     deadline = time.monotonic() + timeout
     while not await check():
@@ -168,7 +175,7 @@ def test_split_text_pieces() -> None:
 
 
 def test_telegram_chat_id_sent_as_given(tmp_path: Path) -> None:
-    async def main(base: str, script: Script) -> None:
+    async def main(base: str) -> None:
         db, outbox = make(tmp_path, channels(base))
         await outbox.start()
         a = await outbox.enqueue("telegram", "-1001234567890", "hello")
@@ -180,9 +187,7 @@ def test_telegram_chat_id_sent_as_given(tmp_path: Path) -> None:
         await outbox.close()
         db.close()
 
-    script = Script()
-    with Receiver(script) as rx:
-        asyncio.run(main(rx.base, script))
+    script = against(Script(), main)
     bodies = sorted((r.body for r in script.received), key=lambda b: b["text"])
     assert bodies == [
         {"chat_id": "-1001234567890", "text": "hello"},
@@ -203,9 +208,7 @@ def test_long_telegram_message_in_ordered_pieces(tmp_path: Path) -> None:
         await outbox.close()
         db.close()
 
-    script = Script()
-    with Receiver(script) as rx:
-        asyncio.run(main(rx.base))
+    script = against(Script(), main)
     sent = [r.body["text"] for r in script.received]
     assert [len(t) for t in sent] == [4096, 4096, 1808]
     assert "".join(sent) == text
@@ -224,9 +227,7 @@ def test_retry_resumes_after_last_delivered_piece(tmp_path: Path) -> None:
         await outbox.close()
         db.close()
 
-    script = Script(fail_on={2})  # the second piece fails once
-    with Receiver(script) as rx:
-        asyncio.run(main(rx.base))
+    script = against(Script(fail_on={2}), main)  # the second piece fails once
     assert [r.body["text"][0] for r in script.received] == ["x", "y", "y", "z"]
     assert "".join(r.body["text"] for r in script.ok()) == text
 
@@ -240,9 +241,7 @@ def test_webhook_body_and_headers(tmp_path: Path) -> None:
         await outbox.close()
         db.close()
 
-    script = Script()
-    with Receiver(script) as rx:
-        asyncio.run(main(rx.base))
+    script = against(Script(), main)
     (req,) = script.received
     assert req.path == "/hook/main"
     assert req.body == {"channel": "webhook", "chat_id": "room-1", "content": "hello hook"}
@@ -260,9 +259,7 @@ def test_failing_twice_then_delivered(tmp_path: Path) -> None:
         await outbox.close()
         db.close()
 
-    script = Script(fail_on={1, 2})
-    with Receiver(script) as rx:
-        asyncio.run(main(rx.base))
+    script = against(Script(fail_on={1, 2}), main)
     assert len(script.received) == 3 and len(script.ok()) == 1
 
 
@@ -305,9 +302,7 @@ def test_max_attempts_reached_is_failed(tmp_path: Path) -> None:
         await outbox.close()
         db.close()
 
-    script = Script(fail_on=set(range(1, 100)))
-    with Receiver(script) as rx:
-        asyncio.run(main(rx.base))
+    script = against(Script(fail_on=set(range(1, 100))), main)
     assert len(script.received) == 3
 
 
@@ -340,9 +335,7 @@ def test_disabled_unconfigured_unknown_are_undeliverable(tmp_path: Path) -> None
         await outbox.close()
         db.close()
 
-    script = Script()
-    with Receiver(script) as rx:
-        asyncio.run(main(rx.base))
+    script = against(Script(), main)
     assert script.received == []
 
 
@@ -360,9 +353,7 @@ def test_pending_rows_survive_restart(tmp_path: Path) -> None:
         await outbox.close()
         db.close()
 
-    script = Script()
-    with Receiver(script) as rx:
-        asyncio.run(main(rx.base))
+    script = against(Script(), main)
     assert [r.body for r in script.received] == [{"chat_id": "99", "text": "sent after restart"}]
 
 
@@ -395,8 +386,7 @@ def test_close_cancels_in_flight_delivery(tmp_path: Path) -> None:
         await outbox.close()
         db.close()
 
-    with Receiver(script) as rx:
-        asyncio.run(main(rx.base))
+    against(script, main)
 
 
 def test_token_never_in_last_error(tmp_path: Path) -> None:
@@ -422,9 +412,7 @@ def test_token_never_in_last_error(tmp_path: Path) -> None:
         db.close()
 
     # A peer that echoes the request URL (token included) in its error.
-    script = Script(fail_on={1}, error_body={"ok": False, "description": f"no bot at /bot{TOKEN}/sendMessage"})
-    with Receiver(script) as rx:
-        asyncio.run(main(rx.base))
+    script = against(Script(fail_on={1}, error_body={"ok": False, "description": f"no bot at /bot{TOKEN}/sendMessage"}), main)
 
 
 def test_many_rows_beyond_one_batch(tmp_path: Path) -> None:
@@ -437,9 +425,7 @@ def test_many_rows_beyond_one_batch(tmp_path: Path) -> None:
         await outbox.close()
         db.close()
 
-    script = Script()
-    with Receiver(script) as rx:
-        asyncio.run(main(rx.base))
+    script = against(Script(), main)
     assert sorted(r.body["content"] for r in script.received) == sorted(f"m{i}" for i in range(120))
 
 
@@ -456,7 +442,5 @@ def test_two_processes_sharing_the_file_send_each_row_once(tmp_path: Path) -> No
             await outbox.close()
             db.close()
 
-    script = Script(delay=0.01)
-    with Receiver(script) as rx:
-        asyncio.run(main(rx.base))
+    script = against(Script(delay=0.01), main)
     assert sorted(r.body["text"] for r in script.received) == sorted(f"t{i}" for i in range(40))
