@@ -412,7 +412,8 @@ def test_token_never_in_last_error(tmp_path: Path) -> None:
         db.close()
 
     # A peer that echoes the request URL (token included) in its error.
-    script = against(Script(fail_on={1}, error_body={"ok": False, "description": f"no bot at /bot{TOKEN}/sendMessage"}), main)
+    echoing = Script(fail_on={1}, error_body={"ok": False, "description": f"no bot at /bot{TOKEN}/sendMessage"})
+    against(echoing, main)
 
 
 def test_many_rows_beyond_one_batch(tmp_path: Path) -> None:
