@@ -23,6 +23,7 @@ from nanobot.providers.parse import Malformed, StreamParser, parse_completion, s
 from nanobot.providers.transport import BODY_EXTENSION, PooledTransport
 
 _JSON_OPTIONS: Any = {"headers": {"Content-Type": "application/json"}}
+_EXACT_BELOW = 64 * 1024
 
 
 class OpenAICompatProvider:
@@ -131,13 +132,15 @@ def _body_reader(response: httpx2.Response) -> Callable[[], Awaitable[bytes | No
 
 
 def _exact(body: bytes) -> bytes:
-    """``body`` in a buffer of its own size.
+    """``body`` without orjson's spare capacity, where that capacity costs memory.
 
-    orjson returns bytes with spare capacity (4 KB for a short prompt); the
+    orjson returns bytes with room to spare (4 KB for a short prompt); the
     request, and so its body, stays referenced by the response for as long
-    as a stream is open, so the slack would be paid per open stream.
+    as a stream is open, so the slack would be paid per open stream. Past
+    64 KB the buffer is mapped pages that were never written and take no
+    memory, and copying megabytes of images would only cost the event loop.
     """
-    return bytes(memoryview(body))
+    return bytes(memoryview(body)) if len(body) < _EXACT_BELOW else body
 
 
 def _http_client(config: ProviderConfig, pool_size: int) -> httpx2.AsyncClient:
