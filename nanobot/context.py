@@ -36,7 +36,10 @@ class IncomingFile:
 
     param: str  # where it came from, e.g. ``messages[0].content[1].image_url.url``
     filename: str | None
-    data: bytes | None = None  # raw bytes (multipart)
+    data: bytes | None = None  # raw bytes (a file read by the CLI)
+    # Raw bytes in the pieces a multipart body brought them: joining 10 MB is
+    # milliseconds of copying, so extract_files does it off the event loop.
+    chunks: list[bytes] | None = None
     base64: str | None = None  # base64 text (a JSON data URL), decoded by extract_files
     from_image_part: bool = False
 

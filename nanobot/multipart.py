@@ -120,12 +120,12 @@ class MultipartReader:
         self._chunks.append(data[start:end])
 
     def _part_end(self) -> None:
-        data = b"".join(self._chunks)
-        self._chunks = []
+        chunks, self._chunks = self._chunks, []
         if self._filename is not None:
             index = len(self.files)
-            self.files.append(IncomingFile(param=f"files[{index}]", filename=self._filename, data=data))
+            self.files.append(IncomingFile(param=f"files[{index}]", filename=self._filename, chunks=chunks))
             return
+        data = b"".join(chunks)  # a form field: at most MAX_FIELD_BYTES
         try:
             value = data.decode("utf-8")
         except UnicodeDecodeError:

@@ -54,7 +54,11 @@ async def read_file(services: "Services", f: IncomingFile) -> Attachment:
     limit = services.config.api.max_file_bytes
     name = safe_display_name(f.filename, "image" if f.from_image_part else "file")
     data = f.data
-    if data is None:
+    if f.chunks is not None:
+        # bytes.join lets go of the GIL while it copies a large result.
+        big = sum(map(len, f.chunks)) > OFFLOAD_BYTES
+        data = await asyncio.to_thread(b"".join, f.chunks) if big else b"".join(f.chunks)
+    elif data is None:
         text = f.base64 or ""
         # 4 base64 characters carry 3 bytes: refuse before decoding anything.
         if len(text) * 3 // 4 > limit + 3:

@@ -103,7 +103,7 @@ def run_front_stages(config: Config, content_type: str | None, body: bytes) -> t
         for f in ctx.files:
             if f.base64 is not None and not _decode_base64(f.base64, f.param):
                 raise ApiError("empty", status=400)
-            if f.data is not None and not f.data:
+            if f.chunks is not None and not any(f.chunks):
                 raise ApiError("empty", status=400)
 
     try:

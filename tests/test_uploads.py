@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import concurrent.futures
 import io
+import os
 import time
 import uuid
 
@@ -106,6 +107,32 @@ def test_mislabelled_and_default_prompt_multipart(files_server, upstream):
     assert f"{marker}-REAL-PDF" in text and f"{marker}-CELL" in text
     assert {"type": "text", "text": "[image: pic.bin]"} in content
     assert any(p["type"] == "image_url" and p["image_url"]["url"].startswith("data:image/png;base64,") for p in content)
+
+
+def test_big_multipart_image_arrives_byte_exact(files_server, upstream):
+    # Several MB arrive in many network chunks, kept in pieces by the reader
+    # and joined off the loop: the model must still see every byte in order.
+    buf = io.BytesIO()
+    Image.frombytes("RGB", (1024, 1024), os.urandom(3 * 1024 * 1024)).save(buf, format="PNG", compress_level=0)
+    png = buf.getvalue()
+    assert len(png) > 3 * MIB
+    r = requests.post(files_server.url + CHAT, files={"files": ("noise.png", png, "image/png")},
+                      data={"message": "look", "session_id": uuid.uuid4().hex}, timeout=60)
+    assert r.status_code == 200, r.text
+    content = upstream.requests()[-1]["body"]["messages"][-1]["content"]
+    assert [p["image_url"]["url"] for p in content if p["type"] == "image_url"] == [data_url("image/png", png)]
+
+
+def test_multipart_reader_keeps_a_file_in_its_pieces():
+    from nanobot.multipart import MultipartReader
+    body = (b"--B\r\nContent-Disposition: form-data; name=\"files\"; filename=\"a.bin\"\r\n\r\n"
+            + bytes(range(256)) * 1024 + b"\r\n--B--\r\n")
+    reader = MultipartReader("multipart/form-data; boundary=B", max_file_bytes=MIB)
+    for i in range(0, len(body), 4096):
+        reader.feed(body[i : i + 4096])
+    _, (f,) = reader.result()
+    assert f.data is None and len(f.chunks) > 1
+    assert b"".join(f.chunks) == bytes(range(256)) * 1024
 
 
 def test_multipart_fields_and_stream(files_server, upstream):
