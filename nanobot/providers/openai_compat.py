@@ -20,9 +20,9 @@ from nanobot.config import AgentDefaults, ProviderConfig
 from nanobot.errors import UpstreamError
 from nanobot.providers.base import Completion
 from nanobot.providers.parse import Malformed, StreamParser, parse_completion, shorten
+from nanobot.providers.sdk_client import TemplatedOpenAI
 from nanobot.providers.transport import BODY_EXTENSION, PooledTransport
 
-_JSON_OPTIONS: Any = {"headers": {"Content-Type": "application/json"}}
 _EXACT_BELOW = 64 * 1024
 
 
@@ -32,7 +32,7 @@ class OpenAICompatProvider:
         self.model = defaults.model
         self._temperature = defaults.temperature
         self._max_tokens = defaults.max_tokens
-        self._client = openai.AsyncOpenAI(
+        self._client = TemplatedOpenAI(
             api_key=config.api_key or "none",
             base_url=config.api_base or None,
             default_headers=config.extra_headers or None,
@@ -62,17 +62,12 @@ class OpenAICompatProvider:
         if tools:
             payload["tools"] = tools
         try:
-            # The SDK's generic ``post`` keeps its auth, retries and status
-            # errors but skips the per-call TypedDict transform of ``create``,
-            # which costs more than the rest of the call on small requests;
-            # the body is encoded once here with orjson instead of stdlib json.
-            response = await self._client.post(
-                self._url,
-                cast_to=httpx2.Response,
-                content=_exact(orjson.dumps(payload)),
-                options=_JSON_OPTIONS,
-                stream=incremental,
-            )
+            # The SDK's generic post (in its cheaper form, sdk_client.py) keeps
+            # its auth, retries and status errors but skips the per-call
+            # TypedDict transform of ``create``, which costs more than the rest
+            # of the call on small requests; the body is encoded once here
+            # with orjson instead of stdlib json.
+            response = await self._client.post_json(self._url, _exact(orjson.dumps(payload)), stream=incremental)
             if incremental:
                 parser = StreamParser()
                 try:

@@ -1,0 +1,103 @@
+"""The SDK's client, with the provider's one request shape built from a template.
+
+Every call the provider makes is a POST of JSON bytes to one URL with the
+same headers; only the body (and, on a retry, the retry count) changes. The
+stock client rebuilds all of it per call: an options model (~40 µs), then the
+URL, the merged headers and the request (~130 µs). Here the SDK builds that request once, for a template, and later calls
+copy it. The SDK's ``request`` still runs every call: auth, retries, status
+errors and timeouts stay its own. Whatever is not that exact shape, or a
+client the template no longer describes (a cookie the upstream set, another
+key), is built by the SDK as usual.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import httpx2
+import openai
+from openai._compat import model_copy
+from openai._models import FinalRequestOptions
+from openai._types import NotGiven
+
+JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+@dataclass(frozen=True, slots=True)
+class _Template:
+    """The SDK's own request for one URL, without its body."""
+
+    url: str
+    api_key: str
+    request_url: httpx2.URL
+    headers: httpx2.Headers  # without Content-Length, which each body sets
+    extensions: dict[str, Any]
+
+
+class TemplatedOpenAI(openai.AsyncOpenAI):
+    """``openai.AsyncOpenAI`` with ``post_json``, a cheaper ``post`` of JSON bytes."""
+
+    _options: FinalRequestOptions | None = None
+    _template: _Template | None = None
+
+    async def post_json(self, url: str, body: bytes, *, stream: bool) -> httpx2.Response:
+        """What ``post(url, cast_to=httpx2.Response, content=body, options={"headers": JSON_HEADERS},
+        stream=stream)`` does, without building the options model per call."""
+        return await self.request(httpx2.Response, self.json_options(url, body), stream=stream)
+
+    def json_options(self, url: str, body: bytes) -> FinalRequestOptions:
+        """The options ``post`` would make for ``body``: a shallow copy of one built once."""
+        blank = self._options
+        if blank is None or blank.url != url:
+            blank = self._options = FinalRequestOptions.construct(
+                method="post", url=url, content=b"", headers=JSON_HEADERS
+            )
+        options = model_copy(blank)
+        options.content = body
+        return options
+
+    def _build_request(self, options: FinalRequestOptions, *, retries_taken: int = 0) -> httpx2.Request:
+        if not self._templated(options):
+            return super()._build_request(options, retries_taken=retries_taken)
+        template = self._template
+        if template is None or template.url != options.url or template.api_key != self.api_key:
+            template = self._template = self._make_template(options)
+        headers = template.headers.copy()
+        if retries_taken:
+            headers["x-stainless-retry-count"] = str(retries_taken)
+        return httpx2.Request(
+            "POST", template.request_url, headers=headers, content=options.content, extensions=template.extensions
+        )
+
+    def _templated(self, options: FinalRequestOptions) -> bool:
+        """True for ``post_json``'s shape, on a client whose requests the template still describes."""
+        blank = self._options
+        return (
+            blank is not None
+            and options.headers is blank.headers  # a copy of json_options' (so never edited)
+            and options.url == blank.url
+            and options.method == "post"
+            and isinstance(options.content, bytes)
+            and options.json_data is None
+            and options.extra_json is None
+            and options.files is None
+            and not options.params
+            and isinstance(options.timeout, NotGiven)
+            and not self._client.cookies
+            and not self._idempotency_header  # a key per call; OpenAI's client sends none
+        )
+
+    def _make_template(self, options: FinalRequestOptions) -> _Template:
+        blank = model_copy(options)
+        blank.content = b""
+        request = super()._build_request(blank, retries_taken=0)
+        headers = request.headers.copy()
+        del headers["content-length"]
+        return _Template(
+            url=options.url,
+            api_key=self.api_key,
+            request_url=request.url,
+            headers=headers,
+            extensions=request.extensions,
+        )

@@ -1,0 +1,117 @@
+"""TemplatedOpenAI: its requests are the ones the SDK itself would build and send."""
+
+from __future__ import annotations
+
+import re
+
+import httpx2
+import openai
+import pytest
+from openai._models import FinalRequestOptions
+
+from nanobot.providers.sdk_client import JSON_HEADERS, TemplatedOpenAI
+from test_transport import Upstream, aio, client, response, serving
+
+pytestmark = pytest.mark.timeout(20)
+
+URL = "http://127.0.0.1:9/v1/chat/completions"
+
+
+def sdk_client(**kwargs: object) -> TemplatedOpenAI:
+    options = {"api_key": "k1", "base_url": "http://127.0.0.1:9/v1", "http_client": httpx2.AsyncClient(), **kwargs}
+    sdk = TemplatedOpenAI(**options)  # type: ignore[arg-type]
+    sdk._platform = openai._base_client.get_platform()  # what the first request() would set
+    return sdk
+
+
+def test_json_options_are_the_ones_post_builds() -> None:
+    sdk = sdk_client()
+    first, second = sdk.json_options(URL, b"1"), sdk.json_options(URL, b"22")
+    stock = FinalRequestOptions.construct(method="post", url=URL, content=b"22", headers=JSON_HEADERS)
+    assert repr(second.model_dump()) == repr(stock.model_dump())  # NOT_GIVEN has no __eq__
+    assert first.content == b"1"  # each call its own copy
+
+
+def templated(sdk: TemplatedOpenAI, body: bytes, retries: int = 0) -> httpx2.Request:
+    """The request for ``body`` from the template, after checking that the template made it."""
+    opts = sdk.json_options(URL, body)
+    assert sdk._templated(opts)
+    return sdk._build_request(opts, retries_taken=retries)
+
+
+def built_by_sdk(sdk: TemplatedOpenAI, opts: FinalRequestOptions, retries: int = 0) -> httpx2.Request:
+    return openai.AsyncOpenAI._build_request(sdk, opts, retries_taken=retries)
+
+
+def same(a: httpx2.Request, b: httpx2.Request) -> None:
+    assert (a.method, a.url, a.content, a.extensions) == (b.method, b.url, b.content, b.extensions)
+    assert sorted(a.headers.multi_items()) == sorted(b.headers.multi_items())
+
+
+@pytest.mark.parametrize("retries", [0, 1, 3])
+@pytest.mark.parametrize("body", [b"{}", b'{"messages":[]}' * 500, "é".encode() * 3])
+def test_request_equals_the_sdks_own(body: bytes, retries: int) -> None:
+    sdk = sdk_client(default_headers={"X-Team": "a"}, timeout=12.5)
+    templated(sdk, b"warm")  # the template now exists
+    same(templated(sdk, body, retries), built_by_sdk(sdk, sdk.json_options(URL, body), retries))
+
+
+def test_client_state_the_template_cannot_hold_goes_through_the_sdk() -> None:
+    sdk = sdk_client()
+    templated(sdk, b"{}")
+    sdk._client.cookies.set("lb", "node-2", domain="127.0.0.1")  # as if the upstream had set it
+    opts = sdk.json_options(URL, b"{}")
+    assert not sdk._templated(opts)
+    assert sdk._build_request(opts).headers["cookie"] == "lb=node-2"
+    sdk._client.cookies.clear()
+    sdk.api_key = "k2"
+    assert templated(sdk, b"{}").headers["authorization"] == "Bearer k2"
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"content": None, "json_data": {"a": 1}}, {"content": None, "extra_json": {"b": 2}}, {"params": {"q": "1"}}, {"timeout": 3.0},
+     {"headers": {"X-Other": "1"}}, {"url": URL + "?x=1"}],
+    ids=lambda change: "+".join(change),
+)
+def test_other_shapes_are_built_by_the_sdk(change: dict[str, object]) -> None:
+    sdk = sdk_client()
+    templated(sdk, b"{}")
+    opts = sdk.json_options(URL, b"{}")
+    for name, value in change.items():
+        setattr(opts, name, value)
+    assert not sdk._templated(opts)
+    same(sdk._build_request(opts), built_by_sdk(sdk, opts))
+
+
+def heads_without(requests: list[tuple[bytes, bytes]], name: bytes) -> list[bytes]:
+    return [re.sub(rb"(?im)^" + name + rb":[^\r]*\r\n", b"", head) for head, _ in requests]
+
+
+@aio
+async def test_post_json_sends_what_post_sends() -> None:
+    async with Upstream(serving(response(b"{}"))) as up, client() as http:
+        async with TemplatedOpenAI(base_url=f"{up.url}/v1", api_key="k", http_client=http, max_retries=0) as sdk:
+            url = f"{up.url}/v1/chat/completions"
+            stock = await sdk.post(url, cast_to=httpx2.Response, content=b'{"a":1}', options={"headers": JSON_HEADERS})
+            lean = await sdk.post_json(url, b'{"a":1}', stream=False)
+            again = await sdk.post_json(url, b'{"a":22}', stream=False)
+    assert stock.status_code == lean.status_code == again.status_code == 200
+    (h1, b1), (h2, b2), (h3, b3) = up.requests
+    assert (b1, b2, b3) == (b'{"a":1}', b'{"a":1}', b'{"a":22}')
+    assert sorted(h1.split(b"\r\n")) == sorted(h2.split(b"\r\n"))
+    assert b"Content-Length: 8\r\n" in h3
+
+
+@aio
+async def test_retries_count_and_resend_the_same_body() -> None:
+    replies = (response(b"busy", "retry-after-ms: 1", status="503 Service Unavailable"), response(b"{}"))
+    async with Upstream(serving(*replies)) as up, client() as http:
+        async with TemplatedOpenAI(base_url=f"{up.url}/v1", api_key="k", http_client=http, max_retries=1) as sdk:
+            answer = await sdk.post_json(f"{up.url}/v1/chat/completions", b'{"x":1}', stream=False)
+    assert answer.status_code == 200
+    (first, body1), (second, body2) = up.requests
+    assert body1 == body2 == b'{"x":1}'
+    assert b"x-stainless-retry-count: 0\r\n" in first and b"x-stainless-retry-count: 1\r\n" in second
+    without_count = heads_without(up.requests, b"x-stainless-retry-count")
+    assert without_count[0] == without_count[1]
