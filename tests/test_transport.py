@@ -166,6 +166,17 @@ async def test_bodies_read_whole_and_request_bytes_exact() -> None:
     assert b"\r\nContent-Length: 4\r\n" in head3 and b"transfer-encoding" not in head3.lower() and body3 == b"abcd"
 
 
+@aio
+async def test_response_header_values_decode_as_httpx_would() -> None:
+    """ASCII heads are marked so up front; a UTF-8 or Latin-1 value still decodes as httpx decides."""
+    replies = [b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nX-Name: %s\r\n\r\nx" % value
+               for value in (b"plain", "café".encode(), "café".encode("latin-1"))]
+    async with Upstream(serving(*replies)) as up, client() as http:
+        answers = [await http.get(up.url) for _ in replies]
+    assert [a.headers["x-name"] for a in answers] == ["plain", "café", "café"]
+    assert [a.headers.encoding for a in answers] == ["ascii", "utf-8", "iso-8859-1"]
+
+
 @pytest.mark.parametrize(("extra", "connections"), [((), 1), (("Connection: close",), 2)])
 @aio
 async def test_keep_alive_reuse_unless_connection_close(extra: tuple[str, ...], connections: int) -> None:

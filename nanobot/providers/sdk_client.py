@@ -63,12 +63,19 @@ class TemplatedOpenAI(openai.AsyncOpenAI):
         template = self._template
         if template is None or template.url != options.url or template.api_key != self.api_key:
             template = self._template = self._make_template(options)
-        headers = template.headers.copy()
+        body = options.content
+        headers = template.headers.copy()  # keeps the encoding found once for the template
+        headers["Content-Length"] = str(len(body))
         if retries_taken:
             headers["x-stainless-retry-count"] = str(retries_taken)
-        return httpx2.Request(
-            "POST", template.request_url, headers=headers, content=options.content, extensions=template.extensions
+        # Given a stream, Request neither looks into nor rebuilds its headers
+        # (each time working out their encoding anew): they are set whole here.
+        request = httpx2.Request(
+            "POST", template.request_url, stream=httpx2.ByteStream(body), extensions=template.extensions
         )
+        request.headers = headers
+        request.read()  # the body as ``content``, as a built request has it (no copy: one piece)
+        return request
 
     def _templated(self, options: FinalRequestOptions) -> bool:
         """True for ``post_json``'s shape, on a client whose requests the template still describes."""

@@ -309,7 +309,11 @@ class PooledTransport(httpx2.AsyncBaseTransport):
             raise
         body = _Body(self, key, conn)
         extensions: dict[str, Any] = {"http_version": b"HTTP/1.1", "reason_phrase": conn.reason, BODY_EXTENSION: body}
-        return httpx2.Response(conn.status, headers=conn.headers, stream=body, request=request, extensions=extensions)
+        response = httpx2.Response(conn.status, headers=conn.headers, stream=body, request=request, extensions=extensions)
+        if all(name.isascii() and value.isascii() for name, value in conn.headers):
+            # Known now, or httpx works it out by decoding every header on the first lookup.
+            response.headers.encoding = "ascii"
+        return response
 
     async def _take_slot(self, timeout: float | None) -> None:
         if not self._slots.locked():
@@ -356,11 +360,14 @@ class PooledTransport(httpx2.AsyncBaseTransport):
 def _request_head(request: httpx2.Request, body: bytes) -> bytes:
     """The request line and headers, ending with the blank line."""
     parts = [b"%s %s HTTP/1.1\r\n" % (request.method.encode("ascii"), request.url.raw_path)]
+    has_length = False
     for name, value in request.headers.raw:
-        if name.lower() == b"transfer-encoding":  # the body was read whole: send its length instead
+        lowered = name.lower()
+        if lowered == b"transfer-encoding":  # the body was read whole: send its length instead
             continue
+        has_length = has_length or lowered == b"content-length"
         parts.append(b"%s: %s\r\n" % (name, value))
-    if "content-length" not in request.headers and (body or request.method in ("POST", "PUT", "PATCH")):
+    if not has_length and (body or request.method in ("POST", "PUT", "PATCH")):
         parts.append(b"Content-Length: %d\r\n" % len(body))
     parts.append(b"\r\n")
     return b"".join(parts)
