@@ -320,7 +320,8 @@ class PooledTransport(httpx2.AsyncBaseTransport):
             await self._slots.acquire()  # free: does not suspend
             return
         try:
-            await asyncio.wait_for(self._slots.acquire(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._slots.acquire()
         except TimeoutError:
             raise httpx2.PoolTimeout("no free connection to the upstream in time") from None
 
@@ -334,7 +335,9 @@ class PooledTransport(httpx2.AsyncBaseTransport):
                 return conn, True
             conn.close()
         try:
-            _, conn = await asyncio.wait_for(loop.create_connection(lambda: _Connection(loop), *key), timeout)
+            # A timeout scope rather than wait_for: no extra task per connection.
+            async with asyncio.timeout(timeout):
+                _, conn = await loop.create_connection(lambda: _Connection(loop), *key)
         except TimeoutError:
             raise httpx2.ConnectTimeout(f"connecting to {key[0]}:{key[1]} timed out") from None
         except OSError as exc:
