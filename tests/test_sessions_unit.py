@@ -127,3 +127,27 @@ def test_shared_locks_hold_a_byte_per_session_across_processes(tmp_path):
         asyncio.run(main())
     finally:
         other.shutdown()
+
+
+def _open_together(path: str, barrier) -> str:
+    barrier.wait(10)
+    try:
+        Database(path).close()
+    except Exception as exc:  # reported, not raised: the test names it
+        return f"{type(exc).__name__}: {exc}"
+    return "ok"
+
+
+def test_processes_opening_one_new_database_together(tmp_path):
+    """As workers starting at once do: every one gets the file, in WAL mode."""
+    import multiprocessing
+    import sqlite3
+
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Manager() as manager, ctx.Pool(6) as pool:
+        barrier = manager.Barrier(6)
+        for round_ in range(12):
+            path = str(tmp_path / f"race-{round_}.db")
+            outcomes = pool.starmap(_open_together, [(path, barrier)] * 6)
+            assert outcomes == ["ok"] * 6, outcomes
+            assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone() == ("wal",)

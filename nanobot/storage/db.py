@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+import time
 from collections import deque
 from pathlib import Path
 from typing import Any, Callable, TypeVar
@@ -48,7 +49,7 @@ class Database:
     def _open(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
+        _use_wal(conn)
         # NORMAL under WAL: a committed transaction survives a process crash;
         # only an OS crash may lose the last moments, never corrupt the file.
         conn.execute("PRAGMA synchronous=NORMAL")
@@ -139,6 +140,24 @@ class Database:
         self._closed = True
         stopped.wait()
         self._thread.join()
+
+
+def _use_wal(conn: sqlite3.Connection, timeout: float = 10.0) -> None:
+    """Put the file in WAL mode, waiting for other processes doing the same.
+
+    Workers starting together all switch one new file: SQLite answers one of
+    them "locked" at once, skipping its busy wait, where waiting would
+    deadlock. The switch is then tried again until the winner has made it.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 def _resolve(outcomes: list[tuple[Any, ...]]) -> None:
