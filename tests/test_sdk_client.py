@@ -84,6 +84,18 @@ def test_other_shapes_are_built_by_the_sdk(change: dict[str, object]) -> None:
     same(sdk._build_request(opts), built_by_sdk(sdk, opts))
 
 
+def test_an_idempotency_key_only_where_a_header_sends_it() -> None:
+    sdk = sdk_client()
+    assert sdk._idempotency_key() == "unsent"
+    sdk._idempotency_header = "Idempotency-Key"  # as a client that sends one would have it
+    keys = {sdk._idempotency_key() for _ in range(3)}
+    assert len(keys) == 3 and "unsent" not in keys
+    opts = sdk.json_options(URL, b"{}")
+    opts.idempotency_key = "k-1"
+    assert not sdk._templated(opts)
+    assert sdk._build_request(opts).headers["idempotency-key"] == "k-1"
+
+
 def heads_without(requests: list[tuple[bytes, bytes]], name: bytes) -> list[bytes]:
     return [re.sub(rb"(?im)^" + name + rb":[^\r]*\r\n", b"", head) for head, _ in requests]
 

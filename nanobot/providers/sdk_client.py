@@ -57,6 +57,11 @@ class TemplatedOpenAI(openai.AsyncOpenAI):
         options.content = body
         return options
 
+    def _idempotency_key(self) -> str:
+        # Only an idempotency header would carry it, and OpenAI's client has
+        # none: a fresh uuid4 per call would cost a urandom read for nothing.
+        return super()._idempotency_key() if self._idempotency_header else "unsent"
+
     def _build_request(self, options: FinalRequestOptions, *, retries_taken: int = 0) -> httpx2.Request:
         if not self._templated(options):
             return super()._build_request(options, retries_taken=retries_taken)
