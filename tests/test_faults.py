@@ -274,7 +274,9 @@ def test_sigkill_mid_stream_then_restart(upstream, tmp_path):
     with ServerProcess(merge(upstream_config(upstream.url), channels(upstream.url + "/hook/after-crash")),
                        workspace=ws) as second:
         hook = lambda: [x["body"]["content"] for x in upstream.received() if x["path"] == "/hook/after-crash"]  # noqa
-        assert wait_for(lambda: len(hook()) >= 2, timeout=15), outbox(ws)
+        # A kill that lands while a row is being sent leaves that row leased:
+        # it is sent again once the lease (http timeout + 30 s) has run out.
+        assert wait_for(lambda: len(hook()) >= 2, timeout=60), outbox(ws)
         time.sleep(0.5)
         assert sorted(hook()) == ["queued before the kill", "queued mid-turn"]
         # The session goes on from its whole turns.
