@@ -21,6 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nanobot.config import AgentDefaults, ProviderConfig
+from nanobot.errors import UpstreamError
 from nanobot.providers.openai_compat import OpenAICompatProvider
 from nanobot.providers.transport import MAX_BUFFER_BYTES, MAX_HEAD_BYTES, PooledTransport
 
@@ -487,6 +488,48 @@ async def test_provider_streams_through_the_transport(gzipped: bool) -> None:
             await provider.close()
     assert up.connections == 1
     assert all(head.startswith(b"POST /v1/chat/completions HTTP/1.1\r\n") for head, _ in up.requests)
+
+
+@pytest.mark.parametrize("gzipped", [False, True], ids=["plain", "gzip"])
+@aio
+async def test_provider_reads_a_whole_reply_through_the_transport(gzipped: bool) -> None:
+    """A client that does not stream: one JSON body, read by the same reader, plain or gzip."""
+    reply = json.dumps({"choices": [{"index": 0, "message": {"role": "assistant", "content": "all at once"},
+                                     "finish_reason": "stop"}]}).encode()
+    headers = ["Content-Type: application/json"] + (["Content-Encoding: gzip"] if gzipped else [])
+    async with Upstream(serving(response(gzip.compress(reply) if gzipped else reply, *headers))) as up:
+        provider = OpenAICompatProvider("up", ProviderConfig(api_key="k", api_base=f"{up.url}/v1"), AgentDefaults())
+        try:
+            for _ in range(2):
+                out = [e async for e in provider.stream([{"role": "user", "content": "go"}], None, incremental=False)]
+                assert out[0] == "all at once" and out[-1].text == "all at once"
+        finally:
+            await provider.close()
+    assert up.connections == 1
+    assert json.loads(up.requests[0][1])["stream"] is False
+
+
+@pytest.mark.parametrize("incremental", [True, False], ids=["stream", "whole"])
+@aio
+async def test_a_body_that_stalls_is_a_timeout(incremental: bool) -> None:
+    """Headers, then silence past the read timeout: the turn fails as timed out, not as a broken stream."""
+
+    async def handler(up: Upstream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        await up.read_request(reader)
+        writer.write(CHUNKED_HEAD + chunk(b'data: {"choices": []}\n\n' if incremental else b'{"choi'))
+        await writer.drain()
+        await stall(reader)
+
+    async with Upstream(handler) as up:
+        cfg = ProviderConfig(api_key="k", api_base=f"{up.url}/v1", timeout=0.3, max_retries=0)
+        provider = OpenAICompatProvider("up", cfg, AgentDefaults())
+        try:
+            with pytest.raises(UpstreamError) as caught:
+                async for _ in provider.stream([{"role": "user", "content": "go"}], None, incremental=incremental):
+                    pass
+        finally:
+            await provider.close()
+    assert caught.value.code == "upstream_timeout" and "timed out" in caught.value.message
 
 
 def written_in_pieces(reply: bytes, cuts: list[int]) -> Callable[..., Awaitable[None]]:

@@ -66,31 +66,40 @@ class OpenAICompatProvider:
             # its auth, retries and status errors but skips the per-call
             # TypedDict transform of ``create``, which costs more than the rest
             # of the call on small requests; the body is encoded once here
-            # with orjson instead of stdlib json.
-            response = await self._client.post_json(self._url, _exact(orjson.dumps(payload)), stream=incremental)
-            if incremental:
-                parser = StreamParser()
-                try:
+            # with orjson instead of stdlib json. The answer comes back as a
+            # stream either way, so its body is read here, through the
+            # transport's own reader rather than httpx's generators.
+            response = await self._client.post_json(self._url, _exact(orjson.dumps(payload)), stream=True)
+            try:
+                read = _body_reader(response)
+                if incremental:
+                    parser = StreamParser()
                     # Read to the end (not just to [DONE]) so the connection
                     # goes back to the keep-alive pool instead of being closed.
                     # Bytes, not aiter_lines(): the parser splits lines itself.
-                    read = _body_reader(response)
                     while (data := await read()) is not None:
                         for text in parser.feed(data):
                             yield text
                     for text in parser.feed(b"\n"):  # a last line without its newline
                         yield text
-                finally:
-                    await response.aclose()
+                else:
+                    # A client that waits for the whole reply gains nothing from
+                    # chunks: one body, parsed once.
+                    pieces = []
+                    while (data := await read()) is not None:
+                        pieces.append(data)
+            finally:
+                await response.aclose()
+            if incremental:
                 if not parser.seen_any:
                     raise Malformed("the stream held no chunk")
                 completion = parser.completion()
             else:
-                # A client that waits for the whole reply gains nothing from
-                # chunks: one body, parsed once.
-                completion = parse_completion(response.content)
+                completion = parse_completion(b"".join(pieces))
                 if completion.text:
                     yield completion.text
+        except httpx2.TimeoutException:  # the body stalled past the read timeout
+            raise self._fail("timed out", "timeout") from None
         except openai.APIStatusError as exc:
             raise self._fail(f"answered HTTP {exc.status_code}: {shorten(exc.message)}", "status") from None
         except openai.APIConnectionError as exc:
