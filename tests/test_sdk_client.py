@@ -106,8 +106,10 @@ async def test_post_json_sends_what_post_sends() -> None:
         async with TemplatedOpenAI(base_url=f"{up.url}/v1", api_key="k", http_client=http, max_retries=0) as sdk:
             url = f"{up.url}/v1/chat/completions"
             stock = await sdk.post(url, cast_to=httpx2.Response, content=b'{"a":1}', options={"headers": JSON_HEADERS})
+            assert sdk._template is None
             lean = await sdk.post_json(url, b'{"a":1}', stream=False)
             again = await sdk.post_json(url, b'{"a":22}', stream=False)
+            assert sdk._template is not None  # the SDK's request() took the templated path
     assert stock.status_code == lean.status_code == again.status_code == 200
     (h1, b1), (h2, b2), (h3, b3) = up.requests
     assert (b1, b2, b3) == (b'{"a":1}', b'{"a":1}', b'{"a":22}')
