@@ -70,8 +70,14 @@ def test_client_state_the_template_cannot_hold_goes_through_the_sdk() -> None:
 
 @pytest.mark.parametrize(
     "change",
-    [{"content": None, "json_data": {"a": 1}}, {"content": None, "extra_json": {"b": 2}}, {"params": {"q": "1"}}, {"timeout": 3.0},
-     {"headers": {"X-Other": "1"}}, {"url": URL + "?x=1"}],
+    [
+        {"content": None, "json_data": {"a": 1}},
+        {"content": None, "extra_json": {"b": 2}},
+        {"params": {"q": "1"}},
+        {"timeout": 3.0},
+        {"headers": {"X-Other": "1"}},
+        {"url": URL + "?x=1"},
+    ],
     ids=lambda change: "+".join(change),
 )
 def test_other_shapes_are_built_by_the_sdk(change: dict[str, object]) -> None:

@@ -3,11 +3,12 @@
 Every call the provider makes is a POST of JSON bytes to one URL with the
 same headers; only the body (and, on a retry, the retry count) changes. The
 stock client rebuilds all of it per call: an options model (~40 µs), then the
-URL, the merged headers and the request (~130 µs). Here the SDK builds that request once, for a template, and later calls
-copy it. The SDK's ``request`` still runs every call: auth, retries, status
-errors and timeouts stay its own. Whatever is not that exact shape, or a
-client the template no longer describes (a cookie the upstream set, another
-key), is built by the SDK as usual.
+URL, the merged headers and the request (~130 µs). Here the SDK builds that
+request once, for a template, and later calls copy it. The SDK's
+``request`` still runs every call: auth, retries, status errors and
+timeouts stay its own. Whatever is not that exact shape, or a client the
+template no longer describes (a cookie the upstream set, another key), is
+built by the SDK as usual.
 """
 
 from __future__ import annotations

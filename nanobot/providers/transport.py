@@ -309,7 +309,9 @@ class PooledTransport(httpx2.AsyncBaseTransport):
             raise
         body = _Body(self, key, conn)
         extensions: dict[str, Any] = {"http_version": b"HTTP/1.1", "reason_phrase": conn.reason, BODY_EXTENSION: body}
-        response = httpx2.Response(conn.status, headers=conn.headers, stream=body, request=request, extensions=extensions)
+        response = httpx2.Response(
+            conn.status, headers=conn.headers, stream=body, request=request, extensions=extensions
+        )
         if all(name.isascii() and value.isascii() for name, value in conn.headers):
             # Known now, or httpx works it out by decoding every header on the first lookup.
             response.headers.encoding = "ascii"
