@@ -11,7 +11,7 @@ import asyncio
 import base64
 import binascii
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from nanobot.context import Attachment, IncomingFile, RequestContext
 from nanobot.errors import InvalidRequest, TooLarge, UnsupportedMediaType
@@ -20,6 +20,8 @@ from nanobot.files.storage import safe_display_name, save_upload
 
 if TYPE_CHECKING:
     from nanobot.services import Services
+
+T = TypeVar("T")
 
 OFFLOAD_BYTES = 256 * 1024
 # binascii holds the GIL for a whole call: 10 MB is ~30 ms in one piece, which
@@ -49,6 +51,11 @@ def _encode_base64(data: bytes) -> str:
     return b"".join(pieces).decode("ascii")
 
 
+async def _sized(size: int, fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)``: in the CPU thread pool when ``size`` bytes make it worth the hand-off."""
+    return await asyncio.to_thread(fn, *args) if size > OFFLOAD_BYTES else fn(*args)
+
+
 async def read_file(services: "Services", f: IncomingFile) -> Attachment:
     """Check, type and read one incoming file (shared with ``nanobot agent --file``)."""
     limit = services.config.api.max_file_bytes
@@ -56,17 +63,13 @@ async def read_file(services: "Services", f: IncomingFile) -> Attachment:
     data = f.data
     if f.chunks is not None:
         # bytes.join lets go of the GIL while it copies a large result.
-        big = sum(map(len, f.chunks)) > OFFLOAD_BYTES
-        data = await asyncio.to_thread(b"".join, f.chunks) if big else b"".join(f.chunks)
+        data = await _sized(sum(map(len, f.chunks)), b"".join, f.chunks)
     elif data is None:
         text = f.base64 or ""
         # 4 base64 characters carry 3 bytes: refuse before decoding anything.
         if len(text) * 3 // 4 > limit + 3:
             raise _too_large(name, limit, f.param)
-        if len(text) > OFFLOAD_BYTES:
-            data = await asyncio.to_thread(_decode_base64, text, f.param)
-        else:
-            data = _decode_base64(text, f.param)
+        data = await _sized(len(text), _decode_base64, text, f.param)
     if len(data) > limit:
         raise _too_large(name, limit, f.param)
     if not data:
@@ -88,7 +91,7 @@ async def read_file(services: "Services", f: IncomingFile) -> Attachment:
     if detected.kind == "image":
         b64 = f.base64 if f.base64 is not None and "\n" not in f.base64 else None
         if b64 is None:
-            b64 = await asyncio.to_thread(_encode_base64, data) if len(data) > OFFLOAD_BYTES else _encode_base64(data)
+            b64 = await _sized(len(data), _encode_base64, data)
         return Attachment(name, "image", detected.mime, data_url=f"data:{detected.mime};base64,{b64}", path=str(path))
     started = time.perf_counter()
     text = await services.extractor.extract(detected.kind, data, name, saved=path)
