@@ -262,7 +262,8 @@ class Extractor:
         idle, threads = self._start()
         worker = await idle.get()
         try:
-            future = threads.submit(worker.run, kind, str(saved.absolute()) if saved is not None else data, self._limits)
+            source = str(saved.absolute()) if saved is not None else data
+            future = threads.submit(worker.run, kind, source, self._limits)
         except RuntimeError:  # close() shut the executor down while we waited
             idle.put_nowait(worker)
             raise RuntimeError("the extractor is closed") from None

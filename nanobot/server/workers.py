@@ -5,8 +5,9 @@ supervises: it announces the server once every worker is ready, forwards
 SIGTERM/SIGINT, replaces a worker that dies, and returns when all are gone.
 It forks before any thread or event loop exists, so every worker starts
 clean. What keeps sessions correct across workers lives elsewhere: a turn
-holds its session's byte of a shared lock file (``SharedSessionLocks``) and
-reads the history from SQLite, not from a per-process cache.
+holds its session's byte of a shared lock file (``SharedSessionLocks``), and
+a worker's cached history is trusted only while that session's version in
+the same file has not moved (``SqliteSessionStore``).
 """
 
 from __future__ import annotations
