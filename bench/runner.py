@@ -141,7 +141,8 @@ class ScenarioRunner:
         sampler = RssSampler(target.pid, tree=tree).start() if target.pid else None
         cpu0 = tree_cpu(target.pid) if target.pid else None
         main0 = own_cpu(target.pid)
-        wait0 = runqueue_wait(target.pid)
+        # With workers, target.pid is the supervisor, whose thread only waits.
+        wait0 = None if tree else runqueue_wait(target.pid)
         up0 = tree_cpu(target.upstream_pid) if target.upstream_pid else None
         try:
             loadgens, probe_result = run_loadgens(specs, probe, timeout)
@@ -151,7 +152,7 @@ class ScenarioRunner:
         up_cpu = tree_cpu(target.upstream_pid) - up0 if up0 is not None and target.upstream_pid else None
         raw: dict[str, Any] = {"loadgens": loadgens, "probe": probe_result, "cpu": cpu, "upstream_cpu": up_cpu,
                                "cpu_main": own_cpu(target.pid) - main0 if cpu0 is not None else None}
-        wait1 = runqueue_wait(target.pid)
+        wait1 = runqueue_wait(target.pid) if wait0 is not None else None
         if wait0 is not None and wait1 is not None:
             raw["loop_runqueue_wait"] = wait1 - wait0
         if rss is not None:
