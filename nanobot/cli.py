@@ -10,7 +10,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from nanobot.config import Config, ConfigError, load_config
 
@@ -44,7 +44,7 @@ def run_event_loop(main: Any) -> Any:
 
 def _serve(args: argparse.Namespace) -> int:
     from nanobot.pipeline import Pipeline
-    from nanobot.server.app import announce, listen, serve
+    from nanobot.server.app import announce, listen_per_worker, serve
 
     config = _load(args)
     logging.basicConfig(
@@ -57,11 +57,18 @@ def _serve(args: argparse.Namespace) -> int:
     from nanobot.server.workers import run_workers
 
     Pipeline.from_names(config.pipeline.stages)  # config errors once, before forking
-    sockets = listen(config)
+    shards = listen_per_worker(config, config.api.workers)
+
+    def serve_one(index: int, ready: Callable[[], None]) -> None:
+        mine = shards[index]
+        for sock in {s for shard in shards for s in shard} - set(mine):
+            sock.close()  # a worker holding another's socket would keep it open after that one died
+        run_event_loop(serve(config, verbose=args.verbose, sockets=mine, ready=ready))
+
     return run_workers(
         config.api.workers,
-        lambda ready: run_event_loop(serve(config, verbose=args.verbose, sockets=sockets, ready=ready)),
-        announce=lambda: announce(config, sockets),
+        serve_one,
+        announce=lambda: announce(config, shards[0]),
         stop_timeout=config.api.shutdown_grace + 10,
     )
 

@@ -9,8 +9,12 @@ worker holds some, then drive one session through both.
 from __future__ import annotations
 
 import concurrent.futures
+import http.client
+import json
 import os
 import signal
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,7 +23,7 @@ import pytest
 import requests
 
 from nanobot.testing.process import UpstreamProcess
-from servers import ServerProcess, upstream_config
+from servers import ROOT, ServerProcess, upstream_config
 
 CHAT = "/v1/chat/completions"
 
@@ -95,6 +99,53 @@ def test_two_workers_serve_one_port_with_distinct_ids(server: ServerProcess) -> 
         for _ in range(20):
             ids.add(ask(conn, server, "hi", uuid.uuid4().hex)[1].json()["id"])
     assert len(ids) == 40
+
+
+def test_connections_opened_together_are_spread_over_the_workers(server: ServerProcess) -> None:
+    """A burst of new connections does not all land on the worker that wakes first.
+
+    Both workers are paused while 32 connections are opened and their
+    requests sent; then one worker goes on, and the other a moment later.
+    From one shared socket the first took every waiting connection; with a
+    socket per worker the kernel has already split them by address, at
+    random: a worker gets fewer than 4 of 32 about once in a million runs.
+    """
+    workers = sorted(children(server.pid))
+    body = json.dumps({"messages": [{"role": "user", "content": "hello"}]})
+    conns = []
+    for pid in workers:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        for _ in range(32):
+            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+            conn.request("POST", CHAT, body=body, headers={"Content-Type": "application/json"})
+            conns.append(conn)
+    finally:
+        for pid in workers:
+            os.kill(pid, signal.SIGCONT)
+            time.sleep(0.5)
+    counts: dict[str, int] = {}
+    for conn in conns:
+        response = conn.getresponse()
+        assert response.status == 200
+        worker = json.loads(response.read())["id"].removeprefix("chatcmpl-")[:16]
+        counts[worker] = counts.get(worker, 0) + 1
+        conn.close()
+    assert len(counts) == 2 and min(counts.values()) >= 4, counts
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_port_held_by_workers_is_refused_to_another_server(server: ServerProcess, workers: int) -> None:
+    """Sharing the port between workers does not let a second server share it too."""
+    cfg = json.loads(server.config_path.read_text())
+    cfg["api"] = {"port": server.port, "workers": workers}
+    path = server.tmp / f"second-{workers}.json"
+    path.write_text(json.dumps(cfg))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    p = subprocess.run([sys.executable, "-m", "nanobot", "serve", "--config", str(path)],
+                       capture_output=True, text=True, env=env, timeout=60)
+    assert p.returncode == 2 and f"cannot listen on 127.0.0.1:{server.port}" in p.stderr, p.stderr
+    assert requests.get(server.url + "/health", timeout=5).status_code == 200
 
 
 def test_a_session_keeps_its_history_across_workers(server: ServerProcess, upstream: UpstreamProcess) -> None:

@@ -70,13 +70,38 @@ def check_bind(config: Config) -> None:
         )
 
 
-def listen(config: Config) -> list[socket.socket]:
+def listen(config: Config, port: int | None = None, reuse_port: bool = False) -> list[socket.socket]:
     """The listening sockets for ``api.host:api.port`` (ConfigError if taken)."""
     check_bind(config)
+    port = config.api.port if port is None else port
     try:
-        return bind_sockets(config.api.port, config.api.host, backlog=LISTEN_BACKLOG)
+        return bind_sockets(port, config.api.host, backlog=LISTEN_BACKLOG, reuse_port=reuse_port)
     except OSError as exc:
-        raise ConfigError(f"cannot listen on {config.api.host}:{config.api.port}: {exc.strerror}") from None
+        raise ConfigError(f"cannot listen on {config.api.host}:{port}: {exc.strerror}") from None
+
+
+# Linux spreads connections over SO_REUSEPORT sockets; BSDs give them all to one.
+_REUSE_PORT_SPREADS = sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
+
+
+def listen_per_worker(config: Config, count: int) -> list[list[socket.socket]]:
+    """Listening sockets for each of ``count`` workers, all on one port.
+
+    One socket shared by the workers hands a burst of new connections to
+    whichever worker wakes first, which accepts them all, and keep-alive
+    keeps them there: under load one worker did nearly all the work. With a
+    socket of its own per worker (SO_REUSEPORT) the kernel spreads the
+    connections over the workers. The port is bound once without the option
+    first, so a port in use, even by another server sharing it this way, is
+    still refused.
+    """
+    plain = listen(config)
+    if not _REUSE_PORT_SPREADS:
+        return [plain] * count
+    port = plain[0].getsockname()[1]
+    for sock in plain:
+        sock.close()
+    return [listen(config, port, reuse_port=True) for _ in range(count)]
 
 
 def announce(config: Config, sockets: list[socket.socket]) -> None:

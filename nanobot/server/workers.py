@@ -1,6 +1,7 @@
-"""``api.workers`` > 1: forked processes serving one listening socket.
+"""``api.workers`` > 1: forked processes serving one port.
 
-The parent binds the port, forks the workers and from then on only
+The parent binds the port (a listening socket per worker, see
+``listen_per_worker``), forks the workers and from then on only
 supervises: it announces the server once every worker is ready, forwards
 SIGTERM/SIGINT, replaces a worker that dies, and returns when all are gone.
 It forks before any thread or event loop exists, so every worker starts
@@ -34,7 +35,7 @@ _STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
 
 class _Supervisor:
-    def __init__(self, count: int, serve_one: Callable[[Callable[[], None]], None], stop_timeout: float) -> None:
+    def __init__(self, count: int, serve_one: Callable[[int, Callable[[], None]], None], stop_timeout: float) -> None:
         self._count = count
         self._serve_one = serve_one
         self._stop_timeout = stop_timeout
@@ -61,7 +62,7 @@ class _Supervisor:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
             _die_with_parent()
             os.close(self._ready_r)
-            self._serve_one(lambda: os.write(self._ready_w, b"."))
+            self._serve_one(index, lambda: os.write(self._ready_w, b"."))
             code = 0
         except ConfigError as exc:
             print(f"nanobot: {exc}", file=sys.stderr, flush=True)
@@ -137,9 +138,9 @@ class _Supervisor:
 
 
 def run_workers(
-    count: int, serve_one: Callable[[Callable[[], None]], None], announce: Callable[[], None], stop_timeout: float
+    count: int, serve_one: Callable[[int, Callable[[], None]], None], announce: Callable[[], None], stop_timeout: float
 ) -> int:
-    """Fork ``count`` workers running ``serve_one(ready)``; supervise them; the exit code."""
+    """Fork ``count`` workers running ``serve_one(index, ready)``; supervise them; the exit code."""
     sup = _Supervisor(count, serve_one, stop_timeout)
     for sig in _STOP_SIGNALS:
         signal.signal(sig, sup.stop)
