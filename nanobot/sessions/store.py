@@ -56,9 +56,11 @@ def trim_window(messages: list[Message]) -> list[Message]:
     return messages[start:] if start else messages
 
 
+# Plain rowids, not AUTOINCREMENT: rows are never deleted, so ids still only
+# grow, and a commit writes one page fewer (no sqlite_sequence update).
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    id INTEGER PRIMARY KEY,
     session TEXT NOT NULL,
     data BLOB NOT NULL,
     created REAL NOT NULL
