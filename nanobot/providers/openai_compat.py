@@ -19,6 +19,7 @@ import orjson
 from nanobot.config import AgentDefaults, ProviderConfig
 from nanobot.errors import UpstreamError
 from nanobot.providers.base import Completion
+from nanobot.providers.direct_client import DirectAsyncClient
 from nanobot.providers.parse import Malformed, StreamParser, parse_completion, shorten
 from nanobot.providers.sdk_client import TemplatedOpenAI
 from nanobot.providers.transport import BODY_EXTENSION, PooledTransport
@@ -156,7 +157,7 @@ def _http_client(config: ProviderConfig, pool_size: int) -> httpx2.AsyncClient:
     settings from the environment.
     """
     if (config.api_base or "").lower().startswith("http://"):
-        return httpx2.AsyncClient(
+        return DirectAsyncClient(
             transport=PooledTransport(pool_size), timeout=config.timeout, trust_env=False, follow_redirects=True
         )
     limits = httpx2.Limits(max_connections=pool_size, max_keepalive_connections=pool_size)
