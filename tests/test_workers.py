@@ -13,6 +13,7 @@ import http.client
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -22,6 +23,8 @@ from collections.abc import Iterator
 import pytest
 import requests
 
+from nanobot.config import Config
+from nanobot.server import app
 from nanobot.testing.process import UpstreamProcess
 from servers import ROOT, ServerProcess, upstream_config
 
@@ -226,3 +229,26 @@ def test_workers_end_when_the_supervisor_is_killed(upstream: UpstreamProcess) ->
         assert not any(alive(pid) for pid in workers)
         with pytest.raises(requests.ConnectionError):
             requests.get(srv.url + "/health", timeout=2)
+
+
+@pytest.mark.parametrize("spreads", [True, False])
+def test_listen_per_worker_gives_each_worker_its_own_socket_where_linux_spreads(
+    monkeypatch: pytest.MonkeyPatch, spreads: bool
+) -> None:
+    """One port for all; a socket each with SO_REUSEPORT on Linux, one shared socket elsewhere."""
+    monkeypatch.setattr(app, "_REUSE_PORT_SPREADS", spreads)
+    config = Config()
+    config.api.port = 0
+    shards = app.listen_per_worker(config, 3)
+    try:
+        socks = [s for shard in shards for s in shard]
+        assert len({s.getsockname()[1] for s in socks}) == 1
+        if spreads:
+            assert len({id(s) for s in socks}) == 3
+            assert all(s.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT) for s in socks)
+        else:
+            assert shards[0] is shards[1] is shards[2]
+            assert not shards[0][0].getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT)
+    finally:
+        for sock in {s for shard in shards for s in shard}:
+            sock.close()
