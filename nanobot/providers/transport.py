@@ -285,15 +285,15 @@ class PooledTransport(httpx2.AsyncBaseTransport):
         if self._closed:
             raise httpx2.ConnectError("the HTTP client is closed")
         timeout: dict[str, float | None] = request.extensions.get("timeout") or {}
-        body = await request.aread()
-        head = _request_head(request, body)
+        content = await request.aread()
+        head = _request_head(request, content)
         key = (url.host, url.port or 80)
         await self._take_slot(timeout.get("pool"))
         conn: _Connection | None = None
         try:
             for attempt in (1, 2):
                 conn, reused = await self._checkout(key, timeout.get("connect"))
-                conn.send(head, body, timeout.get("read"))
+                conn.send(head, content, timeout.get("read"))
                 try:
                     await conn.read_head()
                     break
