@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
-import io
 import os
 import time
 import uuid
@@ -13,7 +12,7 @@ import pytest
 import requests
 from PIL import Image
 
-from builders import MIB, make_docx, make_pdf, make_pptx, make_xlsx, padded_xml, replace_part, DOC_HEAD, DOC_TAIL
+from builders import MIB, make_docx, make_pdf, make_pptx, make_xlsx, padded_xml, replace_part, saved, DOC_HEAD, DOC_TAIL
 from servers import merge, upstream_config
 
 CHAT = "/v1/chat/completions"
@@ -24,9 +23,7 @@ def data_url(mime: str, data: bytes) -> str:
 
 
 def image_bytes(fmt: str) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", (4, 4), (200, 10, 10)).save(buf, format=fmt)
-    return buf.getvalue()
+    return saved(Image.new("RGB", (4, 4), (200, 10, 10)), format=fmt)
 
 
 def post_json(server, parts, sid=None, **extra):
@@ -112,9 +109,7 @@ def test_mislabelled_and_default_prompt_multipart(files_server, upstream):
 def test_big_multipart_image_arrives_byte_exact(files_server, upstream):
     # Several MB arrive in many network chunks, kept in pieces by the reader
     # and joined off the loop: the model must still see every byte in order.
-    buf = io.BytesIO()
-    Image.frombytes("RGB", (1024, 1024), os.urandom(3 * 1024 * 1024)).save(buf, format="PNG", compress_level=0)
-    png = buf.getvalue()
+    png = saved(Image.frombytes("RGB", (1024, 1024), os.urandom(3 * 1024 * 1024)), format="PNG", compress_level=0)
     assert len(png) > 3 * MIB
     r = requests.post(files_server.url + CHAT, files={"files": ("noise.png", png, "image/png")},
                       data={"message": "look", "session_id": uuid.uuid4().hex}, timeout=60)
