@@ -68,6 +68,7 @@ class FilesConfig:
     max_xlsx_cells: int = FileLimits.max_xlsx_cells
     timeout: float = FileLimits.timeout_seconds
     workers: int = FileLimits.workers
+    retention_days: float = 30.0  # uploads older than this are removed (0: kept)
 
     def limits(self) -> FileLimits:
         return FileLimits(
@@ -92,7 +93,9 @@ class ApiConfig:
     max_body_bytes: int = 32 * 1024 * 1024
     cors_origins: list[str] = field(default_factory=list)
     max_concurrent_requests: int = 1000
-    client_history: str = "reject"
+    client_history: str = "reject"  # or "ignore", "use"
+    client_system: str = "append"  # or "ignore", "reject"
+    allowed_hosts: list[str] = field(default_factory=list)  # Host values served without an apiKey
     ping_interval: float = 15.0
     header_timeout: float = 15.0  # request line + headers, and idle keep-alive
     body_timeout: float = 60.0  # the whole request body
@@ -121,6 +124,71 @@ class ChannelsConfig:
     webhook: WebhookConfig = field(default_factory=WebhookConfig)
 
 
+@dataclass
+class FileToolConfig:
+    enabled: bool = True
+
+
+@dataclass
+class ExecToolConfig:
+    enabled: bool = False
+    sandbox: str = "bwrap"  # or "none"
+    network: bool = False
+    timeout: float = 60.0
+
+
+@dataclass
+class WebFetchConfig:
+    enabled: bool = True
+    max_bytes: int = 2 * 1024 * 1024
+    timeout: float = 20.0
+
+
+@dataclass
+class WebSearchConfig:
+    provider: str = ""  # "", "brave" or "searxng"
+    api_key: str = ""
+    api_base: str | None = None
+    max_results: int = 5
+
+
+@dataclass
+class WebToolsConfig:
+    fetch: WebFetchConfig = field(default_factory=WebFetchConfig)
+    search: WebSearchConfig = field(default_factory=WebSearchConfig)
+
+
+@dataclass
+class McpServerConfig:
+    command: str = ""  # a stdio server ...
+    args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: str | None = None
+    url: str | None = None  # ... or a streamable HTTP one
+    headers: dict[str, str] = field(default_factory=dict)
+    tool_timeout: float = 30.0
+    enabled_tools: list[str] = field(default_factory=lambda: ["*"])
+
+
+@dataclass
+class ToolsConfig:
+    restrict_to_workspace: bool = True
+    workspace_scope: str = "shared"  # or "session"
+    timeout: float = 60.0
+    max_result_chars: int = 16000
+    file: FileToolConfig = field(default_factory=FileToolConfig)
+    exec: ExecToolConfig = field(default_factory=ExecToolConfig)
+    web: WebToolsConfig = field(default_factory=WebToolsConfig)
+    ssrf_whitelist: list[str] = field(default_factory=list)
+    mcp_servers: dict[str, McpServerConfig] = field(default_factory=dict)
+
+
+@dataclass
+class DatabaseConfig:
+    url: str | None = None  # None: SQLite at <workspace>/nanobot.db
+    pool_size: int = 10
+
+
 DEFAULT_STAGES = ["decode", "validate", "extract_files", "resolve_session", "run_agent", "encode"]
 
 
@@ -136,6 +204,8 @@ class Config:
     api: ApiConfig = field(default_factory=ApiConfig)
     channels: ChannelsConfig = field(default_factory=ChannelsConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    tools: ToolsConfig = field(default_factory=ToolsConfig)
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
 
     @property
     def workspace(self) -> Path:
@@ -149,8 +219,16 @@ class Config:
             raise ConfigError(
                 f"agents.defaults.provider: unknown provider {d.provider!r} (known: {known})"
             )
-        if self.api.client_history not in ("reject", "ignore"):
-            raise ConfigError('api.clientHistory: expected "reject" or "ignore"')
+        choices = {
+            "api.clientHistory": (self.api.client_history, ("reject", "ignore")),
+            "api.clientSystem": (self.api.client_system, ("append", "ignore", "reject")),
+            "tools.workspaceScope": (self.tools.workspace_scope, ("shared", "session")),
+            "tools.exec.sandbox": (self.tools.exec.sandbox, ("bwrap", "none")),
+            "tools.web.search.provider": (self.tools.web.search.provider, ("", "brave", "searxng")),
+        }
+        for path, (value, allowed) in choices.items():
+            if value not in allowed:
+                raise ConfigError(f"{path}: expected one of {', '.join(map(repr, allowed))}")
         if self.api.workers > 1 and not hasattr(os, "fork"):
             raise ConfigError("api.workers: more than one worker needs a POSIX system (fork)")
         if not 0 <= self.api.port <= 65535:
