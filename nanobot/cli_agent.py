@@ -40,7 +40,7 @@ async def run_turn(services: Services, session: str, message: str, files: list[P
         for_llm, for_history = user_messages(text, attachments)
         async with services.locks.hold(key):
             history = await services.agent.history(key)
-            turn = TurnInput(key, history, for_llm, for_history, TurnScope(channel="cli", chat_id=session))
+            turn = TurnInput(key, history, for_llm, for_history, TurnScope(channel="cli", chat_id=session, session_key=key))
             events = services.agent.run(turn)
             try:
                 async for event in events:

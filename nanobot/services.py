@@ -12,7 +12,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from nanobot.agent.loop import AgentLoop
-from nanobot.agent.tools import MessageTool, ToolRegistry
 from nanobot.config import Config
 from nanobot.files.pool import Extractor
 from nanobot.metrics import Metrics
@@ -23,6 +22,7 @@ from nanobot.providers.openai_compat import OpenAICompatProvider
 from nanobot.sessions.locks import SessionLocks, SessionOrdering, SharedSessionLocks
 from nanobot.sessions.store import SqliteSessionStore
 from nanobot.storage.db import Database
+from nanobot.tools import build_registry, build_tools
 
 
 def make_provider(config: Config) -> Provider:
@@ -75,7 +75,8 @@ class Services:
         sessions = SqliteSessionStore(db, cache_sessions=1024, cache_messages=max(16, history + 8), versions=shared)
         locks: SessionOrdering = shared if shared is not None else SessionLocks()
         outbox = SqliteOutbox(db, config.channels)
-        tools = ToolRegistry([MessageTool(outbox)])
+        extractor = Extractor(config.api.files.limits())
+        tools = build_registry(config, build_tools(config, outbox=outbox, extractor=extractor))
         return cls(
             config=config,
             db=db,
@@ -83,7 +84,7 @@ class Services:
             sessions=sessions,
             locks=locks,
             outbox=outbox,
-            extractor=Extractor(config.api.files.limits()),
+            extractor=extractor,
             agent=AgentLoop(provider, sessions, tools, config.agents.defaults),
             metrics=Metrics(),
         )

@@ -12,7 +12,7 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, AsyncIterator
 
-from nanobot.agent.tools import ToolRegistry, TurnScope
+from nanobot.agent.tools import ToolRegistry, TurnScope, is_error
 from nanobot.config import AgentDefaults
 from nanobot.protocol import Usage
 from nanobot.providers.base import Completion, Provider
@@ -30,6 +30,8 @@ DEFAULT_SYSTEM_PROMPT = (
 class ToolProgress:
     name: str
     status: str  # "started" | "finished"
+    id: str = ""  # the tool call's id
+    ok: bool | None = None  # when finished: False for an error result
 
 
 @dataclass(slots=True)
@@ -65,8 +67,8 @@ class AgentLoop:
         new: list[dict[str, Any]] = [turn.user_for_history]
         usage = Usage()
         reply: list[str] = []
-        schemas = self.tools.schemas or None
         for iteration in range(1, self.max_iterations + 1):
+            schemas = self.tools.schemas or None  # tools may come and go between calls
             completion: Completion | None = None
             async with aclosing(self.provider.stream(messages, schemas, turn.incremental)) as events:
                 async for event in events:
@@ -98,16 +100,22 @@ class AgentLoop:
             }
             messages.append(call_msg)
             new.append(call_msg)
-            for call in completion.tool_calls:
-                yield ToolProgress(call.name, "started")
-                result = await self.tools.run(call, turn.scope)
-                while turn.scope.inline:
-                    piece = turn.scope.inline.pop(0)
-                    if reply and not reply[-1].endswith("\n"):
-                        piece = "\n" + piece
-                    reply.append(piece)
-                    yield piece
-                yield ToolProgress(call.name, "finished")
+            calls = completion.tool_calls
+            for call in calls:
+                yield ToolProgress(call.name, "started", call.id)
+            results = [""] * len(calls)
+            async with aclosing(self.tools.run_batch(calls, turn.scope)) as finished:
+                async for index, result in finished:
+                    results[index] = result
+                    while turn.scope.inline:
+                        piece = turn.scope.inline.pop(0)
+                        if reply and not reply[-1].endswith("\n"):
+                            piece = "\n" + piece
+                        reply.append(piece)
+                        yield piece
+                    call = calls[index]
+                    yield ToolProgress(call.name, "finished", call.id, not is_error(result))
+            for call, result in zip(calls, results):
                 result_msg = {"role": "tool", "tool_call_id": call.id, "content": result}
                 messages.append(result_msg)
                 new.append(result_msg)
