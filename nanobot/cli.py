@@ -15,7 +15,8 @@ from typing import Any, Callable
 from nanobot.config import Config, ConfigError, load_config
 
 
-def _load(args: argparse.Namespace) -> Config:
+def _load(args: argparse.Namespace, tools: bool = True) -> Config:
+    """The checked config; ``tools``: also check the tools' environment (the sandbox)."""
     config = load_config(args.config)
     if getattr(args, "workspace", None):
         config.agents.defaults.workspace = args.workspace
@@ -24,6 +25,10 @@ def _load(args: argparse.Namespace) -> Config:
     if getattr(args, "port", None) is not None:
         config.api.port = args.port
     config.check()
+    if tools:
+        from nanobot.tools import check_tools
+
+        check_tools(config)
     return config
 
 
@@ -99,7 +104,7 @@ def _outbox(args: argparse.Namespace) -> int:
     from nanobot.outbound.sqlite_outbox import SqliteOutbox
     from nanobot.storage.db import Database
 
-    config = _load(args)
+    config = _load(args, tools=False)
     path = config.workspace / "nanobot.db"
     if not path.exists():
         print("outbox is empty (no database yet)")

@@ -11,6 +11,7 @@ from nanobot.agent.tools import Tool, ToolLimits, ToolRegistry
 from nanobot.config import Config
 from nanobot.files.pool import Extractor
 from nanobot.outbound.base import Outbox
+from nanobot.tools.exec import ExecTool, check_exec
 from nanobot.tools.files import FileToolLimits, file_tools
 from nanobot.tools.message import MessageTool
 from nanobot.tools.paths import Workspace
@@ -31,8 +32,15 @@ def build_tools(config: Config, *, outbox: Outbox, extractor: Extractor, workspa
             max_document_bytes=config.api.max_file_bytes,
         )
         tools.extend(file_tools(ws, limits, extractor))
+    if config.tools.exec.enabled:
+        tools.append(ExecTool(ws, config.tools.exec, config.tools.max_result_chars))
     tools.append(MessageTool(outbox))
     return tools
+
+
+def check_tools(config: Config) -> None:
+    """Startup checks of the tools' environment; raises ConfigError (exit 2)."""
+    check_exec(config)
 
 
 def build_registry(config: Config, tools: list[Tool]) -> ToolRegistry:
