@@ -11,7 +11,8 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from nanobot.agent.loop import AgentLoop
+from nanobot.agent.context import WorkspaceContext
+from nanobot.agent.loop import DEFAULT_SYSTEM_PROMPT, AgentLoop
 from nanobot.config import Config
 from nanobot.files.pool import Extractor
 from nanobot.metrics import Metrics
@@ -22,7 +23,7 @@ from nanobot.providers.openai_compat import OpenAICompatProvider
 from nanobot.sessions.locks import SessionLocks, SessionOrdering, SharedSessionLocks
 from nanobot.sessions.store import SqliteSessionStore
 from nanobot.storage.db import Database
-from nanobot.tools import build_registry, build_tools
+from nanobot.tools import build_registry, build_tools, workspace_of
 
 
 def make_provider(config: Config) -> Provider:
@@ -76,7 +77,13 @@ class Services:
         locks: SessionOrdering = shared if shared is not None else SessionLocks()
         outbox = SqliteOutbox(db, config.channels)
         extractor = Extractor(config.api.files.limits())
-        tools = build_registry(config, build_tools(config, outbox=outbox, extractor=extractor))
+        ws = workspace_of(config)
+        tools = build_registry(config, build_tools(config, outbox=outbox, extractor=extractor, workspace=ws))
+        # A configured prompt is sent as written (plus the workspace files); the
+        # built-in one also tells the model about its workspace and memory.
+        custom = config.agents.defaults.system_prompt
+        context = WorkspaceContext(custom or DEFAULT_SYSTEM_PROMPT, ws,
+                                   file_tools=config.tools.file.enabled and not custom)
         return cls(
             config=config,
             db=db,
@@ -85,7 +92,7 @@ class Services:
             locks=locks,
             outbox=outbox,
             extractor=extractor,
-            agent=AgentLoop(provider, sessions, tools, config.agents.defaults),
+            agent=AgentLoop(provider, sessions, tools, config.agents.defaults, context),
             metrics=Metrics(),
         )
 

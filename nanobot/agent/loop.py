@@ -12,6 +12,7 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, AsyncIterator
 
+from nanobot.agent.context import WorkspaceContext
 from nanobot.agent.tools import ToolRegistry, TurnScope, is_error
 from nanobot.config import AgentDefaults
 from nanobot.protocol import Usage
@@ -51,19 +52,28 @@ class TurnInput:
 
 
 class AgentLoop:
-    def __init__(self, provider: Provider, store: SessionStore, tools: ToolRegistry, defaults: AgentDefaults) -> None:
+    def __init__(
+        self,
+        provider: Provider,
+        store: SessionStore,
+        tools: ToolRegistry,
+        defaults: AgentDefaults,
+        context: WorkspaceContext | None = None,
+    ) -> None:
         self.provider = provider
         self.store = store
         self.tools = tools
         self.max_iterations = defaults.max_tool_iterations
         self.max_history = defaults.max_history_messages
         self.system = {"role": "system", "content": defaults.system_prompt or DEFAULT_SYSTEM_PROMPT}
+        self.context = context  # the workspace's AGENTS.md, memory and skills
 
     async def history(self, session_key: str) -> list[dict[str, Any]]:
         return await self.store.history(session_key, self.max_history)
 
     async def run(self, turn: TurnInput) -> AsyncIterator[str | ToolProgress | TurnDone]:
-        messages = [self.system, *turn.history, turn.user_for_llm]
+        system = self.system if self.context is None else await self.context.message(turn.scope.session_key)
+        messages = [system, *turn.history, turn.user_for_llm]
         new: list[dict[str, Any]] = [turn.user_for_history]
         usage = Usage()
         reply: list[str] = []

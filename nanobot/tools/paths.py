@@ -47,12 +47,17 @@ class Workspace:
         self.restrict = restrict
         self._protected = tuple(os.path.join(self.base, n) for n in PROTECTED_NAMES)
 
-    def root_for(self, session_key: str) -> str:
-        """The turn's root folder, created on first use."""
+    def root_path(self, session_key: str) -> str:
+        """The turn's root folder (which may not exist yet)."""
         if self.scope != "session":
             return self.base
-        root = os.path.join(self.base, "sessions", safe_name(session_key or "default"))
-        os.makedirs(root, mode=0o700, exist_ok=True)
+        return os.path.join(self.base, "sessions", safe_name(session_key or "default"))
+
+    def root_for(self, session_key: str) -> str:
+        """The turn's root folder, created on first use."""
+        root = self.root_path(session_key)
+        if root is not self.base:
+            os.makedirs(root, mode=0o700, exist_ok=True)
         return root
 
     def resolve(self, raw: object, session_key: str, *, name: str = "path") -> str:
