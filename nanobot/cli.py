@@ -96,6 +96,9 @@ def _config_check(args: argparse.Namespace) -> int:
     check_bind(config)
     path = find_config_path(args.config)
     print(f"# config: {path or 'none found, all defaults'}: OK", file=sys.stderr)
+    from nanobot.tools import enabled_tool_names
+
+    print(f"# tools: {', '.join(enabled_tool_names(config))}", file=sys.stderr)
     print(json.dumps(to_public_dict(config), indent=2))
     return 0
 

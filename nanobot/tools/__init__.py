@@ -38,6 +38,12 @@ def build_tools(config: Config, *, outbox: Outbox, extractor: Extractor, workspa
     return tools
 
 
+def enabled_tool_names(config: Config) -> list[str]:
+    """The names :func:`build_tools` would offer (nothing is started)."""
+    tools = build_tools(config, outbox=None, extractor=Extractor(config.api.files.limits()))  # type: ignore[arg-type]
+    return [t.name for t in tools]
+
+
 def check_tools(config: Config) -> None:
     """Startup checks of the tools' environment; raises ConfigError (exit 2)."""
     check_exec(config)
