@@ -20,7 +20,7 @@ from nanobot.agent.tools import TurnScope
 from nanobot.config import ExecToolConfig
 from nanobot.tools.exec import ExecTool
 from nanobot.tools.paths import Workspace
-from servers import ROOT, TESTS_DIR, ServerProcess, upstream_config
+from servers import ROOT, TESTS_DIR, merge, upstream_config
 
 pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed")
 
@@ -189,3 +189,32 @@ def test_missing_bwrap_is_a_startup_error(tmp_path: Path) -> None:
 def test_sandbox_none_runs_directly(root: Path) -> None:
     assert run_exec(root, "echo $$ > pid; cat pid >/dev/null; echo ok", sandbox="none") == "Exit code: 0\nok\n"
     assert int((root / "pid").read_text()) > 2  # a host pid, not a sandbox's
+
+
+def start_sleep(server, marker: str) -> "concurrent.futures.Future":
+    """A turn whose exec sleeps, sent from a thread; returns once the sleep runs."""
+    import concurrent.futures
+
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    future = pool.submit(requests.post, server.url + "/v1/chat/completions", timeout=60, json={
+        "messages": [{"role": "user", "content": f'#tool:exec {{"command":"sleep {marker}"}}'}]})
+    pool.shutdown(wait=False)
+    deadline = time.monotonic() + 10
+    while not alive(marker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert alive(marker)
+    return future
+
+
+def test_api_timeout_and_shutdown_kill_running_commands(make_server, upstream) -> None:
+    server = make_server(merge(exec_config(upstream, timeout=600), {"api": {"timeout": 2, "shutdownGrace": 1}}))
+    marker = f"{uuid.uuid4().int % 10**6 + 10**6}.75"
+    reply = start_sleep(server, marker).result(timeout=30)
+    assert reply.status_code == 504
+    assert wait_gone(marker) == []
+    # SIGTERM with a turn still running past the grace: the command goes with it.
+    server2 = make_server(merge(exec_config(upstream, timeout=600), {"api": {"timeout": 600, "shutdownGrace": 1}}))
+    marker2 = f"{uuid.uuid4().int % 10**6 + 10**6}.85"
+    start_sleep(server2, marker2)
+    server2.stop()
+    assert wait_gone(marker2) == []

@@ -160,12 +160,12 @@ class ExecTool:
                     tail.add(chunk)
                 code = await proc.wait()
         except TimeoutError:
-            _kill_group(proc)
+            await _end(proc)
             return f"Error: the command took longer than {self.cfg.timeout:g} s and was killed.\n" + tail.text(
                 self.max_output_chars)
         finally:
-            if proc.returncode is None:  # cancelled (or timed out): the whole tree goes
-                _kill_group(proc)
+            if proc.returncode is None:  # cancelled: the whole tree goes
+                await _end(proc)
         if code < 0:
             status = f"Killed by signal {-code}"
         else:
@@ -199,9 +199,14 @@ class _Tail:
         return text
 
 
-def _kill_group(proc: asyncio.subprocess.Process) -> None:
-    """SIGKILL the command's process group (the command and everything it started)."""
+async def _end(proc: asyncio.subprocess.Process) -> None:
+    """SIGKILL the command's process group (the command and everything it started), then reap it."""
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
+    try:
+        async with asyncio.timeout(5):
+            await proc.wait()
+    except TimeoutError:  # cannot happen after SIGKILL short of a stuck kernel; never hang on it
+        log.warning("exec: process %d did not end after SIGKILL", proc.pid)
