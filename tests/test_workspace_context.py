@@ -19,7 +19,7 @@ def prompt(ctx: WorkspaceContext, key: str = "api:x") -> dict:
 
 
 def test_files_and_skills_are_in_the_prompt(tmp_path: Path) -> None:
-    ctx = WorkspaceContext("BASE", Workspace(tmp_path))
+    ctx = WorkspaceContext("BASE", Workspace(tmp_path), recheck=0)
     empty = prompt(ctx)
     assert empty["content"].startswith("BASE\n\nYou work in a workspace folder")
     assert prompt(ctx) is empty  # unchanged: the cached message, nothing read
@@ -47,7 +47,7 @@ def test_files_and_skills_are_in_the_prompt(tmp_path: Path) -> None:
 
 
 def test_caps_and_hostile_files(tmp_path: Path) -> None:
-    ctx = WorkspaceContext("BASE", Workspace(tmp_path))
+    ctx = WorkspaceContext("BASE", Workspace(tmp_path), recheck=0)
     (tmp_path / "USER.md").write_text("u" * (MAX_FILE_CHARS * 3))
     (tmp_path.parent / "secret.txt").write_text("TOP-SECRET")
     (tmp_path / "AGENTS.md").symlink_to(tmp_path.parent / "secret.txt")
@@ -59,12 +59,22 @@ def test_caps_and_hostile_files(tmp_path: Path) -> None:
 
 
 def test_session_scope_reads_the_session_folder(tmp_path: Path) -> None:
-    ctx = WorkspaceContext("BASE", Workspace(tmp_path, scope="session"))
+    ctx = WorkspaceContext("BASE", Workspace(tmp_path, scope="session"), recheck=0)
     folder = tmp_path / "sessions" / safe_name("api:a")
     folder.mkdir(parents=True)
     (folder / "USER.md").write_text("I am A.")
     assert "I am A." in prompt(ctx, "api:a")["content"]
     assert "I am A." not in prompt(ctx, "api:b")["content"]
+
+
+def test_unchanged_workspace_is_not_looked_at_again(tmp_path: Path) -> None:
+    ws = Workspace(tmp_path)
+    ctx = WorkspaceContext("BASE", ws, recheck=3600)
+    first = prompt(ctx)
+    (tmp_path / "USER.md").write_text("edited from outside")
+    assert prompt(ctx) is first  # within `recheck`: not even a stat
+    ws.changed()  # what every writing tool call does
+    assert "edited from outside" in prompt(ctx)["content"]
 
 
 def test_description_parsing() -> None:

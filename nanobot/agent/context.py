@@ -3,16 +3,20 @@
 ``AGENTS.md``, ``USER.md`` and ``memory/MEMORY.md`` of the turn's workspace
 folder are appended (each capped), and every ``skills/<name>/SKILL.md`` is
 listed by name with the ``description`` of its front matter; the agent reads
-a skill with ``read_file`` when it needs it. Each turn only ``stat``s these
-files: the prompt is rebuilt (in a thread) when one of them changed, so a
-memory edited in one turn is in the next, and an unchanged workspace costs a
-few system calls and no reads.
+a skill with ``read_file`` when it needs it.
+
+The prompt is cached per folder and rebuilt (in a thread) only when the
+files' ``stat`` values changed. They are looked at again after any tool call
+that may have written files (``Workspace.generation``), so a memory edited in
+one turn is in the next, and otherwise at most every ``recheck`` seconds (an
+edit from outside): a turn in an unchanged workspace costs a dict lookup.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -41,13 +45,16 @@ class _Entry:
     names: list[str]  # its skills, listed again only when the folder changed
     signature: Signature
     message: dict[str, Any]
+    checked: float  # time.monotonic() of the last look
+    generation: int  # the workspace's generation then
 
 
 class WorkspaceContext:
     """Builds and caches the system message for each workspace folder."""
 
-    def __init__(self, base_prompt: str, ws: Workspace, *, file_tools: bool = True) -> None:
+    def __init__(self, base_prompt: str, ws: Workspace, *, file_tools: bool = True, recheck: float = 1.0) -> None:
         self.ws = ws
+        self.recheck = recheck
         self.base = base_prompt + ("\n\n" + FILE_TOOLS_NOTE if file_tools else "")
         self._plain = {"role": "system", "content": self.base}
         self._cache: OrderedDict[str, _Entry] = OrderedDict()
@@ -55,6 +62,10 @@ class WorkspaceContext:
     async def message(self, session_key: str) -> dict[str, Any]:
         root = self.ws.root_path(session_key)
         entry = self._cache.get(root)
+        now = time.monotonic()
+        generation = self.ws.generation  # read before looking, so a write meanwhile means another look
+        if entry is not None and entry.generation == generation and now - entry.checked < self.recheck:
+            return entry.message
         skills_dir = os.path.join(root, "skills")
         listing = _stat(skills_dir)
         if entry is not None and entry.listing == listing:
@@ -66,6 +77,7 @@ class WorkspaceContext:
             *(_stat(os.path.join(skills_dir, name, "SKILL.md")) for name in names),
         )
         if entry is not None and entry.signature == signature and entry.names is names:
+            entry.checked, entry.generation = now, generation
             self._cache.move_to_end(root)
             return entry.message
         if not any(signature):  # nothing there: the plain prompt, nothing to read
@@ -73,7 +85,7 @@ class WorkspaceContext:
         else:
             content = await asyncio.to_thread(self._build, session_key, names)
             message = {"role": "system", "content": content}
-        self._cache[root] = _Entry(listing, names, signature, message)
+        self._cache[root] = _Entry(listing, names, signature, message, now, generation)
         if len(self._cache) > CACHED_ROOTS:
             self._cache.popitem(last=False)
         return message

@@ -115,7 +115,10 @@ class ExecTool:
         if self._slots is None:
             self._slots = asyncio.Semaphore(MAX_PROCESSES)
         async with self._slots:
-            return await self._run(self._argv(command, root, cwd), cwd)
+            try:
+                return await self._run(self._argv(command, root, cwd), cwd)
+            finally:
+                self.ws.changed()  # the command may have written anything in the workspace
 
     def _folders(self, working_dir: object, key: str) -> tuple[str, str]:
         root = self.ws.root_for(key)

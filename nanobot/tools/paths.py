@@ -46,6 +46,12 @@ class Workspace:
         self.scope = scope
         self.restrict = restrict
         self._protected = tuple(os.path.join(self.base, n) for n in PROTECTED_NAMES)
+        # Bumped by every tool that may have changed files, so that caches of
+        # what the files say (the workspace context) look again.
+        self.generation = 0
+
+    def changed(self) -> None:
+        self.generation += 1
 
     def root_path(self, session_key: str) -> str:
         """The turn's root folder (which may not exist yet)."""
@@ -185,6 +191,7 @@ def write_atomic(ws: Workspace, real: str, shown: str, data: bytes) -> None:
             finally:
                 os.close(fd)
             os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+            ws.changed()
         except OSError as exc:
             _unlink_quietly(tmp, dfd)
             raise os_error(exc, shown) from None
