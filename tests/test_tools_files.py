@@ -74,6 +74,18 @@ def test_long_files_come_in_windows(ws: Workspace) -> None:
     # One line longer than the budget: its head, not an error.
     (Path(ws.base) / "wide.txt").write_text("w" * 5000)
     assert run_tool(ws, "read_file", {"path": "wide.txt"}, limits=limits).startswith("w" * 100 + "\n[...")
+    # Windows deep in a file of several read blocks, and at its very end.
+    many = "".join(f"row {i} é\n" for i in range(1, 300_001))
+    (Path(ws.base) / "many.txt").write_text(many)
+    assert run_tool(ws, "read_file", {"path": "many.txt", "offset": 250_000, "limit": 2}, limits=limits) == (
+        "row 250000 é\nrow 250001 é\n\n[... showing lines 250000-250001; the file goes on: "
+        "read_file with offset=250002 for more]")
+    assert run_tool(ws, "read_file", {"path": "many.txt", "offset": 300_000}) == "row 300000 é\n"
+    assert run_tool(ws, "read_file", {"path": "many.txt", "offset": 300_001}).startswith(
+        "Error: offset 300001 is past the end of 'many.txt' (300000 lines)")
+    # A window that ends inside a multi-byte character is cut before it.
+    (Path(ws.base) / "wide-utf8.txt").write_text("é" * 500)
+    assert run_tool(ws, "read_file", {"path": "wide-utf8.txt"}, limits=limits).startswith("é" * 100 + "\n[...")
     (Path(ws.base) / "empty.txt").write_text("")
     assert run_tool(ws, "read_file", {"path": "empty.txt"}) == "(empty file)"
 

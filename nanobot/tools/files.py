@@ -9,7 +9,6 @@ read through the same bounded extraction pool as uploads.
 from __future__ import annotations
 
 import asyncio
-import codecs
 import os
 import stat
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from nanobot.files.detect import UnsupportedFileType, detect
 from nanobot.files.pool import Extractor
 from nanobot.tools.paths import PathError, Workspace, open_file, os_error, write_atomic
 
-_DOCUMENT_MIMES = {"application/pdf", "application/zip"}
+_DOCUMENT_MAGIC = (b"%PDF-", b"PK\x03\x04")
 _HEAD_BYTES = 8192
 # A line window may scan this much of a file; a larger offset is refused.
 MAX_SCAN_BYTES = 1024 * 1024 * 1024
@@ -105,10 +104,10 @@ class ReadFileTool(_FileTool):
         fd = open_file(self.ws, real, str(raw))
         with os.fdopen(fd, "rb") as f:
             head = f.read(_HEAD_BYTES)
-            guess = filetype.guess(head) if head else None
-            if guess is not None and (guess.mime in _DOCUMENT_MIMES or guess.mime.startswith("application/vnd.openxml")):
+            if head.startswith(_DOCUMENT_MAGIC):  # PDF, or a zip that may be DOCX/XLSX/PPTX
                 return self._document(f, head, str(raw))
             if not _text_head(head):
+                guess = filetype.guess(head)
                 what = f" ({guess.mime})" if guess is not None else ""
                 return f"Error: '{raw}' is a binary file{what}; read_file reads text and PDF/DOCX/XLSX/PPTX documents."
             f.seek(0)
@@ -130,47 +129,63 @@ class ReadFileTool(_FileTool):
     def _lines(self, f: Any, shown: str, offset: int, limit: int | None) -> str:
         """Lines ``offset``.. of the file, as many as ``limit`` and the size cap allow.
 
-        ``readline`` with a cap keeps memory bounded on a file with one huge line.
+        Read a block at a time (newlines counted in C, not line by line in
+        Python), keeping at most what the window needs in memory.
         """
-        decoder = codecs.getincrementaldecoder("utf-8")()
-        out: list[str] = []
-        size = scanned = shown_lines = 0
-        number = 1  # the line the next chunk belongs to
-        more = False
-        while chunk := f.readline(_CHUNK_BYTES):
-            scanned += len(chunk)
+        budget = self.limits.max_chars
+        line, scanned, rest, last = 1, 0, b"", b""
+        while line < offset:  # skip to line ``offset``
+            block = f.read(_CHUNK_BYTES)
+            if not block:
+                count = line - 1 + (bool(last) and not last.endswith(b"\n"))
+                return f"Error: offset {offset} is past the end of '{shown}' ({count} lines)."
+            scanned += len(block)
             if scanned > MAX_SCAN_BYTES:
                 return f"Error: '{shown}' is too large to scan to line {offset}; read an earlier window."
-            complete = chunk.endswith(b"\n")
-            if number >= offset:
-                if limit is not None and shown_lines >= limit:
-                    more = True
-                    break
-                try:
-                    text = decoder.decode(chunk)
-                except UnicodeDecodeError:
-                    return f"Error: '{shown}' is not UTF-8 text (line {number}); read_file reads text and documents."
-                if "\x00" in text:
-                    return f"Error: '{shown}' is a binary file (NUL byte on line {number})."
-                if size + len(text) > self.limits.max_chars:
-                    if not out:  # one line longer than the whole budget: its head
-                        out.append(text[: self.limits.max_chars])
-                        shown_lines = 1
-                    more = True
-                    break
-                out.append(text)
-                size += len(text)
-                shown_lines += complete
-            number += complete
-        if not out:
-            if scanned == 0:
-                return "(empty file)"
-            return f"Error: offset {offset} is past the end of '{shown}' ({number - 1 + (not complete)} lines)."
-        text = "".join(out)
-        if more:
-            last = offset + max(shown_lines, 1) - 1
-            text += f"\n[... showing lines {offset}-{last}; the file goes on: read_file with offset={last + 1} for more]"
-        return text
+            newlines = block.count(b"\n")
+            if line + newlines < offset:
+                line, last = line + newlines, block
+                continue
+            pos = -1
+            for _ in range(offset - line):
+                pos = block.index(b"\n", pos + 1)
+            rest, line = block[pos + 1 :], offset
+        chunks, size, newlines, eof = [rest], len(rest), rest.count(b"\n"), False
+        want = budget * 4 + 4  # bytes enough for ``budget`` characters
+        while size < want and (limit is None or newlines < limit):
+            block = f.read(min(_CHUNK_BYTES, want - size))
+            if not block:
+                eof = True
+                break
+            chunks.append(block)
+            size += len(block)
+            newlines += block.count(b"\n")
+        raw = b"".join(chunks)
+        if not raw:
+            return "(empty file)" if offset == 1 else f"Error: offset {offset} is past the end of '{shown}' ({offset - 1} lines)."
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            # A character cut by the window's end is fine; anything else is not text.
+            if eof or exc.start < len(raw) - 3 or exc.reason != "unexpected end of data":
+                return f"Error: '{shown}' is not UTF-8 text; read_file reads text and PDF/DOCX/XLSX/PPTX documents."
+            text = raw[: exc.start].decode("utf-8")
+        if "\x00" in text:
+            return f"Error: '{shown}' is a binary file (it holds NUL bytes)."
+        more = not eof
+        if limit is not None:
+            parts = text.split("\n", limit)
+            if len(parts) > limit:
+                text = "\n".join(parts[:limit]) + "\n"
+                more = True
+        if len(text) > budget:
+            cut = text.rfind("\n", 0, budget)
+            text = text[: cut + 1] if cut >= 0 else text[:budget]  # one line longer than it all: its head
+            more = True
+        if not more:
+            return text
+        last_line = offset + max(1, text.count("\n") + (not text.endswith("\n"))) - 1
+        return text + f"\n[... showing lines {offset}-{last_line}; the file goes on: read_file with offset={last_line + 1} for more]"
 
 
 class WriteFileTool(_FileTool):

@@ -19,6 +19,7 @@ import hashlib
 import os
 import re
 import stat
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -49,6 +50,8 @@ class Workspace:
         # Bumped by every tool that may have changed files, so that caches of
         # what the files say (the workspace context) look again.
         self.generation = 0
+        self._base_fd: int | None = None  # the workspace folder, opened once: walks start there
+        self._lock = threading.Lock()
 
     def changed(self) -> None:
         self.generation += 1
@@ -87,6 +90,8 @@ class Workspace:
     def check_not_protected(self, fd: int, shown: str) -> None:
         """Refuse an open file that is one of the protected files under another name."""
         st = os.fstat(fd)
+        if st.st_nlink < 2:  # its only name was checked already: no other name leads here
+            return
         for path in self._protected:
             try:
                 other = os.stat(path)
@@ -97,10 +102,20 @@ class Workspace:
 
     @contextmanager
     def open_dir(self, real_dir: str, *, create: bool = False) -> Iterator[int]:
-        """A descriptor of ``real_dir``, reached without following any symlink."""
-        fd = os.open("/", os.O_RDONLY | os.O_DIRECTORY)
+        """A descriptor of ``real_dir``, reached without following any symlink.
+
+        Inside the workspace the walk starts at the workspace folder (opened
+        once; it is the trusted start, as it is for ``realpath``), else at ``/``.
+        """
+        if real_dir == self.base or real_dir.startswith(self.base + os.sep):
+            with self._lock:  # walks run in several threads; open it once
+                if self._base_fd is None:
+                    self._base_fd = os.open(self.base, os.O_RDONLY | os.O_DIRECTORY)
+            fd, rest = self._base_fd, real_dir[len(self.base) :]
+        else:
+            fd, rest = os.open("/", os.O_RDONLY | os.O_DIRECTORY), real_dir
         try:
-            for part in [p for p in real_dir.split(os.sep) if p]:
+            for part in [p for p in rest.split(os.sep) if p]:
                 if create:
                     try:
                         os.mkdir(part, 0o700, dir_fd=fd)
@@ -110,11 +125,13 @@ class Workspace:
                     nxt = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
                 except OSError as exc:
                     raise os_error(exc, real_dir) from None
-                os.close(fd)
+                if fd != self._base_fd:
+                    os.close(fd)
                 fd = nxt
             yield fd
         finally:
-            os.close(fd)
+            if fd != self._base_fd:
+                os.close(fd)
 
 
 def os_error(exc: OSError, shown: str) -> PathError:
