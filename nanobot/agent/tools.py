@@ -58,6 +58,18 @@ class ToolLimits:
     max_calls: int = 64  # calls of one reply that run at all; the rest get an error
 
 
+def function_schema(name: str, description: str, properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
+    """An OpenAI ``tools`` entry for a function taking one JSON object."""
+    return {
+        "type": "function",
+        "function": {
+            "name": name,
+            "description": description,
+            "parameters": {"type": "object", "properties": properties, "required": required},
+        },
+    }
+
+
 def is_error(result: str) -> bool:
     return result.startswith("Error")
 

@@ -24,7 +24,7 @@ import signal
 import subprocess
 from typing import Any
 
-from nanobot.agent.tools import TurnScope
+from nanobot.agent.tools import TurnScope, function_schema
 from nanobot.config import Config, ConfigError, ExecToolConfig
 from nanobot.tools.paths import PROTECTED_NAMES, PathError, Workspace
 
@@ -76,25 +76,17 @@ def _namespace_args(cfg: ExecToolConfig) -> list[str]:
 
 class ExecTool:
     name = "exec"
-    schema = {
-        "type": "function",
-        "function": {
-            "name": "exec",
-            "description": (
-                "Run a shell command (bash -c) in a sandbox and return its exit code and "
-                "output (the tail when long). The workspace is writable, the rest of the "
-                "filesystem read-only; /tmp is private and emptied after each command."
-            ),
-            "parameters": {
-                "type": "object",
-                "properties": {
-                    "command": {"type": "string", "description": "The shell command."},
-                    "working_dir": {"type": "string", "description": "Folder to run in, relative to the workspace."},
-                },
-                "required": ["command"],
-            },
+    schema = function_schema(
+        "exec",
+        "Run a shell command (bash -c) in a sandbox and return its exit code and output "
+        "(the tail when long). The workspace is writable, the rest of the filesystem "
+        "read-only; /tmp is private and emptied after each command.",
+        {
+            "command": {"type": "string", "description": "The shell command."},
+            "working_dir": {"type": "string", "description": "Folder to run in, relative to the workspace."},
         },
-    }
+        ["command"],
+    )
 
     def __init__(self, ws: Workspace, cfg: ExecToolConfig, max_output_chars: int) -> None:
         self.ws = ws

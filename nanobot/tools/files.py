@@ -16,7 +16,7 @@ from typing import Any
 
 import filetype
 
-from nanobot.agent.tools import TurnScope
+from nanobot.agent.tools import TurnScope, function_schema
 from nanobot.errors import ApiError
 from nanobot.files.detect import UnsupportedFileType, detect
 from nanobot.files.pool import Extractor
@@ -36,17 +36,6 @@ class FileToolLimits:
     max_document_bytes: int = 10 * 1024 * 1024  # PDF/Office files handed to the extractor
     max_edit_bytes: int = 16 * 1024 * 1024  # files edit_file loads whole
     max_write_chars: int = 16 * 1024 * 1024
-
-
-def _function(name: str, description: str, properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
-    return {
-        "type": "function",
-        "function": {
-            "name": name,
-            "description": description,
-            "parameters": {"type": "object", "properties": properties, "required": required},
-        },
-    }
 
 
 _PATH = {"type": "string", "description": "File path, relative to the workspace."}
@@ -69,7 +58,7 @@ class _FileTool:
 
 class ReadFileTool(_FileTool):
     name = "read_file"
-    schema = _function(
+    schema = function_schema(
         "read_file",
         "Read a file's text. PDF, DOCX, XLSX and PPTX files are converted to text. "
         "Use offset and limit to read a window of lines of a long file.",
@@ -190,7 +179,7 @@ class ReadFileTool(_FileTool):
 
 class WriteFileTool(_FileTool):
     name = "write_file"
-    schema = _function(
+    schema = function_schema(
         "write_file",
         "Write text to a file, replacing it if it exists. Parent folders are created.",
         {"path": _PATH, "content": {"type": "string", "description": "The whole new content."}},
@@ -214,7 +203,7 @@ class WriteFileTool(_FileTool):
 
 class EditFileTool(_FileTool):
     name = "edit_file"
-    schema = _function(
+    schema = function_schema(
         "edit_file",
         "Replace old_text with new_text in a file. old_text must occur exactly once: "
         "include enough surrounding lines to make it unique.",
@@ -259,7 +248,7 @@ class EditFileTool(_FileTool):
 
 class ListDirTool(_FileTool):
     name = "list_dir"
-    schema = _function(
+    schema = function_schema(
         "list_dir",
         "List a folder: one entry per line, folders end with '/'.",
         {"path": {"type": "string", "description": "Folder path, relative to the workspace (default '.')."}},

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from nanobot.agent.tools import TurnScope
+from nanobot.agent.tools import TurnScope, function_schema
 from nanobot.outbound.base import UNDELIVERABLE, Outbox
 
 
@@ -12,26 +12,17 @@ class MessageTool:
     """Sends a message: into this reply, or onto the outbound queue for a channel."""
 
     name = "message"
-    schema = {
-        "type": "function",
-        "function": {
-            "name": "message",
-            "description": (
-                "Send a message. Without channel it is shown to the user in this "
-                "conversation. With channel and chat_id it is delivered to that chat "
-                "channel (e.g. telegram, webhook)."
-            ),
-            "parameters": {
-                "type": "object",
-                "properties": {
-                    "content": {"type": "string", "description": "The message text."},
-                    "channel": {"type": "string", "description": "Target channel, e.g. telegram."},
-                    "chat_id": {"type": "string", "description": "Chat id on that channel."},
-                },
-                "required": ["content"],
-            },
+    schema = function_schema(
+        "message",
+        "Send a message. Without channel it is shown to the user in this conversation. "
+        "With channel and chat_id it is delivered to that chat channel (e.g. telegram, webhook).",
+        {
+            "content": {"type": "string", "description": "The message text."},
+            "channel": {"type": "string", "description": "Target channel, e.g. telegram."},
+            "chat_id": {"type": "string", "description": "Chat id on that channel."},
         },
-    }
+        ["content"],
+    )
 
     def __init__(self, outbox: Outbox) -> None:
         self._outbox = outbox
