@@ -187,7 +187,12 @@ def test_missing_bwrap_is_a_startup_error(tmp_path: Path) -> None:
 
 
 def test_sandbox_none_runs_directly(root: Path) -> None:
-    assert run_exec(root, "echo $$ > pid; cat pid >/dev/null; echo ok", sandbox="none") == "Exit code: 0\nok\n"
+    os.environ["NANOBOT_TEST_SECRET"] = "leak-me"
+    try:
+        result = run_exec(root, "echo $$ > pid; env | grep -c NANOBOT_TEST_SECRET; echo ok", sandbox="none")
+    finally:
+        del os.environ["NANOBOT_TEST_SECRET"]
+    assert result == "Exit code: 0\n0\nok\n"  # the server's environment stays out
     assert int((root / "pid").read_text()) > 2  # a host pid, not a sandbox's
 
 

@@ -114,7 +114,7 @@ class ExecTool:
             self._slots = asyncio.Semaphore(MAX_PROCESSES)
         async with self._slots:
             try:
-                return await self._run(self._argv(command, root, cwd), cwd)
+                return await self._run(self._argv(command, root, cwd), root, cwd)
             finally:
                 self.ws.changed()  # the command may have written anything in the workspace
 
@@ -144,8 +144,9 @@ class ExecTool:
             argv += ["--setenv", key, value]
         return argv + ["--chdir", cwd, "--", "bash", "-c", command]
 
-    async def _run(self, argv: list[str], cwd: str) -> str:
-        env = None if self.bwrap else {**os.environ, **_SANDBOX_ENV}
+    async def _run(self, argv: list[str], root: str, cwd: str) -> str:
+        # Unsandboxed commands get the same clean environment (no provider keys).
+        env = None if self.bwrap else {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": root, **_SANDBOX_ENV}
         if self.nice:
             argv = [self.nice, "-n", str(NICE), *argv]
         try:
