@@ -21,6 +21,7 @@ from typing import Any, Union
 import yaml
 
 from nanobot.files.limits import FileLimits
+from nanobot.redact import public_url, strip_userinfo
 
 
 class ConfigError(Exception):
@@ -380,11 +381,20 @@ def to_public_dict(config: Config) -> dict[str, Any]:
         if dataclasses.is_dataclass(obj):
             return {_camel(f.name): walk(getattr(obj, f.name), f.name) for f in dataclasses.fields(obj)}
         if isinstance(obj, dict):
-            return {k: ("***" if key in ("headers", "extra_headers") and v else walk(v, k)) for k, v in obj.items()}
+            return {k: ("***" if key in _SECRET_MAPS and v else walk(v, k)) for k, v in obj.items()}
         if isinstance(obj, list):
             return [walk(v) for v in obj]
         if key in ("api_key", "token") and obj:
             return "***"
+        if key in ("url", "api_base") and obj:
+            return strip_userinfo(obj)
         return obj
 
-    return walk(config)
+    public = walk(config)
+    if config.channels.webhook.url:  # its path is as good as a token
+        public["channels"]["webhook"]["url"] = public_url(config.channels.webhook.url) + "/***"
+    return public
+
+
+# Maps whose every value is a secret.
+_SECRET_MAPS = ("headers", "extra_headers", "env")

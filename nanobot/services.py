@@ -20,12 +20,13 @@ from nanobot.outbound.sqlite_outbox import SqliteOutbox
 from nanobot.providers.base import Provider
 from nanobot.providers.echo import EchoProvider
 from nanobot.providers.openai_compat import OpenAICompatProvider
+from nanobot.redact import Redactor
 from nanobot.sessions.locks import SessionLocks, SessionOrdering, SharedSessionLocks
 from nanobot.sessions.store import SqliteSessionStore
 from nanobot.storage.db import Database
 
 
-def make_provider(config: Config) -> Provider:
+def make_provider(config: Config, redact: Redactor | None = None) -> Provider:
     defaults = config.agents.defaults
     if defaults.provider == "echo":
         return EchoProvider(defaults.model)
@@ -34,6 +35,7 @@ def make_provider(config: Config) -> Provider:
         config.providers[defaults.provider],
         defaults,
         pool_size=max(100, config.api.max_concurrent_requests),
+        redact=redact,
     )
 
 
@@ -58,13 +60,15 @@ class Services:
     extractor: Extractor
     agent: AgentLoop
     metrics: Metrics
+    redact: Redactor  # every configured secret out of client-visible text
 
     @classmethod
     def build(cls, config: Config) -> "Services":
         workspace = config.workspace
         workspace.mkdir(parents=True, exist_ok=True)
         db = Database(workspace / "nanobot.db")
-        provider = make_provider(config)
+        redact = Redactor.from_config(config)
+        provider = make_provider(config, redact)
         # The cache only has to cover the window sent to the LLM; 1024 recent
         # sessions of ~60 messages bound it to tens of MB.
         history = config.agents.defaults.max_history_messages
@@ -86,6 +90,7 @@ class Services:
             extractor=Extractor(config.api.files.limits()),
             agent=AgentLoop(provider, sessions, tools, config.agents.defaults),
             metrics=Metrics(),
+            redact=redact,
         )
 
     @property
