@@ -24,6 +24,7 @@ from nanobot.redact import Redactor
 from nanobot.sessions.locks import SessionLocks, SessionOrdering, SharedSessionLocks
 from nanobot.sessions.store import SqliteSessionStore
 from nanobot.storage.db import Database
+from nanobot.storage.private import private_dir
 
 
 def make_provider(config: Config, redact: Redactor | None = None) -> Provider:
@@ -65,7 +66,7 @@ class Services:
     @classmethod
     def build(cls, config: Config) -> "Services":
         workspace = config.workspace
-        workspace.mkdir(parents=True, exist_ok=True)
+        private_dir(workspace)
         db = Database(workspace / "nanobot.db")
         redact = Redactor.from_config(config)
         provider = make_provider(config, redact)
