@@ -102,6 +102,7 @@ class ApiConfig:
     body_timeout: float = 60.0  # the whole request body
     shutdown_grace: float = 10.0  # SIGTERM: how long in-flight requests may finish
     workers: int = 1  # serving processes sharing the port
+    history_cache_bytes: int = 64 * 1024 * 1024  # recent sessions' history kept in memory (0: none)
     files: FilesConfig = field(default_factory=FilesConfig)
 
 
@@ -248,6 +249,8 @@ class Config:
         for path, value in positive.items():
             if value <= 0:
                 raise ConfigError(f"{path}: must be positive")
+        if api.history_cache_bytes < 0:
+            raise ConfigError("api.historyCacheBytes: must not be negative")
         if d.max_history_messages < 0:
             raise ConfigError("agents.defaults.maxHistoryMessages: must not be negative")
 

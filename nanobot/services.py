@@ -70,14 +70,16 @@ class Services:
         db = Database(workspace / "nanobot.db")
         redact = Redactor.from_config(config)
         provider = make_provider(config, redact)
-        # The cache only has to cover the window sent to the LLM; 1024 recent
-        # sessions of ~60 messages bound it to tens of MB.
+        # The cache only has to cover the window sent to the LLM, and is
+        # bounded in bytes (api.historyCacheBytes), not sessions.
         history = config.agents.defaults.max_history_messages
         # With several workers a turn may run in any of them: the lock is
         # shared through a file, and a cached window is trusted only while
         # its session's version there has not moved.
         shared = SharedSessionLocks(workspace / "sessions.lock") if config.api.workers > 1 else None
-        sessions = SqliteSessionStore(db, cache_sessions=1024, cache_messages=max(16, history + 8), versions=shared)
+        sessions = SqliteSessionStore(
+            db, cache_bytes=config.api.history_cache_bytes, cache_messages=max(16, history + 8), versions=shared
+        )
         locks: SessionOrdering = shared if shared is not None else SessionLocks()
         outbox = SqliteOutbox(db, config.channels)
         tools = ToolRegistry([MessageTool(outbox)])
