@@ -249,6 +249,8 @@ class Config:
         for path, value in positive.items():
             if value <= 0:
                 raise ConfigError(f"{path}: must be positive")
+        if files.retention_days < 0:
+            raise ConfigError("api.files.retentionDays: must not be negative (0 keeps uploads)")
         if api.history_cache_bytes < 0:
             raise ConfigError("api.historyCacheBytes: must not be negative")
         if d.max_history_messages < 0:

@@ -10,11 +10,13 @@ import asyncio
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 from nanobot.agent.loop import AgentLoop
 from nanobot.agent.tools import MessageTool, ToolRegistry
 from nanobot.config import Config
 from nanobot.files.pool import Extractor
+from nanobot.files.retention import UploadCleaner
 from nanobot.metrics import Metrics
 from nanobot.outbound.sqlite_outbox import SqliteOutbox
 from nanobot.providers.base import Provider
@@ -41,6 +43,7 @@ def make_provider(config: Config, redact: Redactor | None = None) -> Provider:
 
 
 CPU_THREADS = 4
+MEDIA_DIR = Path("media") / "api"  # uploads, under the workspace
 
 
 async def prestart_threads(executor: ThreadPoolExecutor, count: int) -> None:
@@ -62,6 +65,7 @@ class Services:
     agent: AgentLoop
     metrics: Metrics
     redact: Redactor  # every configured secret out of client-visible text
+    cleaner: UploadCleaner
 
     @classmethod
     def build(cls, config: Config) -> "Services":
@@ -94,11 +98,12 @@ class Services:
             agent=AgentLoop(provider, sessions, tools, config.agents.defaults),
             metrics=Metrics(),
             redact=redact,
+            cleaner=UploadCleaner(workspace / MEDIA_DIR, config.api.files.retention_days),
         )
 
     @property
-    def media_dir(self):
-        return self.config.workspace / "media" / "api"
+    def media_dir(self) -> Path:
+        return self.config.workspace / MEDIA_DIR
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -110,8 +115,10 @@ class Services:
         await prestart_threads(executor, CPU_THREADS)
         await self.extractor.warm()
         await self.outbox.start()
+        self.cleaner.start()
 
     async def close(self) -> None:
+        await self.cleaner.close()
         await self.outbox.close()
         await self.extractor.close()
         await self.provider.close()
