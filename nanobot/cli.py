@@ -52,15 +52,22 @@ def _serve(args: argparse.Namespace) -> int:
         run_event_loop(serve(config, verbose=args.verbose))
         return 0
     from nanobot.server.workers import run_workers
+    from nanobot.services import lock_path
+    from nanobot.sessions.locks import open_lock_file
+    from nanobot.storage.private import private_dir
 
     Pipeline.from_names(config.pipeline.stages)  # config errors once, before forking
+    # Opened once, here: every worker, and any forked later to replace one,
+    # locks this inode even if the path is deleted or replaced meanwhile.
+    private_dir(config.workspace)
+    lock_fd = open_lock_file(lock_path(config))
     shards = listen_per_worker(config, config.api.workers)
 
     def serve_one(index: int, ready: Callable[[], None]) -> None:
         mine = shards[index]
         for sock in {s for shard in shards for s in shard} - set(mine):
             sock.close()  # a worker holding another's socket would keep it open after that one died
-        run_event_loop(serve(config, verbose=args.verbose, sockets=mine, ready=ready))
+        run_event_loop(serve(config, verbose=args.verbose, sockets=mine, ready=ready, lock_fd=lock_fd))
 
     return run_workers(
         config.api.workers,

@@ -23,7 +23,7 @@ from nanobot.providers.base import Provider
 from nanobot.providers.echo import EchoProvider
 from nanobot.providers.openai_compat import OpenAICompatProvider
 from nanobot.redact import Redactor
-from nanobot.sessions.locks import SessionLocks, SessionOrdering, SharedSessionLocks
+from nanobot.sessions.locks import SessionLocks, SessionOrdering, SharedSessionLocks, open_lock_file
 from nanobot.sessions.store import SqliteSessionStore
 from nanobot.storage.db import Database
 from nanobot.storage.private import private_dir
@@ -40,6 +40,11 @@ def make_provider(config: Config, redact: Redactor | None = None) -> Provider:
         pool_size=max(100, config.api.max_concurrent_requests),
         redact=redact,
     )
+
+
+def lock_path(config: Config) -> Path:
+    """Where the workers of one server share their session locks."""
+    return config.workspace / "sessions.lock"
 
 
 CPU_THREADS = 4
@@ -68,7 +73,8 @@ class Services:
     cleaner: UploadCleaner
 
     @classmethod
-    def build(cls, config: Config) -> "Services":
+    def build(cls, config: Config, lock_fd: int | None = None) -> "Services":
+        """``lock_fd``: with several workers, the session lock file their parent opened."""
         workspace = config.workspace
         private_dir(workspace)
         db = Database(workspace / "nanobot.db")
@@ -80,7 +86,9 @@ class Services:
         # With several workers a turn may run in any of them: the lock is
         # shared through a file, and a cached window is trusted only while
         # its session's version there has not moved.
-        shared = SharedSessionLocks(workspace / "sessions.lock") if config.api.workers > 1 else None
+        shared = None
+        if config.api.workers > 1:
+            shared = SharedSessionLocks(lock_fd if lock_fd is not None else open_lock_file(lock_path(config)))
         sessions = SqliteSessionStore(
             db, cache_bytes=config.api.history_cache_bytes, cache_messages=max(16, history + 8), versions=shared
         )
