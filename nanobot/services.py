@@ -23,7 +23,7 @@ from nanobot.providers.base import Provider
 from nanobot.providers.echo import EchoProvider
 from nanobot.providers.openai_compat import OpenAICompatProvider
 from nanobot.redact import Redactor
-from nanobot.sessions.locks import SessionLocks, SessionOrdering, SharedSessionLocks, open_lock_file
+from nanobot.sessions.locks import SessionLocks, SessionOrdering, SharedSessionLocks
 from nanobot.sessions.store import SqliteSessionStore
 from nanobot.storage.db import Database
 from nanobot.storage.private import private_dir
@@ -88,7 +88,7 @@ class Services:
         # its session's version there has not moved.
         shared = None
         if config.api.workers > 1:
-            shared = SharedSessionLocks(lock_fd if lock_fd is not None else open_lock_file(lock_path(config)))
+            shared = SharedSessionLocks(lock_fd if lock_fd is not None else lock_path(config))
         sessions = SqliteSessionStore(
             db, cache_bytes=config.api.history_cache_bytes, cache_messages=max(16, history + 8), versions=shared
         )

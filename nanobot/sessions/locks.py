@@ -100,14 +100,15 @@ class SharedSessionLocks:
 
     SLOTS = 1 << 16  # two keys share a byte about once per 65,536 pairs
 
-    def __init__(self, fd: int) -> None:
-        """``fd``: the lock file (:func:`open_lock_file`), opened once by the
-        parent of the workers, so that every worker, a replacement forked
-        after the path was deleted or replaced included, locks one inode."""
+    def __init__(self, lock: int | Path) -> None:
+        """``lock``: the lock file's path, or a descriptor of it (:func:`open_lock_file`)
+        opened once by the parent of the workers, so that every worker, a
+        replacement forked after the path was deleted or replaced included,
+        locks one inode."""
         self._local = SessionLocks()
         # Kept open for the life of the process: closing any descriptor of
         # the file would drop every record lock the process holds on it.
-        self._fd = fd
+        self._fd = lock if isinstance(lock, int) else open_lock_file(lock)
         self._held: dict[int, int] = {}
 
     def __len__(self) -> int:
