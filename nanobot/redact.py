@@ -172,7 +172,11 @@ class RedactingFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if not self._redact:
             return True
-        record.msg = self._redact(record.getMessage())
+        try:
+            message = record.getMessage()
+        except Exception:  # arguments that do not fit the format: keep both, redacted
+            message = f"{record.msg} {record.args!r}"
+        record.msg = self._redact(message)
         record.args = None
         if record.exc_info and not record.exc_text:
             record.exc_text = self._formatter.formatException(record.exc_info)
