@@ -139,9 +139,7 @@ class BaseHandler(web.RequestHandler):
 
     def _redacted(self, err: ApiError) -> ApiError:
         """``err`` with no configured secret in its message: every error a client sees passes here."""
-        message = self.services.redact(err.message)
-        if message != err.message:
-            err.message = message
+        err.message = self.services.redact(err.message)
         return err
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
