@@ -329,4 +329,6 @@ without a key; another method on a known route is a 405
 (`#/components/responses/MethodNotAllowed`, with `Allow`), before any key or `Origin` check.
 A request whose `Origin` is neither the server's own nor in `api.corsOrigins` is refused (403)
 before its body is read, with or without a key. Multipart bodies hold at most 100 parts.
+A request line and header block over 64 KiB is answered 431 (`invalid_request_error`, code
+`headers_too_large`) on any route, and the connection is closed.
 """
