@@ -149,6 +149,8 @@ def _validate_form(ctx: RequestContext, form: dict[str, list[str]]) -> None:
     if not ctx.files and not (message and message.strip()):
         raise InvalidRequest("Send a 'message' field, one or more 'files', or both.", param="message")
     ctx.text = message if message and message.strip() else DEFAULT_FILE_PROMPT
+    if ctx.services.config.api.client_history == "use":
+        ctx.client_history = []  # the request is the whole conversation: one message
     _check_model(ctx, _field(form, "model"))
     ctx.session_id = _check_session_id(_field(form, "session_id") or None)
     stream = (_field(form, "stream") or "").strip().lower()

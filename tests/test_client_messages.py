@@ -176,6 +176,10 @@ def test_use_sends_the_clients_conversation_and_keeps_no_history(use_server, ups
                                             messages=[{"role": "user", "content": "alone"}])
     assert "".join(c.choices[0].delta.content or "" for c in stream) == "You said: alone"
     assert [m["role"] for m in sent(upstream)] == ["system", "user"]
+    # A multipart request is a conversation of its one message.
+    r = requests.post(use_server.url + CHAT, data={"message": "form", "session_id": sid}, timeout=30,
+                      files={"files": ("n.txt", b"notes")})
+    assert r.status_code == 200 and [m["role"] for m in sent(upstream)] == ["system", "user"]
     assert stored(use_server, sid) == []
 
 
