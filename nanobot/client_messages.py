@@ -123,7 +123,7 @@ def read_messages(messages: Any, client_history: str, client_system: str) -> Mes
         return MessageList(turn=users[-1], instructions=instructions)
     if chat[-1] != users[-1]:
         raise InvalidRequest(
-            f"messages holds {_summary(roles)} and ends with a {roles[chat[-1]]} message: with "
+            f"messages holds {_summary(roles)} and ends with a message of role {roles[chat[-1]]}: with "
             'api.clientHistory "use" the conversation must end with the user message this turn answers.',
             param=f"messages[{chat[-1]}]",
         )

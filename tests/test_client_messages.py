@@ -185,7 +185,7 @@ def test_use_sends_the_clients_conversation_and_keeps_no_history(use_server, ups
 
 @pytest.mark.parametrize("messages, param, words", [
     ([{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}], "messages[1]",
-     "ends with a assistant message"),
+     "ends with a message of role assistant"),
     ([{"role": "user", "content": "a"}, {"role": "tool", "tool_call_id": "c1", "content": "r"},
       {"role": "user", "content": "b"}], "messages[1].tool_call_id", "must answer a tool call"),
     ([{"role": "assistant", "content": None, "tool_calls": [
