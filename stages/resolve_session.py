@@ -2,9 +2,9 @@
 
 Holding the per-session lock until the request ends makes turns on one
 session run one at a time, in arrival order (with ``api.clientHistory``
-"use" too: the session still scopes ordering, though its history is not read). The wait counts against
-``api.timeout`` (the handler's deadline), so a stalled turn cannot hold a
-session's queue forever.
+"use" too: the session still scopes ordering, though its history is not
+read). The wait counts against ``api.timeout`` (the handler's deadline), so
+a stalled turn cannot hold a session's queue forever.
 """
 
 from __future__ import annotations
