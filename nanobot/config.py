@@ -222,7 +222,7 @@ class Config:
                 f"agents.defaults.provider: unknown provider {d.provider!r} (known: {known})"
             )
         choices = {
-            "api.clientHistory": (self.api.client_history, ("reject", "ignore")),
+            "api.clientHistory": (self.api.client_history, ("reject", "ignore", "use")),
             "api.clientSystem": (self.api.client_system, ("append", "ignore", "reject")),
             "tools.workspaceScope": (self.tools.workspace_scope, ("shared", "session")),
             "tools.exec.sandbox": (self.tools.exec.sandbox, ("bwrap", "none")),

@@ -40,6 +40,11 @@ class Metrics:
             buckets=_LATENCY_BUCKETS, registry=r,
         )
         self.tokens = Counter("nanobot_streamed_deltas", "Content deltas sent over SSE.", registry=r)
+        self.completion_tokens = Counter(
+            "nanobot_completion_tokens",
+            "Completion tokens streamed to clients, as the provider counted them (deltas when it reports none).",
+            registry=r,
+        )
         self.upstream_errors = Counter(
             "nanobot_upstream_errors", "Failed LLM calls by kind.", ["kind"], registry=r
         )

@@ -50,6 +50,8 @@ def test_metrics(make_server, upstream):
     assert sample(text, "nanobot_http_requests_total", route="/v1/chat/completions", status="502") == 1
     assert sample(text, "nanobot_upstream_errors_total", kind="upstream_status") == 1
     assert sample(text, "nanobot_streamed_deltas_total") >= 3
+    # "You said: hello metrics": the one stream's completion tokens, as the upstream counted them.
+    assert sample(text, "nanobot_completion_tokens_total") == 4
     assert sample(text, "nanobot_time_to_first_token_seconds_count") == 1
     assert sample(text, "nanobot_extraction_seconds_count", kind="docx") == 1
     assert sample(text, "nanobot_outbox_rows", channel="webhook", state="undeliverable") == 1

@@ -11,11 +11,11 @@ import sys
 from typing import Any, Callable
 
 from tornado import web
-from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
 from nanobot.config import Config, ConfigError
 from nanobot.pipeline import Pipeline
+from nanobot.server.connection import MAX_HEADER_BYTES, ApiHTTPServer
 from nanobot.server.guards import ConcurrencyGate, KeyCheck, OriginPolicy
 from nanobot.server.page import STATIC_DIR, ChatPageHandler, PageAssetHandler
 from nanobot.server.handlers import (
@@ -139,9 +139,10 @@ async def serve(
     app = make_app(services, pipeline, verbose)
     # Body limits are enforced by the handlers (to answer 413 in JSON); Tornado's
     # own cap only guards against bodies far past them.
-    server = HTTPServer(
+    server = ApiHTTPServer(
         app,
         max_body_size=config.api.max_body_bytes + 1024 * 1024,
+        max_header_size=MAX_HEADER_BYTES,  # past it: 431 (see connection.py)
         # Tornado's one idle timeout also bounds the wait for a request's
         # headers: a client that never finishes them is cut off after it.
         idle_connection_timeout=config.api.header_timeout,
