@@ -30,7 +30,8 @@ class RequestFailed(Exception):
 class Response:
     """What one request produced; stream figures are filled for SSE bodies."""
 
-    __slots__ = ("status", "body", "t0", "t_end", "ttft", "gaps", "tokens", "done", "sse_error", "_sse", "_last")
+    __slots__ = ("status", "body", "t0", "t_end", "ttft", "gaps", "tokens", "completion_tokens", "done", "sse_error",
+                 "_sse", "_last")
 
     def __init__(self, t0: float, stream: bool) -> None:
         self.status = 0
@@ -39,7 +40,8 @@ class Response:
         self.t_end = 0.0
         self.ttft: float | None = None
         self.gaps: list[float] = []
-        self.tokens = 0
+        self.tokens = 0  # content deltas (a word each from the scripted upstream)
+        self.completion_tokens = 0  # from the stream's usage chunk
         self.done = False
         self.sse_error: str | None = None
         self._sse: bytearray | None = bytearray() if stream else None
@@ -80,6 +82,9 @@ class Response:
             kind = error.get("type") if isinstance(error, dict) else None
             self.sse_error = f"SSE error frame: {kind or error}"
             return
+        usage = obj.get("usage")
+        if isinstance(usage, dict):
+            self.completion_tokens += int(usage.get("completion_tokens") or 0)
         choices = obj.get("choices")
         if not choices:
             return

@@ -74,6 +74,7 @@ class Tally:
     completed: int = 0
     done: int = 0
     tokens: int = 0
+    completion_tokens: int = 0
     reconnects: int = 0
     statuses: Counter[int] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
@@ -167,6 +168,7 @@ class Runner:
             return
         if self.spec.stream:
             tally.tokens += resp.tokens
+            tally.completion_tokens += resp.completion_tokens
             if resp.ttft is not None:
                 tally.ttft.append(resp.ttft)
             tally.gaps.extend(resp.gaps)
@@ -208,6 +210,7 @@ class Runner:
             "completed": t.completed,
             "done": t.done,
             "tokens": t.tokens,
+            "completion_tokens": t.completion_tokens,
             "errors": sum(t.errors.values()),
             "error_counts": dict(t.errors),
             "error_samples": t.error_samples,

@@ -4,7 +4,10 @@ Percentiles use the nearest-rank method on all samples of a target (merged
 across load generator processes and rounds). Throughput divides by the
 `active` time (first request sent to last response received). CPU figures are
 the measured process tree's CPU seconds over the run divided by completed
-requests (turns) or by streamed content chunks (tokens).
+requests (turns) or by streamed content chunks (tokens). Streams show two
+rates: content deltas per second (`words/s`: the scripted upstream sends a
+word per delta) and completion tokens per second as the usage chunk counts
+them (`streamed tokens/s`).
 """
 
 from __future__ import annotations
@@ -42,6 +45,8 @@ def summarize(raws: list[dict[str, Any]], clients: int) -> dict[str, Any]:
         for key, text in lg["error_samples"].items():
             samples.setdefault(key, text)
     completed, tokens = total("completed"), total("tokens")
+    # Completion tokens as the streams' usage chunks count them.
+    streamed = sum(lg.get("completion_tokens", 0) for lg in lgs)
     cpu = sum(raw["cpu"] for raw in raws) if all(raw["cpu"] is not None for raw in raws) else None
     up_cpu = [raw["upstream_cpu"] for raw in raws if raw.get("upstream_cpu") is not None]
     main = [raw["cpu_main"] for raw in raws if raw.get("cpu_main") is not None]
@@ -64,7 +69,9 @@ def summarize(raws: list[dict[str, Any]], clients: int) -> dict[str, Any]:
         "ttft_p99_ms": _ms(pct(ttft, 0.99)),
         "gap_p50_ms": _ms(pct(gaps, 0.5)),
         "gap_p99_ms": _ms(pct(gaps, 0.99)),
-        "tokens_per_s": round(tokens / active, 1) if active and tokens else None,
+        "tokens_per_s": round(tokens / active, 1) if active and tokens else None,  # content deltas (words)
+        "completion_tokens": streamed,
+        "streamed_tokens_per_s": round(streamed / active, 1) if active and streamed else None,
         "cpu_s": None if cpu is None else round(cpu, 3),
         "cpu_per_req_us": round(cpu / completed * 1e6, 1) if cpu and completed else None,
         "cpu_per_token_us": round(cpu / tokens * 1e6, 2) if cpu and tokens else None,
@@ -95,7 +102,8 @@ def summarize(raws: list[dict[str, Any]], clients: int) -> dict[str, Any]:
     return out
 
 
-RATIO_KEYS = ("rps", "latency_p50_ms", "latency_p99_ms", "ttft_p50_ms", "ttft_p99_ms", "gap_p50_ms", "gap_p99_ms", "tokens_per_s")
+RATIO_KEYS = ("rps", "latency_p50_ms", "latency_p99_ms", "ttft_p50_ms", "ttft_p99_ms", "gap_p50_ms", "gap_p99_ms", "tokens_per_s",
+              "streamed_tokens_per_s")
 
 
 def ratios(results: dict[str, dict[str, Any]], base: str = "direct") -> dict[str, dict[str, float | None]]:
@@ -170,7 +178,7 @@ COLUMNS = (
     ("scenario", None), ("target", None), ("ok", None), ("err", None), ("done", None),
     ("req/s", "rps"), ("lat50", "latency_p50_ms"), ("lat99", "latency_p99_ms"),
     ("ttft50", "ttft_p50_ms"), ("ttft99", "ttft_p99_ms"), ("gap50", "gap_p50_ms"), ("gap99", "gap_p99_ms"),
-    ("tok/s", "tokens_per_s"), ("cpu s", "cpu_s"), ("us/req", "cpu_per_req_us"), ("us/tok", "cpu_per_token_us"),
+    ("words/s", "tokens_per_s"), ("streamed tokens/s", "streamed_tokens_per_s"), ("cpu s", "cpu_s"), ("us/req", "cpu_per_req_us"), ("us/tok", "cpu_per_token_us"),
     ("rss MB b/p/a", None), ("lg cpu%", None),
 )
 
@@ -179,7 +187,7 @@ def _row(scenario: str, target: str, m: dict[str, Any]) -> list[str]:
     cells = [scenario, target, _fmt(m.get("completed")), _fmt(m.get("errors"))]
     done = m.get("streams_done")
     cells.append("-" if done is None else f"{done}/{m.get('streams_started')}")
-    for _, key in COLUMNS[5:16]:
+    for _, key in COLUMNS[5:17]:
         value = m.get(key)
         cells.append(_fmt(value, 2 if key in ("cpu_per_token_us", "cpu_s") else 1))
     if "rss_before_mb" in m:
@@ -192,7 +200,7 @@ def _row(scenario: str, target: str, m: dict[str, Any]) -> list[str]:
 
 def _ratio_row(scenario: str, label: str, r: dict[str, float | None]) -> list[str]:
     cells = [scenario, label, "", "", ""]
-    for _, key in COLUMNS[5:13]:
+    for _, key in COLUMNS[5:14]:
         value = r.get(key) if key else None
         cells.append("" if value is None else f"x{value:.2f}")
     return cells + [""] * 5

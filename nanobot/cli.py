@@ -52,23 +52,27 @@ def _serve(args: argparse.Namespace) -> int:
     from nanobot.server.app import announce, listen_per_worker, serve
 
     config = _load(args)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    _configure_logging(config, logging.INFO if args.verbose else logging.WARNING)
     if config.api.workers == 1:
         run_event_loop(serve(config, verbose=args.verbose))
         return 0
     from nanobot.server.workers import run_workers
+    from nanobot.services import lock_path
+    from nanobot.sessions.locks import open_lock_file
+    from nanobot.storage.private import private_dir
 
     Pipeline.from_names(config.pipeline.stages)  # config errors once, before forking
+    # Opened once, here: every worker, and any forked later to replace one,
+    # locks this inode even if the path is deleted or replaced meanwhile.
+    private_dir(config.workspace)
+    lock_fd = open_lock_file(lock_path(config))
     shards = listen_per_worker(config, config.api.workers)
 
     def serve_one(index: int, ready: Callable[[], None]) -> None:
         mine = shards[index]
         for sock in {s for shard in shards for s in shard} - set(mine):
             sock.close()  # a worker holding another's socket would keep it open after that one died
-        run_event_loop(serve(config, verbose=args.verbose, sockets=mine, ready=ready))
+        run_event_loop(serve(config, verbose=args.verbose, sockets=mine, ready=ready, lock_fd=lock_fd))
 
     return run_workers(
         config.api.workers,
@@ -78,10 +82,19 @@ def _serve(args: argparse.Namespace) -> int:
     )
 
 
+def _configure_logging(config: Config, level: int) -> None:
+    """Log to stderr, every record stripped of the config's secrets."""
+    from nanobot.redact import Redactor, install_log_redaction
+
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    install_log_redaction(Redactor.from_config(config))
+
+
 def _agent(args: argparse.Namespace) -> int:
     from nanobot.cli_agent import agent_main
 
     config = _load(args)
+    _configure_logging(config, logging.WARNING)
     files = [Path(f) for f in args.file]
     return asyncio.run(agent_main(config, args.message, args.session, files))
 
@@ -89,6 +102,7 @@ def _agent(args: argparse.Namespace) -> int:
 def _config_check(args: argparse.Namespace) -> int:
     from nanobot.config import find_config_path, to_public_dict
     from nanobot.pipeline import Pipeline
+    from nanobot.redact import Redactor
     from nanobot.server.app import check_bind
 
     config = _load(args)
@@ -99,12 +113,14 @@ def _config_check(args: argparse.Namespace) -> int:
     from nanobot.tools import enabled_tool_names
 
     print(f"# tools: {', '.join(enabled_tool_names(config))}", file=sys.stderr)
-    print(json.dumps(to_public_dict(config), indent=2))
+    # Masked field by field; the redactor then catches a secret repeated elsewhere.
+    print(Redactor.from_config(config)(json.dumps(to_public_dict(config), indent=2)))
     return 0
 
 
 def _outbox(args: argparse.Namespace) -> int:
     from nanobot.outbound.sqlite_outbox import SqliteOutbox
+    from nanobot.redact import Redactor
     from nanobot.storage.db import Database
 
     config = _load(args, tools=False)
@@ -123,6 +139,7 @@ def _outbox(args: argparse.Namespace) -> int:
             db.close()
 
     found = asyncio.run(rows())
+    redact = Redactor.from_config(config)
     if not found:
         print("outbox: nothing queued or failed" if not args.all else "outbox is empty")
         return 0
@@ -130,7 +147,7 @@ def _outbox(args: argparse.Namespace) -> int:
     for r in found:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.updated))
         preview = r.content.replace("\n", " ")[:40]
-        extra = f"  ({r.last_error})" if r.last_error else ""
+        extra = f"  ({redact(r.last_error)})" if r.last_error else ""  # rows older versions wrote
         print(f"{r.id:>6}  {r.state:<13} {r.channel:<9} {r.chat_id:<16} {r.attempts:>5}  {when}  {preview}{extra}")
     return 0
 

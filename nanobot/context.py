@@ -78,6 +78,8 @@ class RequestContext:
     include_usage: bool = False
     include_tool_events: bool = False
     session_id: str | None = None
+    instructions: str | None = None  # the client's system/developer text (api.clientSystem "append")
+    client_history: list[dict[str, Any]] | None = None  # api.clientHistory "use": the client's conversation
     text: str = ""
     files: list[IncomingFile] = field(default_factory=list)
     # extract_files

@@ -18,6 +18,7 @@ ERROR_TYPES: dict[int, str] = {
     405: "invalid_request_error",
     413: "request_too_large",
     415: "unsupported_media_type",
+    431: "invalid_request_error",
     422: "unprocessable_file",
     502: "upstream_error",
     503: "overloaded_error",

@@ -10,23 +10,27 @@ import asyncio
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 from nanobot.agent.context import WorkspaceContext
 from nanobot.agent.loop import DEFAULT_SYSTEM_PROMPT, AgentLoop
 from nanobot.config import Config
 from nanobot.files.pool import Extractor
+from nanobot.files.retention import UploadCleaner
 from nanobot.metrics import Metrics
 from nanobot.outbound.sqlite_outbox import SqliteOutbox
 from nanobot.providers.base import Provider
 from nanobot.providers.echo import EchoProvider
 from nanobot.providers.openai_compat import OpenAICompatProvider
+from nanobot.redact import Redactor
 from nanobot.sessions.locks import SessionLocks, SessionOrdering, SharedSessionLocks
 from nanobot.sessions.store import SqliteSessionStore
 from nanobot.storage.db import Database
+from nanobot.storage.private import private_dir
 from nanobot.tools import build_registry, build_tools, workspace_of
 
 
-def make_provider(config: Config) -> Provider:
+def make_provider(config: Config, redact: Redactor | None = None) -> Provider:
     defaults = config.agents.defaults
     if defaults.provider == "echo":
         return EchoProvider(defaults.model)
@@ -35,10 +39,17 @@ def make_provider(config: Config) -> Provider:
         config.providers[defaults.provider],
         defaults,
         pool_size=max(100, config.api.max_concurrent_requests),
+        redact=redact,
     )
 
 
+def lock_path(config: Config) -> Path:
+    """Where the workers of one server share their session locks."""
+    return config.workspace / "sessions.lock"
+
+
 CPU_THREADS = 4
+MEDIA_DIR = Path("media") / "api"  # uploads, under the workspace
 
 
 async def prestart_threads(executor: ThreadPoolExecutor, count: int) -> None:
@@ -59,21 +70,29 @@ class Services:
     extractor: Extractor
     agent: AgentLoop
     metrics: Metrics
+    redact: Redactor  # every configured secret out of client-visible text
+    cleaner: UploadCleaner
 
     @classmethod
-    def build(cls, config: Config) -> "Services":
+    def build(cls, config: Config, lock_fd: int | None = None) -> "Services":
+        """``lock_fd``: with several workers, the session lock file their parent opened."""
         workspace = config.workspace
-        workspace.mkdir(parents=True, exist_ok=True)
+        private_dir(workspace)
         db = Database(workspace / "nanobot.db")
-        provider = make_provider(config)
-        # The cache only has to cover the window sent to the LLM; 1024 recent
-        # sessions of ~60 messages bound it to tens of MB.
+        redact = Redactor.from_config(config)
+        provider = make_provider(config, redact)
+        # The cache only has to cover the window sent to the LLM, and is
+        # bounded in bytes (api.historyCacheBytes), not sessions.
         history = config.agents.defaults.max_history_messages
         # With several workers a turn may run in any of them: the lock is
         # shared through a file, and a cached window is trusted only while
         # its session's version there has not moved.
-        shared = SharedSessionLocks(workspace / "sessions.lock") if config.api.workers > 1 else None
-        sessions = SqliteSessionStore(db, cache_sessions=1024, cache_messages=max(16, history + 8), versions=shared)
+        shared = None
+        if config.api.workers > 1:
+            shared = SharedSessionLocks(lock_fd if lock_fd is not None else lock_path(config))
+        sessions = SqliteSessionStore(
+            db, cache_bytes=config.api.history_cache_bytes, cache_messages=max(16, history + 8), versions=shared
+        )
         locks: SessionOrdering = shared if shared is not None else SessionLocks()
         outbox = SqliteOutbox(db, config.channels)
         extractor = Extractor(config.api.files.limits())
@@ -94,11 +113,13 @@ class Services:
             extractor=extractor,
             agent=AgentLoop(provider, sessions, tools, config.agents.defaults, context),
             metrics=Metrics(),
+            redact=redact,
+            cleaner=UploadCleaner(workspace / MEDIA_DIR, config.api.files.retention_days),
         )
 
     @property
-    def media_dir(self):
-        return self.config.workspace / "media" / "api"
+    def media_dir(self) -> Path:
+        return self.config.workspace / MEDIA_DIR
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -110,8 +131,10 @@ class Services:
         await prestart_threads(executor, CPU_THREADS)
         await self.extractor.warm()
         await self.outbox.start()
+        self.cleaner.start()
 
     async def close(self) -> None:
+        await self.cleaner.close()
         await self.outbox.close()
         await self.extractor.close()
         await self.provider.close()

@@ -103,6 +103,7 @@ class Encode:
             heartbeat.stop()
             metrics.open_streams.dec()
             metrics.tokens.inc(deltas)
+            metrics.completion_tokens.inc(usage.completion_tokens or deltas)
         tail = encoder.stop()
         if ctx.include_usage:
             tail += encoder.usage(usage)

@@ -1,9 +1,10 @@
 """resolve_session: the session key, this session's turn slot, and its history.
 
 Holding the per-session lock until the request ends makes turns on one
-session run one at a time, in arrival order. The wait counts against
-``api.timeout`` (the handler's deadline), so a stalled turn cannot hold a
-session's queue forever.
+session run one at a time, in arrival order (with ``api.clientHistory``
+"use" too: the session still scopes ordering, though its history is not
+read). The wait counts against ``api.timeout`` (the handler's deadline), so
+a stalled turn cannot hold a session's queue forever.
 """
 
 from __future__ import annotations
@@ -19,7 +20,11 @@ class ResolveSession:
         ctx.session_key = f"{self.prefix}:{ctx.session_id or 'default'}"
         services = ctx.services
         await ctx.exit_stack.enter_async_context(services.locks.hold(ctx.session_key))
-        ctx.history = await services.agent.history(ctx.session_key)
+        if ctx.client_history is not None:
+            # api.clientHistory "use": the client's conversation, the stored one untouched.
+            ctx.history = ctx.client_history
+        else:
+            ctx.history = await services.agent.history(ctx.session_key)
 
 
 stage = ResolveSession()

@@ -45,6 +45,8 @@ class RunAgent:
             user_for_history=for_history,
             scope=TurnScope(channel=self.channel, chat_id=ctx.session_id or "default", session_key=ctx.session_key),
             incremental=ctx.stream,
+            instructions=ctx.instructions,
+            remember=ctx.client_history is None,
         )
         events = ctx.services.agent.run(turn)
         ctx.exit_stack.push_async_callback(events.aclose)

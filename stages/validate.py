@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from nanobot.client_messages import read_messages
 from nanobot.context import IncomingFile, RequestContext
 from nanobot.errors import InvalidRequest
 
@@ -112,34 +113,14 @@ def _content_parts(content: Any, base: str, ctx: RequestContext) -> None:
     ctx.text = "\n".join(texts)
 
 
-def _pick_message(messages: list[Any], client_history: str) -> tuple[int, dict[str, Any]]:
-    if client_history == "ignore":
-        # Clients that resend the whole conversation: the last user message is the turn.
-        for i in range(len(messages) - 1, -1, -1):
-            m = messages[i]
-            if isinstance(m, dict) and m.get("role") == "user":
-                return i, m
-        raise InvalidRequest("messages must contain a user message.", param="messages")
-    if len(messages) != 1:
-        raise InvalidRequest(
-            "messages must hold exactly one user message: the server keeps the conversation "
-            "history (use session_id to continue a conversation).",
-            param="messages",
-        )
-    return 0, messages[0]
-
-
 def _validate_json(ctx: RequestContext, body: dict[str, Any]) -> None:
+    api = ctx.services.config.api
     messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise InvalidRequest("messages must be a non-empty list.", param="messages")
-    index, message = _pick_message(messages, ctx.services.config.api.client_history)
-    base = f"messages[{index}]"
-    if not isinstance(message, dict):
-        raise InvalidRequest("Each message must be an object.", param=base)
-    if message.get("role") != "user":
-        raise InvalidRequest("The message must have role 'user'.", param=f"{base}.role")
-    _content_parts(message.get("content"), f"{base}.content", ctx)
+    found = read_messages(messages, api.client_history, api.client_system)
+    ctx.instructions = found.instructions
+    ctx.client_history = found.history
+    base = f"messages[{found.turn}]"
+    _content_parts(messages[found.turn].get("content"), f"{base}.content", ctx)
     if not ctx.text.strip():
         if not ctx.files:
             raise InvalidRequest("The message has no text and no file.", param=f"{base}.content")
@@ -168,6 +149,8 @@ def _validate_form(ctx: RequestContext, form: dict[str, list[str]]) -> None:
     if not ctx.files and not (message and message.strip()):
         raise InvalidRequest("Send a 'message' field, one or more 'files', or both.", param="message")
     ctx.text = message if message and message.strip() else DEFAULT_FILE_PROMPT
+    if ctx.services.config.api.client_history == "use":
+        ctx.client_history = []  # the request is the whole conversation: one message
     _check_model(ctx, _field(form, "model"))
     ctx.session_id = _check_session_id(_field(form, "session_id") or None)
     stream = (_field(form, "stream") or "").strip().lower()
@@ -186,10 +169,11 @@ class Validate:
             _validate_form(ctx, ctx.form)
         else:
             raise InvalidRequest("Empty request.")
-        if ctx.session_id is None:
-            header = ctx.headers.get("X-Session-Id")
-            if header and ctx.services.config.api.client_history == "ignore":
-                ctx.session_id = _check_session_id(header, "X-Session-Id")
+        header = ctx.headers.get("X-Session-Id")
+        if header is not None:  # checked even when the body's session_id wins
+            from_header = _check_session_id(header, "X-Session-Id")
+            if ctx.session_id is None:
+                ctx.session_id = from_header
 
 
 stage = Validate()

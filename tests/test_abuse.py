@@ -3,7 +3,7 @@
 Each abuse must be refused quickly, with a clear status, at a bounded cost in
 memory (the server's peak RSS, ``VmHWM``, is read from ``/proc``), and the
 server must go on serving everyone else. Bounds that today's server misses
-were fixed; a header block over Tornado's 64 KiB limit is dropped without a status.
+were fixed; a header block over the 64 KiB limit is answered 431.
 """
 
 from __future__ import annotations
@@ -148,7 +148,8 @@ def test_huge_header_block_is_refused_quickly(server):
         t0 = time.monotonic()
         raw = raw_http(server.port, b"GET /health HTTP/1.1\r\nHost: x\r\n" + block + b"\r\n", timeout=5)
         assert time.monotonic() - t0 < 2
-        assert status_of(raw) in (None, 400, 431), raw[:100]  # today: the connection is dropped
+        # 431; a client still pushing megabytes when the server stops reading may miss it (reset).
+        assert status_of(raw) in ((None, 431) if len(block) > MIB else (431,)), raw[:100]
     # A header block under Tornado's 64 KiB limit is fine.
     r = requests.get(server.url + "/health", headers={f"X-H{i}": "v" * 20 for i in range(1500)}, timeout=5)
     assert r.status_code == 200

@@ -26,6 +26,7 @@ def test_quick_bench_run_reports_sane_figures(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "nonstream-c1" in proc.stdout and "server/direct" in proc.stdout
+    assert "streamed tokens/s" in proc.stdout and "words/s" in proc.stdout
     data = json.loads(out.read_text())
     assert data["failed"] == []
     by_name = {sc["name"]: sc for sc in data["scenarios"]}
@@ -52,6 +53,7 @@ def test_quick_bench_run_reports_sane_figures(tmp_path: Path) -> None:
         assert 0 < m["ttft_p50_ms"] <= m["ttft_p99_ms"]
         assert 10 < m["gap_p50_ms"] < 200  # 20 ms apart upstream
         assert m["tokens_per_s"] > 0
+        assert m["completion_tokens"] == 20 * 100 and m["streamed_tokens_per_s"] > 0
     server = stream["results"]["server"]
     assert server["upstream_cpu_s"] > 0
     assert server["loop_runqueue_wait_ms"] >= 0  # read from the server's own schedstat

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -58,3 +59,28 @@ def test_python_sdk_request_id(agent_server):
     raw = c.chat.completions.with_raw_response.create(model="scripted", messages=[{"role": "user", "content": "rid"}],
                                                        extra_headers={"X-Request-ID": "my-trace-1"})
     assert raw.request_id == "my-trace-1"
+
+
+def test_openai_agents_sdk_with_instructions(agent_server, upstream):
+    """The OpenAI Agents SDK: `Agent(instructions=...)` sends a system message beside the user's."""
+    agents = pytest.importorskip("agents")
+    from agents.models.openai_chatcompletions import OpenAIChatCompletionsModel
+
+    agents.set_tracing_disabled(True)  # no export to a tracing service
+
+    async def run() -> tuple[str, str]:
+        client = openai.AsyncOpenAI(base_url=agent_server.base_url, api_key="unused", max_retries=0)
+        model = OpenAIChatCompletionsModel(model="scripted", openai_client=client)
+        agent = agents.Agent(name="helper", instructions="Answer in one line.", model=model)
+        plain = await agents.Runner.run(agent, "hello from agents")
+        streamed = agents.Runner.run_streamed(agent, "stream from agents")
+        async for _ in streamed.stream_events():
+            pass
+        await client.close()
+        return plain.final_output, streamed.final_output
+
+    upstream.clear()
+    assert asyncio.run(run()) == ("You said: hello from agents", "You said: stream from agents")
+    for request in upstream.requests():
+        system = request["body"]["messages"][0]
+        assert system["role"] == "system" and system["content"].endswith("\n\nAnswer in one line.")

@@ -39,10 +39,15 @@ def configs() -> list[Config]:
     ignore = Config()
     ignore.api.client_history = "ignore"
     ignore.agents.defaults.model = "gpt-x"
-    return [Config(), keyed, ignore]
+    use = Config()
+    use.api.client_history = "use"
+    no_system = Config()
+    no_system.api.client_system = "reject"
+    return [Config(), keyed, ignore, use, no_system]
 
 
-@pytest.mark.parametrize("config", configs(), ids=["default", "keyed", "client-history-ignore"])
+@pytest.mark.parametrize("config", configs(),
+                         ids=["default", "keyed", "client-history-ignore", "client-history-use", "no-system"])
 def test_document_is_valid_openapi_31(config):
     doc = document(config)
     validate_openapi(doc)  # the OpenAPI 3.1 meta-schema, refs included
@@ -60,7 +65,28 @@ def test_document_is_valid_openapi_31(config):
         assert "security" not in doc and "securitySchemes" not in doc["components"]
         assert "401" not in doc["paths"]["/v1/models"]["get"]["responses"]
     messages = doc["components"]["schemas"]["ChatCompletionRequest"]["properties"]["messages"]
-    assert ("maxItems" in messages) == (config.api.client_history == "reject")
+    assert ("maxContains" in messages) == (config.api.client_history == "reject" != config.api.client_system)
+    assert "X-Session-Id" in json.dumps(doc["paths"]["/v1/chat/completions"]["post"]["parameters"])
+
+
+def test_request_schema_follows_client_history_and_system():
+    """What each setting accepts, as the document says it (the server's side is in test_client_messages)."""
+    system, user = {"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}
+    conversation = [system, user, {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "r"}, {"role": "assistant", "content": "ok"}, user]
+    expected = {  # (clientHistory, clientSystem) -> which of these bodies are valid
+        ("reject", "append"): (True, True, False), ("reject", "reject"): (True, False, False),
+        ("ignore", "append"): (True, True, True), ("use", "append"): (True, True, True),
+        ("use", "reject"): (True, False, False),
+    }
+    for (history, system_mode), valid in expected.items():
+        config = Config()
+        config.api.client_history, config.api.client_system = history, system_mode
+        doc = OpenApiDoc(document(config))
+        for messages, ok in zip(([user], [system, user], conversation), valid):
+            problems = doc.request_body_errors("post", CHAT, "application/json", {"messages": messages})
+            assert (problems == []) == ok, (history, system_mode, messages, problems)
 
 
 def _sample(template: str) -> str:
@@ -158,6 +184,15 @@ JSON_CASES = [
     ("messages-not-list", {"messages": "hi"}, 400),
     ("two-messages", {"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]}, 400),
     ("system-role", {"messages": [{"role": "system", "content": "a"}]}, 400),
+    ("system-message", {"messages": [{"role": "system", "content": "a"}, {"role": "user", "content": "b"}]}, 200),
+    ("developer-parts", {"messages": [{"role": "user", "content": "b"},
+                                      {"role": "developer", "content": [{"type": "text", "text": "a"}]}]}, 200),
+    ("system-too-long", {"messages": [{"role": "system", "content": "a" * 40000}, {"role": "user", "content": "b"}]},
+     400),
+    ("system-image", {"messages": [{"role": "system", "content": [{"type": "image_url", "image_url": "x"}]},
+                                   {"role": "user", "content": "b"}]}, 400),
+    ("history", {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
+                              {"role": "user", "content": "c"}]}, 400),
     ("blank", _user("   "), 400),
     ("no-content", {"messages": [{"role": "user"}]}, 400),
     ("empty-parts", _user([]), 400),

@@ -49,6 +49,8 @@ class TurnInput:
     user_for_history: dict[str, Any]  # images replaced by [image: NAME]
     scope: TurnScope
     incremental: bool = True  # False: nobody reads the deltas as they come
+    instructions: str | None = None  # the client's own, after the system prompt, this turn only
+    remember: bool = True  # False: the history came from the client; the session's is not written
 
 
 class AgentLoop:
@@ -73,6 +75,8 @@ class AgentLoop:
 
     async def run(self, turn: TurnInput) -> AsyncIterator[str | ToolProgress | TurnDone]:
         system = self.system if self.context is None else await self.context.message(turn.scope.session_key)
+        if turn.instructions:
+            system = {"role": "system", "content": f"{system['content']}\n\n{turn.instructions}"}
         messages = [system, *turn.history, turn.user_for_llm]
         new: list[dict[str, Any]] = [turn.user_for_history]
         usage = Usage()
@@ -129,5 +133,6 @@ class AgentLoop:
                 result_msg = {"role": "tool", "tool_call_id": call.id, "content": result}
                 messages.append(result_msg)
                 new.append(result_msg)
-        await self.store.append_turn(turn.session_key, new)
+        if turn.remember:
+            await self.store.append_turn(turn.session_key, new)
         yield TurnDone(usage, "".join(reply))

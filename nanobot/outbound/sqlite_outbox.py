@@ -26,7 +26,7 @@ from functools import partial
 from nanobot.config import ChannelsConfig
 from nanobot.outbound import outbox_sql as sql
 from nanobot.outbound.base import FAILED, PENDING, UNDELIVERABLE, Enqueued, OutboxRow
-from nanobot.outbound.channels import ChannelSenders, DeliveryError
+from nanobot.outbound.channels import KNOWN_CHANNELS, ChannelSenders, DeliveryError
 from nanobot.storage.db import Database
 
 log = logging.getLogger("nanobot.outbound")
@@ -80,7 +80,7 @@ class SqliteOutbox:
         return await self._db.run(sql.select, states, limit)
 
     async def counts(self) -> dict[tuple[str, str], int]:
-        return await self._db.run(sql.counts)
+        return await self._db.run(sql.counts, KNOWN_CHANNELS)
 
     async def start(self) -> None:
         if self._task is None or self._task.done():

@@ -135,7 +135,12 @@ class BaseHandler(web.RequestHandler):
         for name, value in err.headers.items():
             self.set_header(name, value)
         self.set_header("Content-Type", "application/json")
-        self.finish(error_json(err))
+        self.finish(error_json(self._redacted(err)))
+
+    def _redacted(self, err: ApiError) -> ApiError:
+        """``err`` with no configured secret in its message: every error a client sees passes here."""
+        err.message = self.services.redact(err.message)
+        return err
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         if isinstance(value, ApiError) or (isinstance(value, web.HTTPError) and value.status_code < 500):
@@ -314,17 +319,19 @@ class ChatCompletionsHandler(BaseHandler):
             self.finish()
 
     def send_frame(self, frame: bytes) -> Awaitable[None] | None:
-        """One chunk of a chunked (SSE) body, straight to the socket.
+        """One piece of a streamed (SSE) body, straight to the socket.
 
         Bypasses RequestHandler.write/flush and the HTTP/1.1 connection's
         per-call bookkeeping, which cost more than the send itself at one
-        frame per token; the chunk framing is the same. With nothing queued
-        the frame goes out in one ``send``; IOStream (its Future, its
+        frame per token; the framing is Tornado's: a chunk for HTTP/1.1, the
+        bare bytes for HTTP/1.0 (whose body ends when the connection closes,
+        see :meth:`finish`; a proxy at its defaults speaks 1.0). With nothing
+        queued the frame goes out in one ``send``; IOStream (its Future, its
         buffer) only takes what the socket would not. Only after flush()
         has sent the headers.
         """
         stream = self.request.connection.stream
-        data = b"%x\r\n%s\r\n" % (len(frame), frame)
+        data = b"%x\r\n%s\r\n" % (len(frame), frame) if self.request.version == "HTTP/1.1" else frame
         if type(stream) is IOStream and not stream.writing() and not stream.closed():
             try:
                 sent = stream.socket.send(data)
@@ -342,13 +349,26 @@ class ChatCompletionsHandler(BaseHandler):
             raise ClientDisconnected() from None
         return fut if stream.writing() else None
 
+    def finish(self, chunk: Any = None) -> Any:
+        """Finish; an HTTP/1.0 stream also closes the connection once it is sent.
+
+        Such a body has neither length nor chunks, so the close is what ends
+        it, even for a client that asked for keep-alive.
+        """
+        sent = super().finish(chunk)
+        if self._ctx is not None and self._ctx.headers_sent and self.request.version != "HTTP/1.1":
+            stream = self.request.connection.stream
+            sent.add_done_callback(lambda _: stream.close())
+        return sent
+
     def _fail(self, ctx: RequestContext, err: ApiError) -> None:
         if self._finished:
             return
         if isinstance(err, UpstreamError):
             self.services.metrics.upstream_errors.labels(err.code or "other").inc()
+            log.warning("request %s: %s", self.request_id, err.message)
         if ctx.headers_sent:
-            self.write(error_frame(err))
+            self.write(error_frame(self._redacted(err)))
             self.finish()
         else:
             self.clear()

@@ -77,23 +77,21 @@ def _models(spec: Spec) -> Json:
 
 
 def _chat(spec: Spec) -> Json:
-    api = spec.config.api
-    parameters = []
-    if api.client_history == "ignore":
-        parameters.append({
-            "name": "X-Session-Id",
-            "in": "header",
-            "required": False,
-            "description": "The session, when the body has no `session_id`.",
-            "schema": {"type": "string", "minLength": 1, "maxLength": 256, "pattern": SESSION_ID_PATTERN},
-        })
+    parameters = [{
+        "name": "X-Session-Id",
+        "in": "header",
+        "required": False,
+        "description": "The session, when the body has no `session_id`.",
+        "schema": {"type": "string", "minLength": 1, "maxLength": 256, "pattern": SESSION_ID_PATTERN},
+    }]
     operation: Json = {
         "operationId": "createChatCompletion",
         "tags": ["openai"],
         "summary": "One turn of the agent, on a persistent session",
         "description": (
-            "The body carries exactly one user message (text, images, documents); the server keeps the "
-            "conversation (`session_id`). The answer is one `chat.completion`, or with `stream: true` an "
+            "The body carries one user message (text, images, documents), with the client's system or "
+            "developer messages if it has some; the server keeps the conversation (`session_id`), unless "
+            "`api.clientHistory` is `use` (then the request's messages are the conversation). The answer is one `chat.completion`, or with `stream: true` an "
             "SSE stream of `chat.completion.chunk` deltas ending with `data: [DONE]`. Failures before the "
             "turn starts are plain HTTP errors; a failure once the stream has started is one "
             "`data: {\"error\": ...}` frame and the stream ends without `[DONE]`. A failed request leaves "
@@ -132,8 +130,7 @@ def _chat(spec: Spec) -> Json:
             **spec.errors(400, 413, 415, 422, 502, 503, 504),
         },
     }
-    if parameters:
-        operation["parameters"] = parameters
+    operation["parameters"] = parameters
     return {"post": operation}
 
 
@@ -332,4 +329,6 @@ without a key; another method on a known route is a 405
 (`#/components/responses/MethodNotAllowed`, with `Allow`), before any key or `Origin` check.
 A request whose `Origin` is neither the server's own nor in `api.corsOrigins` is refused (403)
 before its body is read, with or without a key. Multipart bodies hold at most 100 parts.
+A request line and header block over 64 KiB is answered 431 (`invalid_request_error`, code
+`headers_too_large`) on any route, and the connection is closed.
 """

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from nanobot.errors import ERROR_TYPES
+from nanobot.server.openapi.messages import message_schemas, messages_field
 from nanobot.server.openapi.common import (
     DATA_URL_PATTERN,
     ERROR_RESPONSES,
@@ -152,31 +153,14 @@ def _schemas(spec: Spec) -> Json:
             },
         },
     }
-    if api.client_history == "ignore":
-        is_user = {"type": "object", "required": ["role"], "properties": {"role": {"const": "user"}}}
-        messages = {
-            "type": "array",
-            "minItems": 1,
-            "contains": is_user,
-            "items": {"anyOf": [ref("UserMessage"), {"not": is_user}]},
-            "description": "The conversation as the client has it: only the last `user` message is used "
-            "(the server reads no other; send them well-formed all the same), and the server keeps its "
-            "own history.",
-        }
-    else:
-        messages = {
-            "type": "array",
-            "minItems": 1,
-            "maxItems": 1,
-            "items": ref("UserMessage"),
-            "description": "Exactly one user message: the server keeps the conversation (see `session_id`).",
-        }
+    messages = messages_field(spec)
     session_id = {
         "type": ["string", "null"],
         "minLength": 1,
         "maxLength": 256,
         "pattern": SESSION_ID_PATTERN,
-        "description": "Continues the session `api:<session_id>`; omitted or null: the shared `api:default`.",
+        "description": "Continues the session `api:<session_id>`; omitted or null: the `X-Session-Id` header, "
+        "else the shared `api:default`.",
     }
     request_properties: Json = {
         "messages": messages,
@@ -293,6 +277,7 @@ def _schemas(spec: Spec) -> Json:
         "FilePart": file_part,
         "ContentPart": {"oneOf": [ref("TextPart"), ref("ImagePart"), ref("FilePart")]},
         "UserMessage": user_message,
+        **message_schemas(spec),
         "ChatCompletionRequest": {
             "type": "object",
             "required": ["messages"],

@@ -1,0 +1,106 @@
+"""The HTTP server: Tornado's, with an answer for a header block over the limit.
+
+Tornado reads a request's header block with a byte cap (``max_header_size``);
+past it the IOStream closes itself on the spot, before any connection
+delegate or handler hears of the request, so the client only saw the
+connection drop. :class:`HeaderLimitStream` notices that close while a header
+block is being read and, instead of closing its socket, hands it to
+:func:`answer_too_large`: a 431 with the OpenAI error body, then a short,
+bounded read of whatever the client still sends, so that closing does not
+reset the connection before the client has read the answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import Any
+
+from tornado.httpserver import HTTPServer
+from tornado.iostream import IOStream, StreamClosedError, UnsatisfiableReadError
+
+from nanobot.errors import ApiError
+from nanobot.ids import new_id
+from nanobot.protocol import error_json
+
+MAX_HEADER_BYTES = 64 * 1024  # request line and headers (Tornado's own default)
+LINGER_SECONDS = 2.0  # how long the rest of an oversized request is read and dropped
+LINGER_BYTES = 1024 * 1024  # and how much of it at most
+
+_answers: set[asyncio.Task[None]] = set()  # running answers, kept from the garbage collector
+
+
+def too_large_response(limit: int) -> bytes:
+    err = ApiError(
+        f"The request's header block is larger than the limit of {limit} bytes.",
+        status=431,
+        code="headers_too_large",
+    )
+    body = error_json(err)
+    head = (
+        "HTTP/1.1 431 Request Header Fields Too Large\r\n"
+        "Content-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        f"X-Request-ID: {new_id()}\r\n"
+        "Connection: close\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+async def answer_too_large(sock: socket.socket, limit: int) -> None:
+    """Send the 431 on ``sock``, let the client finish sending (bounded), then close."""
+    stream = IOStream(sock)
+    try:
+        async with asyncio.timeout(LINGER_SECONDS):
+            await stream.write(too_large_response(limit))
+            sock.shutdown(socket.SHUT_WR)
+            dropped = 0
+            while dropped < LINGER_BYTES:
+                dropped += len(await stream.read_bytes(64 * 1024, partial=True))
+    except (StreamClosedError, TimeoutError, OSError):
+        pass  # the client closed (the usual end), took too long, or went away
+    finally:
+        stream.close()
+
+
+class HeaderLimitStream(IOStream):
+    """An IOStream that answers 431 when the header block it is reading runs past its cap."""
+
+    limit = MAX_HEADER_BYTES
+    _reading_head = False
+
+    def read_until_regex(self, regex: bytes, max_bytes: int | None = None) -> Any:
+        # HTTP1Connection reads the request line and headers, and nothing else, this way.
+        self._reading_head = True
+        future = super().read_until_regex(regex, max_bytes)
+        future.add_done_callback(self._head_read)
+        return future
+
+    def _head_read(self, _: Any) -> None:
+        self._reading_head = False
+
+    def close_fd(self) -> None:
+        if self._reading_head and isinstance(self.error, UnsatisfiableReadError) and self.socket is not None:
+            sock, self.socket = self.socket, None
+            task = asyncio.get_running_loop().create_task(answer_too_large(sock, self.limit))
+            _answers.add(task)
+            task.add_done_callback(_answers.discard)
+            return
+        super().close_fd()
+
+
+class ApiHTTPServer(HTTPServer):
+    """Tornado's HTTPServer on :class:`HeaderLimitStream` connections."""
+
+    def initialize(self, *args: Any, max_header_size: int | None = None, **kwargs: Any) -> None:
+        self.header_limit = max_header_size or MAX_HEADER_BYTES
+        super().initialize(*args, max_header_size=self.header_limit, **kwargs)
+
+    def handle_stream(self, stream: IOStream, address: tuple) -> Any:
+        if type(stream) is IOStream:  # plain TCP (TLS streams are left as they are)
+            stream = HeaderLimitStream(
+                stream.socket, max_buffer_size=stream.max_buffer_size, read_chunk_size=stream.read_chunk_size
+            )
+            stream.limit = self.header_limit
+        return super().handle_stream(stream, address)
+

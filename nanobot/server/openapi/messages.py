@@ -1,0 +1,146 @@
+"""The ``messages`` field: what each ``api.clientHistory`` / ``api.clientSystem`` setting accepts.
+
+Mirrors ``nanobot/client_messages.py``. What a schema cannot say (the last
+message is the turn, every tool call answered, the size bounds summed over
+messages) is in the descriptions.
+"""
+
+from __future__ import annotations
+
+from nanobot.client_messages import MAX_HISTORY_CHARS, MAX_HISTORY_MESSAGES, MAX_INSTRUCTION_CHARS
+from nanobot.server.openapi.common import Json, Spec, ref
+
+_TEXT_PART = {
+    "type": "object",
+    "required": ["type", "text"],
+    "properties": {"type": {"const": "text"}, "text": {"type": "string"}},
+}
+
+
+def _role_is(*roles: str) -> Json:
+    return {"type": "object", "required": ["role"], "properties": {"role": {"enum": list(roles)}}}
+
+
+def _text_content(*kinds: str) -> Json:
+    parts = [
+        {"type": "object", "required": ["type", kind], "properties": {"type": {"const": kind}, kind: {"type": "string"}}}
+        for kind in kinds
+    ]
+    return {"oneOf": [{"type": "string"}, {"type": "array", "items": {"anyOf": parts}}]}
+
+
+def message_schemas(spec: Spec) -> Json:
+    """The message schemas this config accepts (``UserMessage`` is defined with the content parts)."""
+    api = spec.config.api
+    schemas: Json = {}
+    if api.client_system != "reject":
+        use = "added to this turn's instructions, after the agent's own system prompt (never stored)"
+        schemas["InstructionMessage"] = {
+            "type": "object",
+            "required": ["role", "content"],
+            "properties": {
+                "role": {"enum": ["system", "developer"]},
+                "content": {"oneOf": [
+                    {"type": "string", "maxLength": MAX_INSTRUCTION_CHARS},
+                    {"type": "array", "items": _TEXT_PART},
+                ]},
+            },
+            "description": f"The client's instructions: {use if api.client_system == 'append' else 'ignored'}. "
+            f"At most {MAX_INSTRUCTION_CHARS} characters in all system and developer messages of a request.",
+        }
+    if api.client_history == "use":
+        schemas["HistoryUserMessage"] = {
+            "type": "object",
+            "required": ["role", "content"],
+            "properties": {
+                "role": {"const": "user"},
+                "content": {"oneOf": [{"type": "string"}, {"type": "array", "items": ref("ContentPart")}]},
+            },
+            "description": "An earlier user message. Its files and images are not read: the model sees "
+            "`[file: NAME]` / `[image: image]` in their place.",
+        }
+        schemas["AssistantMessage"] = {
+            "type": "object",
+            "required": ["role"],
+            "properties": {
+                "role": {"const": "assistant"},
+                "content": {"anyOf": [_text_content("text", "refusal"), {"type": "null"}]},
+                "tool_calls": {"type": ["array", "null"], "items": {
+                    "type": "object",
+                    "required": ["id", "function"],
+                    "properties": {
+                        "id": {"type": "string", "minLength": 1, "maxLength": 256},
+                        "type": {"const": "function"},
+                        "function": {
+                            "type": "object",
+                            "required": ["name", "arguments"],
+                            "properties": {"name": {"type": "string", "minLength": 1}, "arguments": {"type": "string"}},
+                        },
+                    },
+                }},
+            },
+            "description": "Needs `content` or `tool_calls`; each call must be answered by a `tool` message "
+            "right after it.",
+        }
+        schemas["ToolMessage"] = {
+            "type": "object",
+            "required": ["role", "tool_call_id", "content"],
+            "properties": {
+                "role": {"const": "tool"},
+                "tool_call_id": {"type": "string", "description": "A call of the assistant message before it."},
+                "content": _text_content("text"),
+            },
+        }
+    return schemas
+
+
+def messages_field(spec: Spec) -> Json:
+    """The schema of ``ChatCompletionRequest.messages``."""
+    api = spec.config.api
+    instructions = [ref("InstructionMessage")] if api.client_system != "reject" else []
+    system_note = (
+        " System and developer messages are refused (`api.clientSystem` is `reject`)."
+        if api.client_system == "reject"
+        else " Any number of system or developer messages may come with it."
+    )
+    if api.client_history == "use":
+        return {
+            "type": "array",
+            "minItems": 1,
+            "contains": _role_is("user"),
+            "items": {"anyOf": [ref("HistoryUserMessage"), *instructions, ref("AssistantMessage"),
+                                ref("ToolMessage")]},
+            "description": "The conversation (`api.clientHistory` is `use`): the last message other than "
+            "system/developer is the user message this turn answers (a `UserMessage`: its files are read). "
+            "The server neither reads nor writes the session's history for this request. At most "
+            f"{MAX_HISTORY_MESSAGES} earlier messages and {MAX_HISTORY_CHARS} characters." + system_note,
+        }
+    if api.client_history == "ignore":
+        return {
+            "type": "array",
+            "minItems": 1,
+            "contains": _role_is("user"),
+            "items": {"anyOf": [ref("UserMessage"), *instructions, {"not": _role_is("user", "system", "developer")}]},
+            "description": "The conversation as the client has it: only the last `user` message is used "
+            "(the server reads no other; send them well-formed all the same), and the server keeps its "
+            "own history." + system_note,
+        }
+    if not instructions:
+        return {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": 1,
+            "items": ref("UserMessage"),
+            "description": "Exactly one user message: the server keeps the conversation (see `session_id`)."
+            + system_note,
+        }
+    return {
+        "type": "array",
+        "minItems": 1,
+        "items": {"anyOf": [ref("UserMessage"), *instructions]},
+        "contains": _role_is("user"),
+        "minContains": 1,
+        "maxContains": 1,
+        "description": "Exactly one user message: the server keeps the conversation (see `session_id`)."
+        + system_note,
+    }
