@@ -10,18 +10,20 @@ import asyncio
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Awaitable, Callable
 
 from nanobot.agent.loop import AgentLoop
 from nanobot.agent.tools import MessageTool, ToolRegistry
 from nanobot.config import Config
 from nanobot.files.pool import Extractor
 from nanobot.metrics import Metrics
+from nanobot.outbound.base import Outbox
 from nanobot.outbound.sqlite_outbox import SqliteOutbox
 from nanobot.providers.base import Provider
 from nanobot.providers.echo import EchoProvider
 from nanobot.providers.openai_compat import OpenAICompatProvider
 from nanobot.sessions.locks import SessionLocks, SessionOrdering, SharedSessionLocks
-from nanobot.sessions.store import SqliteSessionStore
+from nanobot.sessions.store import SessionStore, SqliteSessionStore
 from nanobot.storage.db import Database
 
 
@@ -37,6 +39,76 @@ def make_provider(config: Config) -> Provider:
     )
 
 
+@dataclass
+class Storage:
+    """Where sessions, their ordering and the outbound queue live."""
+
+    sessions: SessionStore
+    locks: SessionOrdering
+    outbox: Outbox
+    start: Callable[[], Awaitable[None]]  # after the fork: pools, schema
+    close: Callable[[], Awaitable[None]]
+    problem: Callable[[], str | None]  # why the database cannot be used, or None
+
+
+def sqlite_storage(config: Config) -> Storage:
+    """The embedded default: ``<workspace>/nanobot.db``."""
+    workspace = config.workspace
+    db = Database(workspace / "nanobot.db")
+    # The cache only has to cover the window sent to the LLM; 1024 recent
+    # sessions of ~60 messages bound it to tens of MB.
+    history = config.agents.defaults.max_history_messages
+    # With several workers a turn may run in any of them: the lock is
+    # shared through a file, and a cached window is trusted only while
+    # its session's version there has not moved.
+    shared = SharedSessionLocks(workspace / "sessions.lock") if config.api.workers > 1 else None
+    sessions = SqliteSessionStore(db, cache_sessions=1024, cache_messages=max(16, history + 8), versions=shared)
+    locks: SessionOrdering = shared if shared is not None else SessionLocks()
+    outbox = SqliteOutbox(db, config.channels)
+
+    async def start() -> None:
+        await outbox.start()
+
+    async def close() -> None:
+        await outbox.close()
+        await sessions.close()
+        db.close()
+
+    return Storage(sessions, locks, outbox, start, close, lambda: None)
+
+
+def postgres_storage(config: Config) -> Storage:
+    """Sessions, ordering and the queue shared by every node (``database.url``)."""
+    from nanobot.outbound.pg_outbox import CHANNEL, PgOutbox
+    from nanobot.sessions.pg_locks import PgSessionOrdering
+    from nanobot.sessions.pg_store import PgSessionStore
+    from nanobot.storage.pg import PgDatabase
+
+    db = PgDatabase(config.database.url, config.database.pool_size)
+    locks = PgSessionOrdering(db)
+    history = config.agents.defaults.max_history_messages
+    sessions = PgSessionStore(db, fence=locks, cache_sessions=1024, cache_messages=max(16, history + 8))
+    outbox = PgOutbox(db, config.channels)
+    locks.connection.listen(CHANNEL, outbox.notified)
+
+    async def start() -> None:
+        await db.start()
+        locks.connection.ensure()
+        await outbox.start()
+
+    async def close() -> None:
+        await outbox.close()
+        await locks.close()
+        await sessions.close()
+        await db.close()
+
+    return Storage(sessions, locks, outbox, start, close, lambda: db.problem)
+
+
+def make_storage(config: Config) -> Storage:
+    return postgres_storage(config) if config.database.url else sqlite_storage(config)
+
+
 CPU_THREADS = 4
 
 
@@ -50,11 +122,11 @@ async def prestart_threads(executor: ThreadPoolExecutor, count: int) -> None:
 @dataclass
 class Services:
     config: Config
-    db: Database
+    storage: Storage
     provider: Provider
-    sessions: SqliteSessionStore
+    sessions: SessionStore
     locks: SessionOrdering
-    outbox: SqliteOutbox
+    outbox: Outbox
     extractor: Extractor
     agent: AgentLoop
     metrics: Metrics
@@ -63,28 +135,18 @@ class Services:
     def build(cls, config: Config) -> "Services":
         workspace = config.workspace
         workspace.mkdir(parents=True, exist_ok=True)
-        db = Database(workspace / "nanobot.db")
+        storage = make_storage(config)
         provider = make_provider(config)
-        # The cache only has to cover the window sent to the LLM; 1024 recent
-        # sessions of ~60 messages bound it to tens of MB.
-        history = config.agents.defaults.max_history_messages
-        # With several workers a turn may run in any of them: the lock is
-        # shared through a file, and a cached window is trusted only while
-        # its session's version there has not moved.
-        shared = SharedSessionLocks(workspace / "sessions.lock") if config.api.workers > 1 else None
-        sessions = SqliteSessionStore(db, cache_sessions=1024, cache_messages=max(16, history + 8), versions=shared)
-        locks: SessionOrdering = shared if shared is not None else SessionLocks()
-        outbox = SqliteOutbox(db, config.channels)
-        tools = ToolRegistry([MessageTool(outbox)])
+        tools = ToolRegistry([MessageTool(storage.outbox)])
         return cls(
             config=config,
-            db=db,
+            storage=storage,
             provider=provider,
-            sessions=sessions,
-            locks=locks,
-            outbox=outbox,
+            sessions=storage.sessions,
+            locks=storage.locks,
+            outbox=storage.outbox,
             extractor=Extractor(config.api.files.limits()),
-            agent=AgentLoop(provider, sessions, tools, config.agents.defaults),
+            agent=AgentLoop(provider, storage.sessions, tools, config.agents.defaults),
             metrics=Metrics(),
         )
 
@@ -101,11 +163,13 @@ class Services:
         loop.set_default_executor(executor)
         await prestart_threads(executor, CPU_THREADS)
         await self.extractor.warm()
-        await self.outbox.start()
+        await self.storage.start()
+
+    def database_problem(self) -> str | None:
+        """Why the database cannot be used now (for ``/health``), or None."""
+        return self.storage.problem()
 
     async def close(self) -> None:
-        await self.outbox.close()
+        await self.storage.close()
         await self.extractor.close()
         await self.provider.close()
-        await self.sessions.close()
-        self.db.close()
