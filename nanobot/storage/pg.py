@@ -148,6 +148,16 @@ async def connect(url: str, **settings: str) -> asyncpg.Connection:
     )
 
 
+async def probe(url: str) -> int:
+    """Connect once; the schema version (0: no tables yet). Raises when it does not answer."""
+    conn = await connect(url)
+    try:
+        exists = await conn.fetchval("SELECT to_regclass('nanobot_schema_version') IS NOT NULL")
+        return await conn.fetchval("SELECT max(version) FROM nanobot_schema_version") if exists else 0
+    finally:
+        await conn.close()
+
+
 class PgDatabase:
     """The pool of one worker process, and the database's state as last seen."""
 
