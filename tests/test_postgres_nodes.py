@@ -212,3 +212,65 @@ def test_three_nodes_racing_to_create_the_schema(postgres, upstream):
     finally:
         for n in nodes:
             n.stop()
+
+
+def test_postgres_stopped_and_started_again_under_load(postgres, upstream):
+    url = postgres.new_database()
+    marker = uuid.uuid4().hex
+    outcomes: list[tuple[str, int | None, dict]] = []
+    stop = threading.Event()
+    with node(upstream, url) as a:
+        def client(i: int) -> None:
+            n = 0
+            while not stop.is_set():
+                text = f"t{n} c{i} {marker}"
+                try:
+                    r = ask(a, text, f"load-{i}-{marker}", timeout=15)
+                    outcomes.append((text, r.status_code, r.json()))
+                except requests.RequestException:
+                    outcomes.append((text, None, {}))
+                n += 1
+
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        try:
+            time.sleep(1.0)
+            postgres.stop_server("fast")
+            health = _wait_health(a, 503)
+            assert "database unavailable" in health.json()["reason"]
+            started = time.monotonic()
+            r = ask(a, "during the outage", uuid.uuid4().hex)
+            assert time.monotonic() - started < 2.0  # fails fast
+            assert r.status_code == 503
+            assert r.json()["error"]["code"] == "database_unavailable"
+            assert r.json()["error"]["type"] == "overloaded_error"
+            time.sleep(0.5)
+            postgres.start_server()
+            _wait_health(a, 200)
+            resumed = len(outcomes)
+            time.sleep(1.0)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join()
+        assert "Traceback" not in a.stderr_text()
+    statuses = [status for _, status, _ in outcomes]
+    assert set(statuses) <= {200, 503}, statuses
+    assert 503 in statuses and statuses[resumed:].count(200) > 0
+    assert all(body["error"]["code"] == "database_unavailable" for _, s, body in outcomes if s == 503)
+    # No turn answered 200 is missing from the database.
+    stored = postgres.psql("SELECT convert_from(data, 'UTF8') FROM nanobot_messages", url.rsplit("/", 1)[1])
+    users = {orjson.loads(line)["content"] for line in stored.splitlines() if '"role":"user"' in line}
+    answered = {text for text, status, _ in outcomes if status == 200}
+    assert answered and answered <= users
+
+
+def _wait_health(server, status, timeout=15.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        r = requests.get(server.url + "/health", timeout=5)
+        if r.status_code == status or time.monotonic() > deadline:
+            assert r.status_code == status, r.text
+            return r
+        time.sleep(0.05)

@@ -105,7 +105,7 @@ def is_unavailable(exc: BaseException) -> bool:
     """True when ``exc`` says the database cannot be used right now."""
     if isinstance(exc, (OSError, asyncio.TimeoutError, TimeoutError, asyncpg.exceptions.ConnectionDoesNotExistError)):
         return True
-    if isinstance(exc, asyncpg.InterfaceError):
+    if isinstance(exc, (asyncpg.InterfaceError, asyncpg.exceptions.InternalClientError)):
         # "connection is closed", "pool is closing", a connection lost mid-statement.
         return True
     state = getattr(exc, "sqlstate", None) or ""
@@ -148,6 +148,12 @@ async def connect(url: str, **settings: str) -> asyncpg.Connection:
     )
 
 
+async def _no_reset(conn: asyncpg.Connection) -> None:
+    """Pooled connections keep no session state (no SET, LISTEN or session
+    lock: those live on the lock connection), so handing one back needs no
+    reset statement, which would be one more round trip per query."""
+
+
 async def probe(url: str) -> int:
     """Connect once; the schema version (0: no tables yet). Raises when it does not answer."""
     conn = await connect(url)
@@ -169,6 +175,7 @@ class PgDatabase:
         self._schema_ready = False
         self._probe: asyncio.Task[None] | None = None
         self._up_listeners: list[Callable[[], Any]] = []
+        self._expiring: asyncio.Future[None] | None = None
 
     # --- state ----------------------------------------------------------------
 
@@ -188,7 +195,7 @@ class PgDatabase:
             if self._pool is not None:
                 # Every idle connection may be dead (a restart): replace them
                 # on their next use rather than fail one request per each.
-                self._pool.expire_connections()
+                self._expiring = asyncio.ensure_future(self._pool.expire_connections())
         self._problem = reason
         return DatabaseUnavailable(reason)
 
@@ -208,7 +215,7 @@ class PgDatabase:
         self._pool = await asyncpg.create_pool(
             self.url, min_size=0, max_size=self.pool_size, timeout=CONNECT_TIMEOUT,
             command_timeout=COMMAND_TIMEOUT, max_inactive_connection_lifetime=60.0,
-            server_settings={"application_name": "nanobot"},
+            server_settings={"application_name": "nanobot"}, reset=_no_reset,
         )
         await self._check()
         self._probe = asyncio.create_task(self._probe_loop(), name="nanobot-db-probe")
@@ -255,12 +262,22 @@ class PgDatabase:
         """
         if self._problem is not None or self._pool is None:
             raise DatabaseUnavailable(self._problem or "not started")
+        pool = self._pool
         try:
-            async with self._pool.acquire() as conn:
-                return await fn(conn, *args)
-        except DatabaseUnavailable:
-            raise
+            conn = await pool.acquire()
         except Exception as exc:
             if is_unavailable(exc):
                 raise self.mark_down(exc) from None
             raise
+        try:
+            return await fn(conn, *args)
+        except Exception as exc:
+            if is_unavailable(exc):
+                raise self.mark_down(exc) from None
+            raise
+        finally:
+            try:
+                await pool.release(conn)
+            except Exception as exc:  # the pool has dropped the connection; the result stands
+                if not is_unavailable(exc):
+                    log.warning("connection not returned to the pool: %s", type(exc).__name__)
