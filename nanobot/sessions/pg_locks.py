@@ -12,7 +12,8 @@ would wait for each other. A backend counts advisory locks per key, so two
 keys sharing a hash only ever share a slot, and the in-process queue keeps
 two turns of one key apart. Requests for the lock connection are batched:
 every lock and unlock asked for while one statement runs goes out in the
-next one, so 1,000 turns cost a few round trips, not 2,000.
+next one, and an unlock waits up to 5 ms for a lock to travel with, so
+1,000 turns cost a few round trips, not 2,000.
 
 A waiter never holds a connection: ``pg_try_advisory_lock`` answers at
 once, and a turn whose session is busy on another node polls (1 ms,
@@ -31,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -42,10 +44,12 @@ from nanobot.storage.pg import PgDatabase, connect, is_unavailable
 log = logging.getLogger("nanobot.database")
 
 # The statement that carries one batch: locks (true) and unlocks (false) in
-# queue order (the volatile calls run in scan order, before the sort).
+# queue order (the volatile calls run in scan order, before the sort). A
+# granted lock comes back with its session's length, read under it, so a
+# turn whose cached history is still current needs no query to know it.
 _BATCH = """
-SELECT CASE WHEN op THEN pg_try_advisory_lock(k) ELSE pg_advisory_unlock(k) END
-FROM unnest($1::int8[], $2::bool[]) WITH ORDINALITY AS x(k, op, o) ORDER BY o
+SELECT CASE WHEN op THEN nanobot_lock_session(k, s) ELSE pg_advisory_unlock(k)::int - 2 END
+FROM unnest($1::int8[], $2::bool[], $3::text[]) WITH ORDINALITY AS x(k, op, s, o) ORDER BY o
 """
 
 # A dead machine (no FIN, no RST) is noticed by PostgreSQL through TCP
@@ -53,10 +57,21 @@ FROM unnest($1::int8[], $2::bool[]) WITH ORDINALITY AS x(k, op, o) ORDER BY o
 _KEEPALIVE = {"tcp_keepalives_idle": "5", "tcp_keepalives_interval": "2", "tcp_keepalives_count": "3"}
 
 
+# How long an unlock may wait for a lock to share a statement with: what
+# another node waiting for that session may lose at most.
+UNLOCK_DELAY = 0.005
+
+
 def lock_id(key: str) -> int:
     """The advisory lock key of a session: a signed 64-bit hash."""
     digest = hashlib.blake2b(key.encode(), digest_size=8, person=b"nanobot-session").digest()
     return int.from_bytes(digest, "big", signed=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    generation: int  # of the lock connection holding it
+    length: int  # the session's length when the lock was granted
 
 
 class LockConnection:
@@ -66,9 +81,10 @@ class LockConnection:
         self._db = db
         self._conn: asyncpg.Connection | None = None
         self.generation = 0  # moves on whenever the connection (and its locks) is lost
-        self._queue: list[tuple[bool, int, asyncio.Future[int | None] | None]] = []
+        self._queue: list[tuple[bool, int, str, asyncio.Future[Grant | None] | None]] = []
         db.on_up(self.ensure)
         self._wake = asyncio.Event()
+        self._flush: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[None] | None = None
         self._listeners: dict[str, Any] = {}
 
@@ -76,11 +92,11 @@ class LockConnection:
         """LISTEN on ``channel`` on every lock connection from now on."""
         self._listeners[channel] = callback
 
-    async def try_lock(self, key_id: int) -> int | None:
-        """The generation of the connection that now holds the lock, or None if busy."""
+    async def try_lock(self, key: str) -> "Grant | None":
+        """The lock of ``key`` if it was free, or None if another backend has it."""
         self._ensure_task()
-        fut: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
-        self._queue.append((True, key_id, fut))
+        fut: asyncio.Future[Grant | None] = asyncio.get_running_loop().create_future()
+        self._queue.append((True, lock_id(key), key, fut))
         self._wake.set()
         return await fut
 
@@ -89,8 +105,11 @@ class LockConnection:
         if generation != self.generation:
             return
         self._ensure_task()
-        self._queue.append((False, key_id, None))
-        self._wake.set()
+        self._queue.append((False, key_id, "", None))
+        # Sent with the next lock, or after UNLOCK_DELAY at the latest: under
+        # load that saves a statement per turn, here and in the database.
+        if self._flush is None:
+            self._flush = asyncio.get_running_loop().call_later(UNLOCK_DELAY, self._wake.set)
 
     def ensure(self) -> None:
         """Open the connection if it is not (so LISTEN works without turns)."""
@@ -107,8 +126,11 @@ class LockConnection:
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+        if self._flush is not None:
+            self._flush.cancel()
+            self._flush = None
         await self._drop()
-        for _, _, fut in self._queue:
+        for *_, fut in self._queue:
             if fut is not None and not fut.done():
                 fut.set_exception(DatabaseUnavailable("shutting down"))
         self._queue.clear()
@@ -121,6 +143,9 @@ class LockConnection:
                 await self._open()
             if not self._queue:
                 continue
+            if self._flush is not None:
+                self._flush.cancel()
+                self._flush = None
             batch, self._queue = self._queue, []
             await self._send(batch)
 
@@ -152,35 +177,36 @@ class LockConnection:
             self.generation += 1
             conn.terminate()  # the backend ends, and its locks with it
 
-    async def _send(self, batch: list[tuple[bool, int, asyncio.Future[int | None] | None]]) -> None:
+    async def _send(self, batch: list[tuple[bool, int, str, asyncio.Future[Grant | None] | None]]) -> None:
         conn = self._conn
         if conn is None:
             # Locks are refused; unlocks of a lost connection are moot.
             error = DatabaseUnavailable(self._db.problem or "connection lost")
-            for _, _, fut in batch:
+            for *_, fut in batch:
                 if fut is not None and not fut.done():
                     fut.set_exception(error)
             return
         generation = self.generation
         try:
-            results = await conn.fetch(_BATCH, [k for _, k, _ in batch], [op for op, _, _ in batch])
+            results = await conn.fetch(_BATCH, [b[1] for b in batch], [b[0] for b in batch], [b[2] for b in batch])
         except Exception as exc:
             if not is_unavailable(exc):
                 log.exception("session lock statement failed")
             error = self._db.mark_down(exc) if is_unavailable(exc) else DatabaseUnavailable("lock failed")
             await self._drop()
-            for _, _, fut in batch:
+            for *_, fut in batch:
                 if fut is not None and not fut.done():
                     fut.set_exception(error)
             return
-        for (op, key_id, fut), row in zip(batch, results):
+        for (_, key_id, _, fut), row in zip(batch, results):
             if fut is None:
                 continue
+            granted = row[0] >= 0
             if fut.cancelled():
-                if row[0]:  # the waiter left while it was being granted
+                if granted:  # the waiter left while it was being granted
                     self.unlock(key_id, generation)
                 continue
-            fut.set_result(generation if row[0] else None)
+            fut.set_result(Grant(generation, row[0]) if granted else None)
 
 
 class PgSessionOrdering:
@@ -192,13 +218,18 @@ class PgSessionOrdering:
     def __init__(self, db: PgDatabase) -> None:
         self._local = SessionLocks()
         self.connection = LockConnection(db)
-        self._held: dict[str, int] = {}  # key -> generation of the connection holding it
+        self._held: dict[str, Grant] = {}
 
     def __len__(self) -> int:
         return len(self._local)
 
     def hold(self, key: str) -> "_PgHold":
         return _PgHold(self, key)
+
+    def length(self, key: str) -> int | None:
+        """``key``'s length when this process's turn took its lock (None: not held)."""
+        grant = self._held.get(key)
+        return None if grant is None else grant.length
 
     async def confirm(self, key: str) -> None:
         """Make sure this process still holds ``key``'s lock (before a commit).
@@ -207,29 +238,28 @@ class PgSessionOrdering:
         taken; otherwise the lock went with the old connection and is taken
         again, or :class:`DatabaseUnavailable` if another node has it now.
         """
-        generation = self._held.get(key)
-        if generation is None or generation == self.connection.generation:
+        grant = self._held.get(key)
+        if grant is None or grant.generation == self.connection.generation:
             return
-        generation = await self.connection.try_lock(lock_id(key))
-        if generation is None:
+        again = await self.connection.try_lock(key)
+        if again is None:
             raise DatabaseUnavailable("session lock lost")
-        self._held[key] = generation
+        self._held[key] = again
 
     async def acquire(self, key: str) -> None:
-        key_id = lock_id(key)
         delay = self.POLL_FIRST
         while True:
-            generation = await self.connection.try_lock(key_id)
-            if generation is not None:
-                self._held[key] = generation
+            grant = await self.connection.try_lock(key)
+            if grant is not None:
+                self._held[key] = grant
                 return
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.POLL_MAX)
 
     def release(self, key: str) -> None:
-        generation = self._held.pop(key, None)
-        if generation is not None:
-            self.connection.unlock(lock_id(key), generation)
+        grant = self._held.pop(key, None)
+        if grant is not None:
+            self.connection.unlock(lock_id(key), grant.generation)
 
     async def close(self) -> None:
         await self.connection.close()

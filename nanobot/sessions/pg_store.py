@@ -7,8 +7,9 @@ length from what this turn read to the new one, and the insert of its
 messages, so it lands whole or not at all, and never on top of a turn it
 did not see (a node that lost its session lock mid-turn cannot commit).
 
-A turn costs two round trips here: reading the window (which sends no rows
-when this process's cached window is still current) and the commit.
+A turn costs at most two round trips here: reading the window, skipped when
+the session lock's grant carried a length this process's cached window
+already has, and the commit.
 """
 
 from __future__ import annotations
@@ -54,6 +55,11 @@ _LENGTH = "SELECT length FROM nanobot_sessions WHERE key = $1"
 
 
 class TurnFence(Protocol):
+    """The session ordering, as far as the store relies on it."""
+
+    def length(self, key: str) -> int | None:
+        """``key``'s length read when this turn's lock was granted (None: unknown)."""
+
     async def confirm(self, key: str) -> None:
         """Raise unless this process still holds ``key``'s turn lock."""
 
@@ -76,19 +82,28 @@ class PgSessionStore:
 
     async def history(self, key: str, limit: int) -> list[Message]:
         cached = self._cache.get(key)
-        want = max(limit, self._cache_messages)
-        rows = await self._db.run(_fetch, key, want, cached[0] if cached else -1)
-        length = rows[0][0] if rows else 0
+        known = self._fence.length(key) if self._fence is not None else None
+        if known is not None and (known == 0 or (
+            cached is not None and cached[0] == known and len(cached[1]) >= min(limit, known)
+        )):
+            # The lock's grant says the cached window (or an empty session) is current.
+            length, window = known, (cached[1] if known else [])
+        else:
+            want = max(limit, self._cache_messages)
+            rows = await self._db.run(_fetch, key, want, cached[0] if cached else -1)
+            length = rows[0][0] if rows else 0
+            if cached is not None and cached[0] == length:
+                window = cached[1]
+            else:
+                window = [orjson.loads(r[1]) for r in rows if r[1] is not None]
+        if cached is None or cached[0] != length:
+            self._remember(key, length, window)
+        else:
+            self._cache.move_to_end(key)
         self._read_at[key] = length
         self._read_at.move_to_end(key)
         if len(self._read_at) > READ_AT_LIMIT:
             self._read_at.popitem(last=False)
-        if cached is not None and cached[0] == length:
-            window = cached[1]
-            self._cache.move_to_end(key)
-        else:
-            window = [orjson.loads(r[1]) for r in rows if r[1] is not None]
-            self._remember(key, length, window)
         if limit <= 0:
             return []
         return trim_window(window[-limit:])

@@ -70,6 +70,18 @@ MIGRATIONS: list[str] = [
         origin text UNIQUE                       -- set for rows copied from SQLite
     );
     CREATE INDEX nanobot_outbox_due ON nanobot_outbox (next_attempt) WHERE state = 'pending';
+    -- Take a session's turn lock; its length if granted, -1 if another
+    -- backend has it. Volatile: the length is read with a snapshot taken
+    -- after the lock, so a turn committed just before is always seen.
+    CREATE FUNCTION nanobot_lock_session(lock_key bigint, session_key text) RETURNS integer
+    LANGUAGE plpgsql VOLATILE AS $$
+    BEGIN
+        IF NOT pg_try_advisory_lock(lock_key) THEN
+            RETURN -1;
+        END IF;
+        RETURN coalesce((SELECT length FROM nanobot_sessions WHERE key = session_key), 0);
+    END;
+    $$;
     """,
 ]
 
