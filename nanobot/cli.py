@@ -24,6 +24,9 @@ def _load(args: argparse.Namespace) -> Config:
     if getattr(args, "port", None) is not None:
         config.api.port = args.port
     config.check()
+    url = config.database.url
+    if url is not None and not url.startswith(("postgresql://", "postgres://")):
+        raise ConfigError("database.url: expected a postgresql:// URL, or null for SQLite in the workspace")
     return config
 
 

@@ -90,6 +90,7 @@ def postgres_storage(config: Config) -> Storage:
     sessions = PgSessionStore(db, fence=locks, cache_sessions=1024, cache_messages=max(16, history + 8))
     outbox = PgOutbox(db, config.channels)
     locks.connection.listen(CHANNEL, outbox.notified)
+    db.on_up(outbox.wake)  # rows queued during an outage go out at once
 
     async def start() -> None:
         await db.start()

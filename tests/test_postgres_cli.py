@@ -100,3 +100,10 @@ def test_config_check_shows_the_database_masked_and_whether_it_answers(postgres,
 
     out = nanobot("config", "check", config=write_config(tmp_path, {}, "lite.json"))
     assert "# database: SQLite at" in out.stderr
+
+
+def test_a_database_url_that_is_not_postgresql_is_a_config_error(tmp_path):
+    config = write_config(tmp_path, {"database": {"url": "mysql://u:pw@db/x"}})
+    out = nanobot("config", "check", config=config)
+    assert out.returncode == 2
+    assert "database.url: expected a postgresql:// URL" in out.stderr and "pw" not in out.stderr
