@@ -274,3 +274,51 @@ def _wait_health(server, status, timeout=15.0):
             assert r.status_code == status, r.text
             return r
         time.sleep(0.05)
+
+
+def test_a_node_started_while_postgres_is_down_serves_once_it_is_back(postgres, upstream):
+    url = postgres.new_database()
+    postgres.stop_server("fast")
+    try:
+        with node(upstream, url, api={"workers": 2}) as a:
+            health = _wait_health(a, 503)
+            assert "database unavailable: connection refused" in health.json()["reason"]
+            r = ask(a, "too early", uuid.uuid4().hex)
+            assert r.status_code == 503 and r.json()["error"]["code"] == "database_unavailable"
+            postgres.start_server()
+            _wait_health(a, 200)
+            time.sleep(0.6)  # one probe interval: the other worker has seen it too
+            sid = uuid.uuid4().hex
+            for text in ("one", "two", "three", "four"):  # across both workers
+                assert ask(a, text, sid).status_code == 200
+            assert session_length(postgres, url, f"api:{sid}") == 8
+    finally:
+        if not (postgres.data / "postmaster.pid").exists():
+            postgres.start_server()
+
+
+def test_a_turn_that_lost_its_lock_to_another_node_commits_nothing(postgres, upstream):
+    url = postgres.new_database()
+    sid, marker = uuid.uuid4().hex, uuid.uuid4().hex
+    database = url.rsplit("/", 1)[1]
+    with node(upstream, url) as a, node(upstream, url) as b:
+        slow: list[requests.Response] = []
+        worker = threading.Thread(target=lambda: slow.append(ask(a, f"#slow:3000 first {marker}", sid)))
+        worker.start()
+        deadline = time.monotonic() + 10
+        while not llm_calls(upstream, f"first {marker}") and time.monotonic() < deadline:
+            time.sleep(0.02)
+        # a's lock connection (the only one that has taken a session lock) goes away mid-turn.
+        killed = postgres.psql(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND query LIKE '%nanobot_lock_session%'"
+            " AND pid <> pg_backend_pid()", database)
+        assert killed.strip() == "1"
+        r = ask(b, f"second {marker}", sid, timeout=10)  # the session is free: b runs a turn
+        assert r.status_code == 200
+        worker.join(30)
+    # a's turn read an older session: it fails cleanly and commits nothing.
+    assert slow[0].status_code == 503 and slow[0].json()["error"]["code"] == "database_unavailable"
+    assert session_length(postgres, url, f"api:{sid}") == 2
+    stored = postgres.psql("SELECT convert_from(data, 'UTF8') FROM nanobot_messages", database)
+    assert f"second {marker}" in stored and f"first {marker}" not in stored
