@@ -74,6 +74,10 @@ class Grant:
     length: int  # the session's length when the lock was granted
 
 
+# A queued request: (lock?, lock key, session key, connection generation, waiter).
+_Op = tuple[bool, int, str, int, "asyncio.Future[Grant | None] | None"]
+
+
 class LockConnection:
     """The one connection holding this process's session locks, with batching."""
 
@@ -81,7 +85,7 @@ class LockConnection:
         self._db = db
         self._conn: asyncpg.Connection | None = None
         self.generation = 0  # moves on whenever the connection (and its locks) is lost
-        self._queue: list[tuple[bool, int, str, asyncio.Future[Grant | None] | None]] = []
+        self._queue: list[_Op] = []
         db.on_up(self.ensure)
         self._wake = asyncio.Event()
         self._flush: asyncio.TimerHandle | None = None
@@ -96,7 +100,7 @@ class LockConnection:
         """The lock of ``key`` if it was free, or None if another backend has it."""
         self._ensure_task()
         fut: asyncio.Future[Grant | None] = asyncio.get_running_loop().create_future()
-        self._queue.append((True, lock_id(key), key, fut))
+        self._queue.append((True, lock_id(key), key, self.generation, fut))
         self._wake.set()
         return await fut
 
@@ -105,7 +109,7 @@ class LockConnection:
         if generation != self.generation:
             return
         self._ensure_task()
-        self._queue.append((False, key_id, "", None))
+        self._queue.append((False, key_id, "", generation, None))
         # Sent with the next lock, or after UNLOCK_DELAY at the latest: under
         # load that saves a statement per turn, here and in the database.
         if self._flush is None:
@@ -146,8 +150,12 @@ class LockConnection:
             if self._flush is not None:
                 self._flush.cancel()
                 self._flush = None
-            batch, self._queue = self._queue, []
-            await self._send(batch)
+            # An unlock queued before the connection was lost is moot, and
+            # must not release a lock the new connection took since.
+            batch = [op for op in self._queue if op[0] or op[3] == self.generation]
+            self._queue = []
+            if batch:
+                await self._send(batch)
 
     async def _open(self) -> None:
         if self._db.problem is not None:
@@ -177,7 +185,7 @@ class LockConnection:
             self.generation += 1
             conn.terminate()  # the backend ends, and its locks with it
 
-    async def _send(self, batch: list[tuple[bool, int, str, asyncio.Future[Grant | None] | None]]) -> None:
+    async def _send(self, batch: list[_Op]) -> None:
         conn = self._conn
         if conn is None:
             # Locks are refused; unlocks of a lost connection are moot.
@@ -198,7 +206,7 @@ class LockConnection:
                 if fut is not None and not fut.done():
                     fut.set_exception(error)
             return
-        for (_, key_id, _, fut), row in zip(batch, results):
+        for (_, key_id, _, _, fut), row in zip(batch, results):
             if fut is None:
                 continue
             granted = row[0] >= 0
