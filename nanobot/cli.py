@@ -50,23 +50,27 @@ def _serve(args: argparse.Namespace) -> int:
     from nanobot.server.app import announce, listen_per_worker, serve
 
     config = _load(args)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    _configure_logging(config, logging.INFO if args.verbose else logging.WARNING)
     if config.api.workers == 1:
         run_event_loop(serve(config, verbose=args.verbose))
         return 0
     from nanobot.server.workers import run_workers
+    from nanobot.services import lock_path
+    from nanobot.sessions.locks import open_lock_file
+    from nanobot.storage.private import private_dir
 
     Pipeline.from_names(config.pipeline.stages)  # config errors once, before forking
+    # Opened once, here: every worker, and any forked later to replace one,
+    # locks this inode even if the path is deleted or replaced meanwhile.
+    private_dir(config.workspace)
+    lock_fd = open_lock_file(lock_path(config))
     shards = listen_per_worker(config, config.api.workers)
 
     def serve_one(index: int, ready: Callable[[], None]) -> None:
         mine = shards[index]
         for sock in {s for shard in shards for s in shard} - set(mine):
             sock.close()  # a worker holding another's socket would keep it open after that one died
-        run_event_loop(serve(config, verbose=args.verbose, sockets=mine, ready=ready))
+        run_event_loop(serve(config, verbose=args.verbose, sockets=mine, ready=ready, lock_fd=lock_fd))
 
     return run_workers(
         config.api.workers,
@@ -76,10 +80,19 @@ def _serve(args: argparse.Namespace) -> int:
     )
 
 
+def _configure_logging(config: Config, level: int) -> None:
+    """Log to stderr, every record stripped of the config's secrets."""
+    from nanobot.redact import Redactor, install_log_redaction
+
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    install_log_redaction(Redactor.from_config(config))
+
+
 def _agent(args: argparse.Namespace) -> int:
     from nanobot.cli_agent import agent_main
 
     config = _load(args)
+    _configure_logging(config, logging.WARNING)
     files = [Path(f) for f in args.file]
     return asyncio.run(agent_main(config, args.message, args.session, files))
 
@@ -87,6 +100,7 @@ def _agent(args: argparse.Namespace) -> int:
 def _config_check(args: argparse.Namespace) -> int:
     from nanobot.config import find_config_path, to_public_dict
     from nanobot.pipeline import Pipeline
+    from nanobot.redact import Redactor
     from nanobot.server.app import check_bind
 
     config = _load(args)
@@ -95,12 +109,8 @@ def _config_check(args: argparse.Namespace) -> int:
     path = find_config_path(args.config)
     print(f"# config: {path or 'none found, all defaults'}: OK", file=sys.stderr)
     print(f"# database: {_database_status(config)}", file=sys.stderr)
-    public = to_public_dict(config)
-    if config.database.url:
-        from nanobot.storage.pg import masked_url
-
-        public["database"]["url"] = masked_url(config.database.url)
-    print(json.dumps(public, indent=2))
+    # Masked field by field; the redactor then catches a secret repeated elsewhere.
+    print(Redactor.from_config(config)(json.dumps(to_public_dict(config), indent=2)))
     return 0
 
 
@@ -153,6 +163,7 @@ def _outbox_rows(config: Config, states: tuple[str, ...] | None, limit: int) -> 
 
 def _outbox(args: argparse.Namespace) -> int:
     from nanobot.errors import DatabaseUnavailable
+    from nanobot.redact import Redactor
 
     config = _load(args)
     states = None if args.all else ("pending", "failed", "undeliverable")
@@ -164,6 +175,7 @@ def _outbox(args: argparse.Namespace) -> int:
     if found is None:
         print("outbox is empty (no database yet)")
         return 0
+    redact = Redactor.from_config(config)
     if not found:
         print("outbox: nothing queued or failed" if not args.all else "outbox is empty")
         return 0
@@ -171,7 +183,7 @@ def _outbox(args: argparse.Namespace) -> int:
     for r in found:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.updated))
         preview = r.content.replace("\n", " ")[:40]
-        extra = f"  ({r.last_error})" if r.last_error else ""
+        extra = f"  ({redact(r.last_error)})" if r.last_error else ""  # rows older versions wrote
         print(f"{r.id:>6}  {r.state:<13} {r.channel:<9} {r.chat_id:<16} {r.attempts:>5}  {when}  {preview}{extra}")
     return 0
 

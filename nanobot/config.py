@@ -21,6 +21,7 @@ from typing import Any, Union
 import yaml
 
 from nanobot.files.limits import FileLimits
+from nanobot.redact import public_url, strip_userinfo
 
 
 class ConfigError(Exception):
@@ -101,6 +102,7 @@ class ApiConfig:
     body_timeout: float = 60.0  # the whole request body
     shutdown_grace: float = 10.0  # SIGTERM: how long in-flight requests may finish
     workers: int = 1  # serving processes sharing the port
+    history_cache_bytes: int = 64 * 1024 * 1024  # recent sessions' history kept in memory (0: none)
     files: FilesConfig = field(default_factory=FilesConfig)
 
 
@@ -247,6 +249,10 @@ class Config:
         for path, value in positive.items():
             if value <= 0:
                 raise ConfigError(f"{path}: must be positive")
+        if files.retention_days < 0:
+            raise ConfigError("api.files.retentionDays: must not be negative (0 keeps uploads)")
+        if api.history_cache_bytes < 0:
+            raise ConfigError("api.historyCacheBytes: must not be negative")
         if d.max_history_messages < 0:
             raise ConfigError("agents.defaults.maxHistoryMessages: must not be negative")
 
@@ -380,11 +386,20 @@ def to_public_dict(config: Config) -> dict[str, Any]:
         if dataclasses.is_dataclass(obj):
             return {_camel(f.name): walk(getattr(obj, f.name), f.name) for f in dataclasses.fields(obj)}
         if isinstance(obj, dict):
-            return {k: ("***" if key in ("headers", "extra_headers") and v else walk(v, k)) for k, v in obj.items()}
+            return {k: ("***" if key in _SECRET_MAPS and v else walk(v, k)) for k, v in obj.items()}
         if isinstance(obj, list):
             return [walk(v) for v in obj]
         if key in ("api_key", "token") and obj:
             return "***"
+        if key in ("url", "api_base") and obj:
+            return strip_userinfo(obj)
         return obj
 
-    return walk(config)
+    public = walk(config)
+    if config.channels.webhook.url:  # its path is as good as a token
+        public["channels"]["webhook"]["url"] = public_url(config.channels.webhook.url) + "/***"
+    return public
+
+
+# Maps whose every value is a secret.
+_SECRET_MAPS = ("headers", "extra_headers", "env")

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from nanobot.outbound.channels import KNOWN_CHANNELS
+
 if TYPE_CHECKING:
     from nanobot.services import Services
 
@@ -53,8 +55,15 @@ class Metrics:
     async def render(self, services: "Services") -> bytes:
         """The exposition text, with scrape-time values refreshed first."""
         counts = await services.outbox.counts()
-        self.outbox.clear()
+        # One series per configured channel and one "other": the message
+        # tool's channel is whatever the model wrote, and each new label
+        # value would be a series kept for the life of the process.
+        rows: dict[tuple[str, str], int] = {}
         for (channel, state), n in counts.items():
+            label = (channel if channel in KNOWN_CHANNELS else "other", state)
+            rows[label] = rows.get(label, 0) + n
+        self.outbox.clear()
+        for (channel, state), n in rows.items():
             self.outbox.labels(channel, state).set(n)
         self.tasks.set(len(asyncio.all_tasks()))
         return generate_latest(self.registry)

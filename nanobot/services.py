@@ -10,24 +10,28 @@ import asyncio
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Awaitable, Callable
 
 from nanobot.agent.loop import AgentLoop
 from nanobot.agent.tools import MessageTool, ToolRegistry
 from nanobot.config import Config
 from nanobot.files.pool import Extractor
+from nanobot.files.retention import UploadCleaner
 from nanobot.metrics import Metrics
 from nanobot.outbound.base import Outbox
 from nanobot.outbound.sqlite_outbox import SqliteOutbox
 from nanobot.providers.base import Provider
 from nanobot.providers.echo import EchoProvider
 from nanobot.providers.openai_compat import OpenAICompatProvider
+from nanobot.redact import Redactor
 from nanobot.sessions.locks import SessionLocks, SessionOrdering, SharedSessionLocks
 from nanobot.sessions.store import SessionStore, SqliteSessionStore
 from nanobot.storage.db import Database
+from nanobot.storage.private import private_dir
 
 
-def make_provider(config: Config) -> Provider:
+def make_provider(config: Config, redact: Redactor | None = None) -> Provider:
     defaults = config.agents.defaults
     if defaults.provider == "echo":
         return EchoProvider(defaults.model)
@@ -36,7 +40,13 @@ def make_provider(config: Config) -> Provider:
         config.providers[defaults.provider],
         defaults,
         pool_size=max(100, config.api.max_concurrent_requests),
+        redact=redact,
     )
+
+
+def lock_path(config: Config) -> Path:
+    """Where the workers of one server share their session locks."""
+    return config.workspace / "sessions.lock"
 
 
 @dataclass
@@ -51,18 +61,21 @@ class Storage:
     problem: Callable[[], str | None]  # why the database cannot be used, or None
 
 
-def sqlite_storage(config: Config) -> Storage:
+def sqlite_storage(config: Config, lock_fd: int | None = None) -> Storage:
     """The embedded default: ``<workspace>/nanobot.db``."""
-    workspace = config.workspace
-    db = Database(workspace / "nanobot.db")
-    # The cache only has to cover the window sent to the LLM; 1024 recent
-    # sessions of ~60 messages bound it to tens of MB.
+    db = Database(config.workspace / "nanobot.db")
+    # The cache only has to cover the window sent to the LLM, and is
+    # bounded in bytes (api.historyCacheBytes), not sessions.
     history = config.agents.defaults.max_history_messages
     # With several workers a turn may run in any of them: the lock is
     # shared through a file, and a cached window is trusted only while
     # its session's version there has not moved.
-    shared = SharedSessionLocks(workspace / "sessions.lock") if config.api.workers > 1 else None
-    sessions = SqliteSessionStore(db, cache_sessions=1024, cache_messages=max(16, history + 8), versions=shared)
+    shared = None
+    if config.api.workers > 1:
+        shared = SharedSessionLocks(lock_fd if lock_fd is not None else lock_path(config))
+    sessions = SqliteSessionStore(
+        db, cache_bytes=config.api.history_cache_bytes, cache_messages=max(16, history + 8), versions=shared
+    )
     locks: SessionOrdering = shared if shared is not None else SessionLocks()
     outbox = SqliteOutbox(db, config.channels)
 
@@ -106,11 +119,13 @@ def postgres_storage(config: Config) -> Storage:
     return Storage(sessions, locks, outbox, start, close, lambda: db.problem)
 
 
-def make_storage(config: Config) -> Storage:
-    return postgres_storage(config) if config.database.url else sqlite_storage(config)
+def make_storage(config: Config, lock_fd: int | None = None) -> Storage:
+    """SQLite in the workspace, or PostgreSQL when ``database.url`` is set."""
+    return postgres_storage(config) if config.database.url else sqlite_storage(config, lock_fd)
 
 
 CPU_THREADS = 4
+MEDIA_DIR = Path("media") / "api"  # uploads, under the workspace
 
 
 async def prestart_threads(executor: ThreadPoolExecutor, count: int) -> None:
@@ -131,13 +146,17 @@ class Services:
     extractor: Extractor
     agent: AgentLoop
     metrics: Metrics
+    redact: Redactor  # every configured secret out of client-visible text
+    cleaner: UploadCleaner
 
     @classmethod
-    def build(cls, config: Config) -> "Services":
+    def build(cls, config: Config, lock_fd: int | None = None) -> "Services":
+        """``lock_fd``: with several workers, the session lock file their parent opened."""
         workspace = config.workspace
-        workspace.mkdir(parents=True, exist_ok=True)
-        storage = make_storage(config)
-        provider = make_provider(config)
+        private_dir(workspace)
+        storage = make_storage(config, lock_fd)
+        redact = Redactor.from_config(config)
+        provider = make_provider(config, redact)
         tools = ToolRegistry([MessageTool(storage.outbox)])
         return cls(
             config=config,
@@ -149,11 +168,13 @@ class Services:
             extractor=Extractor(config.api.files.limits()),
             agent=AgentLoop(provider, storage.sessions, tools, config.agents.defaults),
             metrics=Metrics(),
+            redact=redact,
+            cleaner=UploadCleaner(workspace / MEDIA_DIR, config.api.files.retention_days),
         )
 
     @property
-    def media_dir(self):
-        return self.config.workspace / "media" / "api"
+    def media_dir(self) -> Path:
+        return self.config.workspace / MEDIA_DIR
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -165,12 +186,14 @@ class Services:
         await prestart_threads(executor, CPU_THREADS)
         await self.extractor.warm()
         await self.storage.start()
+        self.cleaner.start()
 
     def database_problem(self) -> str | None:
         """Why the database cannot be used now (for ``/health``), or None."""
         return self.storage.problem()
 
     async def close(self) -> None:
+        await self.cleaner.close()
         await self.storage.close()
         await self.extractor.close()
         await self.provider.close()

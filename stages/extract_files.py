@@ -2,7 +2,9 @@
 
 Images become data URLs for this turn's LLM call; documents become text.
 Base64 work on big payloads, extraction and saving all run off the event
-loop. Each upload is kept under ``<workspace>/media/api/``.
+loop. Each upload is kept under ``<workspace>/media/api/``, but only when
+its request succeeds: a request that fails (a later file refused, the
+provider down, the client gone) keeps none of its files.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable, TypeVar
 from nanobot.context import Attachment, IncomingFile, RequestContext
 from nanobot.errors import InvalidRequest, TooLarge, UnsupportedMediaType
 from nanobot.files.detect import detect
-from nanobot.files.storage import safe_display_name, save_upload
+from nanobot.files.storage import remove_uploads, safe_display_name, save_upload
 
 if TYPE_CHECKING:
     from nanobot.services import Services
@@ -88,15 +90,20 @@ async def read_file(services: "Services", f: IncomingFile) -> Attachment:
             code="unsupported_file_type",
         )
     path = await asyncio.to_thread(save_upload, services.media_dir, f.filename or name, data)
-    if detected.kind == "image":
-        b64 = f.base64 if f.base64 is not None and "\n" not in f.base64 else None
-        if b64 is None:
-            b64 = await _sized(len(data), _encode_base64, data)
-        return Attachment(name, "image", detected.mime, data_url=f"data:{detected.mime};base64,{b64}", path=str(path))
-    started = time.perf_counter()
-    text = await services.extractor.extract(detected.kind, data, name, saved=path)
-    services.metrics.extraction.labels(detected.kind).observe(time.perf_counter() - started)
-    return Attachment(name, detected.kind, detected.mime, text=text, path=str(path))
+    try:
+        if detected.kind == "image":
+            b64 = f.base64 if f.base64 is not None and "\n" not in f.base64 else None
+            if b64 is None:
+                b64 = await _sized(len(data), _encode_base64, data)
+            data_url = f"data:{detected.mime};base64,{b64}"
+            return Attachment(name, "image", detected.mime, data_url=data_url, path=str(path))
+        started = time.perf_counter()
+        text = await services.extractor.extract(detected.kind, data, name, saved=path)
+        services.metrics.extraction.labels(detected.kind).observe(time.perf_counter() - started)
+        return Attachment(name, detected.kind, detected.mime, text=text, path=str(path))
+    except BaseException:  # unreadable (422), or the request ended meanwhile
+        remove_uploads([path])
+        raise
 
 
 def _too_large(name: str, limit: int, param: str) -> TooLarge:
@@ -107,8 +114,16 @@ class ExtractFiles:
     name = "extract_files"
 
     async def __call__(self, ctx: RequestContext) -> None:
+        if ctx.files:
+            ctx.exit_stack.push(lambda kind, exc, tb: _drop_on_failure(ctx, kind))
         for f in ctx.files:
             ctx.attachments.append(await read_file(ctx.services, f))
+
+
+def _drop_on_failure(ctx: RequestContext, failure: type[BaseException] | None) -> None:
+    """The request's exit: if it failed, the files it saved go too (never suppresses)."""
+    if failure is not None:
+        remove_uploads([a.path for a in ctx.attachments if a.path])
 
 
 stage = ExtractFiles()

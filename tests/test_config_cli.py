@@ -181,3 +181,12 @@ def test_shipped_config_serves_offline(tmp_path):
     finally:
         proc.terminate()
         assert proc.wait(timeout=15) == 0
+
+
+@pytest.mark.parametrize("data, needle", [
+    ({"api": {"historyCacheBytes": -1}}, "api.historyCacheBytes: must not be negative"),
+    ({"api": {"files": {"retentionDays": -1}}}, "api.files.retentionDays: must not be negative"),
+])
+def test_negative_bounds_are_refused(data, needle):
+    with pytest.raises(ConfigError, match=needle):
+        parse_config(data)

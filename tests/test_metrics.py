@@ -57,3 +57,20 @@ def test_metrics(make_server, upstream):
     assert sample(text, "nanobot_open_streams") == 0
     assert sample(text, "nanobot_asyncio_tasks") >= 1
     assert sample(text, "nanobot_request_seconds_count", route="/v1/chat/completions") == 5
+
+
+def test_channels_the_model_invents_share_one_series(make_server, upstream):
+    """Each made-up ``message`` channel is counted under ``other``, never a series of its own."""
+    server = make_server(upstream_config(upstream.url))
+    calls = " ".join(
+        f'#tool:message {{"content":"x","channel":"made-up-{uuid.uuid4().hex}","chat_id":"1"}}' for _ in range(30)
+    )
+    calls += ' #tool:message {"content":"x","channel":"webhook","chat_id":"1"}'
+    body = {"messages": [{"role": "user", "content": calls}], "session_id": uuid.uuid4().hex}
+    assert requests.post(server.url + CHAT, json=body, timeout=30).status_code == 200
+    text = requests.get(server.url + "/metrics", timeout=10).text
+    assert "made-up" not in text
+    assert sample(text, "nanobot_outbox_rows", channel="other", state="undeliverable") == 30
+    assert sample(text, "nanobot_outbox_rows", channel="webhook", state="undeliverable") == 1
+    series = [line for line in text.splitlines() if line.startswith("nanobot_outbox_rows{")]
+    assert len(series) == 2, series

@@ -416,6 +416,27 @@ def test_token_never_in_last_error(tmp_path: Path) -> None:
     against(echoing, main)
 
 
+def test_webhook_path_and_headers_never_in_last_error(tmp_path: Path) -> None:
+    """A webhook's path and query are as secret as a token: only scheme://host may show."""
+    secret_path, header = "/hook/k7Qz9secret?sig=abc123xyz", "hdr-Secret-42"
+
+    async def main(base: str) -> None:
+        hook = WebhookConfig(enabled=True, url=base + secret_path, headers={"Authorization": f"Bearer {header}"})
+        db, outbox = make(tmp_path, channels(base, webhook=hook), max_attempts=1)
+        await outbox.start()
+        row = await outbox.enqueue("webhook", "1", "x")
+        r = await settled(outbox, row.id, FAILED)
+        assert r.last_error and "***" in r.last_error
+        for secret in ("k7Qz9secret", "abc123xyz", header):
+            assert secret not in r.last_error, r.last_error
+        await outbox.close()
+        db.close()
+
+    # A peer that quotes back what it got: the URL, and the header.
+    quoting = Script(fail_on={1}, error_body={"error": f"POST {secret_path} refused; Authorization: Bearer {header}"})
+    against(quoting, main)
+
+
 def test_many_rows_beyond_one_batch(tmp_path: Path) -> None:
     async def main(base: str) -> None:
         db, outbox = make(tmp_path, channels(base))

@@ -91,7 +91,7 @@ def test_config_check_shows_the_database_masked_and_whether_it_answers(postgres,
     assert "s3cret" not in out.stdout + out.stderr
     masked = url.replace("s3cret", "***")
     assert f"# database: PostgreSQL at {masked}: answers" in out.stderr
-    assert json.loads(out.stdout)["database"]["url"] == masked
+    assert json.loads(out.stdout)["database"]["url"] == url.replace("nanobot:s3cret@", "***@")
 
     dead = write_config(tmp_path, {"database": {"url": "postgresql://u:pw@127.0.0.1:1/x"}}, "dead.json")
     out = nanobot("config", "check", config=dead)

@@ -151,3 +151,51 @@ def test_processes_opening_one_new_database_together(tmp_path):
             outcomes = pool.starmap(_open_together, [(path, barrier)] * 6)
             assert outcomes == ["ok"] * 6, outcomes
             assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+def test_history_cache_is_bounded_in_bytes_not_sessions(tmp_path):
+    """Sessions of a few huge messages are held only up to the byte budget."""
+    import gc
+    import tracemalloc
+
+    budget = 8 * 1024 * 1024
+    big = "x" * (1024 * 1024)
+
+    async def main():
+        db = Database(tmp_path / "big.db")
+        store = SqliteSessionStore(db, cache_bytes=budget, cache_messages=58)
+        tracemalloc.start()
+        try:
+            for s in range(20):  # 20 sessions of 4 turns of 1 MB: 80 MB if all were kept
+                for t in range(4):
+                    await store.append_turn(f"s{s}", [{"role": "user", "content": big + str(t)}])
+                assert len(await store.history(f"s{s}", 50)) == 4
+            gc.collect()
+            held = tracemalloc.get_traced_memory()[0]
+        finally:
+            tracemalloc.stop()
+        assert held < budget + 2 * 1024 * 1024, held
+        assert store.cached_bytes <= budget
+        assert 1 <= len(store) <= 2  # the most recent sessions, 4 MB each
+        # Evicted or not, every session reads back whole.
+        for s in range(20):
+            assert [m["content"][-1] for m in await store.history(f"s{s}", 50)] == ["0", "1", "2", "3"]
+        db.close()
+
+    asyncio.run(main())
+
+
+def test_a_window_bigger_than_the_budget_is_not_cached(tmp_path):
+    async def main():
+        db = Database(tmp_path / "huge.db")
+        store = SqliteSessionStore(db, cache_bytes=64 * 1024)
+        await store.append_turn("small", [{"role": "user", "content": "hi"}])
+        await store.history("small", 10)
+        await store.append_turn("huge", [{"role": "user", "content": "y" * 100_000}])
+        assert len(await store.history("huge", 10)) == 1
+        assert len(store) == 1 and store.cached_bytes < 64 * 1024  # "small" stays, "huge" was never kept
+        await store.append_turn("small", [{"role": "assistant", "content": "hello"}])
+        assert [m["content"] for m in await store.history("small", 10)] == ["hi", "hello"]
+        db.close()
+
+    asyncio.run(main())

@@ -79,6 +79,19 @@ def pinned(server: ServerProcess, per_worker: int) -> dict[str, list[requests.Se
     raise AssertionError(f"connections did not reach both workers: {list(by_worker)}")
 
 
+def replace_a_worker(srv: ServerProcess) -> None:
+    """SIGKILL one worker and wait until the supervisor has a new one serving."""
+    victim = min(children(srv.pid))
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        now = children(srv.pid)
+        if len(now) == 2 and victim not in now:
+            break
+        time.sleep(0.1)
+    assert len(children(srv.pid)) == 2 and victim not in children(srv.pid), srv.stderr_text()
+
+
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[UpstreamProcess]:
     with UpstreamProcess.start() as up:
@@ -153,9 +166,14 @@ def test_a_port_held_by_workers_is_refused_to_another_server(server: ServerProce
 
 def test_a_session_keeps_its_history_across_workers(server: ServerProcess, upstream: UpstreamProcess) -> None:
     """Turns of one session alternate between workers; each sees every earlier turn."""
+    alternate_turns(server, upstream, 8)
+
+
+def alternate_turns(server: ServerProcess, upstream: UpstreamProcess, turns: int) -> None:
+    """One session's turns, on each worker in turn; each must see every earlier turn."""
     (a,), (b,) = pinned(server, 1).values()
     sid = uuid.uuid4().hex
-    for i in range(8):
+    for i in range(turns):
         upstream.clear()
         ask(a if i % 2 == 0 else b, server, f"turn {i}", sid)
         users = [m["content"] for m in upstream.requests()[-1]["body"]["messages"] if m["role"] == "user"]
@@ -195,16 +213,7 @@ def test_a_killed_worker_is_replaced_and_sigterm_stops_all(upstream: UpstreamPro
     cfg = upstream_config(upstream.url)
     cfg["api"] = {"workers": 2}
     with ServerProcess(cfg) as srv:
-        first = children(srv.pid)
-        victim = min(first)
-        os.kill(victim, signal.SIGKILL)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            now = children(srv.pid)
-            if len(now) == 2 and victim not in now:
-                break
-            time.sleep(0.1)
-        assert len(children(srv.pid)) == 2 and victim not in children(srv.pid)
+        replace_a_worker(srv)
         for _ in range(10):  # whichever worker answers, it answers
             ask(requests.Session(), srv, "still there", uuid.uuid4().hex)
         workers = children(srv.pid)
@@ -252,3 +261,39 @@ def test_listen_per_worker_gives_each_worker_its_own_socket_where_linux_spreads(
     finally:
         for sock in {s for shard in shards for s in shard}:
             sock.close()
+
+
+@pytest.mark.parametrize("replacement", ["deleted", "directory"])
+def test_a_lock_file_replaced_after_start_does_not_split_the_workers(
+    upstream: UpstreamProcess, replacement: str
+) -> None:
+    """A worker started after ``sessions.lock`` was deleted (or made a directory) shares its peers' locks.
+
+    Split onto two files, a turn on one worker would trust a cached window
+    the other had outdated, and miss a turn; with a directory there, every
+    replacement worker would fail and the server stop.
+    """
+    cfg = upstream_config(upstream.url)
+    cfg["api"] = {"workers": 2}
+    with ServerProcess(cfg) as srv:
+        lock = srv.workspace / "sessions.lock"
+        lock.unlink()
+        if replacement == "directory":
+            lock.mkdir()
+        replace_a_worker(srv)
+        alternate_turns(srv, upstream, 6)
+
+
+def test_a_directory_at_the_lock_path_is_a_startup_error(upstream: UpstreamProcess, tmp_path) -> None:
+    workspace = tmp_path / "workspace"
+    (workspace / "sessions.lock").mkdir(parents=True)
+    cfg = upstream_config(upstream.url)
+    cfg["api"] = {"workers": 2, "port": 0}
+    cfg["agents"]["defaults"]["workspace"] = str(workspace)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(cfg))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    p = subprocess.run([sys.executable, "-m", "nanobot", "serve", "--config", str(path)],
+                       capture_output=True, text=True, env=env, timeout=60)
+    assert p.returncode == 2, p.stderr
+    assert "sessions.lock" in p.stderr and "Traceback" not in p.stderr, p.stderr

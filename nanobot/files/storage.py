@@ -1,4 +1,4 @@
-"""Names for uploads: one shown to the LLM, one used on disk.
+"""Uploads on disk: their names (one shown to the LLM, one used on disk) and their removal.
 
 The client's filename is untrusted twice over: in the prompt it could forge a
 ``[/file]`` boundary or a fake line, on disk it could climb out of the media
@@ -10,9 +10,11 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+import time
 import unicodedata
 import uuid
 from pathlib import Path
+from typing import Iterable
 
 MAX_DISPLAY_CHARS = 255
 MAX_BASENAME_CHARS = 100
@@ -82,3 +84,39 @@ def _safe_basename(filename: str | None) -> str:
         else:
             name = name[:MAX_BASENAME_CHARS]
     return name.rstrip("_") or _FALLBACK_BASENAME
+
+
+def remove_uploads(paths: Iterable[Path | str]) -> None:
+    """Delete the uploads of a request that failed (a few unlinks: fine on the loop)."""
+    for path in paths:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
+def remove_expired(media_dir: Path, max_age: float, limit: int, now: float | None = None) -> tuple[int, bool]:
+    """Delete up to ``limit`` uploads last modified more than ``max_age`` seconds ago.
+
+    Blocking (a directory scan): run it off the event loop. Entries are
+    streamed, so memory stays flat however many files there are. Returns
+    how many went, and whether the limit cut the pass short.
+    """
+    cutoff = (time.time() if now is None else now) - max_age
+    removed = 0
+    try:
+        entries = os.scandir(media_dir)
+    except FileNotFoundError:
+        return 0, False
+    with entries:
+        for entry in entries:
+            try:
+                if not entry.is_file(follow_symlinks=False) or entry.stat(follow_symlinks=False).st_mtime >= cutoff:
+                    continue
+                os.unlink(entry.path)
+            except FileNotFoundError:  # another worker's pass took it first
+                continue
+            removed += 1
+            if removed >= limit:
+                return removed, True
+    return removed, False

@@ -3,15 +3,14 @@
 :class:`ChannelSenders` knows which channels are usable (enabled *and*
 configured) and performs one delivery attempt. It never touches the
 database: the outbox decides when to try, and stores what went wrong. Every
-error it raises is already safe to store and show, with the Telegram token
-and the webhook URL (both secrets) redacted.
+error it raises is already safe to store and show, with the Telegram token,
+the webhook's headers and its URL past the host (all secrets) redacted.
 """
 
 from __future__ import annotations
 
 import math
 from typing import Awaitable, Callable
-from urllib.parse import quote
 
 import orjson
 from tornado.httpclient import HTTPRequest, HTTPResponse
@@ -19,6 +18,7 @@ from tornado.httputil import HTTPHeaders
 
 from nanobot.config import ChannelsConfig
 from nanobot.outbound.httpclient import AbortableHTTPClient
+from nanobot.redact import CUT_MARK, Redactor, channel_secrets
 
 TELEGRAM_MAX_CHARS = 4096
 # Each channel, and the setting without which it cannot deliver even when enabled.
@@ -55,10 +55,7 @@ class ChannelSenders:
         self._timeout = http_timeout
         self._max_clients = max_clients
         self._http: AbortableHTTPClient | None = None
-        tg, hook = config.telegram, config.webhook
-        self._secrets = sorted(
-            {s for s in (tg.token, _quote(tg.token), hook.url) if s}, key=len, reverse=True
-        )
+        self._redact_secrets = Redactor(channel_secrets(config))
 
     # --- which channels work ------------------------------------------------
 
@@ -166,8 +163,7 @@ class ChannelSenders:
         return self._http
 
     def _redact(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
+        text = self._redact_secrets(text)
         if len(text) > _MAX_ERROR_CHARS:
             text = text[: _MAX_ERROR_CHARS - 3] + "..."
         return text
@@ -194,10 +190,6 @@ def _telegram_problem(response: HTTPResponse) -> str | None:
 
 def _snippet(body: bytes | None) -> str:
     text = (body or b"").decode("utf-8", "replace").strip()
-    return text[:200] or "(empty body)"
-
-
-def _quote(value: str) -> str:
-    """``value`` as it would appear percent-encoded in a URL or error text."""
-    return quote(value, safe="")
+    # A cut text ends with CUT_MARK, so the redactor also masks a secret cut in two.
+    return (text[:200] + CUT_MARK if len(text) > 200 else text) or "(empty body)"
 

@@ -71,8 +71,13 @@ def select(conn: sqlite3.Connection, states: tuple[str, ...] | None, limit: int)
     return [OutboxRow(*r) for r in conn.execute(sql, (*params, limit))]
 
 
-def counts(conn: sqlite3.Connection) -> dict[tuple[str, str], int]:
-    rows = conn.execute("SELECT channel, state, count(*) FROM outbox GROUP BY channel, state")
+def counts(conn: sqlite3.Connection, known: tuple[str, ...]) -> dict[tuple[str, str], int]:
+    """Rows by (channel, state); channels not in ``known`` (names a model made up) as one ``other``."""
+    rows = conn.execute(
+        f"SELECT CASE WHEN {_in(known)} THEN channel ELSE 'other' END AS c, state, count(*) "
+        "FROM outbox GROUP BY c, state",
+        known,
+    )
     return {(channel, state): n for channel, state, n in rows}
 
 

@@ -20,6 +20,7 @@ import asyncpg
 
 from nanobot.config import ChannelsConfig
 from nanobot.outbound.base import DELIVERED, PENDING, OutboxRow
+from nanobot.outbound.channels import KNOWN_CHANNELS
 from nanobot.outbound.delivery import DeliveryWorker
 from nanobot.outbound.outbox_sql import Due
 from nanobot.storage.pg import PgDatabase
@@ -45,6 +46,11 @@ WHERE id IN (
     FOR UPDATE SKIP LOCKED
 )
 RETURNING id, channel, chat_id, content, attempts, progress, next_attempt
+"""
+
+_COUNTS = """
+SELECT CASE WHEN channel = ANY($1::text[]) THEN channel ELSE 'other' END AS c, state, count(*)
+FROM nanobot_outbox GROUP BY c, state
 """
 
 _NEXT_DUE = f"""
@@ -96,7 +102,8 @@ class PgOutbox(DeliveryWorker):
         return await self._db.run(_select, states, limit)
 
     async def counts(self) -> dict[tuple[str, str], int]:
-        rows = await self._db.run(_fetch, "SELECT channel, state, count(*) FROM nanobot_outbox GROUP BY 1, 2")
+        """Rows by (channel, state); channels a model made up count as one ``other``."""
+        rows = await self._db.run(_fetch, _COUNTS, list(KNOWN_CHANNELS))
         return {(channel, state): n for channel, state, n in rows}
 
     def notified(self, *_: Any) -> None:

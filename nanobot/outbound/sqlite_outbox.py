@@ -17,6 +17,7 @@ from typing import Any
 from nanobot.config import ChannelsConfig
 from nanobot.outbound import outbox_sql as sql
 from nanobot.outbound.base import OutboxRow
+from nanobot.outbound.channels import KNOWN_CHANNELS
 from nanobot.outbound.delivery import DeliveryWorker
 from nanobot.storage.db import Database
 
@@ -35,7 +36,7 @@ class SqliteOutbox(DeliveryWorker):
         return await self._db.run(sql.select, states, limit)
 
     async def counts(self) -> dict[tuple[str, str], int]:
-        return await self._db.run(sql.counts)
+        return await self._db.run(sql.counts, KNOWN_CHANNELS)
 
     # --- storage hooks ------------------------------------------------------
 

@@ -23,13 +23,19 @@ from nanobot.providers.direct_client import DirectAsyncClient
 from nanobot.providers.parse import Malformed, StreamParser, parse_completion, shorten
 from nanobot.providers.sdk_client import TemplatedOpenAI
 from nanobot.providers.transport import BODY_EXTENSION, PooledTransport
+from nanobot.redact import Redactor, provider_secrets
 
 _EXACT_BELOW = 64 * 1024
 
 
 class OpenAICompatProvider:
-    def __init__(self, name: str, config: ProviderConfig, defaults: AgentDefaults, pool_size: int = 1000) -> None:
+    def __init__(
+        self, name: str, config: ProviderConfig, defaults: AgentDefaults, pool_size: int = 1000,
+        redact: Redactor | None = None,
+    ) -> None:
         self.name = name
+        # An upstream may quote the request's headers back in its error text.
+        self._redact = redact or Redactor(provider_secrets(config))
         self.model = defaults.model
         self._temperature = defaults.temperature
         self._max_tokens = defaults.max_tokens
@@ -46,7 +52,7 @@ class OpenAICompatProvider:
         self._url = str(self._client.base_url).rstrip("/") + "/chat/completions"
 
     def _fail(self, what: str, kind: str) -> UpstreamError:
-        return UpstreamError(f"provider '{self.name}' {what}", code=f"upstream_{kind}")
+        return UpstreamError(self._redact(f"provider '{self.name}' {what}"), code=f"upstream_{kind}")
 
     async def stream(
         self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None, incremental: bool = True

@@ -120,11 +120,13 @@ async def serve(
     verbose: bool = False,
     sockets: list[socket.socket] | None = None,
     ready: Callable[[], None] | None = None,
+    lock_fd: int | None = None,
 ) -> None:
     """Serve until SIGTERM/SIGINT, then drain in-flight requests for up to ``grace`` seconds.
 
-    A worker process gets the ``sockets`` its parent bound and reports with
-    ``ready()`` instead of announcing itself (see ``workers.py``).
+    A worker process gets the ``sockets`` its parent bound and the session
+    lock file it opened (``lock_fd``), and reports with ``ready()`` instead
+    of announcing itself (see ``workers.py``).
     """
     pipeline = Pipeline.from_names(config.pipeline.stages)  # config errors before binding
     if sockets is None:
@@ -133,7 +135,7 @@ async def serve(
     # switch interval at a time; 1 ms instead of 5 keeps the loop's latency
     # low while they run, at no cost when they are idle.
     sys.setswitchinterval(0.001)
-    services = Services.build(config)
+    services = Services.build(config, lock_fd)
     app = make_app(services, pipeline, verbose)
     # Body limits are enforced by the handlers (to answer 413 in JSON); Tornado's
     # own cap only guards against bodies far past them.

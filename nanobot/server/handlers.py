@@ -135,7 +135,12 @@ class BaseHandler(web.RequestHandler):
         for name, value in err.headers.items():
             self.set_header(name, value)
         self.set_header("Content-Type", "application/json")
-        self.finish(error_json(err))
+        self.finish(error_json(self._redacted(err)))
+
+    def _redacted(self, err: ApiError) -> ApiError:
+        """``err`` with no configured secret in its message: every error a client sees passes here."""
+        err.message = self.services.redact(err.message)
+        return err
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         if isinstance(value, ApiError) or (isinstance(value, web.HTTPError) and value.status_code < 500):
@@ -360,8 +365,9 @@ class ChatCompletionsHandler(BaseHandler):
             return
         if isinstance(err, UpstreamError):
             self.services.metrics.upstream_errors.labels(err.code or "other").inc()
+            log.warning("request %s: %s", self.request_id, err.message)
         if ctx.headers_sent:
-            self.write(error_frame(err))
+            self.write(error_frame(self._redacted(err)))
             self.finish()
         else:
             self.clear()

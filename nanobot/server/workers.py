@@ -6,7 +6,8 @@ supervises: it announces the server once every worker is ready, forwards
 SIGTERM/SIGINT, replaces a worker that dies, and returns when all are gone.
 It forks before any thread or event loop exists, so every worker starts
 clean. What keeps sessions correct across workers lives elsewhere: a turn
-holds its session's byte of a shared lock file (``SharedSessionLocks``), and
+holds its session's byte of a shared lock file (``SharedSessionLocks``; the
+parent opens it once, so a worker forked later locks the same inode), and
 a worker's cached history is trusted only while that session's version in
 the same file has not moved (``SqliteSessionStore``).
 """

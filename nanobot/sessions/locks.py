@@ -9,9 +9,12 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import stat
 import zlib
 from pathlib import Path
 from typing import Protocol
+
+from nanobot.config import ConfigError
 
 try:
     import fcntl
@@ -97,11 +100,15 @@ class SharedSessionLocks:
 
     SLOTS = 1 << 16  # two keys share a byte about once per 65,536 pairs
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, lock: int | Path) -> None:
+        """``lock``: the lock file's path, or a descriptor of it (:func:`open_lock_file`)
+        opened once by the parent of the workers, so that every worker, a
+        replacement forked after the path was deleted or replaced included,
+        locks one inode."""
         self._local = SessionLocks()
         # Kept open for the life of the process: closing any descriptor of
         # the file would drop every record lock the process holds on it.
-        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        self._fd = lock if isinstance(lock, int) else open_lock_file(lock)
         self._held: dict[int, int] = {}
 
     def __len__(self) -> int:
@@ -153,6 +160,26 @@ class SharedSessionLocks:
 
     def _counter(self, key: str) -> int:
         return self.SLOTS + 8 * self.slot(key)
+
+
+def open_lock_file(path: Path) -> int:
+    """The session lock file at ``path``, created 0600 if missing; a descriptor.
+
+    Anything but a regular file there (a directory, a FIFO, a symlink) is a
+    :class:`ConfigError` naming the path: the server would otherwise fail
+    in every worker it starts.
+    """
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o600)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot open the session lock file: {exc.strerror}") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise ConfigError(f"{path}: the session lock file is not a regular file")
+    if stat.S_IMODE(info.st_mode) != 0o600:
+        os.fchmod(fd, 0o600)
+    return fd
 
 
 class _SharedHold:

@@ -3,7 +3,8 @@
 A turn is appended as one transaction (user message, every assistant and
 tool message, the final reply), so history never holds half a turn. A small
 in-memory window per recently used session saves a query per turn; it is
-bounded (LRU) and only ever filled from what was committed. With several
+bounded in bytes (LRU: a session of a few huge messages weighs what it
+costs, not one slot) and only ever filled from what was committed. With several
 worker processes, each cached window carries the session's version
 (:class:`SessionVersions`) and is read again from SQLite once another worker
 has moved it on.
@@ -14,6 +15,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
@@ -69,33 +71,54 @@ CREATE INDEX IF NOT EXISTS messages_session ON messages(session, id);
 """
 
 
+# What a cached message costs beyond its JSON text (its dict, the parsed
+# strings' headers), and a cached session beyond its messages: a million
+# tiny sessions are bounded by the budget too.
+MESSAGE_OVERHEAD = 400
+SESSION_OVERHEAD = 300
+
+
+@dataclass(slots=True)
+class _Window:
+    """A session's cached last messages, and what each weighs (its JSON size)."""
+
+    version: int
+    rows: list[Message]
+    sizes: list[int]
+    cost: int
+
+
 class SqliteSessionStore:
     """Sessions in ``<workspace>/nanobot.db``."""
 
     def __init__(
-        self, db: Database, cache_sessions: int = 4096, cache_messages: int = 200,
+        self, db: Database, cache_bytes: int = 64 * 1024 * 1024, cache_messages: int = 200,
         versions: SessionVersions | None = None,
     ) -> None:
         self._db = db
-        self._cache: OrderedDict[str, tuple[int, list[Message]]] = OrderedDict()  # key -> (version, window)
-        self._cache_sessions = cache_sessions
+        self._cache: OrderedDict[str, _Window] = OrderedDict()
+        self._cache_bytes = cache_bytes
+        self.cached_bytes = 0  # what the windows in the cache weigh together
         self._cache_messages = cache_messages
         self._versions = versions
         db.call(lambda conn: conn.executescript(_SCHEMA))
+
+    def __len__(self) -> int:
+        return len(self._cache)  # sessions cached
 
     async def history(self, key: str, limit: int) -> list[Message]:
         if limit <= 0:
             return []
         version = self._versions.current(key) if self._versions is not None else 0
         cached = self._cache.get(key)
-        if cached is not None and cached[0] == version:
-            rows = cached[1]
+        if cached is not None and cached.version == version:
+            rows = cached.rows
             if len(rows) >= limit or len(rows) < self._cache_messages:
                 # Either the cache holds more than asked, or it holds the whole session.
                 self._cache.move_to_end(key)
                 return trim_window(rows[-limit:])
-        rows = await self._db.run(_load, key, max(limit, self._cache_messages))
-        self._remember(key, version, rows)
+        rows, sizes = await self._db.run(_load, key, max(limit, self._cache_messages))
+        self._remember(key, version, rows, sizes)
         return trim_window(rows[-limit:])
 
     async def append_turn(self, key: str, messages: list[Message]) -> None:
@@ -104,26 +127,38 @@ class SqliteSessionStore:
         # Moved on before the commit: a worker that dies between the two
         # leaves the others re-reading, never trusting a window it outdated.
         version = self._versions.bump(key) if self._versions is not None else 0
-        await self._db.run(_append, key, [orjson.dumps(m) for m in messages])
+        blobs = [orjson.dumps(m) for m in messages]
+        await self._db.run(_append, key, blobs)
         cached = self._cache.get(key)
         if cached is not None:
-            self._remember(key, version, cached[1] + messages)
+            self._remember(key, version, cached.rows + messages, cached.sizes + [len(b) for b in blobs])
 
-    def _remember(self, key: str, version: int, rows: list[Message]) -> None:
-        self._cache[key] = (version, rows[-self._cache_messages :])
-        self._cache.move_to_end(key)
-        while len(self._cache) > self._cache_sessions:
-            self._cache.popitem(last=False)
+    def _remember(self, key: str, version: int, rows: list[Message], sizes: list[int]) -> None:
+        keep = self._cache_messages
+        rows, sizes = rows[-keep:], sizes[-keep:]
+        cost = SESSION_OVERHEAD + sum(sizes) + MESSAGE_OVERHEAD * len(sizes)  # at most ``keep`` numbers
+        old = self._cache.pop(key, None)
+        if old is not None:
+            self.cached_bytes -= old.cost
+        if cost > self._cache_bytes:
+            return  # bigger than the whole budget: read from the database each time
+        self._cache[key] = _Window(version, rows, sizes, cost)
+        self.cached_bytes += cost
+        while self.cached_bytes > self._cache_bytes:
+            _, evicted = self._cache.popitem(last=False)
+            self.cached_bytes -= evicted.cost
 
     async def close(self) -> None:
         self._cache.clear()
+        self.cached_bytes = 0
 
 
-def _load(conn: sqlite3.Connection, key: str, limit: int) -> list[Message]:
+def _load(conn: sqlite3.Connection, key: str, limit: int) -> tuple[list[Message], list[int]]:
     rows = conn.execute(
         "SELECT data FROM messages WHERE session = ? ORDER BY id DESC LIMIT ?", (key, limit)
     ).fetchall()
-    return [orjson.loads(r[0]) for r in reversed(rows)]
+    rows.reverse()
+    return [orjson.loads(r[0]) for r in rows], [len(r[0]) for r in rows]
 
 
 def _append(conn: sqlite3.Connection, key: str, blobs: list[bytes]) -> None:

@@ -21,6 +21,8 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
+from nanobot.storage.private import DIR_MODE, private_file, tighten_if_present
+
 T = TypeVar("T")
 
 _STOP = object()
@@ -47,7 +49,13 @@ class Database:
     # --- the database thread --------------------------------------------------
 
     def _open(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+        # 0600 before SQLite writes a byte; SQLite gives the -wal and -shm
+        # files it creates the database file's mode. Those an older version
+        # left readable are tightened here.
+        private_file(self.path)
+        for suffix in ("-wal", "-shm"):
+            tighten_if_present(self.path.with_name(self.path.name + suffix))
         conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
         _use_wal(conn)
         # NORMAL under WAL: a committed transaction survives a process crash;

@@ -4,6 +4,7 @@ Directives are `#word` tokens in the text of the last user message; the first
 rule that applies, in this order, picks the reply:
 
   #status:NNN    HTTP NNN (400-599) with an OpenAI error body
+  #leak          HTTP 401 whose error message quotes the request's headers
   #garbage       200 with a body that is not JSON (or a broken SSE frame)
   #slow:MS       wait MS ms, then go on with the rules below
   #die           role chunk + two content chunks, then the connection drops
@@ -71,6 +72,7 @@ class Reply:
     """
 
     status: int = 200
+    leak: bool = False  # the error message quotes the request's headers
     garbage: bool = False
     delay: float = 0.0
     die: bool = False
@@ -125,6 +127,8 @@ def plan(body: dict[str, Any], config: ScriptConfig) -> Reply:
 
     if "status" in flags:
         return Reply(status=_int_flag(flags, "status", 400, 599))
+    if "leak" in flags:
+        return Reply(status=401, leak=True)
     if "garbage" in flags:
         return Reply(garbage=True)
     reply = Reply()

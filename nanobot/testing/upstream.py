@@ -86,6 +86,12 @@ class ChatCompletionsHandler(JsonHandler):
         except ScriptError as exc:
             self.send_error_json(400, str(exc))
             return None
+        if reply.leak:
+            # As careless servers do: every header sent, the key included, quoted back.
+            headers = sorted(self.request.headers.get_all(), key=lambda h: h[0] != "Authorization")
+            quoted = "; ".join(f"{name}: {value}" for name, value in headers)
+            self.send_error_json(reply.status, f"invalid credentials in request headers ({quoted})")
+            return None
         if reply.status != 200:
             self.send_error_json(reply.status, f"scripted status {reply.status}")
             return None
