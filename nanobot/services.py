@@ -100,7 +100,9 @@ def postgres_storage(config: Config) -> Storage:
     db = PgDatabase(config.database.url, config.database.pool_size)
     locks = PgSessionOrdering(db)
     history = config.agents.defaults.max_history_messages
-    sessions = PgSessionStore(db, fence=locks, cache_sessions=1024, cache_messages=max(16, history + 8))
+    sessions = PgSessionStore(
+        db, fence=locks, cache_bytes=config.api.history_cache_bytes, cache_messages=max(16, history + 8)
+    )
     outbox = PgOutbox(db, config.channels)
     locks.connection.listen(CHANNEL, outbox.notified)
     db.on_up(outbox.wake)  # rows queued during an outage go out at once

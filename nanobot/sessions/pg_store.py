@@ -23,6 +23,7 @@ import orjson
 
 from nanobot.errors import DatabaseUnavailable
 from nanobot.sessions.store import Message, trim_window
+from nanobot.sessions.window_cache import WindowCache
 from nanobot.storage.pg import PgDatabase
 
 # The session's length, and its last ``$2`` messages unless the caller's
@@ -65,16 +66,18 @@ class TurnFence(Protocol):
 
 
 class PgSessionStore:
-    """:class:`~nanobot.sessions.store.SessionStore` in PostgreSQL."""
+    """:class:`~nanobot.sessions.store.SessionStore` in PostgreSQL.
+
+    The cached windows' versions are session lengths.
+    """
 
     def __init__(
-        self, db: PgDatabase, fence: TurnFence | None = None, cache_sessions: int = 1024, cache_messages: int = 200
+        self, db: PgDatabase, fence: TurnFence | None = None, cache_bytes: int = 64 * 1024 * 1024,
+        cache_messages: int = 200,
     ) -> None:
         self._db = db
         self._fence = fence
-        self._cache: OrderedDict[str, tuple[int, list[Message]]] = OrderedDict()  # key -> (length, window)
-        self._cache_sessions = cache_sessions
-        self._cache_messages = cache_messages
+        self._cache = WindowCache(cache_bytes, cache_messages)
         # The length each running turn read its history at: its commit's
         # expected value (one turn per key at a time in a process). Bounded:
         # a turn that fails leaves its entry until newer ones push it out.
@@ -83,23 +86,22 @@ class PgSessionStore:
     async def history(self, key: str, limit: int) -> list[Message]:
         cached = self._cache.get(key)
         known = self._fence.length(key) if self._fence is not None else None
-        if known is not None and (known == 0 or (
-            cached is not None and cached[0] == known and len(cached[1]) >= min(limit, known)
-        )):
-            # The lock's grant says the cached window (or an empty session) is current.
-            length, window = known, (cached[1] if known else [])
+        if known == 0:
+            length, window = 0, []  # a new session
+        elif known is not None and cached is not None and cached.version == known and (
+            len(cached.rows) >= min(limit, known)
+        ):
+            length, window = known, cached.rows  # the lock's grant says the cached window is current
         else:
-            want = max(limit, self._cache_messages)
-            rows = await self._db.run(_fetch, key, want, cached[0] if cached else -1)
+            want = max(limit, self._cache.keep)
+            rows = await self._db.run(_fetch, key, want, cached.version if cached else -1)
             length = rows[0][0] if rows else 0
-            if cached is not None and cached[0] == length:
-                window = cached[1]
+            if cached is not None and cached.version == length:
+                window = cached.rows
             else:
-                window = [orjson.loads(r[1]) for r in rows if r[1] is not None]
-        if cached is None or cached[0] != length:
-            self._remember(key, length, window)
-        else:
-            self._cache.move_to_end(key)
+                data = [r[1] for r in rows if r[1] is not None]
+                window = [orjson.loads(d) for d in data]
+                self._cache.remember(key, length, window, [len(d) for d in data])
         self._read_at[key] = length
         self._read_at.move_to_end(key)
         if len(self._read_at) > READ_AT_LIMIT:
@@ -124,27 +126,24 @@ class PgSessionStore:
             # length says which (nobody else can move it while we hold the lock).
             done = await self._settle(key, expected, len(blobs))
         if not done:
-            self._cache.pop(key, None)
+            self._cache.drop(key)
             raise DatabaseUnavailable("the session moved on during this turn")
         cached = self._cache.get(key)
-        if cached is not None and cached[0] == expected:
-            self._remember(key, expected + len(blobs), cached[1] + messages)
+        sizes = [len(b) for b in blobs]
+        if expected == 0:
+            self._cache.remember(key, len(blobs), messages, sizes)
+        elif cached is not None and cached.version == expected:
+            self._cache.remember(key, expected + len(blobs), cached.rows + messages, cached.sizes + sizes)
         else:
-            self._cache.pop(key, None)
+            self._cache.drop(key)
 
     async def _settle(self, key: str, expected: int, count: int) -> bool:
         try:
             length = await self._db.run(_length, key)
         except DatabaseUnavailable:
-            self._cache.pop(key, None)
+            self._cache.drop(key)
             raise
         return length == expected + count
-
-    def _remember(self, key: str, length: int, rows: list[Message]) -> None:
-        self._cache[key] = (length, rows[-self._cache_messages :])
-        self._cache.move_to_end(key)
-        while len(self._cache) > self._cache_sessions:
-            self._cache.popitem(last=False)
 
     async def close(self) -> None:
         self._cache.clear()
