@@ -92,6 +92,19 @@ class Overloaded(ApiError):
     status = 503
 
 
+class DatabaseUnavailable(Overloaded):
+    """The PostgreSQL database cannot be reached: try again shortly."""
+
+    def __init__(self, reason: str = "") -> None:
+        detail = f" ({reason})" if reason else ""
+        super().__init__(
+            f"The database is unavailable{detail}; try again shortly.",
+            code="database_unavailable",
+            headers={"Retry-After": "1"},
+        )
+        self.reason = reason
+
+
 class Timeout(ApiError):
     status = 504
 

@@ -155,11 +155,24 @@ class HealthHandler(BaseHandler):
 
     def get(self) -> None:
         self.set_header("Content-Type", "application/json")
-        self.finish(b'{"status":"ok"}')
+        problem = self._problem()
+        if problem is None:
+            self.finish(b'{"status":"ok"}')
+        else:
+            self.finish(orjson.dumps({"status": "unavailable", "reason": f"database unavailable: {problem}"}))
 
     def head(self) -> None:
         self.set_header("Content-Type", "application/json")
+        self._problem()
         self.finish()
+
+    def _problem(self) -> str | None:
+        """The cached database state (no query per probe): 503 while it is down."""
+        problem = self.services.database_problem()
+        if problem is not None:
+            self.set_status(503)
+            self.set_header("Retry-After", "1")
+        return problem
 
 
 class ModelsHandler(BaseHandler):
