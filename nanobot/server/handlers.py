@@ -377,8 +377,14 @@ class ChatCompletionsHandler(BaseHandler):
             self.send_api_error(err)
 
     def on_connection_close(self) -> None:
+        # Tornado's own fails the body future a streamed request waits on:
+        # without it a body cut short keeps its coroutine, and everything
+        # received so far, alive for good.
+        super().on_connection_close()
         if self._task is not None and not self._task.done() and not self._finished:
             self._task.cancel()
+        self._chunks = []
+        self._multipart = None
         self._release()
 
     def on_finish(self) -> None:
