@@ -21,7 +21,7 @@ from nanobot.errors import ApiError, NotFound, Overloaded, Timeout, TooLarge, Up
 from nanobot.ids import new_id
 from nanobot.multipart import MultipartReader
 from nanobot.protocol import error_frame, error_json, models_body
-from nanobot.server.guards import CORS_ALLOW_HEADERS, CORS_ALLOW_METHODS, CORS_EXPOSE_HEADERS
+from nanobot.server.guards import CORS_ALLOW_HEADERS, CORS_ALLOW_METHODS, CORS_EXPOSE_HEADERS, HostPolicy
 
 log = logging.getLogger("nanobot.server")
 
@@ -38,6 +38,12 @@ def request_id_header(handler: web.RequestHandler) -> str:
         rid = new_id()
     handler.set_header("X-Request-ID", rid)
     return rid
+
+
+def check_host(handler: web.RequestHandler) -> None:
+    """421 for a Host that does not name this server (see :class:`HostPolicy`)."""
+    policy: HostPolicy = handler.application.settings["hosts"]
+    policy.check(handler.request.host)
 
 
 def allowed_methods(handler: web.RequestHandler) -> str:
@@ -63,6 +69,7 @@ class BaseHandler(web.RequestHandler):
         return None
 
     def set_default_headers(self) -> None:
+        self.clear_header("Server")  # Tornado's names its version
         self.request_id = request_id_header(self)
         origin = self.request.headers.get("Origin")
         if origin and self.application.settings["origins"].is_cross_allowed(origin):
@@ -76,6 +83,7 @@ class BaseHandler(web.RequestHandler):
 
     def prepare(self) -> None:
         settings = self.application.settings
+        check_host(self)
         # A method the route does not have is 405 whoever asks (before the
         # origin and key checks, so the answer does not depend on them).
         if getattr(type(self), self.request.method.lower(), None) is getattr(
@@ -202,6 +210,7 @@ class NotFoundHandler(BaseHandler):
     public = True
 
     def prepare(self) -> None:
+        check_host(self)
         raise NotFound(f"Unknown route {self.request.path}.", code="unknown_route")
 
 
