@@ -79,3 +79,48 @@ def test_dropped_uploads_leave_no_memory_or_tasks(make_server, cut_by_server):
     assert in_flight(server) == 0
     r = requests.post(server.url + CHAT, json={"messages": [{"role": "user", "content": "still here"}]}, timeout=10)
     assert r.status_code == 200
+
+
+# --------------------------------------------------------------------------------- stalled uploads
+
+
+def test_stalled_uploads_do_not_take_request_slots(make_server):
+    """50 clients that send headers and one byte hold no api.maxConcurrentRequests slot."""
+    server = make_server({"api": {"maxConcurrentRequests": 2}})
+    stalled = [_partial(server.port, 1000, 1 + 39) for _ in range(50)]
+    try:
+        time.sleep(0.5)
+        for i in range(4):
+            r = requests.post(server.url + CHAT, json={"messages": [{"role": "user", "content": f"hi {i}"}]},
+                              timeout=10)
+            assert r.status_code == 200, r.text
+        assert in_flight(server) == 0
+    finally:
+        for s in stalled:
+            s.close()
+
+
+def test_bodies_in_flight_are_bounded_by_bytes(make_server):
+    """Past api.maxBodyBytesInFlight the body that would cross it is 503; the bytes come back when it ends."""
+    server = make_server({"api": {"maxBodyBytes": 2 * MIB, "maxBodyBytesInFlight": 3 * MIB}})
+    first = _partial(server.port, 2 * MIB, 2 * MIB - 10)
+    try:
+        time.sleep(0.3)
+        second = _partial(server.port, 2 * MIB, 100 * 1024)
+        with second:
+            second.sendall(b"a" * (MIB + 100 * 1024))
+            raw = recv_all(second, timeout=5)
+        assert status_of(raw) == 503, raw[:300]
+        assert b'"overloaded_error"' in raw and b"maxBodyBytesInFlight" in raw and b"Retry-After: 1" in raw
+        # Small requests still fit beside the stalled one.
+        r = requests.post(server.url + CHAT, json={"messages": [{"role": "user", "content": "small"}]}, timeout=10)
+        assert r.status_code == 200
+    finally:
+        first.close()
+    # The stalled body's bytes are given back once its client leaves.
+    time.sleep(0.3)
+    third = _partial(server.port, 2 * MIB, 2 * MIB - 10)
+    with third:
+        third.sendall(b'a"}]}' + b" " * 5)
+        raw = recv_all(third, timeout=10)
+    assert status_of(raw) == 200, raw[:300]

@@ -16,7 +16,7 @@ from tornado.netutil import bind_sockets
 from nanobot.config import Config, ConfigError
 from nanobot.pipeline import Pipeline
 from nanobot.server.connection import MAX_HEADER_BYTES, ApiHTTPServer
-from nanobot.server.guards import ConcurrencyGate, HostPolicy, KeyCheck, OriginPolicy
+from nanobot.server.guards import BodyBudget, ConcurrencyGate, HostPolicy, KeyCheck, OriginPolicy
 from nanobot.server.page import STATIC_DIR, ChatPageHandler, PageAssetHandler
 from nanobot.server.handlers import (
     ChatCompletionsHandler,
@@ -44,6 +44,7 @@ def make_app(services: Services, pipeline: Pipeline | None = None, verbose: bool
         "origins": OriginPolicy(config.api.cors_origins),
         "keys": KeyCheck(config.api.api_key),
         "gate": ConcurrencyGate(config.api.max_concurrent_requests),
+        "bodies": BodyBudget(config.api.max_body_bytes_in_flight),
         "default_handler_class": NotFoundHandler,
         "compress_response": False,
     }

@@ -105,6 +105,34 @@ class KeyCheck:
             raise AuthenticationFailed("Incorrect API key provided.", code="invalid_api_key")
 
 
+class BodyBudget:
+    """Bytes of request bodies still arriving, all requests together.
+
+    A request only counts against the concurrency gate once its body is in,
+    so clients that stall mid-upload cannot take every slot; this bounds what
+    they can hold instead. The chunk that would cross the bound makes its
+    request 503 (Retry-After), and a body's bytes come back when it is
+    complete or its request ends.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def take(self, n: int) -> None:
+        if self.used + n > self.limit:
+            raise Overloaded(
+                f"Too many request bodies are arriving at once (api.maxBodyBytesInFlight, {self.limit} bytes); "
+                "retry shortly.",
+                code="body_bytes_in_flight",
+                headers={"Retry-After": "1"},
+            )
+        self.used += n
+
+    def give_back(self, n: int) -> None:
+        self.used -= n
+
+
 class ConcurrencyGate:
     """At most ``limit`` requests in flight; past it, 503 at once (no queue).
 

@@ -221,6 +221,7 @@ class ChatCompletionsHandler(BaseHandler):
 
     _task: asyncio.Task | None = None
     _gated = False
+    _held = 0  # body bytes counted against the "bodies" budget
     _ctx: RequestContext | None = None
     _multipart: MultipartReader | None = None
     _chunks: list[bytes]  # set by prepare() for each POST
@@ -247,9 +248,6 @@ class ChatCompletionsHandler(BaseHandler):
         content_type = self.request.headers.get("Content-Type", "")
         if content_type.split(";", 1)[0].strip().lower() == "multipart/form-data":
             self._multipart = MultipartReader(content_type, api.max_file_bytes)
-        self.application.settings["gate"].enter(self)
-        self._gated = True
-        self.services.metrics.in_flight.inc()
 
     def _too_large(self) -> TooLarge:
         return TooLarge(
@@ -263,6 +261,8 @@ class ChatCompletionsHandler(BaseHandler):
         try:
             if self._size > self._limit:
                 raise self._too_large()
+            self.application.settings["bodies"].take(len(chunk))
+            self._held += len(chunk)
             if self._multipart is not None:
                 self._multipart.feed(chunk)
             else:
@@ -277,7 +277,17 @@ class ChatCompletionsHandler(BaseHandler):
         self._body_read = True
         if self._finished:
             return
+        # The body is in: from now on the request counts against
+        # api.maxConcurrentRequests instead of the bytes in flight.
+        self._give_back_body()
+        try:
+            self.application.settings["gate"].enter(self)
+        except ApiError as err:
+            self.send_api_error(err)
+            return
+        self._gated = True
         services = self.services
+        services.metrics.in_flight.inc()
         loop = asyncio.get_running_loop()
         chunks, self._chunks = self._chunks, []
         # Joining 10 MB is a copy long enough to notice on the loop (a
@@ -400,7 +410,13 @@ class ChatCompletionsHandler(BaseHandler):
         super().on_finish()
         self._release()
 
+    def _give_back_body(self) -> None:
+        if self._held:
+            self.application.settings["bodies"].give_back(self._held)
+            self._held = 0
+
     def _release(self) -> None:
+        self._give_back_body()
         if self._gated:
             self._gated = False
             self.application.settings["gate"].leave(self)
