@@ -124,3 +124,43 @@ def test_bodies_in_flight_are_bounded_by_bytes(make_server):
         third.sendall(b'a"}]}' + b" " * 5)
         raw = recv_all(third, timeout=10)
     assert status_of(raw) == 200, raw[:300]
+
+
+# ------------------------------------------------------------------------------ big bodies, busy loop
+
+
+def _health_latencies(server, busy: threading.Event) -> list[float]:
+    out = []
+    while not busy.is_set():
+        t0 = time.monotonic()
+        requests.get(server.url + "/health", timeout=30)
+        out.append(time.monotonic() - t0)
+        time.sleep(0.05)
+    return out
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_a_huge_echo_request_does_not_block_health(make_server, stream):
+    """30 MB through the echo provider: the loop keeps answering /health meanwhile."""
+    server = make_server({"api": {"timeout": 120}})
+    words = ("lorem ipsum dolor sit amet consectetur adipiscing elit " * 600_000)[: 30 * 1000 * 1000]
+    body = {"messages": [{"role": "user", "content": words}], "stream": stream}
+    done = threading.Event()
+    latencies: list[float] = []
+    probe = threading.Thread(target=lambda: latencies.extend(_health_latencies(server, done)))
+    probe.start()
+    t0 = time.monotonic()
+    try:
+        r = requests.post(server.url + CHAT, json=body, timeout=120)
+    finally:
+        done.set()
+        probe.join()
+    elapsed = time.monotonic() - t0
+    assert r.status_code == 200
+    if stream:
+        assert r.text.endswith("data: [DONE]\n\n")
+    else:
+        reply = r.json()["choices"][0]["message"]["content"]
+        assert reply == words.strip() and r.json()["usage"]["completion_tokens"] == len(words.split())
+    assert len(latencies) >= 3, (elapsed, latencies)
+    assert max(latencies) < 0.5, f"/health took up to {max(latencies):.2f} s during a {elapsed:.1f} s request"
