@@ -6,14 +6,17 @@ from the outside (``/proc`` for memory, ``/metrics`` for the task gauge).
 
 from __future__ import annotations
 
+import random
 import socket
 import threading
 import time
 
+import orjson
 import pytest
 import requests
 
 from fault_helpers import CHAT, proc_status_kb, recv_all, status_of, wait_for
+from stages import decode
 from test_metrics import sample
 
 MIB = 1024 * 1024
@@ -164,3 +167,68 @@ def test_a_huge_echo_request_does_not_block_health(make_server, stream):
         assert reply == words.strip() and r.json()["usage"]["completion_tokens"] == len(words.split())
     assert len(latencies) >= 3, (elapsed, latencies)
     assert max(latencies) < 0.5, f"/health took up to {max(latencies):.2f} s during a {elapsed:.1f} s request"
+
+
+# ----------------------------------------------------------------------------- JSON container count
+
+
+def test_brackets_inside_strings_do_not_count(make_server):
+    server = make_server({})
+    text = "{" * 20_000 + " [" * 20_000 + ' "{[\\" '
+    r = requests.post(server.url + CHAT, json={"messages": [{"role": "user", "content": text}]}, timeout=30)
+    assert r.status_code == 200, r.text
+    assert r.json()["choices"][0]["message"]["content"] == text.strip()
+    # Real containers past the limit are still refused.
+    junk = [{} for _ in range(decode.MAX_JSON_CONTAINERS + 1)]
+    r = requests.post(server.url + CHAT, json={"messages": [{"role": "user", "content": "x"}], "junk": junk},
+                      timeout=30)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json"
+
+
+def _containers_of(value) -> int:
+    if isinstance(value, dict):
+        return 1 + sum(_containers_of(v) for v in value.values())
+    if isinstance(value, list):
+        return 1 + sum(_containers_of(v) for v in value)
+    return 0
+
+
+def _random_text(rng: random.Random) -> str:
+    return "".join(rng.choice('{[]}"\\/ab\n\t\u00e9') for _ in range(rng.randrange(8)))
+
+
+def _random_json(rng: random.Random, depth: int = 0):
+    kind = rng.randrange(6 if depth < 5 else 3)
+    if kind == 0:
+        return _random_text(rng)
+    if kind == 1:
+        return rng.choice([1, 2.5, None, True, False])
+    if kind == 2:
+        return rng.choice(['\\"', '\\', '"', '{"', '[\\', ""])
+    if kind in (3, 4):
+        return [_random_json(rng, depth + 1) for _ in range(rng.randrange(4))]
+    return {_random_text(rng): _random_json(rng, depth + 1) for _ in range(rng.randrange(4))}
+
+
+def test_container_count_matches_a_parser():
+    rng = random.Random(7)
+    for _ in range(3000):
+        value = _random_json(rng)
+        body = orjson.dumps(value)
+        assert decode.count_containers(body, limit=10**9) == _containers_of(orjson.loads(body)), body
+
+
+def test_container_count_costs_whole_buffer_passes_only():
+    """No Python step per byte or per string: 30 MB of the worst shapes in well under a second each."""
+    shapes = {
+        "brackets in one string": b'{"a":"' + b"{[" * 15_000_000 + b'"}',
+        "millions of strings": b'["' + b'{","' * 4_000_000 + b'"]',
+        "escapes": b'["' + b'\\\\\\"{' * 6_000_000 + b'"]',
+        "real containers": b"[" + b"{}," * 10_000_000 + b"{}]",
+    }
+    for name, body in shapes.items():
+        t0 = time.perf_counter()
+        count = decode.count_containers(body)
+        elapsed = time.perf_counter() - t0
+        assert elapsed < 0.5, (name, elapsed)
+        assert (count > decode.MAX_JSON_CONTAINERS) == (name == "real containers"), (name, count)
