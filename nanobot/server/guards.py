@@ -13,7 +13,7 @@ import hmac
 import ipaddress
 from typing import Any
 
-from nanobot.errors import ApiError, AuthenticationFailed, Overloaded, PermissionDenied
+from nanobot.errors import AuthenticationFailed, MisdirectedRequest, Overloaded, PermissionDenied
 
 CORS_ALLOW_HEADERS = "Authorization, Content-Type, X-Request-ID, X-Session-Id"
 CORS_ALLOW_METHODS = "GET, POST, OPTIONS"
@@ -37,10 +37,8 @@ class HostPolicy:
     def check(self, host: str) -> None:
         if self.open or self.allows(host):
             return
-        raise ApiError(
+        raise MisdirectedRequest(
             f"Host '{host[:200]}' does not name this server: add it to api.allowedHosts, or set api.apiKey.",
-            status=421,
-            type="permission_error",
             code="host_not_allowed",
         )
 
