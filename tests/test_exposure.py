@@ -12,7 +12,7 @@ import timeit
 import pytest
 import requests
 
-from fault_helpers import CHAT, recv_all, status_of
+from fault_helpers import CHAT, OpenApiDoc, recv_all, status_of
 from nanobot import ids
 from servers import ROOT, ServerProcess
 
@@ -66,6 +66,18 @@ def test_rebinding_page_is_refused_before_its_body_is_read(open_server):
                   "Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 1000000\r\n\r\n".encode())
         raw = recv_all(s, timeout=5)  # no body sent: an answer means the server did not wait for it
     assert status_of(raw) == 421 and b"connection: close" in raw.lower()
+
+
+def test_the_421_is_documented_on_every_route(open_server):
+    doc = OpenApiDoc(requests.get(open_server.url + "/openapi.json", timeout=10).json())
+    problems = []
+    for method, path in (("GET", "/health"), ("GET", "/v1/models"), ("POST", CHAT), ("GET", "/openapi.json"),
+                         ("GET", "/metrics"), ("GET", "/"), ("GET", "/static/app.js")):
+        r = requests.request(method, open_server.url + path, json=BODY, headers={"Host": "evil.example"}, timeout=10)
+        assert r.status_code == 421, (path, r.status_code)
+        if doc.operation(method, path) is not None:
+            problems += doc.check_response(method, path, r)
+    assert not problems, problems
 
 
 def test_with_a_key_any_host_goes(make_server):
