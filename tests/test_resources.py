@@ -147,14 +147,15 @@ def test_a_huge_echo_request_does_not_block_health(make_server, stream):
     """30 MB through the echo provider: the loop keeps answering /health meanwhile."""
     server = make_server({"api": {"timeout": 120}})
     words = ("lorem ipsum dolor sit amet consectetur adipiscing elit " * 600_000)[: 30 * 1000 * 1000]
-    body = {"messages": [{"role": "user", "content": words}], "stream": stream}
+    # Encoded before the probe starts: a 30 MB dumps in this process would hold up the probe itself.
+    body = orjson.dumps({"messages": [{"role": "user", "content": words}], "stream": stream})
     done = threading.Event()
     latencies: list[float] = []
     probe = threading.Thread(target=lambda: latencies.extend(_health_latencies(server, done)))
     probe.start()
     t0 = time.monotonic()
     try:
-        r = requests.post(server.url + CHAT, json=body, timeout=120)
+        r = requests.post(server.url + CHAT, data=body, headers={"Content-Type": "application/json"}, timeout=120)
     finally:
         done.set()
         probe.join()
