@@ -16,6 +16,7 @@ ERROR_TYPES: dict[int, str] = {
     403: "permission_error",
     404: "not_found_error",
     405: "invalid_request_error",
+    421: "permission_error",  # a Host that does not name the server (DNS rebinding)
     413: "request_too_large",
     415: "unsupported_media_type",
     431: "invalid_request_error",
@@ -70,6 +71,10 @@ class NotFound(ApiError):
 
 class MethodNotAllowed(ApiError):
     status = 405
+
+
+class MisdirectedRequest(ApiError):
+    status = 421
 
 
 class TooLarge(ApiError):

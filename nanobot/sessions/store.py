@@ -110,11 +110,11 @@ class SqliteSessionStore:
         # Moved on before the commit: a worker that dies between the two
         # leaves the others re-reading, never trusting a window it outdated.
         version = self._versions.bump(key) if self._versions is not None else 0
-        blobs = [orjson.dumps(m) for m in messages]
-        await self._db.run(_append, key, blobs)
+        # Serialised in the database's thread: a turn can be tens of MB.
+        sizes = await self._db.run(_append, key, messages)
         cached = self._cache.get(key)
         if cached is not None:
-            self._cache.remember(key, version, cached.rows + messages, cached.sizes + [len(b) for b in blobs])
+            self._cache.remember(key, version, cached.rows + messages, cached.sizes + sizes)
 
     async def close(self) -> None:
         self._cache.clear()
@@ -128,7 +128,9 @@ def _load(conn: sqlite3.Connection, key: str, limit: int) -> tuple[list[Message]
     return [orjson.loads(r[0]) for r in rows], [len(r[0]) for r in rows]
 
 
-def _append(conn: sqlite3.Connection, key: str, blobs: list[bytes]) -> None:
+def _append(conn: sqlite3.Connection, key: str, messages: list[Message]) -> list[int]:
+    """Insert one turn in one transaction; the size of each message's JSON."""
+    blobs = [orjson.dumps(m) for m in messages]
     now = time.time()
     conn.execute("BEGIN IMMEDIATE")
     try:
@@ -140,3 +142,4 @@ def _append(conn: sqlite3.Connection, key: str, blobs: list[bytes]) -> None:
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+    return [len(b) for b in blobs]
