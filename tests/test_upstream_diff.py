@@ -143,12 +143,14 @@ def upstream_message(exc: Exception) -> str:
     return body if isinstance(body, str) else ""
 
 
-async def ask(client: openai.AsyncOpenAI, case: Case, key: str) -> Outcome:
+async def ask(client: openai.AsyncOpenAI, case: Case, key: str, request_id: str | None) -> Outcome:
     """One turn of ``case`` through ``client``: its text and usage, or its error class."""
     started = time.monotonic()
     text = f"#case:{case.name}:{key}"
     kwargs: dict[str, Any] = {"model": "replay", "messages": [{"role": "user", "content": text}],
                               "extra_body": {"session_id": key}}
+    if request_id:
+        kwargs["extra_headers"] = {"X-Request-ID": request_id}
     try:
         if case.stream:
             parts, usage = [], None
@@ -186,7 +188,7 @@ async def run_case(case: Case, replay: ReplayServer, to_server: openai.AsyncOpen
         for turn in range(case.turns):
             if turn:
                 await asyncio.sleep(0.3)  # an idle pooled connection, as between real turns
-            outcome = await ask(client, case, key)
+            outcome = await ask(client, case, key, f"{case.name}.{turn}" if client is to_server else None)
             if outcome.kind != "ok":
                 break
         return outcome
@@ -221,6 +223,7 @@ def results() -> Iterator[dict[str, tuple[Outcome, Outcome]]]:
                     if case.turns > 1:
                         outcomes[case.name] = await run_case(case, replay, to_server)
             outcomes["_heads"] = replay.heads  # type: ignore[assignment]
+            outcomes["_log"] = server.stderr_text()  # type: ignore[assignment]
 
     servers: list[ServerProcess] = []
     try:
@@ -263,3 +266,17 @@ def test_same_request_headers_as_the_sdk(results: dict[str, Any]) -> None:
     mine, theirs = headers(srv), headers(sdk)
     assert mine["user-agent"] == theirs["user-agent"] == f"AsyncOpenAI/Python {openai.__version__}"
     assert set(mine) == set(theirs)
+
+
+def test_each_failed_turn_is_logged_once(results: dict[str, Any]) -> None:
+    """A 502 or 504 is one warning line (request id, status, kind, provider), with no secret in it."""
+    log: str = results["_log"]
+    failed = {case.name: results[case.name][1] for case in CASES if results[case.name][1].kind != "ok"}
+    assert failed  # the corpus has failing upstreams
+    for name, outcome in failed.items():
+        case = next(c for c in CASES if c.name == name)
+        request_id = f"{name}.{case.turns - 1}"
+        lines = [line for line in log.splitlines() if f"request {request_id} failed" in line]
+        assert len(lines) == 1, (name, lines)
+        assert "WARNING" in lines[0] and "HTTP 502 upstream_" in lines[0] and "provider scripted" in lines[0]
+    assert "test-key" not in log
