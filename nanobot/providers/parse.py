@@ -78,7 +78,7 @@ class StreamParser:
 
     def feed(self, data: bytes) -> list[str]:
         """The text deltas in ``data``; an unfinished line or event waits for more."""
-        if self._cr:
+        if self._cr and data:
             self._cr = False
             if data[:1] == b"\n":
                 data = data[1:]
