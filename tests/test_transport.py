@@ -8,7 +8,6 @@ import gzip
 import hashlib
 import json
 import os
-import re
 import socket
 import time
 from collections.abc import Awaitable, Callable
@@ -25,6 +24,7 @@ from nanobot.errors import UpstreamError
 from nanobot.providers.openai_compat import OpenAICompatProvider
 from nanobot.providers.parse import Malformed
 from nanobot.providers.transport import DRAIN_SECONDS, MAX_BUFFER_BYTES, MAX_HEAD_BYTES, PooledTransport
+from nanobot.testing.replay import LoopbackServer, read_request
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -34,50 +34,25 @@ READ_SIZE = 256 * 1024  # the most an asyncio socket transport hands over per da
 # --- a scripted upstream ----------------------------------------------------------------
 
 
-class Upstream:
+class Upstream(LoopbackServer):
     """A loopback server running `handler(upstream, reader, writer, n)` for its n-th connection."""
 
     def __init__(self, handler: Callable[..., Awaitable[None]]) -> None:
+        super().__init__()
         self.handler = handler
         self.connections = 0
         self.requests: list[tuple[bytes, bytes]] = []
-        self._tasks: set[asyncio.Task[Any]] = set()
 
-    async def __aenter__(self) -> Upstream:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.url = f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._server.close()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self._server.wait_closed()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
-        try:
-            await self.handler(self, reader, writer, self.connections)
-        except ConnectionError:
-            pass
-        finally:
-            writer.close()
-            self._tasks.discard(task)
+        await self.handler(self, reader, writer, self.connections)
 
     async def read_request(self, reader: asyncio.StreamReader) -> tuple[bytes, bytes] | None:
         """The next request's head and body (also recorded), or None when the client closed."""
-        try:
-            head = await reader.readuntil(b"\r\n\r\n")
-        except asyncio.IncompleteReadError:
-            return None
-        length = re.search(rb"(?im)^content-length: *(\d+)", head)
-        body = await reader.readexactly(int(length[1])) if length else b""
-        self.requests.append((head, body))
-        return head, body
+        request = await read_request(reader)
+        if request is not None:
+            self.requests.append(request)
+        return request
 
 
 def response(body: bytes = b"ok", *headers: str, status: str = "200 OK") -> bytes:

@@ -6,6 +6,9 @@ and connection events (close, mark stale). A request picks its case by the
 request carrying one marker gets the case's n-th reply, so several clients
 (say, the stock SDK and the server) can replay the same case side by side on
 one port. Nothing here parses HTTP beyond finding a request's end.
+
+:class:`LoopbackServer` and :func:`read_request` are the plumbing, for
+tests that script a connection in code rather than as a case.
 """
 
 from __future__ import annotations
@@ -14,9 +17,8 @@ import asyncio
 import re
 import socket
 from collections import Counter
-from contextlib import suppress
-from dataclasses import dataclass, field
-from typing import Any, Union
+from dataclasses import dataclass
+from typing import Any, Self, Union
 
 
 class _Event:
@@ -45,7 +47,7 @@ class Trickle:
 Step = Union[bytes, float, _Event, Trickle]
 
 MARKER = re.compile(rb"#case:([\w.-]+):([\w.-]+)")
-MAX_REQUEST_BYTES = 1024 * 1024
+MAX_REQUEST_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -67,16 +69,18 @@ class Case:
         return self.first if index == 0 or self.then is None else self.then
 
 
-@dataclass
-class ReplayServer:
-    """Serves ``cases`` on a loopback port; records each marker's request heads."""
+class LoopbackServer:
+    """A TCP server on a free loopback port running ``handle`` per connection.
 
-    cases: dict[str, Case]
-    heads: dict[str, list[bytes]] = field(default_factory=dict)
-    _served: Counter[str] = field(default_factory=Counter)
-    _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    Leaving the ``async with`` cancels the connections still open.
+    """
 
-    async def __aenter__(self) -> ReplayServer:
+    url: str
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    async def __aenter__(self) -> Self:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
         self.url = f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
         return self
@@ -88,40 +92,55 @@ class ReplayServer:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._server.wait_closed()
 
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
-        sock = writer.get_extra_info("socket")
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        stale = False
         try:
-            while (request := await _read_request(reader)) is not None:
-                if stale:
-                    return  # a pooled connection the upstream had given up on
-                head, body = request
-                found = MARKER.search(body)
-                if found is None or found[1].decode() not in self.cases:
-                    writer.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
-                    continue
-                key = found[0].decode()
-                self.heads.setdefault(key, []).append(head)
-                index = self._served[key]
-                self._served[key] += 1
-                for step in self.cases[found[1].decode()].reply(index):
-                    if step is CLOSE:
-                        return
-                    if step is STALE:
-                        stale = True
-                    else:
-                        await _play(writer, step)
-        except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            await self.handle(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
             pass
         except asyncio.CancelledError:
             pass  # the server is closing: asyncio would log a cancelled connection task as an error
         finally:
             writer.close()
             self._tasks.discard(task)
+
+
+class ReplayServer(LoopbackServer):
+    """Serves ``cases``; records each marker's request heads in ``heads``."""
+
+    def __init__(self, cases: dict[str, Case]) -> None:
+        super().__init__()
+        self.cases = cases
+        self.heads: dict[str, list[bytes]] = {}
+        self._served: Counter[str] = Counter()
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        stale = False
+        while (request := await read_request(reader)) is not None:
+            if stale:
+                return  # a pooled connection the upstream had given up on
+            head, body = request
+            found = MARKER.search(body)
+            if found is None or found[1].decode() not in self.cases:
+                writer.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+                continue
+            key = found[0].decode()
+            self.heads.setdefault(key, []).append(head)
+            index = self._served[key]
+            self._served[key] += 1
+            for step in self.cases[found[1].decode()].reply(index):
+                if step is CLOSE:
+                    return
+                if step is STALE:
+                    stale = True
+                else:
+                    await _play(writer, step)
 
 
 async def _play(writer: asyncio.StreamWriter, step: bytes | float | Trickle) -> None:
@@ -137,7 +156,7 @@ async def _play(writer: asyncio.StreamWriter, step: bytes | float | Trickle) -> 
         await writer.drain()
 
 
-async def _read_request(reader: asyncio.StreamReader) -> tuple[bytes, bytes] | None:
+async def read_request(reader: asyncio.StreamReader) -> tuple[bytes, bytes] | None:
     """The next request's head and body, or None once the client closed."""
     try:
         head = await reader.readuntil(b"\r\n\r\n")
