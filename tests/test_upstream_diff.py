@@ -269,7 +269,7 @@ def test_same_request_headers_as_the_sdk(results: dict[str, Any]) -> None:
 
 
 def test_each_failed_turn_is_logged_once(results: dict[str, Any]) -> None:
-    """A 502 or 504 is one warning line (request id, status, kind, provider), with no secret in it."""
+    """A 502 or 504 is one warning line (request id, status, kind, provider, message), with no secret in it."""
     log: str = results["_log"]
     failed = {case.name: results[case.name][1] for case in CASES if results[case.name][1].kind != "ok"}
     assert failed  # the corpus has failing upstreams
@@ -279,4 +279,5 @@ def test_each_failed_turn_is_logged_once(results: dict[str, Any]) -> None:
         lines = [line for line in log.splitlines() if f"request {request_id} failed" in line]
         assert len(lines) == 1, (name, lines)
         assert "WARNING" in lines[0] and "HTTP 502 upstream_" in lines[0] and "provider scripted" in lines[0]
+        assert outcome.message in lines[0]
     assert "test-key" not in log

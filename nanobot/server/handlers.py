@@ -365,13 +365,11 @@ class ChatCompletionsHandler(BaseHandler):
         if self._finished:
             return
         if err.status in (502, 504):
-            # One line per failed turn, at the default level; never the message,
-            # which may quote what the upstream sent.
-            log.warning("request %s failed: HTTP %d %s (provider %s)",
-                        self.request_id, err.status, err.code, self.services.provider.name)
+            # One line per failed turn, at the default level (the log filter masks secrets).
+            log.warning("request %s failed: HTTP %d %s (provider %s): %s",
+                        self.request_id, err.status, err.code, self.services.provider.name, err.message)
         if isinstance(err, UpstreamError):
             self.services.metrics.upstream_errors.labels(err.code or "other").inc()
-            log.warning("request %s: %s", self.request_id, err.message)
         if ctx.headers_sent:
             self.write(error_frame(self._redacted(err)))
             self.finish()
