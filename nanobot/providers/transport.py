@@ -9,6 +9,10 @@ ClientResponse and a StreamReader per call and re-arms a read timer on
 every chunk received; at one chunk per streamed token that bookkeeping
 cost more than everything else on the path.
 
+A reader that has its whole answer before the body ends (an SSE stream at
+``data: [DONE]``) closes the body at once: the rest drains in the
+background, briefly, and the connection is pooled if it ends, closed if not.
+
 TLS endpoints (remote providers, where the network dominates) keep the
 SDK's aiohttp client: see ``OpenAICompatProvider``.
 """
@@ -197,14 +201,7 @@ class _Connection(asyncio.Protocol):
             await self._wait()
 
     def reusable(self) -> bool:
-        return (
-            self.complete
-            and self._error is None
-            and not self.lost
-            and self._keep_alive
-            and self.transport is not None
-            and not self.transport.is_closing()
-        )
+        return self.complete and self._open()
 
     def close(self) -> None:
         self._disarm()
@@ -213,9 +210,12 @@ class _Connection(asyncio.Protocol):
 
     def drainable(self) -> bool:
         """True if the rest of the body may still arrive on a connection worth keeping."""
+        return not self.complete and self._open()
+
+    def _open(self) -> bool:
+        """Unbroken, and kept alive by both sides."""
         return (
-            not self.complete
-            and self._error is None
+            self._error is None
             and not self.lost
             and self._keep_alive
             and self.transport is not None
