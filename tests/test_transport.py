@@ -562,7 +562,8 @@ async def test_done_ends_the_turn_and_a_late_body_end_still_pools() -> None:
 @pytest.mark.parametrize("after_done", ["pings", "silence", "close"])
 @aio
 async def test_done_ends_the_turn_whatever_follows(after_done: str) -> None:
-    """After [DONE], pings or silence are not waited for (the connection is closed soon after), nor is a close an error."""
+    """After [DONE], pings or silence are not waited for (the connection is closed soon after),
+    nor is a close an error."""
     closed = asyncio.Event()
 
     async def pings(writer: asyncio.StreamWriter) -> None:
