@@ -396,9 +396,12 @@ class ChatCompletionsHandler(BaseHandler):
     def _fail(self, ctx: RequestContext, err: ApiError) -> None:
         if self._finished:
             return
+        if err.status in (502, 504):
+            # One line per failed turn, at the default level (the log filter masks secrets).
+            log.warning("request %s failed: HTTP %d %s (provider %s): %s",
+                        self.request_id, err.status, err.code, self.services.provider.name, err.message)
         if isinstance(err, UpstreamError):
             self.services.metrics.upstream_errors.labels(err.code or "other").inc()
-            log.warning("request %s: %s", self.request_id, err.message)
         if ctx.headers_sent:
             self.write(error_frame(self._redacted(err)))
             self.finish()
