@@ -43,6 +43,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--upload-bytes", type=int, default=10 * 1024 * 1024 - 64 * 1024, help="size of the uploaded PDF")
     p.add_argument("--probe-hz", type=float, default=50.0, help="/health probe rate during uploads")
     p.add_argument("--server-workers", type=int, default=1, help="api.workers of the server under test")
+    p.add_argument("--database", choices=("sqlite", "postgres"), default="sqlite",
+                   help="postgres: also run the server on a throwaway PostgreSQL cluster, beside SQLite")
+    p.add_argument("--nodes", type=int, default=1, help="with --database postgres: servers sharing the database; "
+                   "the load generators' connections are spread over them")
     p.add_argument("--noop-stages", type=int, default=10, help="no-op stages added in the noop-stage scenario")
     p.add_argument("--rounds", type=int, help="noop-stage: paired rounds, fresh servers each (default 8, quick 1)")
     p.add_argument("--targets", default="direct,server,peer", help="which of direct,server,peer to run")
@@ -108,6 +112,13 @@ def main(argv: list[str] | None = None) -> int:
     scenarios = build(args)
     runner = ScenarioRunner(args)
     started = time.monotonic()
+    try:
+        return _run(args, scenarios, runner, started)
+    finally:
+        runner.close()
+
+
+def _run(args: argparse.Namespace, scenarios: list[Any], runner: ScenarioRunner, started: float) -> int:
     done: list[dict[str, Any]] = []
     failed: list[str] = []
     for sc in scenarios:

@@ -49,6 +49,7 @@ def summarize(raws: list[dict[str, Any]], clients: int) -> dict[str, Any]:
     streamed = sum(lg.get("completion_tokens", 0) for lg in lgs)
     cpu = sum(raw["cpu"] for raw in raws) if all(raw["cpu"] is not None for raw in raws) else None
     up_cpu = [raw["upstream_cpu"] for raw in raws if raw.get("upstream_cpu") is not None]
+    db_cpu = [raw["db_cpu"] for raw in raws if raw.get("db_cpu") is not None]
     main = [raw["cpu_main"] for raw in raws if raw.get("cpu_main") is not None]
     waits = [raw["loop_runqueue_wait"] for raw in raws if raw.get("loop_runqueue_wait") is not None]
     out: dict[str, Any] = {
@@ -79,6 +80,8 @@ def summarize(raws: list[dict[str, Any]], clients: int) -> dict[str, Any]:
         # Runnable but not running: the main (event-loop) thread waiting for a CPU.
         "loop_runqueue_wait_ms": round(sum(waits) * 1000, 1) if waits else None,
         "upstream_cpu_s": round(sum(up_cpu), 3) if up_cpu else None,
+        # PostgreSQL's own CPU (postmaster and backends), per completed request.
+        "db_cpu_per_req_us": round(sum(db_cpu) / completed * 1e6, 1) if db_cpu and completed else None,
         "loadgen_cpu_s": round(total("cpu"), 3),
         "loadgen_max_util": round(max((lg["cpu"] / lg["wall"] for lg in lgs if lg["wall"]), default=0.0), 3),
         "loadgen_procs": len(raws[0]["loadgens"]) if raws else 0,
@@ -236,6 +239,8 @@ def notes(scenarios: list[dict[str, Any]], target_checks: list[dict[str, Any]]) 
                     f"over {m['health_probes']} probes ({m['health_errors']} errors); "
                     f"the main thread waited {_fmt(m.get('loop_runqueue_wait_ms'))} ms in all for a CPU"
                 )
+            if m.get("db_cpu_per_req_us") is not None:
+                lines.append(f"{sc['name']} [{target}]: PostgreSQL CPU {m['db_cpu_per_req_us']} us per request")
             if m.get("rss_growth_kb_per_client") is not None and sc["name"].startswith("stream"):
                 lines.append(f"{sc['name']} [{target}]: RSS growth {m['rss_growth_kb_per_client']} KB per stream")
             for reason, count in m.get("error_counts", {}).items():

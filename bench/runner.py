@@ -41,6 +41,9 @@ class Target:
     model: str | None = "scripted"
     api_key: str | None = None
     upstream_pid: int | None = None
+    urls: list[str] | None = None  # several nodes: the load is spread over these
+    pids: list[int] | None = None  # several nodes: CPU is summed over these
+    db_pid: int | None = None  # PostgreSQL's postmaster: its CPU is reported apart
 
 
 class ScenarioRunner:
@@ -49,6 +52,15 @@ class ScenarioRunner:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.log = print if not args.silent else (lambda *a, **k: None)
+        self._postgres: Any = None
+
+    def close(self) -> None:
+        if self._postgres is not None:
+            self._postgres.stop()
+            self._postgres = None
+
+    def _pg_name(self) -> str:
+        return "pg" if self.args.nodes <= 1 else f"pg-{self.args.nodes}nodes"
 
     # -- processes ---------------------------------------------------------
     def _upstream(self, sc: Scenario) -> UpstreamProcess:
@@ -57,8 +69,11 @@ class ScenarioRunner:
             extra += ["--port", str(self.args.upstream_port)]
         return UpstreamProcess.start(tokens=sc.tokens, interval_ms=sc.interval_ms, record=False, extra_args=extra)
 
-    def _server(self, up: UpstreamProcess, stages: list[str] | None = None) -> ServerProcess:
+    def _server(self, up: UpstreamProcess, stages: list[str] | None = None,
+                database: str | None = None) -> ServerProcess:
         config = merge(upstream_config(up.url), _BENCH_CONFIG)
+        if database is not None:
+            config = merge(config, {"database": {"url": database}})
         config = merge(config, {"providers": {"scripted": {"timeout": 600}}})
         if stages is not None:
             config = merge(config, {"pipeline": {"stages": stages}})
@@ -105,7 +120,8 @@ class ScenarioRunner:
 
     def _specs(self, sc: Scenario, target: Target, clients: int, file: str | None) -> list[dict[str, Any]]:
         procs = self.args.loadgen_procs or (2 if clients >= 1000 else 1)
-        procs = max(1, min(procs, clients))
+        urls = target.urls or [target.url]
+        procs = max(1, min(max(procs, len(urls)), clients))
         prefix = f"bench-{uuid.uuid4().hex[:8]}-"
         kind = "upload" if sc.kind == "upload" else "chat"
         specs = []
@@ -116,7 +132,7 @@ class ScenarioRunner:
             if requests is not None:
                 requests = requests // procs + (1 if index < requests % procs else 0)
             specs.append({
-                "url": target.url, "kind": kind, "stream": sc.stream, "model": target.model,
+                "url": urls[index % len(urls)], "kind": kind, "stream": sc.stream, "model": target.model,
                 "clients": share, "duration": sc.duration, "requests": requests,
                 "timeout": self.args.timeout, "session_prefix": prefix, "client_offset": offset,
                 "api_key": target.api_key, "file": file,
@@ -139,7 +155,9 @@ class ScenarioRunner:
         # A peer started through a shell, or a server with workers: the whole tree.
         tree = target.name == "peer" or (target.name != "direct" and self.args.server_workers > 1)
         sampler = RssSampler(target.pid, tree=tree).start() if target.pid else None
-        cpu0 = tree_cpu(target.pid) if target.pid else None
+        pids = target.pids or [target.pid]
+        cpu0 = sum(tree_cpu(p) for p in pids) if target.pid else None
+        db0 = tree_cpu(target.db_pid) if target.db_pid else None
         main0 = own_cpu(target.pid)
         # With workers, target.pid is the supervisor, whose thread only waits.
         wait0 = None if tree else runqueue_wait(target.pid)
@@ -148,10 +166,12 @@ class ScenarioRunner:
             loadgens, probe_result = run_loadgens(specs, probe, timeout)
         finally:
             rss = sampler.stop() if sampler else None
-        cpu = tree_cpu(target.pid) - cpu0 if cpu0 is not None and target.pid else None
+        cpu = sum(tree_cpu(p) for p in pids) - cpu0 if cpu0 is not None and target.pid else None
         up_cpu = tree_cpu(target.upstream_pid) - up0 if up0 is not None and target.upstream_pid else None
         raw: dict[str, Any] = {"loadgens": loadgens, "probe": probe_result, "cpu": cpu, "upstream_cpu": up_cpu,
                                "cpu_main": own_cpu(target.pid) - main0 if cpu0 is not None else None}
+        if db0 is not None:
+            raw["db_cpu"] = tree_cpu(target.db_pid) - db0
         wait1 = runqueue_wait(target.pid) if wait0 is not None else None
         if wait0 is not None and wait1 is not None:
             raw["loop_runqueue_wait"] = wait1 - wait0
@@ -175,6 +195,8 @@ class ScenarioRunner:
         wanted = [t for t in sc.targets if t in self.args.targets]
         if "peer" in wanted and not (self.args.peer or self.args.peer_cmd):
             wanted.remove("peer")
+        if self.args.database == "postgres" and "server" in wanted:
+            wanted.insert(wanted.index("server") + 1, self._pg_name())
         results: dict[str, dict[str, Any]] = {}
         extra: dict[str, Any] = {}
         load = [round(x, 2) for x in os.getloadavg()]  # how noisy the machine was
@@ -198,6 +220,8 @@ class ScenarioRunner:
                 return self._run_target(sc, Target("server", srv.url, srv.pid, upstream_pid=up.pid))
             finally:
                 self._stop_server(srv)
+        if name == self._pg_name():
+            return self._run_postgres(sc, up)
         target, peer = self._peer(up)
         target.upstream_pid = up.pid
         try:
@@ -205,6 +229,27 @@ class ScenarioRunner:
         finally:
             if peer is not None:
                 peer.stop()
+
+    def _run_postgres(self, sc: Scenario, up: UpstreamProcess) -> dict[str, Any]:
+        """``--nodes`` servers on one fresh database of a throwaway cluster."""
+        from nanobot.testing.postgres import PostgresCluster
+
+        if self._postgres is None:
+            self._postgres = PostgresCluster.start()
+        url = self._postgres.new_database()
+        nodes: list[ServerProcess] = []
+        try:
+            for _ in range(max(1, self.args.nodes)):
+                nodes.append(self._server(up, database=url))
+            target = Target(self._pg_name(), nodes[0].url, nodes[0].pid, upstream_pid=up.pid,
+                            urls=[n.url for n in nodes], pids=[n.pid for n in nodes],
+                            db_pid=self._postgres.server_pids()[0])
+            for node in nodes[1:]:
+                self._warm_up(Target(target.name, node.url, node.pid), sc)
+            return self._run_target(sc, target)
+        finally:
+            for node in nodes:
+                self._stop_server(node)
 
     def _run_noop(self, sc: Scenario, up: UpstreamProcess) -> tuple[dict[str, Any], dict[str, Any]]:
         """Default pipeline vs N no-op stages, in paired rounds on fresh servers.

@@ -1,4 +1,4 @@
-"""The ``nanobot`` command: serve, agent, outbox."""
+"""The ``nanobot`` command: serve, agent, config check, outbox, db copy."""
 
 from __future__ import annotations
 
@@ -25,6 +25,9 @@ def _load(args: argparse.Namespace, tools: bool = True) -> Config:
     if getattr(args, "port", None) is not None:
         config.api.port = args.port
     config.check()
+    url = config.database.url
+    if url is not None and not url.startswith(("postgresql://", "postgres://")):
+        raise ConfigError("database.url: expected a postgresql:// URL, or null for SQLite in the workspace")
     if tools:
         from nanobot.tools import check_tools
 
@@ -110,6 +113,7 @@ def _config_check(args: argparse.Namespace) -> int:
     check_bind(config)
     path = find_config_path(args.config)
     print(f"# config: {path or 'none found, all defaults'}: OK", file=sys.stderr)
+    print(f"# database: {_database_status(config)}", file=sys.stderr)
     from nanobot.tools import enabled_tool_names
 
     print(f"# tools: {', '.join(enabled_tool_names(config))}", file=sys.stderr)
@@ -118,27 +122,67 @@ def _config_check(args: argparse.Namespace) -> int:
     return 0
 
 
-def _outbox(args: argparse.Namespace) -> int:
+def _database_status(config: Config) -> str:
+    """Which database is in use (password masked) and whether it answers."""
+    if not config.database.url:
+        return f"SQLite at {config.workspace / 'nanobot.db'}"
+    from nanobot.storage.pg import describe, masked_url, probe
+
+    where = f"PostgreSQL at {masked_url(config.database.url)}"
+    try:
+        version = asyncio.run(probe(config.database.url))
+    except Exception as exc:
+        return f"{where}: NOT answering ({describe(exc)})"
+    schema = f"schema version {version}" if version else "no tables yet (created at start)"
+    return f"{where}: answers, {schema}"
+
+
+def _outbox_rows(config: Config, states: tuple[str, ...] | None, limit: int) -> list[Any] | None:
+    """The outbox's rows from the configured database; None when there is none yet."""
+    if config.database.url:
+        from nanobot.outbound.pg_outbox import PgOutbox
+        from nanobot.storage.pg import PgDatabase
+
+        async def from_postgres() -> list[Any]:
+            db = PgDatabase(config.database.url, 1)
+            await db.start()
+            try:
+                return await PgOutbox(db, config.channels).rows(states, limit=limit)
+            finally:
+                await db.close()
+
+        return asyncio.run(from_postgres())
     from nanobot.outbound.sqlite_outbox import SqliteOutbox
-    from nanobot.redact import Redactor
     from nanobot.storage.db import Database
 
-    config = _load(args, tools=False)
     path = config.workspace / "nanobot.db"
     if not path.exists():
-        print("outbox is empty (no database yet)")
-        return 0
+        return None
 
-    async def rows():
+    async def from_sqlite() -> list[Any]:
         db = Database(path)
         try:
-            outbox = SqliteOutbox(db, config.channels)
-            states = None if args.all else ("pending", "failed", "undeliverable")
-            return await outbox.rows(states, limit=args.limit)
+            return await SqliteOutbox(db, config.channels).rows(states, limit=limit)
         finally:
             db.close()
 
-    found = asyncio.run(rows())
+    return asyncio.run(from_sqlite())
+
+
+def _outbox(args: argparse.Namespace) -> int:
+    from nanobot.errors import DatabaseUnavailable
+    from nanobot.redact import Redactor
+
+    config = _load(args, tools=False)
+    states = None if args.all else ("pending", "failed", "undeliverable")
+    try:
+        found = _outbox_rows(config, states, args.limit)
+    except DatabaseUnavailable as exc:
+        print(f"nanobot: {exc.message}", file=sys.stderr)
+        return 1
+    if found is None:
+        print("outbox is empty (no database yet)")
+        return 0
     redact = Redactor.from_config(config)
     if not found:
         print("outbox: nothing queued or failed" if not args.all else "outbox is empty")
@@ -188,7 +232,42 @@ def build_parser() -> argparse.ArgumentParser:
     outbox.add_argument("--all", action="store_true", help="include delivered messages")
     outbox.add_argument("--limit", type=int, default=100)
     outbox.set_defaults(func=_outbox)
+    db = sub.add_parser("db", help="database tools")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    copy = db_sub.add_parser("copy", help="copy an SQLite database's sessions and outbox into database.url")
+    common(copy)
+    copy.add_argument("--from", dest="source", required=True, metavar="PATH", help="the nanobot.db to copy")
+    copy.set_defaults(func=_db_copy)
     return parser
+
+
+def _db_copy(args: argparse.Namespace) -> int:
+    from nanobot.storage.pg import describe, is_unavailable, masked_url
+    from nanobot.storage.pg_copy import copy_database
+
+    config = _load(args)
+    if not config.database.url:
+        raise ConfigError("database.url is not set: nothing to copy into (set it to a postgresql:// URL)")
+
+    def progress(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    try:
+        result = asyncio.run(copy_database(Path(args.source), config.database.url, progress))
+    except ValueError as exc:
+        print(f"nanobot: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        if not is_unavailable(exc):
+            raise
+        print(f"nanobot: database {masked_url(config.database.url)} unavailable: {describe(exc)}", file=sys.stderr)
+        return 1
+    print(
+        f"copied {result.sessions} sessions ({result.messages} messages) and {result.outbox} outbound rows"
+        f" into {masked_url(config.database.url)}"
+        + (f"; {result.skipped} sessions were there already" if result.skipped else "")
+    )
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

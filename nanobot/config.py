@@ -93,7 +93,8 @@ class ApiConfig:
     max_file_bytes: int = 10 * 1024 * 1024
     max_body_bytes: int = 32 * 1024 * 1024
     cors_origins: list[str] = field(default_factory=list)
-    max_concurrent_requests: int = 1000
+    max_concurrent_requests: int = 1000  # counted once a request's body is in
+    max_body_bytes_in_flight: int = 256 * 1024 * 1024  # bodies still arriving, all together
     client_history: str = "reject"  # or "ignore", "use"
     client_system: str = "append"  # or "ignore", "reject"
     allowed_hosts: list[str] = field(default_factory=list)  # Host values served without an apiKey
@@ -253,6 +254,8 @@ class Config:
             raise ConfigError("api.files.retentionDays: must not be negative (0 keeps uploads)")
         if api.history_cache_bytes < 0:
             raise ConfigError("api.historyCacheBytes: must not be negative")
+        if api.max_body_bytes_in_flight < api.max_body_bytes:
+            raise ConfigError("api.maxBodyBytesInFlight: must be at least api.maxBodyBytes")
         if d.max_history_messages < 0:
             raise ConfigError("agents.defaults.maxHistoryMessages: must not be negative")
 

@@ -16,6 +16,7 @@ ERROR_TYPES: dict[int, str] = {
     403: "permission_error",
     404: "not_found_error",
     405: "invalid_request_error",
+    421: "permission_error",  # a Host that does not name the server (DNS rebinding)
     413: "request_too_large",
     415: "unsupported_media_type",
     431: "invalid_request_error",
@@ -72,6 +73,10 @@ class MethodNotAllowed(ApiError):
     status = 405
 
 
+class MisdirectedRequest(ApiError):
+    status = 421
+
+
 class TooLarge(ApiError):
     status = 413
 
@@ -90,6 +95,19 @@ class UpstreamError(ApiError):
 
 class Overloaded(ApiError):
     status = 503
+
+
+class DatabaseUnavailable(Overloaded):
+    """The PostgreSQL database cannot be reached: try again shortly."""
+
+    def __init__(self, reason: str = "") -> None:
+        detail = f" ({reason})" if reason else ""
+        super().__init__(
+            f"The database is unavailable{detail}; try again shortly.",
+            code="database_unavailable",
+            headers={"Retry-After": "1"},
+        )
+        self.reason = reason
 
 
 class Timeout(ApiError):

@@ -11,6 +11,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Awaitable, Callable
 
 from nanobot.agent.context import WorkspaceContext
 from nanobot.agent.loop import DEFAULT_SYSTEM_PROMPT, AgentLoop
@@ -18,13 +19,14 @@ from nanobot.config import Config
 from nanobot.files.pool import Extractor
 from nanobot.files.retention import UploadCleaner
 from nanobot.metrics import Metrics
+from nanobot.outbound.base import Outbox
 from nanobot.outbound.sqlite_outbox import SqliteOutbox
 from nanobot.providers.base import Provider
 from nanobot.providers.echo import EchoProvider
 from nanobot.providers.openai_compat import OpenAICompatProvider
 from nanobot.redact import Redactor
 from nanobot.sessions.locks import SessionLocks, SessionOrdering, SharedSessionLocks
-from nanobot.sessions.store import SqliteSessionStore
+from nanobot.sessions.store import SessionStore, SqliteSessionStore
 from nanobot.storage.db import Database
 from nanobot.storage.private import private_dir
 from nanobot.tools import build_registry, build_tools, workspace_of
@@ -48,6 +50,83 @@ def lock_path(config: Config) -> Path:
     return config.workspace / "sessions.lock"
 
 
+@dataclass
+class Storage:
+    """Where sessions, their ordering and the outbound queue live."""
+
+    sessions: SessionStore
+    locks: SessionOrdering
+    outbox: Outbox
+    start: Callable[[], Awaitable[None]]  # after the fork: pools, schema
+    close: Callable[[], Awaitable[None]]
+    problem: Callable[[], str | None]  # why the database cannot be used, or None
+
+
+def sqlite_storage(config: Config, lock_fd: int | None = None) -> Storage:
+    """The embedded default: ``<workspace>/nanobot.db``."""
+    db = Database(config.workspace / "nanobot.db")
+    # The cache only has to cover the window sent to the LLM, and is
+    # bounded in bytes (api.historyCacheBytes), not sessions.
+    history = config.agents.defaults.max_history_messages
+    # With several workers a turn may run in any of them: the lock is
+    # shared through a file, and a cached window is trusted only while
+    # its session's version there has not moved.
+    shared = None
+    if config.api.workers > 1:
+        shared = SharedSessionLocks(lock_fd if lock_fd is not None else lock_path(config))
+    sessions = SqliteSessionStore(
+        db, cache_bytes=config.api.history_cache_bytes, cache_messages=max(16, history + 8), versions=shared
+    )
+    locks: SessionOrdering = shared if shared is not None else SessionLocks()
+    outbox = SqliteOutbox(db, config.channels)
+
+    async def start() -> None:
+        await outbox.start()
+
+    async def close() -> None:
+        await outbox.close()
+        await sessions.close()
+        db.close()
+
+    return Storage(sessions, locks, outbox, start, close, lambda: None)
+
+
+def postgres_storage(config: Config) -> Storage:
+    """Sessions, ordering and the queue shared by every node (``database.url``)."""
+    from nanobot.outbound.pg_outbox import CHANNEL, PgOutbox
+    from nanobot.sessions.pg_locks import PgSessionOrdering
+    from nanobot.sessions.pg_store import PgSessionStore
+    from nanobot.storage.pg import PgDatabase
+
+    db = PgDatabase(config.database.url, config.database.pool_size)
+    locks = PgSessionOrdering(db)
+    history = config.agents.defaults.max_history_messages
+    sessions = PgSessionStore(
+        db, fence=locks, cache_bytes=config.api.history_cache_bytes, cache_messages=max(16, history + 8)
+    )
+    outbox = PgOutbox(db, config.channels)
+    locks.connection.listen(CHANNEL, outbox.notified)
+    db.on_up(outbox.wake)  # rows queued during an outage go out at once
+
+    async def start() -> None:
+        await db.start()
+        locks.connection.ensure()
+        await outbox.start()
+
+    async def close() -> None:
+        await outbox.close()
+        await locks.close()
+        await sessions.close()
+        await db.close()
+
+    return Storage(sessions, locks, outbox, start, close, lambda: db.problem)
+
+
+def make_storage(config: Config, lock_fd: int | None = None) -> Storage:
+    """SQLite in the workspace, or PostgreSQL when ``database.url`` is set."""
+    return postgres_storage(config) if config.database.url else sqlite_storage(config, lock_fd)
+
+
 CPU_THREADS = 4
 MEDIA_DIR = Path("media") / "api"  # uploads, under the workspace
 
@@ -62,11 +141,11 @@ async def prestart_threads(executor: ThreadPoolExecutor, count: int) -> None:
 @dataclass
 class Services:
     config: Config
-    db: Database
+    storage: Storage
     provider: Provider
-    sessions: SqliteSessionStore
+    sessions: SessionStore
     locks: SessionOrdering
-    outbox: SqliteOutbox
+    outbox: Outbox
     extractor: Extractor
     agent: AgentLoop
     metrics: Metrics
@@ -78,26 +157,12 @@ class Services:
         """``lock_fd``: with several workers, the session lock file their parent opened."""
         workspace = config.workspace
         private_dir(workspace)
-        db = Database(workspace / "nanobot.db")
+        storage = make_storage(config, lock_fd)
         redact = Redactor.from_config(config)
         provider = make_provider(config, redact)
-        # The cache only has to cover the window sent to the LLM, and is
-        # bounded in bytes (api.historyCacheBytes), not sessions.
-        history = config.agents.defaults.max_history_messages
-        # With several workers a turn may run in any of them: the lock is
-        # shared through a file, and a cached window is trusted only while
-        # its session's version there has not moved.
-        shared = None
-        if config.api.workers > 1:
-            shared = SharedSessionLocks(lock_fd if lock_fd is not None else lock_path(config))
-        sessions = SqliteSessionStore(
-            db, cache_bytes=config.api.history_cache_bytes, cache_messages=max(16, history + 8), versions=shared
-        )
-        locks: SessionOrdering = shared if shared is not None else SessionLocks()
-        outbox = SqliteOutbox(db, config.channels)
         extractor = Extractor(config.api.files.limits())
         ws = workspace_of(config)
-        tools = build_registry(config, build_tools(config, outbox=outbox, extractor=extractor, workspace=ws))
+        tools = build_registry(config, build_tools(config, outbox=storage.outbox, extractor=extractor, workspace=ws))
         # A configured prompt is sent as written (plus the workspace files); the
         # built-in one also tells the model about its workspace and memory.
         custom = config.agents.defaults.system_prompt
@@ -105,13 +170,13 @@ class Services:
                                    file_tools=config.tools.file.enabled and not custom)
         return cls(
             config=config,
-            db=db,
+            storage=storage,
             provider=provider,
-            sessions=sessions,
-            locks=locks,
-            outbox=outbox,
+            sessions=storage.sessions,
+            locks=storage.locks,
+            outbox=storage.outbox,
             extractor=extractor,
-            agent=AgentLoop(provider, sessions, tools, config.agents.defaults, context),
+            agent=AgentLoop(provider, storage.sessions, tools, config.agents.defaults, context),
             metrics=Metrics(),
             redact=redact,
             cleaner=UploadCleaner(workspace / MEDIA_DIR, config.api.files.retention_days),
@@ -130,13 +195,15 @@ class Services:
         loop.set_default_executor(executor)
         await prestart_threads(executor, CPU_THREADS)
         await self.extractor.warm()
-        await self.outbox.start()
+        await self.storage.start()
         self.cleaner.start()
+
+    def database_problem(self) -> str | None:
+        """Why the database cannot be used now (for ``/health``), or None."""
+        return self.storage.problem()
 
     async def close(self) -> None:
         await self.cleaner.close()
-        await self.outbox.close()
+        await self.storage.close()
         await self.extractor.close()
         await self.provider.close()
-        await self.sessions.close()
-        self.db.close()

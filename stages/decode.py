@@ -17,13 +17,41 @@ from nanobot.multipart import MultipartReader
 
 
 # A chat request holds a few dozen objects and arrays; millions of tiny ones
-# ("{},{},...") would cost ~30x the body in memory. Base64 holds neither
-# bracket, so counting them is cheap and never refuses a large file.
+# ("{},{},...") would cost ~30x the body in memory. Counting brackets is
+# cheap; only when there are many is the count redone without those inside
+# strings, so a text full of "{" is never refused.
 MAX_JSON_CONTAINERS = 10_000
+_OPENERS = bytes.maketrans(b"[", b"{")
+_NOT_MARKS = bytes(sorted(set(range(256)) - set(b'"{[')))
+
+
+def count_containers(body: bytes, limit: int = MAX_JSON_CONTAINERS) -> int:
+    """The ``{`` and ``[`` of a JSON text outside its strings, counted up to just past ``limit``.
+
+    Whole-buffer C passes (replace, translate, find), never a Python step per
+    byte: escaped backslashes and quotes are dropped, then everything but
+    quotes and brackets, then adjacent quote pairs (which keeps every
+    bracket on its side of every string), so each string is one find and
+    each gap between strings holds a bracket: the loop runs at most
+    ``limit`` + 2 times.
+    """
+    if b"\\" in body:
+        body = body.replace(b"\\\\", b"").replace(b'\\"', b"")
+    marks = body.translate(_OPENERS, _NOT_MARKS).replace(b'""', b"")
+    count = pos = 0
+    while (start := marks.find(b'"', pos)) >= 0:
+        count += start - pos
+        if count > limit:
+            return count
+        end = marks.find(b'"', start + 1)
+        if end < 0:  # an unterminated string: the parser refuses it there
+            return count
+        pos = end + 1
+    return count + len(marks) - pos
 
 
 def _parse_json(body: bytes) -> object:
-    if body.count(b"{") + body.count(b"[") > MAX_JSON_CONTAINERS:
+    if body.count(b"{") + body.count(b"[") > MAX_JSON_CONTAINERS and count_containers(body) > MAX_JSON_CONTAINERS:
         raise InvalidRequest(
             f"The request body holds more than {MAX_JSON_CONTAINERS} JSON objects and arrays.",
             code="invalid_json",

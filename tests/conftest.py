@@ -43,3 +43,15 @@ def make_server() -> Iterator[Callable[..., ServerProcess]]:
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Any]:
+    """A PostgreSQL cluster of its own (initdb + pg_ctl in a temp dir), for the whole run."""
+    from nanobot.testing.postgres import PostgresCluster, bin_dir
+
+    if bin_dir() is None:
+        pytest.skip("PostgreSQL is not installed (.ci/run installs Debian's postgresql)")
+    cluster = PostgresCluster.start()
+    yield cluster
+    cluster.stop()

@@ -318,7 +318,7 @@ def test_client_disconnect_cancels_the_run(upstream):
             baseline = settled_task_count(server)  # while a run streams it is 2 higher (its request, its connection)
             body = json.dumps({"messages": [{"role": "user", "content": "talk"}], "session_id": sid,
                                "stream": True}).encode()
-            head = (f"POST {CHAT} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            head = (f"POST {CHAT} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                     f"Content-Length: {len(body)}\r\n\r\n").encode()
             for _ in range(3):
                 s = socket.create_connection(("127.0.0.1", server.port))
@@ -373,7 +373,7 @@ def test_sigterm_gives_up_after_the_grace_period(upstream):
     try:
         s = socket.create_connection(("127.0.0.1", server.port))
         body = b'{"messages":[{"role":"user","content":"#slow:60000 forever"}],"stream":true}'
-        s.sendall(f"POST {CHAT} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        s.sendall(f"POST {CHAT} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                   f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
         s.settimeout(5)
         assert b"200 OK" in s.recv(4096)

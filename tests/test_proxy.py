@@ -71,7 +71,7 @@ def test_http10_json_and_http11_stream_keep_their_framing(agent_server):
     # HTTP/1.1 streams stay chunked.
     with socket.create_connection(("127.0.0.1", agent_server.port), timeout=10) as s:
         payload = stream_body("chunked still")
-        s.sendall(b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+        s.sendall(b"POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
                   b"Connection: close\r\n\r\n%s" % (CHAT.encode(), len(payload), payload))
         raw = recv_all(s, timeout=10)
     assert b"Transfer-Encoding: chunked" in raw and raw.endswith(b"0\r\n\r\n")

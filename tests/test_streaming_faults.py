@@ -147,7 +147,7 @@ def test_disconnect_cancels_run(make_server, upstream):
         sid = uuid.uuid4().hex
         s = socket.create_connection(("127.0.0.1", server.port))
         body = ('{"messages":[{"role":"user","content":"long one"}],"stream":true,"session_id":"%s"}' % sid).encode()
-        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                   b"Content-Length: %d\r\n\r\n" % len(body) + body)
         got = b""
         while got.count(b'"content":"tok') < 2:
@@ -179,7 +179,7 @@ def test_client_that_stops_reading_gets_every_frame_in_order(echo_server):
     s = socket.create_connection(("127.0.0.1", echo_server.port))
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
     body = ('{"messages":[{"role":"user","content":"%s"}],"stream":true}' % " ".join(words)).encode()
-    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
               b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
     time.sleep(1.5)  # not reading: the server's sends stop going through
     r = requests.get(echo_server.url + "/health", timeout=5)  # and it serves others meanwhile

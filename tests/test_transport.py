@@ -8,7 +8,6 @@ import gzip
 import hashlib
 import json
 import os
-import re
 import socket
 import time
 from collections.abc import Awaitable, Callable
@@ -23,7 +22,9 @@ from hypothesis import strategies as st
 from nanobot.config import AgentDefaults, ProviderConfig
 from nanobot.errors import UpstreamError
 from nanobot.providers.openai_compat import OpenAICompatProvider
-from nanobot.providers.transport import MAX_BUFFER_BYTES, MAX_HEAD_BYTES, PooledTransport
+from nanobot.providers.parse import Malformed
+from nanobot.providers.transport import DRAIN_SECONDS, MAX_BUFFER_BYTES, MAX_HEAD_BYTES, PooledTransport
+from nanobot.testing.replay import LoopbackServer, read_request
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -33,50 +34,25 @@ READ_SIZE = 256 * 1024  # the most an asyncio socket transport hands over per da
 # --- a scripted upstream ----------------------------------------------------------------
 
 
-class Upstream:
+class Upstream(LoopbackServer):
     """A loopback server running `handler(upstream, reader, writer, n)` for its n-th connection."""
 
     def __init__(self, handler: Callable[..., Awaitable[None]]) -> None:
+        super().__init__()
         self.handler = handler
         self.connections = 0
         self.requests: list[tuple[bytes, bytes]] = []
-        self._tasks: set[asyncio.Task[Any]] = set()
 
-    async def __aenter__(self) -> Upstream:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.url = f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._server.close()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self._server.wait_closed()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
-        try:
-            await self.handler(self, reader, writer, self.connections)
-        except ConnectionError:
-            pass
-        finally:
-            writer.close()
-            self._tasks.discard(task)
+        await self.handler(self, reader, writer, self.connections)
 
     async def read_request(self, reader: asyncio.StreamReader) -> tuple[bytes, bytes] | None:
         """The next request's head and body (also recorded), or None when the client closed."""
-        try:
-            head = await reader.readuntil(b"\r\n\r\n")
-        except asyncio.IncompleteReadError:
-            return None
-        length = re.search(rb"(?im)^content-length: *(\d+)", head)
-        body = await reader.readexactly(int(length[1])) if length else b""
-        self.requests.append((head, body))
-        return head, body
+        request = await read_request(reader)
+        if request is not None:
+            self.requests.append(request)
+        return request
 
 
 def response(body: bytes = b"ok", *headers: str, status: str = "200 OK") -> bytes:
@@ -300,19 +276,21 @@ async def test_slow_steady_stream_does_not_time_out() -> None:
 
 
 HUGE_FIELD = b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * (1 << 20)  # a header that never ends
+PADDED_HEAD = b"HTTP/1.1 200 OK\r\n" + b"X-Pad: %s\r\n" % (b"p" * 1000) * 300 + b"\r\n"
 BAD_RESPONSES = {
-    "garbage": b"garbage\r\n\r\n",
-    "bad status": b"HTTP/1.1 2x0 OK\r\nContent-Length: 0\r\n\r\n",
-    "bad length": b"HTTP/1.1 200 OK\r\nContent-Length: nope\r\n\r\n",
-    "oversize head": b"HTTP/1.1 200 OK\r\n" + b"X-Pad: %s\r\n" % (b"p" * 1000) * 70 + b"\r\n",
-    "endless header": HUGE_FIELD,
+    "garbage": (b"garbage\r\n\r\n", httpx2.RemoteProtocolError),
+    "bad status": (b"HTTP/1.1 2x0 OK\r\nContent-Length: 0\r\n\r\n", httpx2.RemoteProtocolError),
+    "bad length": (b"HTTP/1.1 200 OK\r\nContent-Length: nope\r\n\r\n", httpx2.RemoteProtocolError),
+    # Not an httpx error: the SDK would retry those, and the upstream did answer.
+    "oversize head": (PADDED_HEAD, Malformed),
+    "endless header": (HUGE_FIELD, Malformed),
 }
 
 
-@pytest.mark.parametrize("payload", BAD_RESPONSES.values(), ids=BAD_RESPONSES.keys())
+@pytest.mark.parametrize(("payload", "error"), BAD_RESPONSES.values(), ids=BAD_RESPONSES.keys())
 @aio
-async def test_malformed_or_oversize_head_is_protocol_error(payload: bytes) -> None:
-    """Malformed responses and heads over MAX_HEAD_BYTES raise RemoteProtocolError promptly."""
+async def test_malformed_or_oversize_head_is_an_error(payload: bytes, error: type[Exception]) -> None:
+    """Malformed responses raise RemoteProtocolError, heads over MAX_HEAD_BYTES Malformed, promptly."""
     assert len(payload) > MAX_HEAD_BYTES or len(payload) < 100
 
     async def handler(up: Upstream, reader: Any, writer: asyncio.StreamWriter, n: int) -> None:
@@ -322,9 +300,17 @@ async def test_malformed_or_oversize_head_is_protocol_error(payload: bytes) -> N
 
     async with Upstream(handler) as up, client(read=5) as http:
         start = time.monotonic()
-        with pytest.raises(httpx2.RemoteProtocolError):
+        with pytest.raises(error):
             await http.get(up.url)
         assert time.monotonic() - start < 2
+
+
+@aio
+async def test_a_head_the_sdk_reads_is_read() -> None:
+    """A 90 KiB head (the SDK's client reads 100 KiB and more) is a normal answer."""
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n" + b"X-Pad: %s\r\n" % (b"p" * 1000) * 90 + b"\r\n"
+    async with Upstream(serving(head + b"ok")) as up, client() as http:
+        assert (await http.get(up.url)).content == b"ok"
 
 
 @aio
@@ -532,6 +518,88 @@ async def test_a_body_that_stalls_is_a_timeout(incremental: bool) -> None:
     assert caught.value.code == "upstream_timeout" and "timed out" in caught.value.message
 
 
+def sse_head_and_done(words: list[str]) -> bytes:
+    """A chunked streamed answer up to its [DONE] frame, without the body's last chunk."""
+    return sse_reply(words, gzipped=False).removesuffix(b"0\r\n\r\n")
+
+
+async def ask_provider(url: str, **config: Any) -> tuple[str, float]:
+    """One streamed turn through a fresh provider: its text and how long it took."""
+    provider = OpenAICompatProvider("up", ProviderConfig(api_key="k", api_base=f"{url}/v1", **config), AgentDefaults())
+    try:
+        start = time.monotonic()
+        events = [e async for e in provider.stream([{"role": "user", "content": "go"}], None)]
+        return events[-1].text, time.monotonic() - start
+    finally:
+        await provider.close()
+
+
+@aio
+async def test_done_ends_the_turn_and_a_late_body_end_still_pools() -> None:
+    """The turn ends at [DONE]; the body's end, sent only after that, drains and the connection is reused."""
+    turn_over = asyncio.Event()
+
+    async def handler(up: Upstream, reader: Any, writer: asyncio.StreamWriter, n: int) -> None:
+        while await up.read_request(reader) is not None:
+            writer.write(sse_head_and_done(["a ", "b"]))
+            await turn_over.wait()  # the client has its answer before the body ends
+            writer.write(b"0\r\n\r\n")
+
+    async with Upstream(handler) as up:
+        provider = OpenAICompatProvider("up", ProviderConfig(api_key="k", api_base=f"{up.url}/v1"), AgentDefaults())
+        try:
+            for _ in range(2):
+                events = [e async for e in provider.stream([{"role": "user", "content": "go"}], None)]
+                assert events[-1].text == "a b"
+                turn_over.set()
+                await asyncio.sleep(0.02)
+                turn_over.clear()
+        finally:
+            await provider.close()
+    assert up.connections == 1
+
+
+@pytest.mark.parametrize("after_done", ["pings", "silence", "close"])
+@aio
+async def test_done_ends_the_turn_whatever_follows(after_done: str) -> None:
+    """After [DONE], pings or silence are not waited for (the connection is closed soon after),
+    nor is a close an error."""
+    closed = asyncio.Event()
+
+    async def pings(writer: asyncio.StreamWriter) -> None:
+        while True:
+            writer.write(chunk(b": ping\n\n"))
+            await asyncio.sleep(0.02)
+
+    async def handler(up: Upstream, reader: Any, writer: asyncio.StreamWriter, n: int) -> None:
+        await up.read_request(reader)
+        writer.write(sse_head_and_done(["all ", "there"]))
+        if after_done == "close":
+            return
+        pinging = asyncio.create_task(pings(writer)) if after_done == "pings" else None
+        await stall(reader)
+        closed.set()
+        if pinging is not None:
+            pinging.cancel()
+            await asyncio.gather(pinging, return_exceptions=True)
+
+    async with Upstream(handler) as up:
+        text, took = await ask_provider(up.url, timeout=5)
+        assert text == "all there" and took < 1
+        if after_done != "close":
+            await asyncio.wait_for(closed.wait(), DRAIN_SECONDS + 1)  # not pooled: the body never ended
+
+
+@aio
+async def test_oversize_head_is_malformed_and_not_retried() -> None:
+    """The upstream did answer: a head over the bound is a malformed answer, asked once."""
+    async with Upstream(serving(PADDED_HEAD)) as up:
+        with pytest.raises(UpstreamError) as caught:
+            await ask_provider(up.url, max_retries=2)
+    assert caught.value.code == "upstream_malformed" and "head" in caught.value.message
+    assert len(up.requests) == 1
+
+
 def written_in_pieces(reply: bytes, cuts: list[int]) -> Callable[..., Awaitable[None]]:
     """A handler answering each request with ``reply`` cut at ``cuts``, each piece sent on its own."""
 
@@ -561,6 +629,9 @@ def test_any_split_of_a_streamed_reply_reads_the_same(cuts: list[int], gzipped: 
                 for _ in range(2):
                     texts = [e async for e in provider.stream([{"role": "user", "content": "go"}], None)]
                     assert texts[:-1] == words
+                    # The turn ends at [DONE]; a body end sent later drains in the background,
+                    # and the connection is pooled once it arrives (real turns are this far apart).
+                    await asyncio.sleep(0.05)
             finally:
                 await provider.close()
         assert up.connections == 1

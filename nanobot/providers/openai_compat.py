@@ -20,7 +20,7 @@ from nanobot.config import AgentDefaults, ProviderConfig
 from nanobot.errors import UpstreamError
 from nanobot.providers.base import Completion
 from nanobot.providers.direct_client import DirectAsyncClient
-from nanobot.providers.parse import Malformed, StreamParser, parse_completion, shorten
+from nanobot.providers.parse import Malformed, Reported, StreamParser, parse_completion, shorten
 from nanobot.providers.sdk_client import TemplatedOpenAI
 from nanobot.providers.transport import BODY_EXTENSION, PooledTransport
 from nanobot.redact import Redactor, provider_secrets
@@ -92,14 +92,16 @@ class OpenAICompatProvider:
                 read = _body_reader(response)
                 if incremental:
                     parser = StreamParser()
-                    # Read to the end (not just to [DONE]) so the connection
-                    # goes back to the keep-alive pool instead of being closed.
                     # Bytes, not aiter_lines(): the parser splits lines itself.
                     while (data := await read()) is not None:
                         for text in parser.feed(data):
                             yield text
-                    for text in parser.feed(b"\n"):  # a last line without its newline
-                        yield text
+                        if parser.done:
+                            # The answer is whole at [DONE], whatever the upstream
+                            # still sends or however it ends the body: the turn goes
+                            # on now, and the rest drains in the background.
+                            _drain_on_close(response)
+                            break
                 else:
                     # A client that waits for the whole reply gains nothing from
                     # chunks: one body, parsed once.
@@ -119,7 +121,9 @@ class OpenAICompatProvider:
         except httpx2.TimeoutException:  # the body stalled past the read timeout
             raise self._fail("timed out", "timeout") from None
         except openai.APIStatusError as exc:
-            raise self._fail(f"answered HTTP {exc.status_code}: {shorten(exc.message)}", "status") from None
+            raise self._fail(f"answered HTTP {exc.status_code}: {_status_message(exc)}", "status") from None
+        except Reported as exc:
+            raise self._fail(f"reported an error: {exc.message}", "reported") from None
         except openai.APIConnectionError as exc:
             refused = _refused(exc)
             if isinstance(exc, openai.APITimeoutError) and refused is None:
@@ -151,6 +155,23 @@ def _body_reader(response: httpx2.Response) -> Callable[[], Awaitable[bytes | No
         return body.read_some
     chunks = (response.aiter_bytes() if encoded else response.stream).__aiter__()
     return functools.partial(anext, chunks, None)
+
+
+def _drain_on_close(response: httpx2.Response) -> None:
+    body = response.extensions.get(BODY_EXTENSION)
+    if body is not None:
+        body.drain_on_close()
+
+
+def _status_message(exc: openai.APIStatusError) -> str:
+    """The upstream's own words for an error status: its error message, else its body, else the reason."""
+    body = exc.body
+    message = body.get("message") if isinstance(body, dict) else body
+    if isinstance(message, str) and message.strip():
+        return shorten(message.strip())
+    if isinstance(body, dict) and body:
+        return shorten(orjson.dumps(body).decode())
+    return exc.response.reason_phrase or "no details"
 
 
 def _exact(body: bytes) -> bytes:

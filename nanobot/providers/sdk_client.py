@@ -42,6 +42,11 @@ class TemplatedOpenAI(openai.AsyncOpenAI):
     _options: FinalRequestOptions | None = None
     _template: _Template | None = None
 
+    @property
+    def user_agent(self) -> str:
+        # The SDK names the client class here; upstreams see the stock one's.
+        return f"AsyncOpenAI/Python {self._version}"
+
     async def post_json(self, url: str, body: bytes, *, stream: bool) -> httpx2.Response:
         """What ``post(url, cast_to=httpx2.Response, content=body, options={"headers": JSON_HEADERS},
         stream=stream)`` does, without building the options model per call."""

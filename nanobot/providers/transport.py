@@ -9,6 +9,10 @@ ClientResponse and a StreamReader per call and re-arms a read timer on
 every chunk received; at one chunk per streamed token that bookkeeping
 cost more than everything else on the path.
 
+A reader that has its whole answer before the body ends (an SSE stream at
+``data: [DONE]``) closes the body at once: the rest drains in the
+background, briefly, and the connection is pooled if it ends, closed if not.
+
 TLS endpoints (remote providers, where the network dominates) keep the
 SDK's aiohttp client: see ``OpenAICompatProvider``.
 """
@@ -16,14 +20,22 @@ SDK's aiohttp client: see ``OpenAICompatProvider``.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 import httptools
 import httpx2
 
-MAX_HEAD_BYTES = 64 * 1024  # a response head larger than this is refused
+from nanobot.providers.parse import Malformed
+
+# A response head larger than this is refused as malformed (not retried: the
+# upstream did answer). The SDK's own client reads heads of 100 KiB and more.
+MAX_HEAD_BYTES = 256 * 1024
 MAX_BUFFER_BYTES = 256 * 1024  # body bytes held before the socket stops being read
 BODY_EXTENSION = "nanobot.body"  # response extension: the body's ``read_some()``
+# What a reader that has its answer lets the rest of the body take, in the
+# background, before the connection is closed rather than pooled.
+DRAIN_SECONDS = 0.1
+DRAIN_BYTES = 64 * 1024
 
 
 class _Stale(Exception):
@@ -61,6 +73,8 @@ class _Connection(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._read_timeout: float | None = None
         self._last = 0.0
+        self._drained: Callable[[_Connection], None] | None = None
+        self._drain_left = 0
 
     # --- asyncio.Protocol ---------------------------------------------------------
 
@@ -83,12 +97,13 @@ class _Connection(asyncio.Protocol):
             if not self._head_done:  # httptools holds an unfinished field whole: bound the raw bytes too
                 self._head_read += len(data)
                 if self._head_read > MAX_HEAD_BYTES:
-                    self._fail(httpx2.RemoteProtocolError("the upstream's response head is too large"))
+                    self._fail(_head_too_large())
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
         if self.complete or self._error is not None:
             self._wake()
+            self._end_drain()
             return
         if self._head_done and self._ends_at_close():
             self.on_message_complete()
@@ -111,7 +126,7 @@ class _Connection(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         self._head_bytes += len(name) + len(value)
         if self._head_bytes > MAX_HEAD_BYTES:
-            self._error = httpx2.RemoteProtocolError("the upstream's response head is too large")
+            self._error = _head_too_large()
             raise ValueError("head too large")  # stops the parser
         self.headers.append((name, value))  # httptools hands over whole fields
 
@@ -128,6 +143,11 @@ class _Connection(asyncio.Protocol):
         self._wake()
 
     def on_body(self, body: bytes) -> None:
+        if self._drained is not None:
+            self._drain_left -= len(body)
+            if self._drain_left < 0:
+                self._fail(httpx2.ReadError("the rest of the body is too large to drain"))
+            return
         self._chunks.append(body)
         self._buffered += len(body)
         if self._buffered > MAX_BUFFER_BYTES and not self._paused and self.transport is not None:
@@ -141,6 +161,7 @@ class _Connection(asyncio.Protocol):
         self.complete = True
         self._disarm()
         self._wake()
+        self._end_drain()
 
     # --- the request's side ---------------------------------------------------------
 
@@ -180,19 +201,52 @@ class _Connection(asyncio.Protocol):
             await self._wait()
 
     def reusable(self) -> bool:
+        return self.complete and self._open()
+
+    def close(self) -> None:
+        self._disarm()
+        if self.transport is not None:
+            self.transport.close()
+
+    def drainable(self) -> bool:
+        """True if the rest of the body may still arrive on a connection worth keeping."""
+        return not self.complete and self._open()
+
+    def _open(self) -> bool:
+        """Unbroken, and kept alive by both sides."""
         return (
-            self.complete
-            and self._error is None
+            self._error is None
             and not self.lost
             and self._keep_alive
             and self.transport is not None
             and not self.transport.is_closing()
         )
 
-    def close(self) -> None:
+    def drain(self, done: Callable[[_Connection], None]) -> None:
+        """Discard the rest of the body in the background, then call ``done(self)``.
+
+        At most ``DRAIN_BYTES`` over ``DRAIN_SECONDS``; past either the
+        connection is closed. No task: the protocol's own callbacks finish it.
+        """
+        self._chunks.clear()
+        self._buffered = 0
+        self._drained = done
+        self._drain_left = DRAIN_BYTES
         self._disarm()
-        if self.transport is not None:
-            self.transport.close()
+        self._timer = self._loop.call_later(DRAIN_SECONDS, self._drain_timeout)
+        if self._paused and self.transport is not None:
+            self._paused = False
+            self.transport.resume_reading()
+
+    def _drain_timeout(self) -> None:
+        self._timer = None
+        self._fail(httpx2.ReadTimeout("the rest of the body took too long"))
+
+    def _end_drain(self) -> None:
+        done, self._drained = self._drained, None
+        if done is not None:
+            self._disarm()
+            done(self)
 
     # --- internals ------------------------------------------------------------------
 
@@ -219,6 +273,7 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None and not isinstance(error, _Stale):
             self.transport.close()
         self._wake()
+        self._end_drain()
 
     def _check_timeout(self) -> None:
         # One timer per response, pushed forward lazily: cheaper than
@@ -246,6 +301,13 @@ class _Body(httpx2.AsyncByteStream):
         self._pool = pool
         self._key = key
         self._conn: _Connection | None = conn
+        self._drain = False
+
+    def drain_on_close(self) -> None:
+        """The reader has all it needs: on close, let the rest of the body
+        arrive in the background (the connection is then pooled) instead of
+        dropping the connection, and make no one wait for it."""
+        self._drain = True
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         while (data := await self.read_some()) is not None:
@@ -266,7 +328,7 @@ class _Body(httpx2.AsyncByteStream):
     async def aclose(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
-            self._pool.release(self._key, conn)
+            self._pool.release(self._key, conn, drain=self._drain)
 
 
 class PooledTransport(httpx2.AsyncBaseTransport):
@@ -276,6 +338,7 @@ class PooledTransport(httpx2.AsyncBaseTransport):
         self._keepalive_expiry = keepalive_expiry
         self._slots = asyncio.Semaphore(max_connections)
         self._idle: dict[tuple[str, int], list[_Connection]] = {}
+        self._draining: set[_Connection] = set()
         self._closed = False
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
@@ -346,8 +409,20 @@ class PooledTransport(httpx2.AsyncBaseTransport):
             raise httpx2.ConnectError(f"cannot connect to {key[0]}:{key[1]}: {exc}") from exc
         return conn, False
 
-    def release(self, key: tuple[str, int], conn: _Connection) -> None:
+    def release(self, key: tuple[str, int], conn: _Connection, drain: bool = False) -> None:
+        """Hand back a connection: pooled, closed, or (``drain``, body unfinished) pooled once it ends."""
         self._slots.release()
+        if drain and not self._closed and conn.drainable():
+            self._draining.add(conn)
+            conn.drain(lambda done: self._drained(key, done))
+            return
+        self._keep_or_close(key, conn)
+
+    def _drained(self, key: tuple[str, int], conn: _Connection) -> None:
+        self._draining.discard(conn)
+        self._keep_or_close(key, conn)
+
+    def _keep_or_close(self, key: tuple[str, int], conn: _Connection) -> None:
         if self._closed or not conn.reusable():
             conn.close()
             return
@@ -356,10 +431,11 @@ class PooledTransport(httpx2.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         self._closed = True
-        for conns in self._idle.values():
+        for conns in (*self._idle.values(), list(self._draining)):
             for conn in conns:
                 conn.close()
         self._idle.clear()
+        self._draining.clear()
 
 
 def _request_head(request: httpx2.Request, body: bytes) -> bytes:
@@ -376,3 +452,7 @@ def _request_head(request: httpx2.Request, body: bytes) -> bytes:
         parts.append(b"Content-Length: %d\r\n" % len(body))
     parts.append(b"\r\n")
     return b"".join(parts)
+
+
+def _head_too_large() -> Malformed:
+    return Malformed(f"the response head is larger than {MAX_HEAD_BYTES // 1024} KiB")

@@ -16,7 +16,7 @@ from tornado.netutil import bind_sockets
 from nanobot.config import Config, ConfigError
 from nanobot.pipeline import Pipeline
 from nanobot.server.connection import MAX_HEADER_BYTES, ApiHTTPServer
-from nanobot.server.guards import ConcurrencyGate, KeyCheck, OriginPolicy
+from nanobot.server.guards import BodyBudget, ConcurrencyGate, HostPolicy, KeyCheck, OriginPolicy
 from nanobot.server.page import STATIC_DIR, ChatPageHandler, PageAssetHandler
 from nanobot.server.handlers import (
     ChatCompletionsHandler,
@@ -40,9 +40,11 @@ def make_app(services: Services, pipeline: Pipeline | None = None, verbose: bool
     settings: dict[str, Any] = {
         "services": services,
         "pipeline": pipeline,
+        "hosts": HostPolicy(config.api.api_key, config.api.host, config.api.allowed_hosts),
         "origins": OriginPolicy(config.api.cors_origins),
         "keys": KeyCheck(config.api.api_key),
         "gate": ConcurrencyGate(config.api.max_concurrent_requests),
+        "bodies": BodyBudget(config.api.max_body_bytes_in_flight),
         "default_handler_class": NotFoundHandler,
         "compress_response": False,
     }
@@ -63,10 +65,18 @@ def make_app(services: Services, pipeline: Pipeline | None = None, verbose: bool
 
 
 def check_bind(config: Config) -> None:
-    if config.api.host in ("0.0.0.0", "::", "") and not config.api.api_key:
+    """Refuse the settings that open a key-less server to others."""
+    if config.api.api_key:
+        return
+    if config.api.host in ("0.0.0.0", "::", ""):
         raise ConfigError(
             f"refusing to listen on {config.api.host or 'all interfaces'} without a key: set api.apiKey "
             "(or bind to 127.0.0.1)"
+        )
+    if "*" in config.api.cors_origins:
+        raise ConfigError(
+            'api.corsOrigins: "*" lets any web page drive a server without a key: set api.apiKey '
+            "(or list the origins that may)"
         )
 
 

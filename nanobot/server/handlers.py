@@ -21,7 +21,7 @@ from nanobot.errors import ApiError, NotFound, Overloaded, Timeout, TooLarge, Up
 from nanobot.ids import new_id
 from nanobot.multipart import MultipartReader
 from nanobot.protocol import error_frame, error_json, models_body
-from nanobot.server.guards import CORS_ALLOW_HEADERS, CORS_ALLOW_METHODS, CORS_EXPOSE_HEADERS
+from nanobot.server.guards import CORS_ALLOW_HEADERS, CORS_ALLOW_METHODS, CORS_EXPOSE_HEADERS, HostPolicy
 
 log = logging.getLogger("nanobot.server")
 
@@ -38,6 +38,12 @@ def request_id_header(handler: web.RequestHandler) -> str:
         rid = new_id()
     handler.set_header("X-Request-ID", rid)
     return rid
+
+
+def check_host(handler: web.RequestHandler) -> None:
+    """421 for a Host that does not name this server (see :class:`HostPolicy`)."""
+    policy: HostPolicy = handler.application.settings["hosts"]
+    policy.check(handler.request.host)
 
 
 def allowed_methods(handler: web.RequestHandler) -> str:
@@ -63,6 +69,7 @@ class BaseHandler(web.RequestHandler):
         return None
 
     def set_default_headers(self) -> None:
+        self.clear_header("Server")  # Tornado's names its version
         self.request_id = request_id_header(self)
         origin = self.request.headers.get("Origin")
         if origin and self.application.settings["origins"].is_cross_allowed(origin):
@@ -76,6 +83,7 @@ class BaseHandler(web.RequestHandler):
 
     def prepare(self) -> None:
         settings = self.application.settings
+        check_host(self)
         # A method the route does not have is 405 whoever asks (before the
         # origin and key checks, so the answer does not depend on them).
         if getattr(type(self), self.request.method.lower(), None) is getattr(
@@ -155,11 +163,24 @@ class HealthHandler(BaseHandler):
 
     def get(self) -> None:
         self.set_header("Content-Type", "application/json")
-        self.finish(b'{"status":"ok"}')
+        problem = self._problem()
+        if problem is None:
+            self.finish(b'{"status":"ok"}')
+        else:
+            self.finish(orjson.dumps({"status": "unavailable", "reason": f"database unavailable: {problem}"}))
 
     def head(self) -> None:
         self.set_header("Content-Type", "application/json")
+        self._problem()
         self.finish()
+
+    def _problem(self) -> str | None:
+        """The cached database state (no query per probe): 503 while it is down."""
+        problem = self.services.database_problem()
+        if problem is not None:
+            self.set_status(503)
+            self.set_header("Retry-After", "1")
+        return problem
 
 
 class ModelsHandler(BaseHandler):
@@ -202,6 +223,7 @@ class NotFoundHandler(BaseHandler):
     public = True
 
     def prepare(self) -> None:
+        check_host(self)
         raise NotFound(f"Unknown route {self.request.path}.", code="unknown_route")
 
 
@@ -212,6 +234,7 @@ class ChatCompletionsHandler(BaseHandler):
 
     _task: asyncio.Task | None = None
     _gated = False
+    _held = 0  # body bytes counted against the "bodies" budget
     _ctx: RequestContext | None = None
     _multipart: MultipartReader | None = None
     _chunks: list[bytes]  # set by prepare() for each POST
@@ -238,9 +261,6 @@ class ChatCompletionsHandler(BaseHandler):
         content_type = self.request.headers.get("Content-Type", "")
         if content_type.split(";", 1)[0].strip().lower() == "multipart/form-data":
             self._multipart = MultipartReader(content_type, api.max_file_bytes)
-        self.application.settings["gate"].enter(self)
-        self._gated = True
-        self.services.metrics.in_flight.inc()
 
     def _too_large(self) -> TooLarge:
         return TooLarge(
@@ -254,6 +274,8 @@ class ChatCompletionsHandler(BaseHandler):
         try:
             if self._size > self._limit:
                 raise self._too_large()
+            self.application.settings["bodies"].take(len(chunk))
+            self._held += len(chunk)
             if self._multipart is not None:
                 self._multipart.feed(chunk)
             else:
@@ -268,7 +290,17 @@ class ChatCompletionsHandler(BaseHandler):
         self._body_read = True
         if self._finished:
             return
+        # The body is in: from now on the request counts against
+        # api.maxConcurrentRequests instead of the bytes in flight.
+        self._give_back_body()
+        try:
+            self.application.settings["gate"].enter(self)
+        except ApiError as err:
+            self.send_api_error(err)
+            return
+        self._gated = True
         services = self.services
+        services.metrics.in_flight.inc()
         loop = asyncio.get_running_loop()
         chunks, self._chunks = self._chunks, []
         # Joining 10 MB is a copy long enough to notice on the loop (a
@@ -364,9 +396,12 @@ class ChatCompletionsHandler(BaseHandler):
     def _fail(self, ctx: RequestContext, err: ApiError) -> None:
         if self._finished:
             return
+        if err.status in (502, 504):
+            # One line per failed turn, at the default level (the log filter masks secrets).
+            log.warning("request %s failed: HTTP %d %s (provider %s): %s",
+                        self.request_id, err.status, err.code, self.services.provider.name, err.message)
         if isinstance(err, UpstreamError):
             self.services.metrics.upstream_errors.labels(err.code or "other").inc()
-            log.warning("request %s: %s", self.request_id, err.message)
         if ctx.headers_sent:
             self.write(error_frame(self._redacted(err)))
             self.finish()
@@ -377,15 +412,27 @@ class ChatCompletionsHandler(BaseHandler):
             self.send_api_error(err)
 
     def on_connection_close(self) -> None:
+        # Tornado's own fails the body future a streamed request waits on:
+        # without it a body cut short keeps its coroutine, and everything
+        # received so far, alive for good.
+        super().on_connection_close()
         if self._task is not None and not self._task.done() and not self._finished:
             self._task.cancel()
+        self._chunks = []
+        self._multipart = None
         self._release()
 
     def on_finish(self) -> None:
         super().on_finish()
         self._release()
 
+    def _give_back_body(self) -> None:
+        if self._held:
+            self.application.settings["bodies"].give_back(self._held)
+            self._held = 0
+
     def _release(self) -> None:
+        self._give_back_body()
         if self._gated:
             self._gated = False
             self.application.settings["gate"].leave(self)

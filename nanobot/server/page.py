@@ -12,8 +12,9 @@ from typing import Any
 
 from tornado import web
 
-from nanobot.errors import NotFound
-from nanobot.server.handlers import BaseHandler, request_id_header
+from nanobot.errors import ApiError, NotFound
+from nanobot.protocol import error_json
+from nanobot.server.handlers import BaseHandler, check_host, request_id_header
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 CSP = (
@@ -44,21 +45,35 @@ class PageAssetHandler(web.StaticFileHandler):
     """The page's CSS and JavaScript; a missing file is the usual JSON 404."""
 
     def set_default_headers(self) -> None:
+        self.clear_header("Server")
         request_id_header(self)
+
+    def prepare(self) -> None:
+        try:
+            check_host(self)
+        except ApiError as err:
+            self._send(err)
+
+    async def get(self, path: str, include_body: bool = True) -> None:
+        # A NUL makes every filesystem call raise (a 500 with a traceback):
+        # no file has one in its name, so it is simply not found.
+        if "\x00" in path:
+            raise web.HTTPError(404)
+        await super().get(path, include_body)
 
     def set_extra_headers(self, path: str) -> None:
         _security_headers(self)
         self.set_header("Cache-Control", "no-cache")
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
-        from nanobot.protocol import error_json
-
-        self.set_header("Content-Type", "application/json")
         if status_code == 405:
             self.set_header("Allow", "GET, HEAD")
-        err = NotFound(f"Unknown route {self.request.path}.", code="unknown_route") if status_code == 404 else None
-        if err is None:
-            from nanobot.errors import ApiError
+        if status_code == 404:
+            self._send(NotFound(f"Unknown route {self.request.path}.", code="unknown_route"))
+        else:
+            self._send(ApiError(self._reason, status=status_code))
 
-            err = ApiError(self._reason, status=status_code)
+    def _send(self, err: ApiError) -> None:
+        self.set_status(err.status)
+        self.set_header("Content-Type", "application/json")
         self.finish(error_json(err))

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections import OrderedDict
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
 
+from nanobot.sessions.window_cache import WindowCache
 from nanobot.storage.db import Database
 
 Message = dict[str, Any]
@@ -71,23 +70,6 @@ CREATE INDEX IF NOT EXISTS messages_session ON messages(session, id);
 """
 
 
-# What a cached message costs beyond its JSON text (its dict, the parsed
-# strings' headers), and a cached session beyond its messages: a million
-# tiny sessions are bounded by the budget too.
-MESSAGE_OVERHEAD = 400
-SESSION_OVERHEAD = 300
-
-
-@dataclass(slots=True)
-class _Window:
-    """A session's cached last messages, and what each weighs (its JSON size)."""
-
-    version: int
-    rows: list[Message]
-    sizes: list[int]
-    cost: int
-
-
 class SqliteSessionStore:
     """Sessions in ``<workspace>/nanobot.db``."""
 
@@ -96,15 +78,17 @@ class SqliteSessionStore:
         versions: SessionVersions | None = None,
     ) -> None:
         self._db = db
-        self._cache: OrderedDict[str, _Window] = OrderedDict()
-        self._cache_bytes = cache_bytes
-        self.cached_bytes = 0  # what the windows in the cache weigh together
+        self._cache = WindowCache(cache_bytes, cache_messages)
         self._cache_messages = cache_messages
         self._versions = versions
         db.call(lambda conn: conn.executescript(_SCHEMA))
 
     def __len__(self) -> int:
         return len(self._cache)  # sessions cached
+
+    @property
+    def cached_bytes(self) -> int:
+        return self._cache.cached_bytes
 
     async def history(self, key: str, limit: int) -> list[Message]:
         if limit <= 0:
@@ -115,10 +99,9 @@ class SqliteSessionStore:
             rows = cached.rows
             if len(rows) >= limit or len(rows) < self._cache_messages:
                 # Either the cache holds more than asked, or it holds the whole session.
-                self._cache.move_to_end(key)
                 return trim_window(rows[-limit:])
         rows, sizes = await self._db.run(_load, key, max(limit, self._cache_messages))
-        self._remember(key, version, rows, sizes)
+        self._cache.remember(key, version, rows, sizes)
         return trim_window(rows[-limit:])
 
     async def append_turn(self, key: str, messages: list[Message]) -> None:
@@ -127,30 +110,14 @@ class SqliteSessionStore:
         # Moved on before the commit: a worker that dies between the two
         # leaves the others re-reading, never trusting a window it outdated.
         version = self._versions.bump(key) if self._versions is not None else 0
-        blobs = [orjson.dumps(m) for m in messages]
-        await self._db.run(_append, key, blobs)
+        # Serialised in the database's thread: a turn can be tens of MB.
+        sizes = await self._db.run(_append, key, messages)
         cached = self._cache.get(key)
         if cached is not None:
-            self._remember(key, version, cached.rows + messages, cached.sizes + [len(b) for b in blobs])
-
-    def _remember(self, key: str, version: int, rows: list[Message], sizes: list[int]) -> None:
-        keep = self._cache_messages
-        rows, sizes = rows[-keep:], sizes[-keep:]
-        cost = SESSION_OVERHEAD + sum(sizes) + MESSAGE_OVERHEAD * len(sizes)  # at most ``keep`` numbers
-        old = self._cache.pop(key, None)
-        if old is not None:
-            self.cached_bytes -= old.cost
-        if cost > self._cache_bytes:
-            return  # bigger than the whole budget: read from the database each time
-        self._cache[key] = _Window(version, rows, sizes, cost)
-        self.cached_bytes += cost
-        while self.cached_bytes > self._cache_bytes:
-            _, evicted = self._cache.popitem(last=False)
-            self.cached_bytes -= evicted.cost
+            self._cache.remember(key, version, cached.rows + messages, cached.sizes + sizes)
 
     async def close(self) -> None:
         self._cache.clear()
-        self.cached_bytes = 0
 
 
 def _load(conn: sqlite3.Connection, key: str, limit: int) -> tuple[list[Message], list[int]]:
@@ -161,7 +128,9 @@ def _load(conn: sqlite3.Connection, key: str, limit: int) -> tuple[list[Message]
     return [orjson.loads(r[0]) for r in rows], [len(r[0]) for r in rows]
 
 
-def _append(conn: sqlite3.Connection, key: str, blobs: list[bytes]) -> None:
+def _append(conn: sqlite3.Connection, key: str, messages: list[Message]) -> list[int]:
+    """Insert one turn in one transaction; the size of each message's JSON."""
+    blobs = [orjson.dumps(m) for m in messages]
     now = time.time()
     conn.execute("BEGIN IMMEDIATE")
     try:
@@ -173,3 +142,4 @@ def _append(conn: sqlite3.Connection, key: str, blobs: list[bytes]) -> None:
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+    return [len(b) for b in blobs]

@@ -321,14 +321,16 @@ def document(config: Config) -> dict[str, Any]:
 _DESCRIPTION = """\
 Every response carries `X-Request-ID` (the client's own, if it sent 1-128 visible ASCII characters).
 Every error is `{"error": {"message", "type", "param", "code"}}`; `type` follows the status
-(400/405 `invalid_request_error`, 401 `authentication_error`, 403 `permission_error`,
+(400/405 `invalid_request_error`, 401 `authentication_error`, 403 and 421 `permission_error`,
 404 `not_found_error`, 413 `request_too_large`, 415 `unsupported_media_type`,
 422 `unprocessable_file`, 500 `server_error`, 502 `upstream_error`, 503 `overloaded_error`,
 504 `timeout_error`). An unknown route is a 404 (`#/components/responses/NotFound`) with or
 without a key; another method on a known route is a 405
 (`#/components/responses/MethodNotAllowed`, with `Allow`), before any key or `Origin` check.
 A request whose `Origin` is neither the server's own nor in `api.corsOrigins` is refused (403)
-before its body is read, with or without a key. Multipart bodies hold at most 100 parts.
+before its body is read, with or without a key. Without a key, a request whose `Host` does not
+name the server (loopback names and addresses, `api.host`, `api.allowedHosts`) is refused (421)
+first, on every route. Multipart bodies hold at most 100 parts.
 A request line and header block over 64 KiB is answered 431 (`invalid_request_error`, code
 `headers_too_large`) on any route, and the connection is closed.
 """

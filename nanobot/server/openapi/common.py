@@ -51,12 +51,15 @@ ERROR_RESPONSES: dict[int, tuple[str, str]] = {
     403: ("Forbidden", "The request's `Origin` is neither the server's own nor listed in `api.corsOrigins`."),
     404: ("NotFound", "Unknown route (answered whether or not a key was sent)."),
     405: ("MethodNotAllowed", "The route exists but not with this method."),
+    421: ("MisdirectedRequest", "No `api.apiKey` is set and the `Host` does not name this server "
+                                "(loopback, `api.host`, `api.allowedHosts`): a DNS-rebinding guard."),
     413: ("TooLarge", "A file over `api.maxFileBytes` or a body over `api.maxBodyBytes`."),
     415: ("UnsupportedMediaType", "Unsupported file type (decided from its bytes) or request Content-Type."),
     422: ("UnprocessableFile", "A document that cannot be read (corrupt, hostile or too slow); names the file."),
     500: ("ServerError", "An unexpected error; the body never holds a traceback."),
     502: ("UpstreamError", "The LLM provider is unreachable, answered 5xx (or 429 after retries) or garbage."),
-    503: ("Overloaded", "Over `api.maxConcurrentRequests`: retry after `Retry-After` seconds."),
+    503: ("Overloaded", "Over `api.maxConcurrentRequests` (requests whose body is in) or "
+                        "`api.maxBodyBytesInFlight` (bodies still arriving): retry after `Retry-After` seconds."),
     504: ("Timeout", "The request ran past `api.timeout` (waiting for its session included)."),
 }
 
@@ -85,8 +88,11 @@ class Spec:
                 "headers": request_id_header()}
 
     def errors(self, *statuses: int, origin: bool = True, auth: bool = True) -> Json:
-        """Error responses: the given statuses, plus 401 (keyed route, key set), 403 (Origin checked), 500."""
+        """Error responses: the given statuses, plus 401 (keyed route, key set), 403 (Origin checked),
+        421 (no key: the Host rule applies to every route), 500."""
         wanted = set(statuses) | {500}
+        if not self.keyed:
+            wanted.add(421)
         if auth and self.keyed:
             wanted.add(401)
         if origin:

@@ -1,0 +1,109 @@
+"""``nanobot db copy``, ``config check`` and ``outbox`` against a real PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+
+import orjson
+import requests
+
+from servers import ROOT, ServerProcess, merge, upstream_config
+
+CHAT = "/v1/chat/completions"
+
+
+def nanobot(*args, config=None):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "nanobot", *args] + (["--config", str(config)] if config else [])
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=60)
+
+
+def ask(server, text, sid):
+    body = {"messages": [{"role": "user", "content": text}], "session_id": sid}
+    return requests.post(server.url + CHAT, json=body, timeout=60)
+
+
+def write_config(tmp_path, data, name="config.json"):
+    path = tmp_path / name
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_db_copy_moves_sessions_and_queue_once(postgres, upstream, tmp_path):
+    url = postgres.new_database()
+    base = upstream_config(upstream.url)
+    with ServerProcess(base) as old:  # the SQLite default
+        assert ask(old, "one", "moved").status_code == 200
+        assert ask(old, "two", "moved").status_code == 200
+        tool = '#tool:message {"content": "kept", "channel": "telegram", "chat_id": "9"} x'
+        assert ask(old, tool, "other").status_code == 200
+        source = old.workspace / "nanobot.db"
+    # Enough sessions to see progress lines.
+    with sqlite3.connect(source) as db:
+        db.executemany(
+            "INSERT INTO messages (session, data, created) VALUES (?, ?, ?)",
+            [(f"api:bulk{i}", orjson.dumps({"role": "user", "content": f"b{i}"}), time.time()) for i in range(1200)],
+        )
+    config = write_config(tmp_path, merge(base, {"database": {"url": url},
+                                                 "agents": {"defaults": {"workspace": str(tmp_path / "ws")}}}))
+
+    first = nanobot("db", "copy", "--from", str(source), config=config)
+    assert first.returncode == 0, first.stderr
+    assert "copied 1202 sessions (1208 messages) and 1 outbound rows" in first.stdout
+    assert "sessions: 1202/1202 read" in first.stderr  # the progress line
+    second = nanobot("db", "copy", "--from", str(source), config=config)
+    assert second.returncode == 0, second.stderr
+    assert "copied 0 sessions (0 messages) and 0 outbound rows" in second.stdout
+    assert "1202 sessions were there already" in second.stdout
+
+    upstream.clear()
+    with ServerProcess(merge(base, {"database": {"url": url}})) as new:
+        assert ask(new, "three", "moved").status_code == 200
+    (call,) = [r["body"]["messages"] for r in upstream.requests()]
+    assert [m["content"] for m in call[1:]] == ["one", "You said: one", "two", "You said: two", "three"]
+    listing = nanobot("outbox", config=config)
+    assert listing.returncode == 0, listing.stderr
+    assert "undeliverable" in listing.stdout and "kept" in listing.stdout
+
+
+def test_db_copy_refuses_what_is_not_a_nanobot_database(postgres, tmp_path):
+    config = write_config(tmp_path, {"database": {"url": postgres.new_database()}})
+    (tmp_path / "junk.db").write_bytes(b"not sqlite at all" * 100)
+    out = nanobot("db", "copy", "--from", str(tmp_path / "junk.db"), config=config)
+    assert out.returncode == 2 and "not an SQLite database" in out.stderr and "Traceback" not in out.stderr
+    out = nanobot("db", "copy", "--from", str(tmp_path / "missing.db"), config=config)
+    assert out.returncode == 2 and "no such file" in out.stderr
+    sqlite_only = write_config(tmp_path, {}, "sqlite.json")
+    out = nanobot("db", "copy", "--from", str(tmp_path / "junk.db"), config=sqlite_only)
+    assert out.returncode == 2 and "database.url is not set" in out.stderr
+
+
+def test_config_check_shows_the_database_masked_and_whether_it_answers(postgres, tmp_path):
+    url = postgres.new_database().replace("nanobot@", "nanobot:s3cret@")
+    config = write_config(tmp_path, {"database": {"url": url}})
+    out = nanobot("config", "check", config=config)
+    assert out.returncode == 0, out.stderr
+    assert "s3cret" not in out.stdout + out.stderr
+    masked = url.replace("s3cret", "***")
+    assert f"# database: PostgreSQL at {masked}: answers" in out.stderr
+    assert json.loads(out.stdout)["database"]["url"] == url.replace("nanobot:s3cret@", "***@")
+
+    dead = write_config(tmp_path, {"database": {"url": "postgresql://u:pw@127.0.0.1:1/x"}}, "dead.json")
+    out = nanobot("config", "check", config=dead)
+    assert out.returncode == 0
+    assert "# database: PostgreSQL at postgresql://u:***@127.0.0.1:1/x: NOT answering (connection refused)" in out.stderr
+
+    out = nanobot("config", "check", config=write_config(tmp_path, {}, "lite.json"))
+    assert "# database: SQLite at" in out.stderr
+
+
+def test_a_database_url_that_is_not_postgresql_is_a_config_error(tmp_path):
+    config = write_config(tmp_path, {"database": {"url": "mysql://u:pw@db/x"}})
+    out = nanobot("config", "check", config=config)
+    assert out.returncode == 2
+    assert "database.url: expected a postgresql:// URL" in out.stderr and "pw" not in out.stderr
