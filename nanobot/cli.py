@@ -15,7 +15,8 @@ from typing import Any, Callable
 from nanobot.config import Config, ConfigError, load_config
 
 
-def _load(args: argparse.Namespace) -> Config:
+def _load(args: argparse.Namespace, tools: bool = True) -> Config:
+    """The checked config; ``tools``: also check the tools' environment (the sandbox)."""
     config = load_config(args.config)
     if getattr(args, "workspace", None):
         config.agents.defaults.workspace = args.workspace
@@ -27,6 +28,10 @@ def _load(args: argparse.Namespace) -> Config:
     url = config.database.url
     if url is not None and not url.startswith(("postgresql://", "postgres://")):
         raise ConfigError("database.url: expected a postgresql:// URL, or null for SQLite in the workspace")
+    if tools:
+        from nanobot.tools import check_tools
+
+        check_tools(config)
     return config
 
 
@@ -109,6 +114,9 @@ def _config_check(args: argparse.Namespace) -> int:
     path = find_config_path(args.config)
     print(f"# config: {path or 'none found, all defaults'}: OK", file=sys.stderr)
     print(f"# database: {_database_status(config)}", file=sys.stderr)
+    from nanobot.tools import enabled_tool_names
+
+    print(f"# tools: {', '.join(enabled_tool_names(config))}", file=sys.stderr)
     # Masked field by field; the redactor then catches a secret repeated elsewhere.
     print(Redactor.from_config(config)(json.dumps(to_public_dict(config), indent=2)))
     return 0
@@ -165,7 +173,7 @@ def _outbox(args: argparse.Namespace) -> int:
     from nanobot.errors import DatabaseUnavailable
     from nanobot.redact import Redactor
 
-    config = _load(args)
+    config = _load(args, tools=False)
     states = None if args.all else ("pending", "failed", "undeliverable")
     try:
         found = _outbox_rows(config, states, args.limit)

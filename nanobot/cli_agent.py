@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-from nanobot.agent.loop import TurnDone, TurnInput
+from nanobot.agent.loop import ToolProgress, TurnDone, TurnInput
 from nanobot.agent.tools import TurnScope
 from nanobot.config import Config
 from nanobot.context import IncomingFile
@@ -24,8 +24,21 @@ from stages.validate import DEFAULT_FILE_PROMPT
 PROMPT = "you> "
 
 
-async def run_turn(services: Services, session: str, message: str, files: list[Path], out: TextIO) -> None:
-    """One turn on ``cli:<session>``; raises ApiError or TimeoutError on failure."""
+def tool_line(event: ToolProgress) -> str:
+    """How a tool call shows on stderr: started, done, or failed."""
+    if event.status != "finished":
+        return f"[tool] {event.name} ..."
+    return f"[tool] {event.name} {'done' if event.ok is not False else 'failed'}"
+
+
+async def run_turn(services: Services, session: str, message: str, files: list[Path], out: TextIO,
+                   progress: TextIO | None = None) -> None:
+    """One turn on ``cli:<session>``; raises ApiError or TimeoutError on failure.
+
+    The reply goes to ``out`` as it streams; tool calls are shown on ``progress``
+    (stderr), one line each, so the reply on stdout stays clean.
+    """
+    progress = progress or sys.stderr
     config = services.config
     key = f"cli:{session}"
     async with asyncio.timeout(config.api.timeout):
@@ -40,13 +53,16 @@ async def run_turn(services: Services, session: str, message: str, files: list[P
         for_llm, for_history = user_messages(text, attachments)
         async with services.locks.hold(key):
             history = await services.agent.history(key)
-            turn = TurnInput(key, history, for_llm, for_history, TurnScope(channel="cli", chat_id=session))
+            turn = TurnInput(key, history, for_llm, for_history, TurnScope(channel="cli", chat_id=session, session_key=key))
             events = services.agent.run(turn)
             try:
                 async for event in events:
                     if type(event) is str:
                         out.write(event)
                         out.flush()
+                    elif type(event) is ToolProgress:
+                        progress.write(tool_line(event) + "\n")
+                        progress.flush()
                     elif isinstance(event, TurnDone) and not event.text.endswith("\n"):
                         out.write("\n")
             finally:

@@ -101,8 +101,11 @@ class ChunkEncoder:
     def content(self, text: str) -> bytes:
         return self._head + b'{"content":' + orjson.dumps(text) + b"}" + self._tail
 
-    def tool_event(self, name: str, status: str) -> bytes:
-        delta = orjson.dumps({"nanobot_tool": {"name": name, "status": status}})
+    def tool_event(self, name: str, status: str, call_id: str = "", ok: bool | None = None) -> bytes:
+        event: dict[str, Any] = {"name": name, "status": status, "id": call_id}
+        if ok is not None:
+            event["ok"] = ok
+        delta = orjson.dumps({"nanobot_tool": event})
         return self._head + delta + self._tail
 
     def stop(self) -> bytes:

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Awaitable, Callable
 
-from nanobot.agent.loop import AgentLoop
-from nanobot.agent.tools import MessageTool, ToolRegistry
+from nanobot.agent.context import WorkspaceContext
+from nanobot.agent.loop import DEFAULT_SYSTEM_PROMPT, AgentLoop
 from nanobot.config import Config
 from nanobot.files.pool import Extractor
 from nanobot.files.retention import UploadCleaner
@@ -29,6 +29,7 @@ from nanobot.sessions.locks import SessionLocks, SessionOrdering, SharedSessionL
 from nanobot.sessions.store import SessionStore, SqliteSessionStore
 from nanobot.storage.db import Database
 from nanobot.storage.private import private_dir
+from nanobot.tools import build_registry, build_tools, workspace_of
 
 
 def make_provider(config: Config, redact: Redactor | None = None) -> Provider:
@@ -159,7 +160,14 @@ class Services:
         storage = make_storage(config, lock_fd)
         redact = Redactor.from_config(config)
         provider = make_provider(config, redact)
-        tools = ToolRegistry([MessageTool(storage.outbox)])
+        extractor = Extractor(config.api.files.limits())
+        ws = workspace_of(config)
+        tools = build_registry(config, build_tools(config, outbox=storage.outbox, extractor=extractor, workspace=ws))
+        # A configured prompt is sent as written (plus the workspace files); the
+        # built-in one also tells the model about its workspace and memory.
+        custom = config.agents.defaults.system_prompt
+        context = WorkspaceContext(custom or DEFAULT_SYSTEM_PROMPT, ws,
+                                   file_tools=config.tools.file.enabled and not custom)
         return cls(
             config=config,
             storage=storage,
@@ -167,8 +175,8 @@ class Services:
             sessions=storage.sessions,
             locks=storage.locks,
             outbox=storage.outbox,
-            extractor=Extractor(config.api.files.limits()),
-            agent=AgentLoop(provider, storage.sessions, tools, config.agents.defaults),
+            extractor=extractor,
+            agent=AgentLoop(provider, storage.sessions, tools, config.agents.defaults, context),
             metrics=Metrics(),
             redact=redact,
             cleaner=UploadCleaner(workspace / MEDIA_DIR, config.api.files.retention_days),

@@ -91,7 +91,7 @@ class Encode:
                 elif type(event) is ToolProgress:
                     if not tool_events:
                         continue
-                    frame = encoder.tool_event(event.name, event.status)
+                    frame = encoder.tool_event(event.name, event.status, event.id, event.ok)
                 else:
                     usage = event.usage
                     continue

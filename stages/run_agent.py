@@ -43,7 +43,7 @@ class RunAgent:
             history=ctx.history,
             user_for_llm=for_llm,
             user_for_history=for_history,
-            scope=TurnScope(channel=self.channel, chat_id=ctx.session_id or "default"),
+            scope=TurnScope(channel=self.channel, chat_id=ctx.session_id or "default", session_key=ctx.session_key),
             incremental=ctx.stream,
             instructions=ctx.instructions,
             remember=ctx.client_history is None,

@@ -40,7 +40,9 @@ def test_request_sent_upstream(agent_server, upstream):
     # The configured values, never the client's.
     assert body["temperature"] == 0.1 and body["max_tokens"] == 4096
     assert "n" not in body
-    assert [t["function"]["name"] for t in body["tools"]] == ["message"]
+    # The enabled tools of the default config: file tools and message, no exec.
+    names = [t["function"]["name"] for t in body["tools"]]
+    assert names == ["read_file", "write_file", "edit_file", "list_dir", "message"]
     assert body["messages"][0]["role"] == "system" and "nanobot" in body["messages"][0]["content"]
     assert body["messages"][-1] == {"role": "user", "content": "what is sent"}
     headers = upstream.requests()[-1]["headers"]
@@ -89,7 +91,10 @@ def test_tool_events_opt_in(agent_server):
                               stream_options={"include_tool_events": True}).content)
     events = [f["choices"][0]["delta"]["nanobot_tool"] for f in withev[:-1]
               if f["choices"] and "nanobot_tool" in f["choices"][0]["delta"]]
-    assert events == [{"name": "message", "status": "started"}, {"name": "message", "status": "finished"}]
+    call_id = events[0]["id"]
+    assert call_id.startswith("call_")
+    assert events == [{"name": "message", "status": "started", "id": call_id},
+                      {"name": "message", "status": "finished", "id": call_id, "ok": True}]
     assert withev[-1] == "[DONE]"
 
 

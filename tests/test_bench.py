@@ -135,3 +135,17 @@ def test_conn_parses_content_length_and_connection_close() -> None:
     resp, conn = asyncio.run(run())
     assert resp.status == 503 and bytes(resp.body) == body
     assert conn.closed
+
+
+def test_tools_bench_reports_its_figures(tmp_path: Path) -> None:
+    out = tmp_path / "tools.json"
+    proc = subprocess.run([sys.executable, "-m", "bench.tools", "--quick", "--execs", "2", "--json", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "per read_file call" in proc.stdout
+    data = json.loads(out.read_text())
+    assert data["cpu_us"]["read_file_turn"] > 0 and data["cpu_us"]["plain_turn"] > 0
+    if "health_during_exec" in data:  # bubblewrap installed
+        during = data["health_during_exec"]
+        assert during["execs_ok"] == 2 and during["during"]["n"] > 10
+        assert during["during"]["p99_ms"] >= during["during"]["p50_ms"] > 0

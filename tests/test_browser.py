@@ -240,7 +240,8 @@ def test_the_reply_streams_into_the_page(tabs: Any, token_site: str, token_upstr
         tab.send("hello there")
     body = sent.value.post_data_json
     assert body == {"messages": [{"role": "user", "content": "hello there"}],
-                    "session_id": tab.current_session(), "stream": True}
+                    "session_id": tab.current_session(), "stream": True,
+                    "stream_options": {"include_tool_events": True}}
 
     reply = tab.last_reply()
     text = reply.locator(".text")
@@ -385,6 +386,53 @@ def test_sessions_switch_and_keep_their_own_history(
     assert tab.reply_text() == "You said: elderberry"
     assert "durian via curl" in _history_text(_upstream_request(echo_upstream, "elderberry"))
     assert tab.storage("nanobot.sessions") == [shared, second, first]
+
+
+MARKDOWN = """**bold** and *it* and `a<b>` see [site](https://example.com/x) and [bad](javascript:window.__xss=2)
+<img src=x onerror="window.__xss=1"><script>window.__xss=3</script>
+
+- one
+- two
+
+```
+<b>not bold</b>
+```"""
+
+
+def test_replies_render_as_markdown_and_never_as_html(tabs: Any, key_site: str) -> None:
+    tab = tabs(key_site, key=API_KEY)
+    tab.send(MARKDOWN)
+    reply = tab.wait_reply_done().locator(".text")
+    expect(reply.locator("strong")).to_have_text("bold")
+    expect(reply.locator("em")).to_have_text("it")
+    expect(reply.locator("p code")).to_have_text("a<b>")
+    expect(reply.locator("ul li")).to_have_text(["one", "two"])
+    expect(reply.locator("pre code")).to_have_text("<b>not bold</b>")
+    link = reply.locator("a")
+    expect(link).to_have_count(1)  # the javascript: one stays text
+    expect(link).to_have_attribute("href", "https://example.com/x")
+    expect(link).to_have_attribute("rel", "noopener noreferrer nofollow")
+    text = reply.text_content() or ""
+    assert "[bad](javascript:window.__xss=2)" in text
+    assert '<img src=x onerror="window.__xss=1"><script>window.__xss=3</script>' in text
+    # Nothing the model wrote became an element or ran.
+    assert reply.locator("img, script, b").count() == 0
+    assert tab.page.evaluate("() => window.__xss") is None
+    # The user's own message is shown exactly as typed.
+    expect(tab.page.locator("#log .message.user .text").last).to_have_text(MARKDOWN)
+
+
+def test_tool_progress_is_shown(tabs: Any, key_site: str) -> None:
+    tab = tabs(key_site, key=API_KEY)
+    tab.send('Look around: #tool:list_dir #tool:read_file {"path":"missing.txt"}')
+    reply = tab.wait_reply_done()
+    tools = reply.locator(".tools .tool")
+    expect(tools).to_have_count(2)
+    expect(reply.locator(".tool.done .tool-name")).to_have_text("list_dir")
+    expect(reply.locator(".tool.failed .tool-name")).to_have_text("read_file")
+    expect(reply.locator(".text")).to_contain_text("tool result:")
+    saved = tab.storage(f"nanobot.transcript.{tab.current_session()}")
+    assert sorted(t["name"] for t in saved[-1]["tools"]) == ["list_dir", "read_file"]
 
 
 def test_attachments_go_as_multipart_and_the_reply_mentions_them(

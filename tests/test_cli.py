@@ -92,6 +92,29 @@ def test_config_check(tmp_path, upstream):
     assert p.returncode == 2 and "api.port: expected integer" in p.stderr
 
 
+def test_agent_shows_tool_progress_on_stderr(tmp_path, upstream):
+    cfg = write_config(tmp_path, upstream.url)
+    (tmp_path / "ws").mkdir()
+    (tmp_path / "ws" / "note.txt").write_text("from the workspace")
+    p = nanobot("agent", "-m", '#tool:read_file {"path":"note.txt"} #tool:read_file {"path":"nope"}',
+                "--config", str(cfg))
+    assert p.returncode == 0, p.stderr
+    lines = p.stderr.splitlines()
+    assert lines.count("[tool] read_file ...") == 2
+    assert sorted(line for line in lines if not line.endswith("...")) == ["[tool] read_file done",
+                                                                           "[tool] read_file failed"]
+    assert "[tool]" not in p.stdout and p.stdout.startswith("tool result: ")
+
+
+def test_config_check_lists_the_enabled_tools(tmp_path):
+    p = nanobot("config", "check", "--config", str(write_config(tmp_path)))
+    assert "# tools: read_file, write_file, edit_file, list_dir, message" in p.stderr.splitlines()
+    off = write_config(tmp_path, tools={"file": {"enabled": False}, "exec": {"enabled": True, "sandbox": "none"}})
+    p = nanobot("config", "check", "--config", str(off))
+    assert p.returncode == 0, p.stderr
+    assert "# tools: exec, message" in p.stderr.splitlines()
+
+
 def test_help_texts():
     for args in (["--help"], ["serve", "--help"], ["agent", "--help"], ["outbox", "--help"], ["config", "check", "--help"]):
         p = nanobot(*args)

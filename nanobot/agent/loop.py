@@ -12,7 +12,8 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, AsyncIterator
 
-from nanobot.agent.tools import ToolRegistry, TurnScope
+from nanobot.agent.context import WorkspaceContext
+from nanobot.agent.tools import ToolRegistry, TurnScope, is_error
 from nanobot.config import AgentDefaults
 from nanobot.protocol import Usage
 from nanobot.providers.base import Completion, Provider
@@ -30,6 +31,8 @@ DEFAULT_SYSTEM_PROMPT = (
 class ToolProgress:
     name: str
     status: str  # "started" | "finished"
+    id: str = ""  # the tool call's id
+    ok: bool | None = None  # when finished: False for an error result
 
 
 @dataclass(slots=True)
@@ -51,27 +54,35 @@ class TurnInput:
 
 
 class AgentLoop:
-    def __init__(self, provider: Provider, store: SessionStore, tools: ToolRegistry, defaults: AgentDefaults) -> None:
+    def __init__(
+        self,
+        provider: Provider,
+        store: SessionStore,
+        tools: ToolRegistry,
+        defaults: AgentDefaults,
+        context: WorkspaceContext | None = None,
+    ) -> None:
         self.provider = provider
         self.store = store
         self.tools = tools
         self.max_iterations = defaults.max_tool_iterations
         self.max_history = defaults.max_history_messages
         self.system = {"role": "system", "content": defaults.system_prompt or DEFAULT_SYSTEM_PROMPT}
+        self.context = context  # the workspace's AGENTS.md, memory and skills
 
     async def history(self, session_key: str) -> list[dict[str, Any]]:
         return await self.store.history(session_key, self.max_history)
 
     async def run(self, turn: TurnInput) -> AsyncIterator[str | ToolProgress | TurnDone]:
-        system = self.system
+        system = self.system if self.context is None else await self.context.message(turn.scope.session_key)
         if turn.instructions:
             system = {"role": "system", "content": f"{system['content']}\n\n{turn.instructions}"}
         messages = [system, *turn.history, turn.user_for_llm]
         new: list[dict[str, Any]] = [turn.user_for_history]
         usage = Usage()
         reply: list[str] = []
-        schemas = self.tools.schemas or None
         for iteration in range(1, self.max_iterations + 1):
+            schemas = self.tools.schemas or None  # tools may come and go between calls
             completion: Completion | None = None
             async with aclosing(self.provider.stream(messages, schemas, turn.incremental)) as events:
                 async for event in events:
@@ -103,16 +114,22 @@ class AgentLoop:
             }
             messages.append(call_msg)
             new.append(call_msg)
-            for call in completion.tool_calls:
-                yield ToolProgress(call.name, "started")
-                result = await self.tools.run(call, turn.scope)
-                while turn.scope.inline:
-                    piece = turn.scope.inline.pop(0)
-                    if reply and not reply[-1].endswith("\n"):
-                        piece = "\n" + piece
-                    reply.append(piece)
-                    yield piece
-                yield ToolProgress(call.name, "finished")
+            calls = completion.tool_calls
+            for call in calls:
+                yield ToolProgress(call.name, "started", call.id)
+            results = [""] * len(calls)
+            async with aclosing(self.tools.run_batch(calls, turn.scope)) as finished:
+                async for index, result in finished:
+                    results[index] = result
+                    while turn.scope.inline:
+                        piece = turn.scope.inline.pop(0)
+                        if reply and not reply[-1].endswith("\n"):
+                            piece = "\n" + piece
+                        reply.append(piece)
+                        yield piece
+                    call = calls[index]
+                    yield ToolProgress(call.name, "finished", call.id, not is_error(result))
+            for call, result in zip(calls, results):
                 result_msg = {"role": "tool", "tool_call_id": call.id, "content": result}
                 messages.append(result_msg)
                 new.append(result_msg)

@@ -1,21 +1,30 @@
-"""Tools the model may call, and the ``message`` tool.
+"""The tool framework: the ``Tool`` protocol, a turn's scope, and the registry.
 
-A tool never kills a turn: bad arguments, an unknown name or an exception
-become an error result that the model reads and can react to.
+A tool never kills a turn: bad arguments, an unknown name, a timeout or an
+exception become an ``Error: ...`` result that the model reads and can react
+to. The calls of one model reply run concurrently (at most
+``ToolLimits.concurrency`` at once, at most ``max_calls`` at all); results go
+back in call order. Cancelling the turn cancels every running call, and a
+tool that owns processes kills them in its own cancellation path.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import orjson
 
-from nanobot.outbound.base import UNDELIVERABLE, Outbox
 from nanobot.providers.base import ToolCall
 
 log = logging.getLogger("nanobot.tools")
+
+# Arguments above this are parsed off the event loop; above the cap, refused.
+_INLINE_ARGS_CHARS = 64 * 1024
+MAX_ARGS_CHARS = 32 * 1024 * 1024
 
 
 @dataclass
@@ -24,87 +33,159 @@ class TurnScope:
 
     channel: str  # "api" or "cli": the synthetic channel of this turn
     chat_id: str
+    session_key: str = ""  # picks the folder with tools.workspaceScope "session"
     inline: list[str] = field(default_factory=list)
 
 
 class Tool(Protocol):
+    """A callable the model may use. ``schema`` is the OpenAI ``tools`` entry.
+
+    A tool may also carry ``timeout`` (seconds) to replace ``tools.timeout``
+    for its calls (``exec`` has its own).
+    """
+
     name: str
     schema: dict[str, Any]
 
     async def run(self, args: dict[str, Any], scope: TurnScope) -> str: ...
 
 
-class MessageTool:
-    """Sends a message: into this reply, or onto the outbound queue for a channel."""
+@dataclass(frozen=True)
+class ToolLimits:
+    timeout: float = 60.0  # per call
+    max_result_chars: int = 16000
+    concurrency: int = 8  # calls of one reply running at once
+    max_calls: int = 64  # calls of one reply that run at all; the rest get an error
 
-    name = "message"
-    schema = {
+
+def function_schema(name: str, description: str, properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
+    """An OpenAI ``tools`` entry for a function taking one JSON object."""
+    return {
         "type": "function",
         "function": {
-            "name": "message",
-            "description": (
-                "Send a message. Without channel it is shown to the user in this "
-                "conversation. With channel and chat_id it is delivered to that chat "
-                "channel (e.g. telegram, webhook)."
-            ),
-            "parameters": {
-                "type": "object",
-                "properties": {
-                    "content": {"type": "string", "description": "The message text."},
-                    "channel": {"type": "string", "description": "Target channel, e.g. telegram."},
-                    "chat_id": {"type": "string", "description": "Chat id on that channel."},
-                },
-                "required": ["content"],
-            },
+            "name": name,
+            "description": description,
+            "parameters": {"type": "object", "properties": properties, "required": required},
         },
     }
 
-    def __init__(self, outbox: Outbox) -> None:
-        self._outbox = outbox
 
-    async def run(self, args: dict[str, Any], scope: TurnScope) -> str:
-        content = args.get("content")
-        if not isinstance(content, str) or not content:
-            return "Error: 'content' must be a non-empty string."
-        channel = args.get("channel")
-        chat_id = args.get("chat_id")
-        if channel in (None, "", scope.channel):
-            scope.inline.append(content)
-            return "Message shown to the user in this conversation."
-        if not isinstance(channel, str):
-            return "Error: 'channel' must be a string."
-        if chat_id is None or chat_id == "":
-            return f"Error: 'chat_id' is required to send to channel '{channel}'."
-        if isinstance(chat_id, (int, float)) and not isinstance(chat_id, bool):
-            chat_id = str(chat_id)
-        if not isinstance(chat_id, str):
-            return "Error: 'chat_id' must be a string."
-        queued = await self._outbox.enqueue(channel, chat_id, content)
-        if queued.state == UNDELIVERABLE:
-            return (
-                f"Channel '{channel}' is not enabled: no delivery will occur. "
-                f"The message was recorded as undeliverable (outbox id {queued.id})."
-            )
-        return f"Message queued for delivery to {channel}:{chat_id} (outbox id {queued.id})."
+def is_error(result: str) -> bool:
+    return result.startswith("Error")
+
+
+def cut(result: str, limit: int) -> str:
+    """``result`` within ``limit`` characters, with a note of what was left out."""
+    if len(result) <= limit:
+        return result
+    left = len(result) - limit
+    return f"{result[:limit]}\n[... {left} more characters cut: the result limit is {limit}]"
 
 
 class ToolRegistry:
-    def __init__(self, tools: list[Tool]) -> None:
-        self._tools = {t.name: t for t in tools}
-        self.schemas = [t.schema for t in tools]
+    """The tools offered to the model; ``schemas`` is recomputed only when the set changes.
+
+    Tools may be added or removed after startup (servers that connect in the
+    background): a turn reads ``schemas`` once per model call, and the list
+    it got is never mutated, only replaced.
+    """
+
+    def __init__(self, tools: Iterable[Tool] = (), limits: ToolLimits | None = None) -> None:
+        self.limits = limits or ToolLimits()
+        self._tools: dict[str, Tool] = {}
+        self.schemas: list[dict[str, Any]] = []
+        for tool in tools:
+            self._tools[tool.name] = tool
+        self._recompute()
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._tools)
+
+    def get(self, name: str) -> Tool | None:
+        return self._tools.get(name)
+
+    def add(self, tool: Tool) -> None:
+        """Offer ``tool`` from the next model call on (replaces one of the same name)."""
+        self._tools[tool.name] = tool
+        self._recompute()
+
+    def remove(self, name: str) -> None:
+        if self._tools.pop(name, None) is not None:
+            self._recompute()
+
+    def _recompute(self) -> None:
+        self.schemas = [t.schema for t in self._tools.values()]
 
     async def run(self, call: ToolCall, scope: TurnScope) -> str:
+        """One call's result text (``Error: ...`` on any failure), cut to the limit."""
         tool = self._tools.get(call.name)
         if tool is None:
             return f"Error: unknown tool '{call.name}'."
+        args = await _parse_args(call.arguments)
+        if isinstance(args, str):
+            return args
+        timeout = getattr(tool, "timeout", None) or self.limits.timeout
         try:
-            args = orjson.loads(call.arguments or "{}")
-        except orjson.JSONDecodeError:
-            return "Error: the tool arguments are not valid JSON."
-        if not isinstance(args, dict):
-            return "Error: the tool arguments must be a JSON object."
-        try:
-            return await tool.run(args, scope)
+            async with asyncio.timeout(timeout):
+                result = await tool.run(args, scope)
+        except TimeoutError:
+            return f"Error: tool '{call.name}' took longer than {timeout:g} s and was stopped."
         except Exception as exc:  # the model gets the error; the turn goes on
             log.warning("tool %s failed: %s", call.name, exc, exc_info=True)
             return f"Error: tool '{call.name}' failed: {type(exc).__name__}: {exc}"
+        if not isinstance(result, str):
+            return f"Error: tool '{call.name}' returned no text."
+        return cut(result, self.limits.max_result_chars)
+
+    async def run_batch(self, calls: list[ToolCall], scope: TurnScope) -> AsyncIterator[tuple[int, str]]:
+        """``(index, result)`` for every call of one reply, as each finishes.
+
+        Calls past ``max_calls`` are answered at once with an error; the others
+        run ``concurrency`` at a time. Closing the iterator early (a cancelled
+        turn) cancels the calls still running and waits for them to clean up.
+        """
+        limits = self.limits
+        for index in range(limits.max_calls, len(calls)):
+            yield index, (
+                f"Error: this reply asked for {len(calls)} tool calls; only the first "
+                f"{limits.max_calls} run, so this one (#{index + 1}) did not. Ask for fewer at once."
+            )
+        running = calls[: limits.max_calls]
+        if len(running) == 1:  # the common case, without tasks and a queue
+            yield 0, await self.run(running[0], scope)
+            return
+        gate = asyncio.Semaphore(limits.concurrency)
+        finished: asyncio.Queue[tuple[int, str]] = asyncio.Queue()
+
+        async def one(index: int, call: ToolCall) -> None:
+            async with gate:
+                result = await self.run(call, scope)
+            finished.put_nowait((index, result))
+
+        tasks = [asyncio.create_task(one(i, c)) for i, c in enumerate(running)]
+        try:
+            for _ in tasks:
+                yield await finished.get()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _parse_args(raw: str) -> dict[str, Any] | str:
+    """The arguments object, or an error result."""
+    if not raw:
+        return {}
+    if len(raw) > MAX_ARGS_CHARS:
+        return f"Error: the tool arguments are too large ({len(raw)} characters; at most {MAX_ARGS_CHARS})."
+    try:
+        if len(raw) > _INLINE_ARGS_CHARS:
+            args = await asyncio.to_thread(orjson.loads, raw)
+        else:
+            args = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return "Error: the tool arguments are not valid JSON."
+    if not isinstance(args, dict):
+        return "Error: the tool arguments must be a JSON object."
+    return args

@@ -50,9 +50,20 @@ class OpenAICompatProvider:
         # Absolute: the SDK then skips merging a relative path into its base
         # URL (a URL object copied and re-parsed) on every call.
         self._url = str(self._client.base_url).rstrip("/") + "/chat/completions"
+        self._tools_source: list[dict[str, Any]] | None = None
+        self._tools_json: orjson.Fragment | None = None
 
     def _fail(self, what: str, kind: str) -> UpstreamError:
         return UpstreamError(self._redact(f"provider '{self.name}' {what}"), code=f"upstream_{kind}")
+
+    def _encoded_tools(self, tools: list[dict[str, Any]]) -> orjson.Fragment:
+        """The tools' JSON, encoded once per tool set: the registry hands the same
+        list until its set changes (it replaces the list then, never edits it)."""
+        if tools is not self._tools_source:
+            self._tools_json = orjson.Fragment(orjson.dumps(tools))
+            self._tools_source = tools
+        assert self._tools_json is not None
+        return self._tools_json
 
     async def stream(
         self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None, incremental: bool = True
@@ -67,7 +78,7 @@ class OpenAICompatProvider:
         if incremental:
             payload["stream_options"] = {"include_usage": True}
         if tools:
-            payload["tools"] = tools
+            payload["tools"] = self._encoded_tools(tools)
         try:
             # The SDK's generic post (in its cheaper form, sdk_client.py) keeps
             # its auth, retries and status errors but skips the per-call

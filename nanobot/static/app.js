@@ -170,16 +170,25 @@
       });
       bubble.append(files);
     }
+    const tools = el("ul", "tools");
     const text = el("div", "text");
     const status = el("p", "status");
-    bubble.append(text, status);
+    bubble.append(tools, text, status);
     item.append(bubble);
     ui.log.append(item);
 
+    let drawn = null; // the text last rendered, so a tool event does not re-render it
     const redraw = () => {
       const follow = nearBottom();
-      text.textContent = entry.text;
+      if (entry.text !== drawn) {
+        // The model's text as Markdown, built as DOM nodes (never innerHTML);
+        // the user's exactly as typed.
+        if (entry.role === "assistant") text.replaceChildren(window.NanobotMarkdown.render(entry.text));
+        else text.textContent = entry.text;
+        drawn = entry.text;
+      }
       text.hidden = !entry.text;
+      drawTools(tools, entry.tools || [], Boolean(entry.streaming));
       item.classList.toggle("streaming", Boolean(entry.streaming));
       item.classList.toggle("error", Boolean(entry.error));
       status.hidden = !(entry.error || entry.stopped || entry.note);
@@ -190,6 +199,19 @@
     redraw();
     ui.log.scrollTop = ui.log.scrollHeight;
     return redraw;
+  }
+
+  // One line per tool call of this reply: its name and how it went.
+  function drawTools(list, calls, streaming) {
+    list.hidden = !calls.length;
+    list.replaceChildren(...calls.map((call) => {
+      const unfinished = streaming ? "running" : "stopped";
+      const state = call.status !== "finished" ? unfinished : call.ok === false ? "failed" : "done";
+      const item = el("li", `tool ${state}`);
+      const label = { running: "running\u2026", done: "done", failed: "failed", stopped: "stopped" }[state];
+      item.append(el("span", "tool-name", call.name), el("span", "tool-state", label));
+      return item;
+    }));
   }
 
   function saveTranscript(id, entries) {
@@ -207,7 +229,10 @@
     if (key) headers.Authorization = `Bearer ${key}`;
     if (!files.length) {
       headers["Content-Type"] = "application/json";
-      const body = { messages: [{ role: "user", content: text }], session_id: sessionId, stream: true };
+      const body = {
+        messages: [{ role: "user", content: text }], session_id: sessionId, stream: true,
+        stream_options: { include_tool_events: true },
+      };
       return { headers, body: JSON.stringify(body) };
     }
     const form = new FormData(); // the browser sets the multipart Content-Type
@@ -258,13 +283,26 @@
   }
 
   function onChunk(reply, redraw) {
+    // At most one redraw per frame while a long reply streams in.
+    let frame = 0;
+    const later = () => {
+      if (!frame) frame = requestAnimationFrame(() => { frame = 0; redraw(); });
+    };
     return (chunk) => {
       if (chunk.model) ui.model.textContent = `model: ${chunk.model}`;
       const choice = chunk.choices && chunk.choices[0];
+      const tool = choice && choice.delta && choice.delta.nanobot_tool;
+      if (tool && typeof tool.name === "string") {
+        reply.tools = reply.tools || [];
+        const known = reply.tools.find((t) => t.id && t.id === tool.id);
+        if (known) Object.assign(known, { status: tool.status, ok: tool.ok });
+        else reply.tools.push({ id: tool.id, name: tool.name, status: tool.status, ok: tool.ok });
+        later();
+      }
       const piece = choice && (choice.delta ? choice.delta.content : choice.message && choice.message.content);
       if (typeof piece === "string" && piece) {
         reply.text += piece;
-        redraw();
+        later();
       }
     };
   }

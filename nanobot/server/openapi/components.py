@@ -208,9 +208,14 @@ def _schemas(spec: Spec) -> Json:
             "content": {"type": "string"},
             "nanobot_tool": {
                 "type": "object",
-                "required": ["name", "status"],
+                "required": ["name", "status", "id"],
                 "additionalProperties": False,
-                "properties": {"name": {"type": "string"}, "status": {"enum": ["started", "finished"]}},
+                "properties": {
+                    "name": {"type": "string"},
+                    "status": {"enum": ["started", "finished"]},
+                    "id": {"type": "string", "description": "The tool call's id."},
+                    "ok": {"type": "boolean", "description": "When finished: false for an error result."},
+                },
                 "description": "Only with `stream_options.include_tool_events`.",
             },
         },

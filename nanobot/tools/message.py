@@ -1,0 +1,54 @@
+"""The ``message`` tool: into this reply, or onto the outbound queue for a channel."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nanobot.agent.tools import TurnScope, function_schema
+from nanobot.outbound.base import UNDELIVERABLE, Outbox
+
+
+class MessageTool:
+    """Sends a message: into this reply, or onto the outbound queue for a channel."""
+
+    name = "message"
+    schema = function_schema(
+        "message",
+        "Send a message. Without channel it is shown to the user in this conversation. "
+        "With channel and chat_id it is delivered to that chat channel (e.g. telegram, webhook).",
+        {
+            "content": {"type": "string", "description": "The message text."},
+            "channel": {"type": "string", "description": "Target channel, e.g. telegram."},
+            "chat_id": {"type": "string", "description": "Chat id on that channel."},
+        },
+        ["content"],
+    )
+
+    def __init__(self, outbox: Outbox) -> None:
+        self._outbox = outbox
+
+    async def run(self, args: dict[str, Any], scope: TurnScope) -> str:
+        content = args.get("content")
+        if not isinstance(content, str) or not content:
+            return "Error: 'content' must be a non-empty string."
+        channel = args.get("channel")
+        chat_id = args.get("chat_id")
+        if channel in (None, "", scope.channel):
+            scope.inline.append(content)
+            return "Message shown to the user in this conversation."
+        if not isinstance(channel, str):
+            return "Error: 'channel' must be a string."
+        if chat_id is None or chat_id == "":
+            return f"Error: 'chat_id' is required to send to channel '{channel}'."
+        if isinstance(chat_id, (int, float)) and not isinstance(chat_id, bool):
+            chat_id = str(chat_id)
+        if not isinstance(chat_id, str):
+            return "Error: 'chat_id' must be a string."
+        queued = await self._outbox.enqueue(channel, chat_id, content)
+        if queued.state == UNDELIVERABLE:
+            return (
+                f"Channel '{channel}' is not enabled: no delivery will occur. "
+                f"The message was recorded as undeliverable (outbox id {queued.id})."
+            )
+        return f"Message queued for delivery to {channel}:{chat_id} (outbox id {queued.id})."
+
