@@ -162,7 +162,8 @@ class Services:
         provider = make_provider(config, redact)
         extractor = Extractor(config.api.files.limits())
         ws = workspace_of(config)
-        tools = build_registry(config, build_tools(config, outbox=storage.outbox, extractor=extractor, workspace=ws))
+        built = build_tools(config, outbox=storage.outbox, extractor=extractor, workspace=ws)
+        tools = build_registry(config, built, redact if redact else None)
         # A configured prompt is sent as written (plus the workspace files); the
         # built-in one also tells the model about its workspace and memory.
         custom = config.agents.defaults.system_prompt

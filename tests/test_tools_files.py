@@ -234,3 +234,13 @@ def test_tool_events_say_which_call_failed(tool_server) -> None:
     finished = {e["name"]: e for e in events if e["status"] == "finished"}
     assert finished["read_file"]["ok"] is False and finished["list_dir"]["ok"] is True
     assert {e["id"] for e in events if e["status"] == "started"} == {e["id"] for e in finished.values()}
+
+
+def test_results_never_carry_a_configured_secret(tool_server, upstream) -> None:
+    # The provider key of upstream_config, quoted by a file the model reads:
+    # the model (and so the client) gets it masked.
+    (tool_server.workspace / "leak.txt").write_text("key=test-key; Bearer test-key")
+    upstream.clear()
+    r = ask(tool_server, '#tool:read_file {"path":"leak.txt"}')
+    assert r.json()["choices"][0]["message"]["content"] == "tool result: key=***; Bearer ***"
+    assert "test-key" not in upstream.requests()[-1]["body"]["messages"][-1]["content"]

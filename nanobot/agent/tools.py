@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -90,8 +90,14 @@ class ToolRegistry:
     it got is never mutated, only replaced.
     """
 
-    def __init__(self, tools: Iterable[Tool] = (), limits: ToolLimits | None = None) -> None:
+    def __init__(
+        self, tools: Iterable[Tool] = (), limits: ToolLimits | None = None, redact: Callable[[str], str] | None = None
+    ) -> None:
         self.limits = limits or ToolLimits()
+        # A result goes to the model, which may repeat it to the client: a
+        # command that prints the config or a file that quotes a key must not
+        # hand a configured secret on.
+        self._redact = redact
         self._tools: dict[str, Tool] = {}
         self.schemas: list[dict[str, Any]] = []
         for tool in tools:
@@ -136,7 +142,8 @@ class ToolRegistry:
             return f"Error: tool '{call.name}' failed: {type(exc).__name__}: {exc}"
         if not isinstance(result, str):
             return f"Error: tool '{call.name}' returned no text."
-        return cut(result, self.limits.max_result_chars)
+        result = cut(result, self.limits.max_result_chars)
+        return self._redact(result) if self._redact is not None else result
 
     async def run_batch(self, calls: list[ToolCall], scope: TurnScope) -> AsyncIterator[tuple[int, str]]:
         """``(index, result)`` for every call of one reply, as each finishes.

@@ -7,6 +7,8 @@ connect in the background) go in through ``ToolRegistry.add``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from nanobot.agent.tools import Tool, ToolLimits, ToolRegistry
 from nanobot.config import Config
 from nanobot.files.pool import Extractor
@@ -49,5 +51,6 @@ def check_tools(config: Config) -> None:
     check_exec(config)
 
 
-def build_registry(config: Config, tools: list[Tool]) -> ToolRegistry:
-    return ToolRegistry(tools, ToolLimits(timeout=config.tools.timeout, max_result_chars=config.tools.max_result_chars))
+def build_registry(config: Config, tools: list[Tool], redact: Callable[[str], str] | None = None) -> ToolRegistry:
+    limits = ToolLimits(timeout=config.tools.timeout, max_result_chars=config.tools.max_result_chars)
+    return ToolRegistry(tools, limits, redact)
