@@ -9,6 +9,7 @@ replaced from the environment before the values are checked.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import os
 import re
@@ -247,6 +248,11 @@ class Config:
         for path, value in positive.items():
             if value <= 0:
                 raise ConfigError(f"{path}: must be positive")
+        for cidr in self.tools.ssrf_whitelist:
+            try:
+                ipaddress.ip_network(cidr.strip(), strict=False)
+            except ValueError:
+                raise ConfigError(f"tools.ssrfWhitelist: {cidr!r} is not a CIDR (e.g. 10.0.0.0/8)") from None
         if d.max_history_messages < 0:
             raise ConfigError("agents.defaults.maxHistoryMessages: must not be negative")
 

@@ -23,6 +23,7 @@ from nanobot.providers.openai_compat import OpenAICompatProvider
 from nanobot.sessions.locks import SessionLocks, SessionOrdering, SharedSessionLocks
 from nanobot.sessions.store import SqliteSessionStore
 from nanobot.storage.db import Database
+from nanobot.tools.web import web_tools
 
 
 def make_provider(config: Config) -> Provider:
@@ -75,7 +76,7 @@ class Services:
         sessions = SqliteSessionStore(db, cache_sessions=1024, cache_messages=max(16, history + 8), versions=shared)
         locks: SessionOrdering = shared if shared is not None else SessionLocks()
         outbox = SqliteOutbox(db, config.channels)
-        tools = ToolRegistry([MessageTool(outbox)])
+        tools = ToolRegistry([MessageTool(outbox), *web_tools(config)])
         return cls(
             config=config,
             db=db,
@@ -104,6 +105,7 @@ class Services:
         await self.outbox.start()
 
     async def close(self) -> None:
+        await self.agent.tools.close()
         await self.outbox.close()
         await self.extractor.close()
         await self.provider.close()

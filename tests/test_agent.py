@@ -40,7 +40,7 @@ def test_request_sent_upstream(agent_server, upstream):
     # The configured values, never the client's.
     assert body["temperature"] == 0.1 and body["max_tokens"] == 4096
     assert "n" not in body
-    assert [t["function"]["name"] for t in body["tools"]] == ["message"]
+    assert [t["function"]["name"] for t in body["tools"]] == ["message", "web_fetch"]
     assert body["messages"][0]["role"] == "system" and "nanobot" in body["messages"][0]["content"]
     assert body["messages"][-1] == {"role": "user", "content": "what is sent"}
     headers = upstream.requests()[-1]["headers"]

@@ -93,6 +93,18 @@ class ToolRegistry:
         self._tools = {t.name: t for t in tools}
         self.schemas = [t.schema for t in tools]
 
+    def add(self, tool: Tool) -> None:
+        """Offer ``tool`` from the next model call on (MCP tools arrive after startup)."""
+        self._tools[tool.name] = tool
+        self.schemas = [t.schema for t in self._tools.values()]  # a new list: a turn may be reading the old
+
+    async def close(self) -> None:
+        """Let tools that hold resources (worker processes, clients) release them."""
+        for tool in self._tools.values():
+            close = getattr(tool, "close", None)
+            if close is not None:
+                await close()
+
     async def run(self, call: ToolCall, scope: TurnScope) -> str:
         tool = self._tools.get(call.name)
         if tool is None:

@@ -1,0 +1,1 @@
+"""The agent's web and MCP tools (built by the tools builder)."""

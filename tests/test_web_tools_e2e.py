@@ -1,0 +1,34 @@
+"""Real ``nanobot serve`` turns where the scripted model calls the web tools."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import requests
+
+from servers import ServerProcess, upstream_config
+from web_site import Site
+
+CHAT = "/v1/chat/completions"
+
+
+def ask(server: ServerProcess, text: str) -> str:
+    body = {"messages": [{"role": "user", "content": text}], "session_id": uuid.uuid4().hex}
+    r = requests.post(server.url + CHAT, json=body, timeout=60)
+    assert r.status_code == 200, r.text
+    return r.json()["choices"][0]["message"]["content"]
+
+
+def test_web_fetch_turn(upstream, make_server) -> None:
+    with Site() as site:
+        server = make_server(
+            {**upstream_config(upstream.url), "tools": {"ssrfWhitelist": ["127.0.0.0/8"]}})
+        call = json.dumps({"url": site.url + "/page"})
+        reply = ask(server, f"#tool:web_fetch {call}")
+        assert reply.startswith(f"tool result: URL: {site.url}/page\nStatus: 200 OK")
+        assert "Growing tomatoes on a balcony" in reply and "trackPageView" not in reply
+        # The same server refuses the cloud metadata address: an error result, the turn goes on.
+        call = json.dumps({"url": "http://169.254.169.254/latest/meta-data/"})
+        reply = ask(server, f"#tool:web_fetch {call}")
+        assert reply.startswith("tool result: Error: refused to connect to 169.254.169.254: link-local")
