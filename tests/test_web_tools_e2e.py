@@ -20,10 +20,12 @@ def ask(server: ServerProcess, text: str) -> str:
     return r.json()["choices"][0]["message"]["content"]
 
 
-def test_web_fetch_turn(upstream, make_server) -> None:
+def test_web_fetch_and_search_turns(upstream, make_server) -> None:
     with Site() as site:
         server = make_server(
-            {**upstream_config(upstream.url), "tools": {"ssrfWhitelist": ["127.0.0.0/8"]}})
+            {**upstream_config(upstream.url), "tools": {
+                "ssrfWhitelist": ["127.0.0.0/8"],
+                "web": {"search": {"provider": "searxng", "apiBase": site.url + "/searxng"}}}})
         call = json.dumps({"url": site.url + "/page"})
         reply = ask(server, f"#tool:web_fetch {call}")
         assert reply.startswith(f"tool result: URL: {site.url}/page\nStatus: 200 OK")
@@ -32,3 +34,6 @@ def test_web_fetch_turn(upstream, make_server) -> None:
         call = json.dumps({"url": "http://169.254.169.254/latest/meta-data/"})
         reply = ask(server, f"#tool:web_fetch {call}")
         assert reply.startswith("tool result: Error: refused to connect to 169.254.169.254: link-local")
+        reply = ask(server, '#tool:web_search {"query": "kettles", "count": 1}')
+        assert reply == ("tool result: Results for 'kettles':\n1. kettles hit 1 & more\n"
+                         "   https://example.org/1\n   About kettles, part 1.")

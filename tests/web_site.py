@@ -111,16 +111,43 @@ class _Endless(tornado.web.RequestHandler):
             pass
 
 
+class _FakeSearch(tornado.web.RequestHandler):
+    """Brave's and SearXNG's JSON search answers; some queries make them misbehave."""
+
+    async def get(self, provider: str) -> None:
+        self.application.settings["searches"].append((provider, dict(self.request.query_arguments)))
+        if provider == "brave" and self.request.headers.get("X-Subscription-Token") != "brave-key":
+            self.set_status(401)
+            return self.write({"type": "ErrorResponse", "error": {"detail": "bad token"}})
+        if provider == "searxng" and self.get_argument("format", "") != "json":
+            self.set_status(403)
+            return self.write("json format is not enabled")
+        query = self.get_argument("q")
+        if query == "slow":
+            await asyncio.sleep(10)
+        if query == "garbage":
+            return self.write("<html>not json</html>")
+        if query == "shape":
+            return self.write({"web": {"results": "nope"}, "results": {"a": 1}})
+        if query == "nothing":
+            return self.write({"type": "search"} if provider == "brave" else {"results": []})
+        hits = [{"title": f"<strong>{query}</strong> hit {i} &amp; more", "url": f"https://example.org/{i}",
+                 ("description" if provider == "brave" else "content"): f"About <b>{query}</b>, part {i}."}
+                for i in range(1, 21)]
+        self.write({"type": "search", "web": {"results": hits}} if provider == "brave" else {"results": hits})
+
+
 class Site:
     """Serve the routes on 127.0.0.1:<free port> until :meth:`stop`."""
 
     def __init__(self, big_bytes: int = 2 * 1024 * 1024) -> None:
         self.sent = [0]
+        self.searches: list[tuple[str, dict[str, list[bytes]]]] = []
         self.app = tornado.web.Application([
             (r"/page", _Page), (r"/big", _Big), (r"/text", _Text), (r"/json", _Json), (r"/image", _Image), (r"/binary", _Binary),
             (r"/gzip", _Gzip), (r"/notype", _NoType), (r"/redirect", _Redirect), (r"/chain/(\d+)", _Chain),
-            (r"/loop/(a|b)", _Loop), (r"/status/(\d+)", _Status), (r"/slow", _Slow), (r"/endless", _Endless),
-        ], big=big(big_bytes).html, sent=self.sent)
+            (r"/loop/(a|b)", _Loop), (r"/(brave|searxng)/search", _FakeSearch), (r"/status/(\d+)", _Status), (r"/slow", _Slow), (r"/endless", _Endless),
+        ], big=big(big_bytes).html, sent=self.sent, searches=self.searches)
         self._sockets = bind_sockets(0, "127.0.0.1")
         self.port = self._sockets[0].getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
