@@ -92,6 +92,12 @@ def _config_check(args: argparse.Namespace) -> int:
     path = find_config_path(args.config)
     print(f"# config: {path or 'none found, all defaults'}: OK", file=sys.stderr)
     print(json.dumps(to_public_dict(config), indent=2))
+    if config.tools.mcp_servers:
+        from nanobot.tools.mcp import McpHub
+
+        logging.disable(logging.WARNING)  # the report below says the same, once
+        for line in asyncio.run(McpHub(config.tools.mcp_servers).report()):
+            print(f"# {line}", file=sys.stderr)
     return 0
 
 

@@ -23,6 +23,7 @@ from nanobot.providers.openai_compat import OpenAICompatProvider
 from nanobot.sessions.locks import SessionLocks, SessionOrdering, SharedSessionLocks
 from nanobot.sessions.store import SqliteSessionStore
 from nanobot.storage.db import Database
+from nanobot.tools.mcp import McpHub
 from nanobot.tools.web import web_tools
 
 
@@ -59,6 +60,7 @@ class Services:
     extractor: Extractor
     agent: AgentLoop
     metrics: Metrics
+    mcp: McpHub
 
     @classmethod
     def build(cls, config: Config) -> "Services":
@@ -87,6 +89,7 @@ class Services:
             extractor=Extractor(config.api.files.limits()),
             agent=AgentLoop(provider, sessions, tools, config.agents.defaults),
             metrics=Metrics(),
+            mcp=McpHub(config.tools.mcp_servers, tools.add, max_result_chars=config.tools.max_result_chars),
         )
 
     @property
@@ -103,8 +106,10 @@ class Services:
         await prestart_threads(executor, CPU_THREADS)
         await self.extractor.warm()
         await self.outbox.start()
+        await self.mcp.start()  # in the background; after fork, so each worker has its own sessions
 
     async def close(self) -> None:
+        await self.mcp.close()
         await self.agent.tools.close()
         await self.outbox.close()
         await self.extractor.close()

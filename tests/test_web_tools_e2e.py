@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
+import time
 import uuid
 
+import pytest
 import requests
 
+from mcp_servers import TEST_SERVER
 from servers import ServerProcess, upstream_config
 from web_site import Site
 
@@ -37,3 +42,29 @@ def test_web_fetch_and_search_turns(upstream, make_server) -> None:
         reply = ask(server, '#tool:web_search {"query": "kettles", "count": 1}')
         assert reply == ("tool result: Results for 'kettles':\n1. kettles hit 1 & more\n"
                          "   https://example.org/1\n   About kettles, part 1.")
+
+
+def test_mcp_tool_turn_and_health_while_a_server_hangs(upstream, make_server, tmp_path) -> None:
+    """A real turn calls a tool of the SDK test server; a server that never answers
+    delays neither /health nor that turn."""
+    pidfile = tmp_path / "hanging.pid"
+    hanging = {"command": sys.executable, "args": [
+        "-c", f"import os, time; open({str(pidfile)!r}, 'w').write(str(os.getpid())); time.sleep(120)"]}
+    server = make_server({**upstream_config(upstream.url), "tools": {"mcpServers": {
+        "t": {"command": sys.executable, "args": [TEST_SERVER]}, "hang": hanging}}})
+    started = time.monotonic()
+    assert requests.get(server.url + "/health", timeout=5).status_code == 200
+    assert time.monotonic() - started < 1.0
+    deadline = time.monotonic() + 30
+    while True:  # the test server connects in the background
+        reply = ask(server, '#tool:mcp_t_echo {"text": "from the model"}')
+        if "unknown tool" not in reply or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    assert reply == "tool result: echo: from the model"
+    reply = ask(server, '#tool:mcp_t_add {"a": 20, "b": 22}')
+    assert reply == "tool result: 42"
+    hanging_pid = int(pidfile.read_text())
+    assert server.stop() == 0
+    with pytest.raises(ProcessLookupError):
+        os.kill(hanging_pid, 0)  # stopped with the server, not left behind
