@@ -117,9 +117,25 @@ def _config_check(args: argparse.Namespace) -> int:
     from nanobot.tools import enabled_tool_names
 
     print(f"# tools: {', '.join(enabled_tool_names(config))}", file=sys.stderr)
+    if config.tools.mcp_servers:
+        _mcp_status(config)
     # Masked field by field; the redactor then catches a secret repeated elsewhere.
     print(Redactor.from_config(config)(json.dumps(to_public_dict(config), indent=2)))
     return 0
+
+
+def _mcp_status(config: Config) -> None:
+    """Each MCP server: connected or not (with the reason), and the tools it offers."""
+    from nanobot.redact import Redactor
+    from nanobot.tools.mcp import McpHub
+
+    redact = Redactor.from_config(config)  # a server's command line or URL may carry a token
+    logging.disable(logging.WARNING)  # the report below says the same, once
+    try:
+        for line in asyncio.run(McpHub(config.tools.mcp_servers).report()):
+            print(f"# {redact(line)}", file=sys.stderr)
+    finally:
+        logging.disable(logging.NOTSET)
 
 
 def _database_status(config: Config) -> str:

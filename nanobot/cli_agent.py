@@ -80,6 +80,7 @@ async def agent_main(config: Config, message: str | None, session: str, files: l
     services = Services.build(config)
     try:
         await services.start()
+        await services.mcp.wait()  # one turn from the terminal: offer the MCP tools from the start
         if message is not None or files:
             try:
                 await run_turn(services, session, message or "", files, sys.stdout)

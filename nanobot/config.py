@@ -9,6 +9,7 @@ replaced from the environment before the values are checked.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import os
 import re
@@ -256,6 +257,11 @@ class Config:
             raise ConfigError("api.historyCacheBytes: must not be negative")
         if api.max_body_bytes_in_flight < api.max_body_bytes:
             raise ConfigError("api.maxBodyBytesInFlight: must be at least api.maxBodyBytes")
+        for cidr in self.tools.ssrf_whitelist:
+            try:
+                ipaddress.ip_network(cidr.strip(), strict=False)
+            except ValueError:
+                raise ConfigError(f"tools.ssrfWhitelist: {cidr!r} is not a CIDR (e.g. 10.0.0.0/8)") from None
         if d.max_history_messages < 0:
             raise ConfigError("agents.defaults.maxHistoryMessages: must not be negative")
 

@@ -30,6 +30,7 @@ from nanobot.sessions.store import SessionStore, SqliteSessionStore
 from nanobot.storage.db import Database
 from nanobot.storage.private import private_dir
 from nanobot.tools import build_registry, build_tools, workspace_of
+from nanobot.tools.mcp import McpHub
 
 
 def make_provider(config: Config, redact: Redactor | None = None) -> Provider:
@@ -151,6 +152,7 @@ class Services:
     metrics: Metrics
     redact: Redactor  # every configured secret out of client-visible text
     cleaner: UploadCleaner
+    mcp: McpHub  # tools.mcpServers, connected in the background
 
     @classmethod
     def build(cls, config: Config, lock_fd: int | None = None) -> "Services":
@@ -181,6 +183,7 @@ class Services:
             metrics=Metrics(),
             redact=redact,
             cleaner=UploadCleaner(workspace / MEDIA_DIR, config.api.files.retention_days),
+            mcp=McpHub(config.tools.mcp_servers, tools.add, max_result_chars=config.tools.max_result_chars),
         )
 
     @property
@@ -198,12 +201,15 @@ class Services:
         await self.extractor.warm()
         await self.storage.start()
         self.cleaner.start()
+        await self.mcp.start()  # in the background; after the fork, so each worker has its own sessions
 
     def database_problem(self) -> str | None:
         """Why the database cannot be used now (for ``/health``), or None."""
         return self.storage.problem()
 
     async def close(self) -> None:
+        await self.mcp.close()
+        await self.agent.tools.close()
         await self.cleaner.close()
         await self.storage.close()
         await self.extractor.close()

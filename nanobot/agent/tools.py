@@ -120,6 +120,13 @@ class ToolRegistry:
         if self._tools.pop(name, None) is not None:
             self._recompute()
 
+    async def close(self) -> None:
+        """Let tools that hold resources (worker processes, clients) release them."""
+        for tool in list(self._tools.values()):
+            close = getattr(tool, "close", None)
+            if close is not None:
+                await close()
+
     def _recompute(self) -> None:
         self.schemas = [t.schema for t in self._tools.values()]
 

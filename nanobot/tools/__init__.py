@@ -17,6 +17,7 @@ from nanobot.tools.exec import ExecTool, check_exec
 from nanobot.tools.files import FileToolLimits, file_tools
 from nanobot.tools.message import MessageTool
 from nanobot.tools.paths import Workspace
+from nanobot.tools.web import web_tools
 
 
 def workspace_of(config: Config) -> Workspace:
@@ -36,6 +37,7 @@ def build_tools(config: Config, *, outbox: Outbox, extractor: Extractor, workspa
         tools.extend(file_tools(ws, limits, extractor))
     if config.tools.exec.enabled:
         tools.append(ExecTool(ws, config.tools.exec, config.tools.max_result_chars))
+    tools.extend(web_tools(config))
     tools.append(MessageTool(outbox))
     return tools
 
