@@ -8,11 +8,13 @@ import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 import requests
 
 from mcp_servers import TEST_SERVER
+from nanobot.testing.process import children
 from servers import ROOT, ServerProcess, upstream_config
 from web_site import Site
 
@@ -98,3 +100,26 @@ def test_progress_of_web_and_mcp_tools_in_the_stream_and_the_terminal(upstream, 
     assert lines.count("[tool] mcp_t_echo ...") == 1 and "[tool] mcp_t_echo done" in lines
     assert "[tool] mcp_t_fail failed" in lines
     assert p.stdout.startswith("tool result: Error: ") and "no disk" in p.stdout  # the scripted model says the last
+
+
+def test_each_worker_holds_its_own_mcp_connections(upstream, make_server) -> None:
+    """With ``api.workers: 2`` each worker starts its own stdio server (sessions are not shared over a fork)."""
+    server = make_server({**upstream_config(upstream.url), "api": {"workers": 2},
+                          "tools": {"mcpServers": {"t": {"command": sys.executable, "args": [TEST_SERVER]}}}})
+    workers = children(server.pid)
+    assert len(workers) == 2
+
+    def mcp_children() -> dict[int, list[int]]:
+        return {w: [c for c in children(w) if TEST_SERVER.encode() in Path(f"/proc/{c}/cmdline").read_bytes()]
+                for w in workers}
+
+    deadline = time.monotonic() + 30
+    while not all(mcp_children().values()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    found = mcp_children()
+    assert all(len(pids) == 1 for pids in found.values()), found
+    spawned = [pid for pids in found.values() for pid in pids]
+    assert server.stop() == 0
+    for pid in spawned:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)

@@ -25,24 +25,10 @@ import requests
 
 from nanobot.config import Config
 from nanobot.server import app
-from nanobot.testing.process import UpstreamProcess
+from nanobot.testing.process import UpstreamProcess, children
 from servers import ROOT, ServerProcess, upstream_config
 
 CHAT = "/v1/chat/completions"
-
-
-def children(pid: int) -> set[int]:
-    found = set()
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                with open(f"/proc/{name}/stat", "rb") as fh:
-                    stat = fh.read()
-            except OSError:
-                continue
-            if int(stat[stat.rfind(b")") + 2 :].split()[1]) == pid:
-                found.add(int(name))
-    return found
 
 
 def alive(pid: int) -> bool:

@@ -33,6 +33,21 @@ class ProcessStartError(RuntimeError):
     """A child process exited or stayed silent before announcing readiness."""
 
 
+def children(pid: int) -> set[int]:
+    """The processes whose parent is ``pid`` (Linux: read from /proc)."""
+    found = set()
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat", "rb") as fh:
+                    stat = fh.read()
+            except OSError:
+                continue
+            if int(stat[stat.rfind(b")") + 2 :].split()[1]) == pid:
+                found.add(int(name))
+    return found
+
+
 def wait_for_ready_line(proc: subprocess.Popen[Any], timeout: float, prefix: str = "READY") -> str:
     """Block until `proc` prints a stdout line starting with `prefix`; return it.
 
