@@ -13,14 +13,14 @@ from typing import Iterator
 
 import pytest
 
-from bench.html_pages import NEVER, nested
+from nanobot.testing.html_pages import NEVER, nested
 from nanobot.agent.tools import TurnScope
 from nanobot.config import ConfigError, WebFetchConfig, parse_config
 from nanobot.files.limits import FileLimits
 from nanobot.tools.html_text import convert
 from nanobot.tools.ssrf import parse_whitelist, refusal
 from nanobot.tools.web_fetch import WebFetchTool
-from web_site import Site
+from nanobot.testing.website import Site
 
 SCOPE = TurnScope("api", "test")
 

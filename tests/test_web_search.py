@@ -12,7 +12,7 @@ from nanobot.agent.tools import TurnScope
 from nanobot.config import WebSearchConfig, parse_config
 from nanobot.tools.web import web_tools
 from nanobot.tools.web_search import WebSearchTool
-from web_site import Site
+from nanobot.testing.website import Site
 
 SCOPE = TurnScope("api", "test")
 

@@ -16,7 +16,7 @@ import requests
 from mcp_servers import TEST_SERVER
 from nanobot.testing.process import children
 from servers import ROOT, ServerProcess, upstream_config
-from web_site import Site
+from nanobot.testing.website import Site
 
 CHAT = "/v1/chat/completions"
 

@@ -1,4 +1,4 @@
-"""A small real website for the web tools' tests: Tornado on 127.0.0.1, in its own thread.
+"""A small real website for the web tools' tests and bench: Tornado on 127.0.0.1, in its own thread.
 
 Routes give the cases web_fetch must handle: pages, plain text, JSON, an
 image, gzip, redirects (chains, loops, to any URL), a slow answer, a body
@@ -16,7 +16,7 @@ import tornado.web
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
-from bench.html_pages import article, big
+from nanobot.testing.html_pages import article, big
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 64
 
