@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 NEVER = ("trackPageView", "color: #ff00ff", "window.__NUXT__")
+# The site's navigation, widgets and footer: a good reader leaves them out too.
+CHROME = ("Pricing", "Sign in", "Ten tips for tidy desks", "Advertisement: buy shoes", "All rights reserved")
 
 _CHROME_TOP = """<!doctype html><html lang="en"><head><meta charset="utf-8">
 <title>{title}</title>
