@@ -149,3 +149,25 @@ def test_tools_bench_reports_its_figures(tmp_path: Path) -> None:
         during = data["health_during_exec"]
         assert during["execs_ok"] == 2 and during["during"]["n"] > 10
         assert during["during"]["p99_ms"] >= during["during"]["p50_ms"] > 0
+
+
+def test_web_mcp_bench_reports_its_figures(tmp_path: Path) -> None:
+    out = tmp_path / "web_mcp.json"
+    proc = subprocess.run([sys.executable, "-m", "bench.web_mcp", "--fetches", "2", "--rounds", "1",
+                           "--page-bytes", "200000", "--calls", "40", "--json", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "per MCP call" in proc.stdout
+    data = json.loads(out.read_text())
+    during = data["during_fetches"]
+    assert during["fetches_ok"] == 2 and during["health"]["n"] > 0
+    # CPU is counted in clock ticks (10 ms): a few dozen calls may round the MCP server's share to zero.
+    assert data["mcp_cpu_us"]["mcp_turn"] > 0 and data["mcp_cpu_us"]["per_call_mcp_server"] >= 0
+
+
+def test_html_extractors_bench_scores_the_chosen_library() -> None:
+    proc = subprocess.run([sys.executable, "-m", "bench.html_extractors", "--repeat", "1"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = next(l for l in proc.stdout.splitlines() if l.startswith("trafilatura"))
+    assert "kept 17/17 phrases, scripts/styles 0/9, chrome 0/15" in line
