@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, Callable, Iterator
 
 import pytest
@@ -43,6 +44,13 @@ def make_server() -> Iterator[Callable[..., ServerProcess]]:
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def runner() -> Iterator[asyncio.Runner]:
+    """One event loop for a module's in-process tests (clients and sessions outlive one call)."""
+    with asyncio.Runner() as r:
+        yield r
 
 
 @pytest.fixture(scope="session")

@@ -44,12 +44,6 @@ def alive(pid: int) -> bool:
 
 
 @pytest.fixture(scope="module")
-def runner() -> Iterator[asyncio.Runner]:
-    with asyncio.Runner() as r:
-        yield r
-
-
-@pytest.fixture(scope="module")
 def http_server() -> Iterator[HttpMcpServer]:
     server = HttpMcpServer()
     yield server

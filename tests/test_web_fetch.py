@@ -32,12 +32,6 @@ def site() -> Iterator[Site]:
 
 
 @pytest.fixture(scope="module")
-def runner() -> Iterator[asyncio.Runner]:
-    with asyncio.Runner() as r:
-        yield r
-
-
-@pytest.fixture(scope="module")
 def fetch(runner: asyncio.Runner) -> Iterator:
     """web_fetch with 127.0.0.0/8 whitelisted; call it as fetch(url, **config)."""
     tools: dict[tuple, WebFetchTool] = {}
