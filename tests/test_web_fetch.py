@@ -205,3 +205,24 @@ def test_deeply_nested_and_badly_encoded_pages_are_bounded() -> None:
     assert "é" in out
     out = convert("text;", b"y" * 500, FileLimits(max_chars=100))
     assert out.startswith("y" * 100) and "400 more characters" in out
+
+
+def test_cancelled_fetch_drops_its_connection(site: Site, runner: asyncio.Runner) -> None:
+    """A cancelled turn stops reading: the site stops sending soon after, far below maxBytes."""
+    tool = WebFetchTool(WebFetchConfig(max_bytes=1 << 40, timeout=60), parse_whitelist(["127.0.0.0/8"]), 16000)
+
+    async def cancel_midway() -> int:
+        task = asyncio.create_task(tool.run({"url": site.url + "/endless"}, SCOPE))
+        start = site.sent[0]
+        while site.sent[0] - start < 1024 * 1024:
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.sleep(0.5)  # the loop keeps running, as in the server
+        settled = site.sent[0]
+        await asyncio.sleep(0.5)
+        return site.sent[0] - settled
+
+    assert runner.run(cancel_midway()) < 1024 * 1024, "the site kept sending after the fetch was cancelled"
+    runner.run(tool.close())

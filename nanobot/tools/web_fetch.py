@@ -88,8 +88,11 @@ class _Hop:
     size: int = 0
     cut: bool = False
     not_text: bool = False
+    abandoned: bool = False  # the turn was cancelled: drop the connection at the next event
 
     def on_header(self, line: str) -> None:
+        if self.abandoned:
+            raise _Stop()
         if line.startswith("HTTP/"):
             parts = line.split(" ", 2)
             self.status, self.reason = int(parts[1]), parts[2].strip() if len(parts) > 2 else ""
@@ -100,6 +103,8 @@ class _Hop:
             raise _Stop()  # before a byte of the body is read
 
     def on_chunk(self, chunk: bytes) -> None:
+        if self.abandoned:
+            raise _Stop()
         room = self.max_bytes - self.size
         if len(chunk) > room:  # keep what fits, then drop the connection
             self.chunks.append(chunk[:room])
@@ -210,6 +215,11 @@ class WebFetchTool:
         )
         try:
             await self._http().fetch(request, raise_error=False)
+        except asyncio.CancelledError:
+            # Cancelling the await does not stop Tornado's request: the next
+            # byte that arrives drops the connection instead of being read.
+            hop.abandoned = True
+            raise
         except Exception as exc:
             if hop.cut:
                 return hop
