@@ -29,24 +29,39 @@ from bench.scenarios import ALL, build
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        prog="python -m bench", description=__doc__.splitlines()[0],
+        prog="python -m bench",
+        description=__doc__.splitlines()[0],
         epilog="Soak test: `python -m bench soak --help` (mixed load held for a minute, then "
         "zero errors, every stream [DONE], RSS back near its start).",
     )
-    p.add_argument("--scenarios", default=",".join(ALL),
-                   help=f"comma-separated (default: all: {','.join(ALL)}; `soak` alone = `python -m bench soak`)")
+    p.add_argument(
+        "--scenarios",
+        default=",".join(ALL),
+        help=f"comma-separated (default: all: {','.join(ALL)}; `soak` alone = `python -m bench soak`)",
+    )
     p.add_argument("--quick", action="store_true", help="short runs and small stream counts (< 1 minute in all)")
-    p.add_argument("--duration", type=float, help="seconds per closed-loop run (default 10, quick 1.5; a noop-stage round: 4)")
+    p.add_argument(
+        "--duration", type=float, help="seconds per closed-loop run (default 10, quick 1.5; a noop-stage round: 4)"
+    )
     p.add_argument("--requests", type=int, help="non-streaming: this many requests in total instead of a duration")
     p.add_argument("--streams", type=int, help="override the stream count of the streaming scenarios")
     p.add_argument("--uploads", type=int, help="concurrent uploads (default 20, quick 4)")
     p.add_argument("--upload-bytes", type=int, default=10 * 1024 * 1024 - 64 * 1024, help="size of the uploaded PDF")
     p.add_argument("--probe-hz", type=float, default=50.0, help="/health probe rate during uploads")
     p.add_argument("--server-workers", type=int, default=1, help="api.workers of the server under test")
-    p.add_argument("--database", choices=("sqlite", "postgres"), default="sqlite",
-                   help="postgres: also run the server on a throwaway PostgreSQL cluster, beside SQLite")
-    p.add_argument("--nodes", type=int, default=1, help="with --database postgres: servers sharing the database; "
-                   "the load generators' connections are spread over them")
+    p.add_argument(
+        "--database",
+        choices=("sqlite", "postgres"),
+        default="sqlite",
+        help="postgres: also run the server on a throwaway PostgreSQL cluster, beside SQLite",
+    )
+    p.add_argument(
+        "--nodes",
+        type=int,
+        default=1,
+        help="with --database postgres: servers sharing the database; "
+        "the load generators' connections are spread over them",
+    )
     p.add_argument("--noop-stages", type=int, default=10, help="no-op stages added in the noop-stage scenario")
     p.add_argument("--rounds", type=int, help="noop-stage: paired rounds, fresh servers each (default 8, quick 1)")
     p.add_argument("--targets", default="direct,server,peer", help="which of direct,server,peer to run")
@@ -54,8 +69,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--loadgen-procs", type=int, default=0, help="load generator processes (0: 2 from 1000 clients)")
     p.add_argument("--upstream-port", type=int, default=0, help="fixed port for the scripted upstream (for --peer)")
     p.add_argument("--peer", help="URL of another OpenAI-compatible server to run the same scenarios against")
-    p.add_argument("--peer-cmd", help="shell command starting the peer; {port} {upstream} {upstream_base} "
-                   "{upstream_port} are filled in; it is started per scenario and stopped after")
+    p.add_argument(
+        "--peer-cmd",
+        help="shell command starting the peer; {port} {upstream} {upstream_base} "
+        "{upstream_port} are filled in; it is started per scenario and stopped after",
+    )
     p.add_argument("--peer-port", type=int, default=0, help="port for {port} in --peer-cmd (default: a free one)")
     p.add_argument("--peer-model", default="scripted", help="model name sent to the peer ('' to omit)")
     p.add_argument("--peer-api-key", help="bearer key for the peer")
@@ -88,8 +106,12 @@ def _soak_from_scenarios(args: argparse.Namespace, names: list[str]) -> int:
     if names != ["soak"]:
         raise SystemExit("soak runs on its own: use `python -m bench soak` (or `--scenarios soak` alone)")
     passed: list[str] = []
-    for flag, value in (("--duration", args.duration), ("--streams", args.streams), ("--uploads", args.uploads),
-                        ("--json", args.json)):
+    for flag, value in (
+        ("--duration", args.duration),
+        ("--streams", args.streams),
+        ("--uploads", args.uploads),
+        ("--json", args.json),
+    ):
         if value is not None:
             passed += [flag, str(value)]
     if args.quick and args.duration is None:
@@ -139,11 +161,17 @@ def _run(args: argparse.Namespace, scenarios: list[Any], runner: ScenarioRunner,
         print(text)
     for line in failed:
         print(f"FAILED {line}")
-    print(f"\n(total {time.monotonic() - started:.1f} s; times in ms; cpu = measured process tree; "
-          "lg cpu% = busiest load generator process)")
+    print(
+        f"\n(total {time.monotonic() - started:.1f} s; times in ms; cpu = measured process tree; "
+        "lg cpu% = busiest load generator process)"
+    )
     if args.json:
-        payload = {"meta": _meta(args, time.monotonic() - started), "scenarios": done,
-                   "checks": target_checks, "failed": failed}
+        payload = {
+            "meta": _meta(args, time.monotonic() - started),
+            "scenarios": done,
+            "checks": target_checks,
+            "failed": failed,
+        }
         with open(args.json, "w") as fh:
             json.dump(payload, fh, indent=1)
     return 1 if failed else 0

@@ -76,8 +76,15 @@ def score(run: Callable[[str], str], pages: list[Page], repeat: int) -> dict[str
         kept += sum(phrase in text for phrase in page.must)
         never += sum(bad in text for bad in NEVER)
         chrome += sum(piece in text for piece in CHROME)
-    return {"kept": kept, "must": must, "never": never, "never_of": len(NEVER) * len(pages),
-            "chrome": chrome, "chrome_of": len(CHROME) * len(pages), "pages_ms": ms}
+    return {
+        "kept": kept,
+        "must": must,
+        "never": never,
+        "never_of": len(NEVER) * len(pages),
+        "chrome": chrome,
+        "chrome_of": len(CHROME) * len(pages),
+        "pages_ms": ms,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,9 +100,11 @@ def main(argv: list[str] | None = None) -> int:
             continue
         s = score(run, pages, args.repeat)
         _, big_ms = timed(run, large.html, max(1, args.repeat // 2))
-        print(f"{name}: kept {s['kept']}/{s['must']} phrases, scripts/styles {s['never']}/{s['never_of']}, "
-              f"chrome {s['chrome']}/{s['chrome_of']}; {s['pages_ms']:.1f} ms for the {len(pages)} pages, "
-              f"{big_ms:.0f} ms for {len(large.html) / 1048576:.1f} MB")
+        print(
+            f"{name}: kept {s['kept']}/{s['must']} phrases, scripts/styles {s['never']}/{s['never_of']}, "
+            f"chrome {s['chrome']}/{s['chrome_of']}; {s['pages_ms']:.1f} ms for the {len(pages)} pages, "
+            f"{big_ms:.0f} ms for {len(large.html) / 1048576:.1f} MB"
+        )
     return 0
 
 

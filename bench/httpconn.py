@@ -30,8 +30,20 @@ class RequestFailed(Exception):
 class Response:
     """What one request produced; stream figures are filled for SSE bodies."""
 
-    __slots__ = ("status", "body", "t0", "t_end", "ttft", "gaps", "tokens", "completion_tokens", "done", "sse_error",
-                 "_sse", "_last")
+    __slots__ = (
+        "status",
+        "body",
+        "t0",
+        "t_end",
+        "ttft",
+        "gaps",
+        "tokens",
+        "completion_tokens",
+        "done",
+        "sse_error",
+        "_sse",
+        "_last",
+    )
 
     def __init__(self, t0: float, stream: bool) -> None:
         self.status = 0

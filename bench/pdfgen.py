@@ -68,9 +68,7 @@ def build_pdf(path: Path, size: int = DEFAULT_BYTES, pages: int = DEFAULT_PAGES)
     base = tmp.stat().st_size
     pad = DecodedStreamObject()
     pad.set_data(random.Random(7).randbytes(max(0, size - base - 512)))
-    writer._root_object[NameObject("/BenchPadding")] = ArrayObject(
-        [writer._add_object(pad), NumberObject(0)]
-    )
+    writer._root_object[NameObject("/BenchPadding")] = ArrayObject([writer._add_object(pad), NumberObject(0)])
     with open(tmp, "wb") as fh:
         writer.write(fh)
     os.replace(tmp, path)

@@ -39,8 +39,12 @@ class LoadgenProc:
         self._stderr: IO[bytes] = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "bench.loadgen", "-"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
-            env=child_env(), text=True, cwd=str(ROOT),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            env=child_env(),
+            text=True,
+            cwd=str(ROOT),
         )
         self._lines: queue.Queue[str | None] = queue.Queue()
         threading.Thread(target=self._pump, daemon=True).start()
@@ -148,8 +152,12 @@ class PeerProcess:
         self.url = url
         self.log = tempfile.NamedTemporaryFile(prefix="bench-peer-", suffix=".log", delete=False)
         self.proc = subprocess.Popen(
-            command, shell=True, stdout=self.log, stderr=subprocess.STDOUT,
-            start_new_session=True, env=child_env(),
+            command,
+            shell=True,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=child_env(),
         )
         deadline = time.monotonic() + timeout
         while not http_answers(url + "/v1/models", timeout=1.0):

@@ -105,8 +105,17 @@ def summarize(raws: list[dict[str, Any]], clients: int) -> dict[str, Any]:
     return out
 
 
-RATIO_KEYS = ("rps", "latency_p50_ms", "latency_p99_ms", "ttft_p50_ms", "ttft_p99_ms", "gap_p50_ms", "gap_p99_ms", "tokens_per_s",
-              "streamed_tokens_per_s")
+RATIO_KEYS = (
+    "rps",
+    "latency_p50_ms",
+    "latency_p99_ms",
+    "ttft_p50_ms",
+    "ttft_p99_ms",
+    "gap_p50_ms",
+    "gap_p99_ms",
+    "tokens_per_s",
+    "streamed_tokens_per_s",
+)
 
 
 def ratios(results: dict[str, dict[str, Any]], base: str = "direct") -> dict[str, dict[str, float | None]]:
@@ -119,8 +128,7 @@ def ratios(results: dict[str, dict[str, Any]], base: str = "direct") -> dict[str
         if name == base:
             continue
         out[f"{name}/{base}"] = {
-            key: round(figures[key] / ref[key], 3) if figures.get(key) and ref.get(key) else None
-            for key in RATIO_KEYS
+            key: round(figures[key] / ref[key], 3) if figures.get(key) and ref.get(key) else None for key in RATIO_KEYS
         }
     return out
 
@@ -178,11 +186,25 @@ def _fmt(value: Any, digits: int = 1) -> str:
 
 
 COLUMNS = (
-    ("scenario", None), ("target", None), ("ok", None), ("err", None), ("done", None),
-    ("req/s", "rps"), ("lat50", "latency_p50_ms"), ("lat99", "latency_p99_ms"),
-    ("ttft50", "ttft_p50_ms"), ("ttft99", "ttft_p99_ms"), ("gap50", "gap_p50_ms"), ("gap99", "gap_p99_ms"),
-    ("words/s", "tokens_per_s"), ("streamed tokens/s", "streamed_tokens_per_s"), ("cpu s", "cpu_s"), ("us/req", "cpu_per_req_us"), ("us/tok", "cpu_per_token_us"),
-    ("rss MB b/p/a", None), ("lg cpu%", None),
+    ("scenario", None),
+    ("target", None),
+    ("ok", None),
+    ("err", None),
+    ("done", None),
+    ("req/s", "rps"),
+    ("lat50", "latency_p50_ms"),
+    ("lat99", "latency_p99_ms"),
+    ("ttft50", "ttft_p50_ms"),
+    ("ttft99", "ttft_p99_ms"),
+    ("gap50", "gap_p50_ms"),
+    ("gap99", "gap_p99_ms"),
+    ("words/s", "tokens_per_s"),
+    ("streamed tokens/s", "streamed_tokens_per_s"),
+    ("cpu s", "cpu_s"),
+    ("us/req", "cpu_per_req_us"),
+    ("us/tok", "cpu_per_token_us"),
+    ("rss MB b/p/a", None),
+    ("lg cpu%", None),
 )
 
 

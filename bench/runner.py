@@ -69,8 +69,9 @@ class ScenarioRunner:
             extra += ["--port", str(self.args.upstream_port)]
         return UpstreamProcess.start(tokens=sc.tokens, interval_ms=sc.interval_ms, record=False, extra_args=extra)
 
-    def _server(self, up: UpstreamProcess, stages: list[str] | None = None,
-                database: str | None = None) -> ServerProcess:
+    def _server(
+        self, up: UpstreamProcess, stages: list[str] | None = None, database: str | None = None
+    ) -> ServerProcess:
         config = merge(upstream_config(up.url), _BENCH_CONFIG)
         if database is not None:
             config = merge(config, {"database": {"url": database}})
@@ -95,8 +96,12 @@ class ScenarioRunner:
             url = url or f"http://127.0.0.1:{port}"
             command = args.peer_cmd
             # Plain replacement, not str.format: the command may hold JSON braces.
-            for key, value in (("{port}", port), ("{upstream_base}", up.base_url),
-                               ("{upstream_port}", up.port), ("{upstream}", up.url)):
+            for key, value in (
+                ("{port}", port),
+                ("{upstream_base}", up.base_url),
+                ("{upstream_port}", up.port),
+                ("{upstream}", up.url),
+            ):
                 command = command.replace(key, str(value))
             peer = PeerProcess(command, url.rstrip("/"), timeout=args.peer_timeout)
         pid = peer.pid if peer else args.peer_pid
@@ -131,12 +136,22 @@ class ScenarioRunner:
             requests = sc.requests
             if requests is not None:
                 requests = requests // procs + (1 if index < requests % procs else 0)
-            specs.append({
-                "url": urls[index % len(urls)], "kind": kind, "stream": sc.stream, "model": target.model,
-                "clients": share, "duration": sc.duration, "requests": requests,
-                "timeout": self.args.timeout, "session_prefix": prefix, "client_offset": offset,
-                "api_key": target.api_key, "file": file,
-            })
+            specs.append(
+                {
+                    "url": urls[index % len(urls)],
+                    "kind": kind,
+                    "stream": sc.stream,
+                    "model": target.model,
+                    "clients": share,
+                    "duration": sc.duration,
+                    "requests": requests,
+                    "timeout": self.args.timeout,
+                    "session_prefix": prefix,
+                    "client_offset": offset,
+                    "api_key": target.api_key,
+                    "file": file,
+                }
+            )
             offset += share
         return specs
 
@@ -149,8 +164,15 @@ class ScenarioRunner:
         specs = self._specs(sc, target, clients, file)
         probe = None
         if sc.kind == "upload" and not warm:
-            probe = {"url": target.url, "kind": "probe", "path": "/health", "hz": sc.probe_hz,
-                     "duration": 3600.0, "timeout": self.args.timeout, "api_key": target.api_key}
+            probe = {
+                "url": target.url,
+                "kind": "probe",
+                "path": "/health",
+                "hz": sc.probe_hz,
+                "duration": 3600.0,
+                "timeout": self.args.timeout,
+                "api_key": target.api_key,
+            }
         timeout = (sc.duration if sc.duration < 3600 else 0) + self.args.timeout + 60
         # A peer started through a shell, or a server with workers: the whole tree.
         tree = target.name == "peer" or (target.name != "direct" and self.args.server_workers > 1)
@@ -168,24 +190,35 @@ class ScenarioRunner:
             rss = sampler.stop() if sampler else None
         cpu = sum(tree_cpu(p) for p in pids) - cpu0 if cpu0 is not None and target.pid else None
         up_cpu = tree_cpu(target.upstream_pid) - up0 if up0 is not None and target.upstream_pid else None
-        raw: dict[str, Any] = {"loadgens": loadgens, "probe": probe_result, "cpu": cpu, "upstream_cpu": up_cpu,
-                               "cpu_main": own_cpu(target.pid) - main0 if cpu0 is not None else None}
+        raw: dict[str, Any] = {
+            "loadgens": loadgens,
+            "probe": probe_result,
+            "cpu": cpu,
+            "upstream_cpu": up_cpu,
+            "cpu_main": own_cpu(target.pid) - main0 if cpu0 is not None else None,
+        }
         if db0 is not None:
             raw["db_cpu"] = tree_cpu(target.db_pid) - db0
         wait1 = runqueue_wait(target.pid) if wait0 is not None else None
         if wait0 is not None and wait1 is not None:
             raw["loop_runqueue_wait"] = wait1 - wait0
         if rss is not None:
-            raw["rss"] = {"before_kb": rss.before_kb, "peak_kb": rss.peak_kb, "after_kb": rss.after_kb,
-                          "tree_peak_kb": rss.tree_peak_kb}
+            raw["rss"] = {
+                "before_kb": rss.before_kb,
+                "peak_kb": rss.peak_kb,
+                "after_kb": rss.after_kb,
+                "tree_peak_kb": rss.tree_peak_kb,
+            }
         return raw
 
     def _run_target(self, sc: Scenario, target: Target, rounds: int = 1) -> dict[str, Any]:
         self._warm_up(target, sc)
         raws = [self._measure(sc, target) for _ in range(rounds)]
         figures = report.summarize(raws, sc.clients)
-        self.log(f"  {sc.name} [{target.name}]: {figures['completed']} ok, {figures['errors']} errors, "
-                 f"cpu {figures['cpu_s']} s, loadgen util {figures['loadgen_max_util']}")
+        self.log(
+            f"  {sc.name} [{target.name}]: {figures['completed']} ok, {figures['errors']} errors, "
+            f"cpu {figures['cpu_s']} s, loadgen util {figures['loadgen_max_util']}"
+        )
         return figures
 
     # -- scenarios ---------------------------------------------------------
@@ -208,8 +241,15 @@ class ScenarioRunner:
                 results[name] = self._run_named(sc, name, up)
         finally:
             up.stop()
-        return {"name": sc.name, "description": sc.description, "config": sc.spec(), "results": results,
-                "ratios": report.ratios(results), "extra": extra, "loadavg_at_start": load}
+        return {
+            "name": sc.name,
+            "description": sc.description,
+            "config": sc.spec(),
+            "results": results,
+            "ratios": report.ratios(results),
+            "extra": extra,
+            "loadavg_at_start": load,
+        }
 
     def _run_named(self, sc: Scenario, name: str, up: UpstreamProcess) -> dict[str, Any]:
         if name == "direct":
@@ -241,9 +281,15 @@ class ScenarioRunner:
         try:
             for _ in range(max(1, self.args.nodes)):
                 nodes.append(self._server(up, database=url))
-            target = Target(self._pg_name(), nodes[0].url, nodes[0].pid, upstream_pid=up.pid,
-                            urls=[n.url for n in nodes], pids=[n.pid for n in nodes],
-                            db_pid=self._postgres.server_pids()[0])
+            target = Target(
+                self._pg_name(),
+                nodes[0].url,
+                nodes[0].pid,
+                upstream_pid=up.pid,
+                urls=[n.url for n in nodes],
+                pids=[n.pid for n in nodes],
+                db_pid=self._postgres.server_pids()[0],
+            )
             for node in nodes[1:]:
                 self._warm_up(Target(target.name, node.url, node.pid), sc)
             return self._run_target(sc, target)
@@ -270,8 +316,9 @@ class ScenarioRunner:
             try:
                 for _, chosen in order:
                     servers.append(self._server(up, chosen))
-                targets = [Target(name, srv.url, srv.pid, upstream_pid=up.pid)
-                           for (name, _), srv in zip(order, servers)]
+                targets = [
+                    Target(name, srv.url, srv.pid, upstream_pid=up.pid) for (name, _), srv in zip(order, servers)
+                ]
                 for target in targets:
                     self._warm_up(target, sc)
                 for target in targets:

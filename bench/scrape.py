@@ -55,8 +55,11 @@ def http_statuses(metrics: dict[str, float]) -> dict[str, dict[str, int]]:
 class Scrape:
     """One `/metrics` read: the gauges the soak checks, and the status counts."""
 
-    GAUGES = {"in_flight": "nanobot_requests_in_flight", "open_streams": "nanobot_open_streams",
-              "tasks": "nanobot_asyncio_tasks"}
+    GAUGES = {
+        "in_flight": "nanobot_requests_in_flight",
+        "open_streams": "nanobot_open_streams",
+        "tasks": "nanobot_asyncio_tasks",
+    }
 
     def __init__(self, base_url: str) -> None:
         self.status, text = http_get(base_url + "/metrics")
@@ -109,8 +112,13 @@ class MetricsWatcher:
     def stop(self) -> dict[str, Any]:
         self._stop.set()
         self._thread.join()
-        return {"scrapes": self.scrapes, "peaks": self.peaks, "failures": self.failures,
-                "rss_mb": self.rss, "rss_second_half_growth_mb": self.second_half_growth()}
+        return {
+            "scrapes": self.scrapes,
+            "peaks": self.peaks,
+            "failures": self.failures,
+            "rss_mb": self.rss,
+            "rss_second_half_growth_mb": self.second_half_growth(),
+        }
 
     def second_half_growth(self) -> float | None:
         """RSS at the end of the load minus RSS half way: a leak keeps growing, a high-water mark does not."""

@@ -78,17 +78,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--upload-pages", type=int, default=4, help="text pages in the uploaded PDF (default 4)")
     p.add_argument("--probe-hz", type=float, default=20.0, help="/health probe rate (default 20)")
     p.add_argument("--timeout", type=float, default=120.0, help="per-request timeout in seconds (default 120)")
-    p.add_argument("--warm-up", choices=("full", "light"), default="full",
-                   help="full (default): after a light warm-up, one request per client all at once, and RSS "
-                   "'start' is read after that; light: 'start' is read after the light warm-up only")
+    p.add_argument(
+        "--warm-up",
+        choices=("full", "light"),
+        default="full",
+        help="full (default): after a light warm-up, one request per client all at once, and RSS "
+        "'start' is read after that; light: 'start' is read after the light warm-up only",
+    )
     p.add_argument("--settle", type=float, default=2.0, help="idle seconds before reading RSS at start and after")
     p.add_argument("--idle-timeout", type=float, default=30.0, help="max seconds to wait for in-flight 0 after")
     p.add_argument("--rss-slack-mb", type=float, default=30.0, help="RSS bound: absolute slack (default 30 MB)")
     p.add_argument("--rss-slack-pct", type=float, default=25.0, help="RSS bound: relative slack (default 25%%)")
     p.add_argument("--tasks-slack", type=int, default=10, help="asyncio tasks allowed above idle after (default 10)")
-    p.add_argument("--server-config", metavar="JSON", default="{}",
-                   help="JSON merged into the server's config (e.g. '{\"agents\": {\"defaults\": "
-                   "{\"maxHistoryMessages\": 8}}}'); the API key must stay unset for /metrics")
+    p.add_argument(
+        "--server-config",
+        metavar="JSON",
+        default="{}",
+        help='JSON merged into the server\'s config (e.g. \'{"agents": {"defaults": '
+        '{"maxHistoryMessages": 8}}}\'); the API key must stay unset for /metrics',
+    )
     p.add_argument("--json", metavar="FILE", help="write machine-readable results here")
     p.add_argument("--silent", action="store_true", help="no progress lines")
     args = p.parse_args(argv)
@@ -106,8 +114,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 # -- /metrics --------------------------------------------------------------
-def _specs(args: argparse.Namespace, url: str, pdf: str, duration: float, run_id: str,
-           streams: int, clients: int, uploads: int) -> list[tuple[str, dict[str, Any]]]:
+def _specs(
+    args: argparse.Namespace, url: str, pdf: str, duration: float, run_id: str, streams: int, clients: int, uploads: int
+) -> list[tuple[str, dict[str, Any]]]:
     """(kind label, loadgen spec) pairs; each kind its own session prefix so no two clients share a session."""
     common = {"url": url, "model": "scripted", "duration": duration, "timeout": args.timeout}
     out: list[tuple[str, dict[str, Any]]] = []
@@ -116,20 +125,47 @@ def _specs(args: argparse.Namespace, url: str, pdf: str, duration: float, run_id
         offset = 0
         for index in range(procs):
             share = streams // procs + (1 if index < streams % procs else 0)
-            out.append(("streams", {**common, "kind": "chat", "stream": True, "clients": share,
-                                    "session_prefix": f"soak-{run_id}-s-", "client_offset": offset}))
+            out.append(
+                (
+                    "streams",
+                    {
+                        **common,
+                        "kind": "chat",
+                        "stream": True,
+                        "clients": share,
+                        "session_prefix": f"soak-{run_id}-s-",
+                        "client_offset": offset,
+                    },
+                )
+            )
             offset += share
     if clients:
-        out.append(("nonstream", {**common, "kind": "chat", "stream": False, "clients": clients,
-                                  "session_prefix": f"soak-{run_id}-n-"}))
+        out.append(
+            (
+                "nonstream",
+                {**common, "kind": "chat", "stream": False, "clients": clients, "session_prefix": f"soak-{run_id}-n-"},
+            )
+        )
     if uploads:
-        out.append(("uploads", {**common, "kind": "upload", "clients": uploads, "file": pdf,
-                                "text": "Summarise the attached document.", "session_prefix": f"soak-{run_id}-u-"}))
+        out.append(
+            (
+                "uploads",
+                {
+                    **common,
+                    "kind": "upload",
+                    "clients": uploads,
+                    "file": pdf,
+                    "text": "Summarise the attached document.",
+                    "session_prefix": f"soak-{run_id}-u-",
+                },
+            )
+        )
     return out
 
 
-def _run_load(specs: list[tuple[str, dict[str, Any]]], probe: dict[str, Any] | None, duration: float,
-              timeout: float) -> tuple[dict[str, list[dict[str, Any]]], dict[str, Any] | None]:
+def _run_load(
+    specs: list[tuple[str, dict[str, Any]]], probe: dict[str, Any] | None, duration: float, timeout: float
+) -> tuple[dict[str, list[dict[str, Any]]], dict[str, Any] | None]:
     results, probe_result = run_loadgens([spec for _, spec in specs], probe, duration + timeout + 60)
     by_kind: dict[str, list[dict[str, Any]]] = {}
     for (kind, _), result in zip(specs, results):
@@ -176,8 +212,12 @@ def summarize_kind(results: list[dict[str, Any]]) -> dict[str, Any]:
         "loadgen_max_util": round(max((r["cpu"] / r["wall"] for r in results if r["wall"]), default=0.0), 3),
     }
     if stream:
-        out.update(streams_done=total("done"), tokens=total("tokens"),
-                   ttft_p50_ms=_ms(pct(ttft, 0.5)), ttft_p99_ms=_ms(pct(ttft, 0.99)))
+        out.update(
+            streams_done=total("done"),
+            tokens=total("tokens"),
+            ttft_p50_ms=_ms(pct(ttft, 0.5)),
+            ttft_p99_ms=_ms(pct(ttft, 0.99)),
+        )
     return out
 
 
@@ -195,29 +235,44 @@ def run(args: argparse.Namespace, out: dict[str, Any] | None = None) -> dict[str
     run_id = uuid.uuid4().hex[:8]
     out = {} if out is None else out
     out.update({"server": {}, "metrics": {}, "load": {}, "warm_up": {}})
-    up = UpstreamProcess.start(tokens=args.tokens, interval_ms=args.interval_ms, record=False,
-                               extra_args=["--backlog", "4096"])
+    up = UpstreamProcess.start(
+        tokens=args.tokens, interval_ms=args.interval_ms, record=False, extra_args=["--backlog", "4096"]
+    )
     srv: ServerProcess | None = None
     try:
         srv = ServerProcess(merge(upstream_config(up.url), args.server_config))
         server = out["server"]
         server["pid"] = srv.pid
-        log(f"soak {run_id}: server {srv.url} (pid {srv.pid}), upstream {up.url} "
-            f"({args.tokens} words @ {args.interval_ms:g} ms)")
+        log(
+            f"soak {run_id}: server {srv.url} (pid {srv.pid}), upstream {up.url} "
+            f"({args.tokens} words @ {args.interval_ms:g} ms)"
+        )
 
         # Warm-up: one turn of each kind, so imports, pools and the extraction workers are loaded.
-        warm, _ = _run_load(_specs(args, srv.url, pdf, 0.0, run_id + "w", min(args.streams, 2),
-                                   min(args.clients, 2), min(args.uploads, 1)), None, 0.0, args.timeout)
+        warm, _ = _run_load(
+            _specs(
+                args, srv.url, pdf, 0.0, run_id + "w", min(args.streams, 2), min(args.clients, 2), min(args.uploads, 1)
+            ),
+            None,
+            0.0,
+            args.timeout,
+        )
         out["warm_up"]["light"] = {kind: summarize_kind(results) for kind, results in warm.items()}
         start_scrape = _idle_scrape(srv.url, args)
         server["rss_cold_mb"], server["tree_rss_cold_mb"] = _rss_mb(srv.pid)
         out["metrics"]["cold"] = start_scrape.summary()
-        log(f"  idle after a light warm-up: RSS {server['rss_cold_mb']} MB (tree {server['tree_rss_cold_mb']} MB), "
-            f"metrics {_gauges(start_scrape)}")
+        log(
+            f"  idle after a light warm-up: RSS {server['rss_cold_mb']} MB (tree {server['tree_rss_cold_mb']} MB), "
+            f"metrics {_gauges(start_scrape)}"
+        )
         if args.warm_up == "full":
             # One request per client, all at once: the working set of this concurrency, before the held load.
-            warm, _ = _run_load(_specs(args, srv.url, pdf, 0.0, run_id, args.streams, args.clients, args.uploads),
-                                None, 0.0, args.timeout)
+            warm, _ = _run_load(
+                _specs(args, srv.url, pdf, 0.0, run_id, args.streams, args.clients, args.uploads),
+                None,
+                0.0,
+                args.timeout,
+            )
             out["warm_up"]["full"] = {kind: summarize_kind(results) for kind, results in warm.items()}
             start_scrape = _idle_scrape(srv.url, args)
             log(f"  idle after one round at full concurrency: RSS {rss_kb(srv.pid) / MB:.1f} MB")
@@ -225,10 +280,22 @@ def run(args: argparse.Namespace, out: dict[str, Any] | None = None) -> dict[str
         out["metrics"]["start"] = start_scrape.summary()
 
         specs = _specs(args, srv.url, pdf, args.duration, run_id, args.streams, args.clients, args.uploads)
-        probe = {"url": srv.url, "kind": "probe", "path": "/health", "hz": args.probe_hz,
-                 "duration": 3600.0, "timeout": args.timeout} if args.probe_hz > 0 else None
-        log(f"  load: {args.streams} streams, {args.clients} non-streaming, {args.uploads} uploads "
-            f"({os.path.getsize(pdf)} B PDF), /health @ {args.probe_hz:g} Hz, for {args.duration:g} s")
+        probe = (
+            {
+                "url": srv.url,
+                "kind": "probe",
+                "path": "/health",
+                "hz": args.probe_hz,
+                "duration": 3600.0,
+                "timeout": args.timeout,
+            }
+            if args.probe_hz > 0
+            else None
+        )
+        log(
+            f"  load: {args.streams} streams, {args.clients} non-streaming, {args.uploads} uploads "
+            f"({os.path.getsize(pdf)} B PDF), /health @ {args.probe_hz:g} Hz, for {args.duration:g} s"
+        )
         sampler = RssSampler(srv.pid).start()
         watcher = MetricsWatcher(srv.url, srv.pid).start()
         cpu0, main0, up0 = tree_cpu(srv.pid), own_cpu(srv.pid), tree_cpu(up.pid)
@@ -295,13 +362,18 @@ def evaluate(out: dict[str, Any], args: argparse.Namespace) -> list[dict[str, An
         checks.append({"name": name, "ok": bool(ok), "value": value, "limit": limit})
 
     load, server, metrics = out.get("load", {}), out.get("server", {}), out.get("metrics", {})
-    warm_errors = sum(k["errors"] + k["unfinished"] for phase in out.get("warm_up", {}).values()
-                      for k in phase.values())
+    warm_errors = sum(
+        k["errors"] + k["unfinished"] for phase in out.get("warm_up", {}).values() for k in phase.values()
+    )
     errors = sum(k["errors"] + k["unfinished"] for k in load.values()) + warm_errors
     requests = sum(k["started"] for k in load.values())
     alive = server.get("alive", False)
-    add("zero errors", errors == 0 and requests > 0 and alive,
-        {"errors": errors, "requests": requests, "server_alive": alive}, "errors == 0, server alive")
+    add(
+        "zero errors",
+        errors == 0 and requests > 0 and alive,
+        {"errors": errors, "requests": requests, "server_alive": alive},
+        "errors == 0, server alive",
+    )
     streams = load.get("streams")
     if streams is not None:
         done, started = streams.get("streams_done", 0), streams["started"]
@@ -309,26 +381,46 @@ def evaluate(out: dict[str, Any], args: argparse.Namespace) -> list[dict[str, An
     start, after = server.get("rss_start_mb"), server.get("rss_after_mb")
     if start and after is not None:
         bound = rss_bound_mb(start, args.rss_slack_mb, args.rss_slack_pct)
-        add("RSS back near start", after <= bound,
-            {"cold_mb": server.get("rss_cold_mb"), "start_mb": start, "peak_mb": server.get("rss_peak_mb"),
-             "after_mb": after, "ratio": round(after / start, 3)},
-            f"after <= {bound} MB (start + max({args.rss_slack_mb:g} MB, {args.rss_slack_pct:g}%))")
+        add(
+            "RSS back near start",
+            after <= bound,
+            {
+                "cold_mb": server.get("rss_cold_mb"),
+                "start_mb": start,
+                "peak_mb": server.get("rss_peak_mb"),
+                "after_mb": after,
+                "ratio": round(after / start, 3),
+            },
+            f"after <= {bound} MB (start + max({args.rss_slack_mb:g} MB, {args.rss_slack_pct:g}%))",
+        )
     else:
         add("RSS back near start", False, {"start_mb": start, "after_mb": after}, "RSS readable")
     end = metrics.get("end", {})
     in_flight, open_streams = end.get("in_flight"), end.get("open_streams")
-    add("nothing in flight after", in_flight == 0 and open_streams == 0,
+    add(
+        "nothing in flight after",
+        in_flight == 0 and open_streams == 0,
         {"in_flight": in_flight, "open_streams": open_streams, **({"error": end["error"]} if "error" in end else {})},
-        "nanobot_requests_in_flight 0, nanobot_open_streams 0")
+        "nanobot_requests_in_flight 0, nanobot_open_streams 0",
+    )
     idle_tasks, end_tasks = metrics.get("start", {}).get("tasks"), end.get("tasks")
-    add("asyncio tasks back to idle",
+    add(
+        "asyncio tasks back to idle",
         idle_tasks is not None and end_tasks is not None and end_tasks <= idle_tasks + args.tasks_slack,
-        {"idle": idle_tasks, "after": end_tasks}, f"after <= idle + {args.tasks_slack}")
-    bad = {route: {s: n for s, n in codes.items() if s.isdigit() and int(s) >= 400}
-           for route, codes in end.get("http_requests", {}).items()}
+        {"idle": idle_tasks, "after": end_tasks},
+        f"after <= idle + {args.tasks_slack}",
+    )
+    bad = {
+        route: {s: n for s, n in codes.items() if s.isdigit() and int(s) >= 400}
+        for route, codes in end.get("http_requests", {}).items()
+    }
     bad = {route: codes for route, codes in bad.items() if codes}
-    add("server counted no error status", "http_requests" in end and not bad, bad or 0,
-        "no nanobot_http_requests_total with status >= 400")
+    add(
+        "server counted no error status",
+        "http_requests" in end and not bad,
+        bad or 0,
+        "no nanobot_http_requests_total with status >= 400",
+    )
     return checks
 
 
@@ -338,11 +430,15 @@ def _fmt(value: Any) -> str:
 
 
 def render(out: dict[str, Any], checks: list[dict[str, Any]], args: argparse.Namespace) -> str:
-    lines = [f"soak: {args.duration:g} s, {args.streams} streams + {args.clients} non-streaming + "
-             f"{args.uploads} uploads + /health @ {args.probe_hz:g} Hz; upstream {args.tokens} words @ "
-             f"{args.interval_ms:g} ms; load lasted {_fmt(out.get('load_s'))} s"]
-    header = f"  {'kind':<10} {'clients':>7} {'started':>8} {'ok':>8} {'errors':>6} {'[DONE]':>8} " \
-             f"{'req/s':>7} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'ttft99':>7} {'recon':>5} {'lg cpu%':>7}"
+    lines = [
+        f"soak: {args.duration:g} s, {args.streams} streams + {args.clients} non-streaming + "
+        f"{args.uploads} uploads + /health @ {args.probe_hz:g} Hz; upstream {args.tokens} words @ "
+        f"{args.interval_ms:g} ms; load lasted {_fmt(out.get('load_s'))} s"
+    ]
+    header = (
+        f"  {'kind':<10} {'clients':>7} {'started':>8} {'ok':>8} {'errors':>6} {'[DONE]':>8} "
+        f"{'req/s':>7} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'ttft99':>7} {'recon':>5} {'lg cpu%':>7}"
+    )
     lines.append(header)
     for kind, k in out.get("load", {}).items():
         lines.append(
@@ -351,8 +447,9 @@ def render(out: dict[str, Any], checks: list[dict[str, Any]], args: argparse.Nam
             f"{_fmt(k['latency_p99_ms']):>8} {_fmt(k['latency_max_ms']):>8} {_fmt(k.get('ttft_p99_ms')):>7} "
             f"{k['reconnects']:>5} {k['loadgen_max_util'] * 100:>7.0f}"
         )
-    warm = {f"warm-up {phase} {kind}": k
-            for phase, kinds in out.get("warm_up", {}).items() for kind, k in kinds.items()}
+    warm = {
+        f"warm-up {phase} {kind}": k for phase, kinds in out.get("warm_up", {}).items() for kind, k in kinds.items()
+    }
     for kind, k in {**warm, **out.get("load", {})}.items():
         for reason, count in k["error_counts"].items():
             lines.append(f"  ERROR {kind}: {count} x {reason}: {k['error_samples'].get(reason, '')[:300]!r}")
@@ -379,15 +476,20 @@ def render(out: dict[str, Any], checks: list[dict[str, Any]], args: argparse.Nam
         points = during["rss_mb"]
         step = max(1, len(points) // 8)
         shown = points[::step] + ([points[-1]] if (len(points) - 1) % step else [])
-        lines.append("server RSS during the load (s: MB): " + ", ".join(f"{t:g}: {v}" for t, v in shown)
-                     + f"; growth over the second half {_fmt(during.get('rss_second_half_growth_mb'))} MB")
+        lines.append(
+            "server RSS during the load (s: MB): "
+            + ", ".join(f"{t:g}: {v}" for t, v in shown)
+            + f"; growth over the second half {_fmt(during.get('rss_second_half_growth_mb'))} MB"
+        )
     for label, snap in (("idle", m.get("start", {})), ("peak", during.get("peaks", {})), ("after", m.get("end", {}))):
         if "error" in snap:
             lines.append(f"/metrics {label}: {snap['error']}")
         else:
-            lines.append(f"/metrics {label}: nanobot_requests_in_flight {_fmt(snap.get('in_flight'))}, "
-                         f"nanobot_open_streams {_fmt(snap.get('open_streams'))}, "
-                         f"nanobot_asyncio_tasks {_fmt(snap.get('tasks'))}")
+            lines.append(
+                f"/metrics {label}: nanobot_requests_in_flight {_fmt(snap.get('in_flight'))}, "
+                f"nanobot_open_streams {_fmt(snap.get('open_streams'))}, "
+                f"nanobot_asyncio_tasks {_fmt(snap.get('tasks'))}"
+            )
     for failure in during.get("failures", []):
         lines.append(f"/metrics during the load failed: {failure}")
     if m.get("end", {}).get("http_requests"):
@@ -420,12 +522,21 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{'PASS' if passed else 'FAIL'} (total {time.monotonic() - started:.1f} s)")
     if args.json:
         payload = {
-            "meta": {"argv": sys.argv[1:], "python": platform.python_version(), "cpus": os.cpu_count(),
-                     "loadavg": os.getloadavg(), "elapsed_s": round(time.monotonic() - started, 1)},
+            "meta": {
+                "argv": sys.argv[1:],
+                "python": platform.python_version(),
+                "cpus": os.cpu_count(),
+                "loadavg": os.getloadavg(),
+                "elapsed_s": round(time.monotonic() - started, 1),
+            },
             "config": {k: v for k, v in vars(args).items() if k not in ("json", "silent")},
             "rss_bound_mb": rss_bound_mb(out["server"]["rss_start_mb"], args.rss_slack_mb, args.rss_slack_pct)
-            if out.get("server", {}).get("rss_start_mb") else None,
-            **out, "checks": checks, "pass": passed, "failure": failure,
+            if out.get("server", {}).get("rss_start_mb")
+            else None,
+            **out,
+            "checks": checks,
+            "pass": passed,
+            "failure": failure,
         }
         with open(args.json, "w") as fh:
             json.dump(payload, fh, indent=1)

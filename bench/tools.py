@@ -103,6 +103,7 @@ def health_during_execs(server: ServerProcess, execs: int, seconds: float) -> di
     before = tree_cpu(server.pid)
     probe._thread.start()
     with concurrent.futures.ThreadPoolExecutor(execs) as pool:
+
         def one(_: int) -> str:
             conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=120)
             try:
@@ -138,21 +139,31 @@ def main(argv: list[str] | None = None) -> int:
             plain = run_turns(server, "hello", args.turns, args.clients)
             unknown = run_turns(server, "#tool:no_such_tool", args.turns, args.clients)
             read = run_turns(server, '#tool:read_file {"path":"bench.txt"}', args.turns, args.clients)
-            out["cpu_us"] = {"plain_turn": plain * 1e6, "unknown_tool_turn": unknown * 1e6,
-                             "read_file_turn": read * 1e6, "per_read_file_call": (read - unknown) * 1e6}
+            out["cpu_us"] = {
+                "plain_turn": plain * 1e6,
+                "unknown_tool_turn": unknown * 1e6,
+                "read_file_turn": read * 1e6,
+                "per_read_file_call": (read - unknown) * 1e6,
+            }
         if shutil.which("bwrap"):
             config = merge(config, {"tools": {"exec": {"enabled": True, "timeout": args.exec_seconds + 30}}})
             with ServerProcess(config) as server:
                 out["health_during_exec"] = health_during_execs(server, args.execs, args.exec_seconds)
     cpu = out["cpu_us"]
-    print(f"server CPU per turn (us): plain {cpu['plain_turn']:.0f}, unknown tool {cpu['unknown_tool_turn']:.0f}, "
-          f"read_file {cpu['read_file_turn']:.0f}; per read_file call: {cpu['per_read_file_call']:.0f}")
+    print(
+        f"server CPU per turn (us): plain {cpu['plain_turn']:.0f}, unknown tool {cpu['unknown_tool_turn']:.0f}, "
+        f"read_file {cpu['read_file_turn']:.0f}; per read_file call: {cpu['per_read_file_call']:.0f}"
+    )
     if "health_during_exec" in out:
         h = out["health_during_exec"]
-        print(f"/health idle: p50 {h['idle']['p50_ms']:.2f} ms, p99 {h['idle']['p99_ms']:.2f} ms ({h['idle']['n']} probes)")
-        print(f"/health during {args.execs} exec floods: p50 {h['during']['p50_ms']:.2f} ms, "
-              f"p99 {h['during']['p99_ms']:.2f} ms, max {h['during']['max_ms']:.2f} ms ({h['during']['n']} probes); "
-              f"{h['execs_ok']}/{args.execs} commands ended by their own timeout; server CPU {h['server_cpu_s']:.2f} s")
+        print(
+            f"/health idle: p50 {h['idle']['p50_ms']:.2f} ms, p99 {h['idle']['p99_ms']:.2f} ms ({h['idle']['n']} probes)"
+        )
+        print(
+            f"/health during {args.execs} exec floods: p50 {h['during']['p50_ms']:.2f} ms, "
+            f"p99 {h['during']['p99_ms']:.2f} ms, max {h['during']['max_ms']:.2f} ms ({h['during']['n']} probes); "
+            f"{h['execs_ok']}/{args.execs} commands ended by their own timeout; server CPU {h['server_cpu_s']:.2f} s"
+        )
     else:
         print("exec: bubblewrap is not installed; the /health figure was skipped")
     if args.json:

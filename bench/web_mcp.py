@@ -58,8 +58,7 @@ def fetch_waves(server: ServerProcess, url: str, fetches: int, rounds: int) -> d
 
 
 def mcp_server_pids(server_pid: int) -> list[int]:
-    return [p for p in descendants(server_pid)
-            if TEST_SERVER.encode() in Path(f"/proc/{p}/cmdline").read_bytes()]
+    return [p for p in descendants(server_pid) if TEST_SERVER.encode() in Path(f"/proc/{p}/cmdline").read_bytes()]
 
 
 def turns_cpu(server: ServerProcess, text: str, turns: int, clients: int) -> tuple[float, float]:
@@ -92,10 +91,17 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     out: dict[str, Any] = {}
     with UpstreamProcess.start(record=False) as upstream, Site(big_bytes=args.page_bytes) as site:
-        config = merge(upstream_config(upstream.url), {
-            "api": {"timeout": 600},
-            "tools": {"ssrfWhitelist": ["127.0.0.0/8"], "web": {"fetch": {"maxBytes": args.page_bytes + 65536}},
-                      "mcpServers": {"t": {"command": sys.executable, "args": [TEST_SERVER]}}}})
+        config = merge(
+            upstream_config(upstream.url),
+            {
+                "api": {"timeout": 600},
+                "tools": {
+                    "ssrfWhitelist": ["127.0.0.0/8"],
+                    "web": {"fetch": {"maxBytes": args.page_bytes + 65536}},
+                    "mcpServers": {"t": {"command": sys.executable, "args": [TEST_SERVER]}},
+                },
+            },
+        )
         with ServerProcess(config) as server:
             out["health_idle"] = HealthProbe(server.port).measure(3.0)
             fetch_waves(server, site.url + "/big", 2, 1)  # start the extraction workers
@@ -107,17 +113,25 @@ def main(argv: list[str] | None = None) -> int:
             turns_cpu(server, echo, 16, args.clients)  # warm
             unknown = turns_cpu(server, "#tool:no_such_tool", args.calls, args.clients)[0]
             mcp_own, mcp_child = turns_cpu(server, echo, args.calls, args.clients)
-            out["mcp_cpu_us"] = {"unknown_tool_turn": unknown * 1e6, "mcp_turn": mcp_own * 1e6,
-                                 "per_call_server": (mcp_own - unknown) * 1e6, "per_call_mcp_server": mcp_child * 1e6}
+            out["mcp_cpu_us"] = {
+                "unknown_tool_turn": unknown * 1e6,
+                "mcp_turn": mcp_own * 1e6,
+                "per_call_server": (mcp_own - unknown) * 1e6,
+                "per_call_mcp_server": mcp_child * 1e6,
+            }
     idle, during = out["health_idle"], out["during_fetches"]
     h = during["health"]
     print(f"/health idle: p50 {idle['p50_ms']:.2f} ms, p99 {idle['p99_ms']:.2f} ms ({idle['n']} probes)")
-    print(f"/health during {args.fetches} concurrent web_fetch of {args.page_bytes / 1048576:.1f} MB pages "
-          f"({args.rounds} waves, {during['fetches_ok']}/{during['fetches']} ok, {during['wall_s']:.1f} s): "
-          f"p50 {h['p50_ms']:.2f} ms, p99 {h['p99_ms']:.2f} ms, max {h['max_ms']:.2f} ms ({h['n']} probes)")
+    print(
+        f"/health during {args.fetches} concurrent web_fetch of {args.page_bytes / 1048576:.1f} MB pages "
+        f"({args.rounds} waves, {during['fetches_ok']}/{during['fetches']} ok, {during['wall_s']:.1f} s): "
+        f"p50 {h['p50_ms']:.2f} ms, p99 {h['p99_ms']:.2f} ms, max {h['max_ms']:.2f} ms ({h['n']} probes)"
+    )
     m = out["mcp_cpu_us"]
-    print(f"server CPU per turn (us): unknown tool {m['unknown_tool_turn']:.0f}, MCP stdio call {m['mcp_turn']:.0f}; "
-          f"per MCP call: server {m['per_call_server']:.0f} us, the MCP server process {m['per_call_mcp_server']:.0f} us")
+    print(
+        f"server CPU per turn (us): unknown tool {m['unknown_tool_turn']:.0f}, MCP stdio call {m['mcp_turn']:.0f}; "
+        f"per MCP call: server {m['per_call_server']:.0f} us, the MCP server process {m['per_call_mcp_server']:.0f} us"
+    )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=2)

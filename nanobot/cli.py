@@ -203,7 +203,9 @@ def _outbox(args: argparse.Namespace) -> int:
     if not found:
         print("outbox: nothing queued or failed" if not args.all else "outbox is empty")
         return 0
-    print(f"{'id':>6}  {'state':<13} {'channel':<9} {'chat_id':<16} {'tries':>5}  {'updated':<19}  content / last error")
+    print(
+        f"{'id':>6}  {'state':<13} {'channel':<9} {'chat_id':<16} {'tries':>5}  {'updated':<19}  content / last error"
+    )
     for r in found:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.updated))
         preview = r.content.replace("\n", " ")[:40]
@@ -232,8 +234,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     common(agent)
     agent.add_argument("-m", "--message", help="send this message, print the reply as it streams, and exit")
-    agent.add_argument("--file", action="append", default=[], metavar="PATH",
-                       help="attach a file (repeatable); read exactly as the API reads uploads")
+    agent.add_argument(
+        "--file",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="attach a file (repeatable); read exactly as the API reads uploads",
+    )
     agent.add_argument("--session", default="default", help="session id, stored as cli:ID (default: default)")
     agent.set_defaults(func=_agent)
 

@@ -31,8 +31,9 @@ def tool_line(event: ToolProgress) -> str:
     return f"[tool] {event.name} {'done' if event.ok is not False else 'failed'}"
 
 
-async def run_turn(services: Services, session: str, message: str, files: list[Path], out: TextIO,
-                   progress: TextIO | None = None) -> None:
+async def run_turn(
+    services: Services, session: str, message: str, files: list[Path], out: TextIO, progress: TextIO | None = None
+) -> None:
     """One turn on ``cli:<session>``; raises ApiError or TimeoutError on failure.
 
     The reply goes to ``out`` as it streams; tool calls are shown on ``progress``
@@ -48,12 +49,16 @@ async def run_turn(services: Services, session: str, message: str, files: list[P
                 data = path.read_bytes()
             except OSError as exc:
                 raise ApiError(f"cannot read {path}: {exc.strerror}", status=400) from None
-            attachments.append(await read_file(services, IncomingFile(param=f"--file[{i}]", filename=path.name, data=data)))
+            attachments.append(
+                await read_file(services, IncomingFile(param=f"--file[{i}]", filename=path.name, data=data))
+            )
         text = message if message.strip() else DEFAULT_FILE_PROMPT
         for_llm, for_history = user_messages(text, attachments)
         async with services.locks.hold(key):
             history = await services.agent.history(key)
-            turn = TurnInput(key, history, for_llm, for_history, TurnScope(channel="cli", chat_id=session, session_key=key))
+            turn = TurnInput(
+                key, history, for_llm, for_history, TurnScope(channel="cli", chat_id=session, session_key=key)
+            )
             events = services.agent.run(turn)
             try:
                 async for event in events:

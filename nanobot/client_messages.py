@@ -154,8 +154,7 @@ class ConversationReader:
     def read(self, messages: list[Any], indexes: list[int]) -> list[dict[str, Any]]:
         if len(indexes) > MAX_HISTORY_MESSAGES:
             raise InvalidRequest(
-                f"The conversation holds {len(indexes)} earlier messages; at most {MAX_HISTORY_MESSAGES} are "
-                "accepted.",
+                f"The conversation holds {len(indexes)} earlier messages; at most {MAX_HISTORY_MESSAGES} are accepted.",
                 param="messages",
                 code="conversation_too_long",
             )
@@ -210,9 +209,7 @@ class ConversationReader:
                 name = part["file"].get("filename")
                 texts.append(f"[file: {name if isinstance(name, str) and name else 'file'}]")
             else:
-                raise InvalidRequest(
-                    "Each part must be text, image_url or file.", param=f"{param}.content[{j}]"
-                )
+                raise InvalidRequest("Each part must be text, image_url or file.", param=f"{param}.content[{j}]")
         return "\n".join(texts)
 
     def _assistant(self, m: dict[str, Any], param: str) -> dict[str, Any]:
@@ -248,8 +245,9 @@ class ConversationReader:
                 raise InvalidRequest(f"The tool call id {call_id!r} is used twice.", param=f"{where}.id")
             self.pending[call_id] = param
             self._count(fn["name"] + fn["arguments"])
-            out.append({"id": call_id, "type": "function",
-                        "function": {"name": fn["name"], "arguments": fn["arguments"]}})
+            out.append(
+                {"id": call_id, "type": "function", "function": {"name": fn["name"], "arguments": fn["arguments"]}}
+            )
         return {"role": "assistant", "content": self._count(text) if text else None, "tool_calls": out}
 
     def _tool(self, m: dict[str, Any], param: str) -> dict[str, Any]:

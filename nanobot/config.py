@@ -220,9 +220,7 @@ class Config:
         d = self.agents.defaults
         if d.provider != "echo" and d.provider not in self.providers:
             known = ", ".join(["echo", *self.providers]) or "echo"
-            raise ConfigError(
-                f"agents.defaults.provider: unknown provider {d.provider!r} (known: {known})"
-            )
+            raise ConfigError(f"agents.defaults.provider: unknown provider {d.provider!r} (known: {known})")
         choices = {
             "api.clientHistory": (self.api.client_history, ("reject", "ignore", "use")),
             "api.clientSystem": (self.api.client_system, ("append", "ignore", "reject")),
@@ -283,9 +281,7 @@ def _interpolate(value: Any, path: str) -> Any:
             try:
                 return os.environ[m.group(1)]
             except KeyError:
-                raise ConfigError(
-                    f"{path}: environment variable {m.group(1)} is not set"
-                ) from None
+                raise ConfigError(f"{path}: environment variable {m.group(1)} is not set") from None
 
         return _VAR.sub(sub, value)
     if isinstance(value, dict):
@@ -384,7 +380,9 @@ def load_config(explicit: str | None = None) -> Config:
         else:
             data = json.loads(text)
     except (ValueError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: not valid {'YAML' if path.suffix in ('.yaml', '.yml') else 'JSON'}: {exc}") from None
+        raise ConfigError(
+            f"{path}: not valid {'YAML' if path.suffix in ('.yaml', '.yml') else 'JSON'}: {exc}"
+        ) from None
     return parse_config(data)
 
 

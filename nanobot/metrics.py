@@ -32,12 +32,17 @@ class Metrics:
         self.in_flight = Gauge("nanobot_requests_in_flight", "Chat requests being served.", registry=r)
         self.open_streams = Gauge("nanobot_open_streams", "SSE responses currently streaming.", registry=r)
         self.latency = Histogram(
-            "nanobot_request_seconds", "Time to answer a request, by route.", ["route"],
-            buckets=_LATENCY_BUCKETS, registry=r,
+            "nanobot_request_seconds",
+            "Time to answer a request, by route.",
+            ["route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.ttft = Histogram(
-            "nanobot_time_to_first_token_seconds", "From request start to the first content delta (streams).",
-            buckets=_LATENCY_BUCKETS, registry=r,
+            "nanobot_time_to_first_token_seconds",
+            "From request start to the first content delta (streams).",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.tokens = Counter("nanobot_streamed_deltas", "Content deltas sent over SSE.", registry=r)
         self.completion_tokens = Counter(
@@ -45,12 +50,13 @@ class Metrics:
             "Completion tokens streamed to clients, as the provider counted them (deltas when it reports none).",
             registry=r,
         )
-        self.upstream_errors = Counter(
-            "nanobot_upstream_errors", "Failed LLM calls by kind.", ["kind"], registry=r
-        )
+        self.upstream_errors = Counter("nanobot_upstream_errors", "Failed LLM calls by kind.", ["kind"], registry=r)
         self.extraction = Histogram(
-            "nanobot_extraction_seconds", "Time to read one uploaded file, by detected kind.", ["kind"],
-            buckets=_EXTRACT_BUCKETS, registry=r,
+            "nanobot_extraction_seconds",
+            "Time to read one uploaded file, by detected kind.",
+            ["kind"],
+            buckets=_EXTRACT_BUCKETS,
+            registry=r,
         )
         self.outbox = Gauge(
             "nanobot_outbox_rows", "Outbound queue rows by channel and state.", ["channel", "state"], registry=r

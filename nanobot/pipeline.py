@@ -32,8 +32,7 @@ def load_stage(entry: str) -> Stage:
         module_name, attr = f"stages.{entry}", "stage"
     else:
         raise ConfigError(
-            f"pipeline.stages: unknown stage {entry!r} "
-            f"(built-in: {', '.join(BUILTIN_STAGES)}; or module:attribute)"
+            f"pipeline.stages: unknown stage {entry!r} (built-in: {', '.join(BUILTIN_STAGES)}; or module:attribute)"
         )
     try:
         obj: Any = getattr(importlib.import_module(module_name), attr)

@@ -115,7 +115,7 @@ class ChunkEncoder:
     def usage(self, usage: Usage) -> bytes:
         # Same id/created/model head, but ``choices`` is empty.
         head = self._head[: -len(b'[{"index":0,"delta":')]
-        return head + b"[],\"usage\":" + orjson.dumps(usage.as_dict()) + b"}\n\n"
+        return head + b'[],"usage":' + orjson.dumps(usage.as_dict()) + b"}\n\n"
 
 
 def parse_frames(raw: bytes) -> list[Any]:

@@ -169,8 +169,9 @@ class Services:
         # A configured prompt is sent as written (plus the workspace files); the
         # built-in one also tells the model about its workspace and memory.
         custom = config.agents.defaults.system_prompt
-        context = WorkspaceContext(custom or DEFAULT_SYSTEM_PROMPT, ws,
-                                   file_tools=config.tools.file.enabled and not custom)
+        context = WorkspaceContext(
+            custom or DEFAULT_SYSTEM_PROMPT, ws, file_tools=config.tools.file.enabled and not custom
+        )
         return cls(
             config=config,
             storage=storage,

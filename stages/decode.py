@@ -15,7 +15,6 @@ from nanobot.errors import InvalidRequest, UnsupportedMediaType
 from nanobot.multipart import MultipartReader
 
 
-
 # A chat request holds a few dozen objects and arrays; millions of tiny ones
 # ("{},{},...") would cost ~30x the body in memory. Counting brackets is
 # cheap; only when there are many is the count redone without those inside

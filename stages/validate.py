@@ -91,7 +91,9 @@ def _content_parts(content: Any, base: str, ctx: RequestContext) -> None:
             image = part.get("image_url")
             url = image.get("url") if isinstance(image, dict) else image
             b64 = parse_data_url(url, f"{param}.image_url.url")
-            ctx.files.append(IncomingFile(param=f"{param}.image_url.url", filename=None, base64=b64, from_image_part=True))
+            ctx.files.append(
+                IncomingFile(param=f"{param}.image_url.url", filename=None, base64=b64, from_image_part=True)
+            )
         elif kind == "file":
             spec = part.get("file")
             if not isinstance(spec, dict):

@@ -137,6 +137,7 @@ def padded_xml(prefix: bytes, suffix: bytes, mib: int) -> Raw:
     no back-references) and is repeated, so a 300 MiB part costs ~300 KB and
     a fraction of a second to build.
     """
+
     def block(data: bytes, final: bool) -> bytes:
         c = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
         return c.compress(data) + (c.flush() if final else c.flush(zlib.Z_FULL_FLUSH))
@@ -164,13 +165,39 @@ def write_zip(parts: dict[str, bytes | Raw]) -> bytes:
         encoded = name.encode()
         offset = len(out)
         out += struct.pack(
-            "<4s5H3L2H", b"PK\x03\x04", 20, 0, raw.method, 0, 0x21,
-            raw.crc, len(raw.payload), raw.size, len(encoded), 0,
+            "<4s5H3L2H",
+            b"PK\x03\x04",
+            20,
+            0,
+            raw.method,
+            0,
+            0x21,
+            raw.crc,
+            len(raw.payload),
+            raw.size,
+            len(encoded),
+            0,
         )
         out += encoded + raw.payload
         central += struct.pack(
-            "<4s6H3L5H2L", b"PK\x01\x02", 20, 20, 0, raw.method, 0, 0x21,
-            raw.crc, len(raw.payload), raw.size, len(encoded), 0, 0, 0, 0, 0, offset,
+            "<4s6H3L5H2L",
+            b"PK\x01\x02",
+            20,
+            20,
+            0,
+            raw.method,
+            0,
+            0x21,
+            raw.crc,
+            len(raw.payload),
+            raw.size,
+            len(encoded),
+            0,
+            0,
+            0,
+            0,
+            0,
+            offset,
         )
         central += encoded
     start = len(out)

@@ -89,12 +89,16 @@ class OpenApiDoc:
         """The documented response for this status, and where it was found."""
         item = self.doc["paths"].get(path)
         if item is None:
-            return (self.resolve(self.doc["components"]["responses"]["NotFound"]) if status == 404 else None,
-                    "unknown route")
+            return (
+                self.resolve(self.doc["components"]["responses"]["NotFound"]) if status == 404 else None,
+                "unknown route",
+            )
         op = item.get(method.lower())
         if op is None:
-            return (self.resolve(self.doc["components"]["responses"]["MethodNotAllowed"])
-                    if status == 405 else None, "undocumented method")
+            return (
+                self.resolve(self.doc["components"]["responses"]["MethodNotAllowed"]) if status == 405 else None,
+                "undocumented method",
+            )
         responses = op["responses"]
         spec = responses.get(str(status)) or responses.get(f"{str(status)[0]}XX") or responses.get("default")
         return (self.resolve(spec) if spec is not None else None), f"{method} {path}"
@@ -142,8 +146,7 @@ class OpenApiDoc:
             for i, event in enumerate(sse_events(body)):
                 problems += [f"{where}: event {i}: {e}" for e in self.errors(schema, event)]
                 payload = event["data"] if event["data"] == "[DONE]" else orjson.loads(event["data"])
-                problems += [f"{where}: event {i} data: {e}" for e in self.errors(self.schema("StreamEvent"),
-                                                                                    payload)]
+                problems += [f"{where}: event {i} data: {e}" for e in self.errors(self.schema("StreamEvent"), payload)]
         elif schema is not None and schema.get("type") == "string":
             try:
                 body.decode("utf-8")
@@ -172,8 +175,12 @@ def png_1x1() -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     ihdr = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00\xff\x00\x00")) + chunk(
-        b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\x00\xff\x00\x00"))
+        + chunk(b"IEND", b"")
+    )
 
 
 def data_url(data: bytes, mime: str = "application/octet-stream") -> str:

@@ -20,5 +20,4 @@ class TaskCount:
         if ctx.headers.get("X-Count-Tasks"):
             # The probe's own request task is counted too: the same +1 every time.
             count = len(asyncio.all_tasks())
-            raise ApiError("task count probe", status=418, code="task_count",
-                           headers={"X-Task-Count": str(count)})
+            raise ApiError("task count probe", status=418, code="task_count", headers={"X-Task-Count": str(count)})

@@ -42,8 +42,9 @@ class HttpMcpServer:
             command = ["node", str(EVERYTHING), "streamableHttp"]
         else:
             command = [sys.executable, TEST_SERVER, "--http", str(self.port)]
-        self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                     env={**os.environ, "PORT": str(self.port)})
+        self.proc = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "PORT": str(self.port)}
+        )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:

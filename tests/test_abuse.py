@@ -46,8 +46,9 @@ def _timeouts() -> dict:
 
 @pytest.fixture(scope="module")
 def server():
-    s = ServerProcess({"api": {"apiKey": KEY, "timeout": 2, "maxBodyBytes": MIB, "maxFileBytes": 256 * 1024,
-                               **_timeouts()}})
+    s = ServerProcess(
+        {"api": {"apiKey": KEY, "timeout": 2, "maxBodyBytes": MIB, "maxFileBytes": 256 * 1024, **_timeouts()}}
+    )
     yield s
     s.stop()
 
@@ -60,14 +61,17 @@ def assert_still_serving(server) -> None:
     assert server.proc.poll() is None
     t0 = time.monotonic()
     assert requests.get(server.url + "/health", timeout=5).status_code == 200
-    r = requests.post(server.url + CHAT, headers=AUTH, timeout=10,
-                      json={"messages": [{"role": "user", "content": "still there?"}]})
+    r = requests.post(
+        server.url + CHAT, headers=AUTH, timeout=10, json={"messages": [{"role": "user", "content": "still there?"}]}
+    )
     assert r.status_code == 200 and time.monotonic() - t0 < 2
 
 
 def json_head(length: int, extra: str = "") -> bytes:
-    return (f"POST {CHAT} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {length}\r\n{extra}\r\n").encode()
+    return (
+        f"POST {CHAT} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {length}\r\n{extra}\r\n"
+    ).encode()
 
 
 # --------------------------------------------------------------------------------- slow clients
@@ -110,8 +114,10 @@ def slow_clients(server):
         "headers": (b"GET /health HTTP/1.1\r\nHost: x\r\n", b"X-Slow: " + b"a" * 60),
         "body": (json_head(200), b'{"messages":' + b" " * 180),
     }
-    threads = [threading.Thread(target=lambda k=k, a=a: results.__setitem__(k, _trickle(server.port, *a, SLOW_LIMIT)))
-               for k, a in jobs.items()]
+    threads = [
+        threading.Thread(target=lambda k=k, a=a: results.__setitem__(k, _trickle(server.port, *a, SLOW_LIMIT)))
+        for k, a in jobs.items()
+    ]
     for t in threads:
         t.start()
     time.sleep(1.5)
@@ -143,8 +149,7 @@ def test_body_sent_one_byte_a_second_is_cut_off(slow_clients):
 
 def test_huge_header_block_is_refused_quickly(server):
     before = peak_kb(server)
-    for block in (b"X-Big: " + b"a" * (2 * MIB) + b"\r\n",
-                  b"".join(b"X-H%d: v\r\n" % i for i in range(20_000))):
+    for block in (b"X-Big: " + b"a" * (2 * MIB) + b"\r\n", b"".join(b"X-H%d: v\r\n" % i for i in range(20_000))):
         t0 = time.monotonic()
         raw = raw_http(server.port, b"GET /health HTTP/1.1\r\nHost: x\r\n" + block + b"\r\n", timeout=5)
         assert time.monotonic() - t0 < 2
@@ -170,8 +175,10 @@ def test_chunked_body_that_never_ends(server):
     """Chunks keep coming: 413 as soon as the total passes api.maxBodyBytes, then the connection closes."""
     before = peak_kb(server)
     s = socket.create_connection(("127.0.0.1", server.port))
-    s.sendall(f"POST {CHAT} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
-              "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n".encode())
+    s.sendall(
+        f"POST {CHAT} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
+        "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
+    )
     chunk = b"10000\r\n" + b"[" * 0x10000 + b"\r\n"
     sent, stop = [0], threading.Event()
 
@@ -197,28 +204,40 @@ def test_chunked_body_that_never_ends(server):
 
 def test_ten_thousand_multipart_parts(server):
     boundary = "b0undary"
-    part = f"--{boundary}\r\nContent-Disposition: form-data; name=\"f\"\r\n\r\nv\r\n".encode()
+    part = f'--{boundary}\r\nContent-Disposition: form-data; name="f"\r\n\r\nv\r\n'.encode()
     body = part * 10_000 + f"--{boundary}--\r\n".encode()
     before = peak_kb(server)
     t0 = time.monotonic()
-    r = requests.post(server.url + CHAT, data=body, timeout=10,
-                      headers={**AUTH, "Content-Type": f"multipart/form-data; boundary={boundary}"})
+    r = requests.post(
+        server.url + CHAT,
+        data=body,
+        timeout=10,
+        headers={**AUTH, "Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
     assert time.monotonic() - t0 < 1
     assert r.status_code == 400 and r.json()["error"]["code"] == "too_many_parts"
     # Past Tornado's own cap of 100 parts it is a 400 too.
-    r = requests.post(server.url + CHAT, data=part * 150 + f"--{boundary}--\r\n".encode(), timeout=10,
-                      headers={**AUTH, "Content-Type": f"multipart/form-data; boundary={boundary}"})
+    r = requests.post(
+        server.url + CHAT,
+        data=part * 150 + f"--{boundary}--\r\n".encode(),
+        timeout=10,
+        headers={**AUTH, "Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
     assert r.status_code == 400
     assert peak_kb(server) - before < 32 * 1024
     assert_still_serving(server)
 
 
-@pytest.mark.parametrize("body", [
-    b"[" * 200_000 + b"]" * 200_000,
-    b'{"a":' * 100_000 + b"1" + b"}" * 100_000,
-    b'{"messages":[{"role":"user","content":' + b"[" * 100_000 + b"]" * 100_000 + b"}]}",
-    b'{"messages":[{"role":"user","content":"hi"}],"x":' + b"[" * 1000 + b"]" * 1000 + b"}",
-], ids=["arrays", "objects", "inside-a-message", "1000-deep-ignored-field"])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" * 200_000 + b"]" * 200_000,
+        b'{"a":' * 100_000 + b"1" + b"}" * 100_000,
+        b'{"messages":[{"role":"user","content":' + b"[" * 100_000 + b"]" * 100_000 + b"}]}",
+        b'{"messages":[{"role":"user","content":"hi"}],"x":' + b"[" * 1000 + b"]" * 1000 + b"}",
+    ],
+    ids=["arrays", "objects", "inside-a-message", "1000-deep-ignored-field"],
+)
 def test_deeply_nested_json(server, body):
     before = peak_kb(server)
     t0 = time.monotonic()
@@ -256,8 +275,15 @@ def test_key_is_compared_in_constant_time_over_the_whole_header(monkeypatch):
     check = KeyCheck("s3cret")
     check.check("Bearer s3cret")
     check.check("bearer s3cret")  # the scheme is case-insensitive (RFC 9110), the key is not
-    for header in ("Bearer s3creT", "Bearer s", "Bearer s3cret-and-more", "s3cret", "Basic czNj",
-                   "Bearer " + "x" * 5000, "Bearer s3cr\u00e9t"):
+    for header in (
+        "Bearer s3creT",
+        "Bearer s",
+        "Bearer s3cret-and-more",
+        "s3cret",
+        "Basic czNj",
+        "Bearer " + "x" * 5000,
+        "Bearer s3cr\u00e9t",
+    ):
         with pytest.raises(AuthenticationFailed):
             check.check(header)
     # Every header, whatever its length or prefix, went through one compare_digest of the whole
@@ -291,9 +317,15 @@ def test_key_check_timing_does_not_depend_on_the_guess():
 def test_every_documented_route_needs_the_key_but_health(server):
     """Walks /openapi.json: without the key (or with a wrong one) only /health and preflights answer."""
     doc = requests.get(server.url + "/openapi.json", headers=AUTH, timeout=5).json()
-    bad_keys = [{}, {"Authorization": "Bearer wrong"}, {"Authorization": KEY}, {"Authorization": f"Basic {KEY}"},
-                {"Authorization": f"Bearer {KEY} "[:-1] + "x"}, {"Authorization": f"Bearer {KEY[:-1]}"},
-                {"Authorization": f"Bearer  {KEY}"}]
+    bad_keys = [
+        {},
+        {"Authorization": "Bearer wrong"},
+        {"Authorization": KEY},
+        {"Authorization": f"Basic {KEY}"},
+        {"Authorization": f"Bearer {KEY} "[:-1] + "x"},
+        {"Authorization": f"Bearer {KEY[:-1]}"},
+        {"Authorization": f"Bearer  {KEY}"},
+    ]
     walked = 0
     for template, item in doc["paths"].items():
         path = template
@@ -324,8 +356,12 @@ def test_every_documented_route_needs_the_key_but_health(server):
             assert r.json()["error"]["type"] == "invalid_request_error"
     assert walked > 40
     # Only the documented public operations are public.
-    public_ops = {(p, m) for p, item in doc["paths"].items() for m, op in item.items()
-                  if op.get("security", doc.get("security")) == []}
+    public_ops = {
+        (p, m)
+        for p, item in doc["paths"].items()
+        for m, op in item.items()
+        if op.get("security", doc.get("security")) == []
+    }
     assert {p for p, m in public_ops if m != "options"} == {"/health", "/", "/static/{path}"}
     # Unknown routes are 404 with or without a key.
     for headers in ({}, AUTH):

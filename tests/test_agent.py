@@ -62,7 +62,9 @@ def test_usage_summed_over_tool_iterations(agent_server, upstream):
     out = r.json()
     # Inline message content and the final reply are both in this reply.
     assert "inline note" in out["choices"][0]["message"]["content"]
-    assert out["choices"][0]["message"]["content"].endswith("tool result: Message shown to the user in this conversation.")
+    assert out["choices"][0]["message"]["content"].endswith(
+        "tool result: Message shown to the user in this conversation."
+    )
     assert out["usage"]["completion_tokens"] > 1
     assert out["usage"]["total_tokens"] == out["usage"]["prompt_tokens"] + out["usage"]["completion_tokens"]
     # The second call carried the assistant tool call and its result.
@@ -87,14 +89,20 @@ def test_tool_events_opt_in(agent_server):
     assert not any("nanobot_tool" in json.dumps(f) for f in plain)
     deltas = "".join(f["choices"][0]["delta"].get("content", "") for f in plain[:-1] if f["choices"])
     assert "streamed inline" in deltas
-    withev = parse_frames(ask(agent_server, text, sid + "b", stream=True,
-                              stream_options={"include_tool_events": True}).content)
-    events = [f["choices"][0]["delta"]["nanobot_tool"] for f in withev[:-1]
-              if f["choices"] and "nanobot_tool" in f["choices"][0]["delta"]]
+    withev = parse_frames(
+        ask(agent_server, text, sid + "b", stream=True, stream_options={"include_tool_events": True}).content
+    )
+    events = [
+        f["choices"][0]["delta"]["nanobot_tool"]
+        for f in withev[:-1]
+        if f["choices"] and "nanobot_tool" in f["choices"][0]["delta"]
+    ]
     call_id = events[0]["id"]
     assert call_id.startswith("call_")
-    assert events == [{"name": "message", "status": "started", "id": call_id},
-                      {"name": "message", "status": "finished", "id": call_id, "ok": True}]
+    assert events == [
+        {"name": "message", "status": "started", "id": call_id},
+        {"name": "message", "status": "finished", "id": call_id, "ok": True},
+    ]
     assert withev[-1] == "[DONE]"
 
 
@@ -209,9 +217,14 @@ def test_different_sessions_concurrent(agent_server):
 
 def test_openai_sdk_tool_turn_streaming(agent_server):
     c = openai.OpenAI(base_url=agent_server.base_url, api_key="x", max_retries=0)
-    chunks = list(c.chat.completions.create(
-        model="scripted", stream=True, messages=[{"role": "user", "content": '#tool:message {"content":"hey"} x'}],
-        extra_body={"session_id": uuid.uuid4().hex}))
+    chunks = list(
+        c.chat.completions.create(
+            model="scripted",
+            stream=True,
+            messages=[{"role": "user", "content": '#tool:message {"content":"hey"} x'}],
+            extra_body={"session_id": uuid.uuid4().hex},
+        )
+    )
     text = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
     assert text.startswith("hey") and "tool result:" in text
 

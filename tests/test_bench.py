@@ -20,9 +20,25 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_quick_bench_run_reports_sane_figures(tmp_path: Path) -> None:
     out = tmp_path / "out.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--scenarios", "nonstream-c1,stream-s100",
-         "--duration", "1", "--streams", "20", "--json", str(out), "--silent"],
-        cwd=ROOT, capture_output=True, text=True, timeout=90,
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--quick",
+            "--scenarios",
+            "nonstream-c1,stream-s100",
+            "--duration",
+            "1",
+            "--streams",
+            "20",
+            "--json",
+            str(out),
+            "--silent",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=90,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "nonstream-c1" in proc.stdout and "server/direct" in proc.stdout
@@ -139,8 +155,13 @@ def test_conn_parses_content_length_and_connection_close() -> None:
 
 def test_tools_bench_reports_its_figures(tmp_path: Path) -> None:
     out = tmp_path / "tools.json"
-    proc = subprocess.run([sys.executable, "-m", "bench.tools", "--quick", "--execs", "2", "--json", str(out)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.tools", "--quick", "--execs", "2", "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "per read_file call" in proc.stdout
     data = json.loads(out.read_text())
@@ -153,9 +174,27 @@ def test_tools_bench_reports_its_figures(tmp_path: Path) -> None:
 
 def test_web_mcp_bench_reports_its_figures(tmp_path: Path) -> None:
     out = tmp_path / "web_mcp.json"
-    proc = subprocess.run([sys.executable, "-m", "bench.web_mcp", "--fetches", "2", "--rounds", "1",
-                           "--page-bytes", "200000", "--calls", "40", "--json", str(out)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=180)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.web_mcp",
+            "--fetches",
+            "2",
+            "--rounds",
+            "1",
+            "--page-bytes",
+            "200000",
+            "--calls",
+            "40",
+            "--json",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "per MCP call" in proc.stdout
     data = json.loads(out.read_text())
@@ -166,8 +205,13 @@ def test_web_mcp_bench_reports_its_figures(tmp_path: Path) -> None:
 
 
 def test_html_extractors_bench_scores_the_chosen_library() -> None:
-    proc = subprocess.run([sys.executable, "-m", "bench.html_extractors", "--repeat", "1"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.html_extractors", "--repeat", "1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = next(l for l in proc.stdout.splitlines() if l.startswith("trafilatura"))
     assert "kept 17/17 phrases, scripts/styles 0/9, chrome 0/15" in line

@@ -36,8 +36,14 @@ TOKENS = 8
 SCREENSHOT = ROOT / "docs" / "chat-page.png"
 VIEWPORT = {"width": 1100, "height": 750}
 CHROMIUM_ARGS = [
-    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -239,9 +245,12 @@ def test_the_reply_streams_into_the_page(tabs: Any, token_site: str, token_upstr
     with page.expect_request(re.compile(r"/v1/chat/completions$")) as sent:
         tab.send("hello there")
     body = sent.value.post_data_json
-    assert body == {"messages": [{"role": "user", "content": "hello there"}],
-                    "session_id": tab.current_session(), "stream": True,
-                    "stream_options": {"include_tool_events": True}}
+    assert body == {
+        "messages": [{"role": "user", "content": "hello there"}],
+        "session_id": tab.current_session(),
+        "stream": True,
+        "stream_options": {"include_tool_events": True},
+    }
 
     reply = tab.last_reply()
     text = reply.locator(".text")
@@ -474,8 +483,11 @@ def test_attachments_go_as_multipart_and_the_reply_mentions_them(
 
     # The README's picture: written when missing or asked for, so that a test
     # run does not change a tracked file each time (ids and marker are random).
-    target = SCREENSHOT if os.environ.get("NANOBOT_UPDATE_SCREENSHOT") or not SCREENSHOT.exists() \
+    target = (
+        SCREENSHOT
+        if os.environ.get("NANOBOT_UPDATE_SCREENSHOT") or not SCREENSHOT.exists()
         else tmp_path / SCREENSHOT.name
+    )
     target.parent.mkdir(parents=True, exist_ok=True)
     page.locator("#message-input").blur()
     page.mouse.move(700, 620)  # no hover highlight in the picture

@@ -41,8 +41,11 @@ def test_sdk_non_streaming(echo_server):
 
 def test_sdk_streaming_sync(echo_server):
     stream = client(echo_server).chat.completions.create(
-        model="echo", messages=[{"role": "user", "content": "one two three four"}],
-        stream=True, stream_options={"include_usage": True}, extra_body={"session_id": uuid.uuid4().hex},
+        model="echo",
+        messages=[{"role": "user", "content": "one two three four"}],
+        stream=True,
+        stream_options={"include_usage": True},
+        extra_body={"session_id": uuid.uuid4().hex},
     )
     chunks = list(stream)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
@@ -66,11 +69,16 @@ def test_sdk_async_both_modes(echo_server):
                     parts.append(chunk.choices[0].delta.content)
             assert "".join(parts) == "streamed async hi"
             # Many at once, on distinct sessions.
-            rs = await asyncio.gather(*[
-                c.chat.completions.create(model="echo", messages=[{"role": "user", "content": f"n{i}"}],
-                                          extra_body={"session_id": f"par-{i}-{uuid.uuid4().hex}"})
-                for i in range(20)
-            ])
+            rs = await asyncio.gather(
+                *[
+                    c.chat.completions.create(
+                        model="echo",
+                        messages=[{"role": "user", "content": f"n{i}"}],
+                        extra_body={"session_id": f"par-{i}-{uuid.uuid4().hex}"},
+                    )
+                    for i in range(20)
+                ]
+            )
             assert [x.choices[0].message.content for x in rs] == [f"n{i}" for i in range(20)]
         finally:
             await c.close()
@@ -81,8 +89,11 @@ def test_sdk_async_both_modes(echo_server):
 def test_raw_sse_frame_sequence(echo_server):
     r = requests.post(
         echo_server.base_url + "/chat/completions",
-        json={"messages": [{"role": "user", "content": "alpha beta"}], "stream": True,
-              "stream_options": {"include_usage": True}},
+        json={
+            "messages": [{"role": "user", "content": "alpha beta"}],
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        },
         stream=True,
     )
     assert r.status_code == 200
@@ -109,8 +120,10 @@ def test_raw_sse_frame_sequence(echo_server):
 
 
 def test_sse_without_include_usage_has_no_usage_key(echo_server):
-    r = requests.post(echo_server.base_url + "/chat/completions",
-                      json={"messages": [{"role": "user", "content": "x"}], "stream": True})
+    r = requests.post(
+        echo_server.base_url + "/chat/completions",
+        json={"messages": [{"role": "user", "content": "x"}], "stream": True},
+    )
     chunks = parse_frames(r.content)[:-1]
     assert all("usage" not in c for c in chunks)
     assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
@@ -119,25 +132,31 @@ def test_sse_without_include_usage_has_no_usage_key(echo_server):
 def test_request_id_echoed_or_generated(echo_server):
     r = requests.get(echo_server.url + "/health", headers={"X-Request-ID": "abc-123"})
     assert r.headers["X-Request-ID"] == "abc-123"
-    r = requests.post(echo_server.base_url + "/chat/completions", data=b"{", headers={"Content-Type": "application/json"})
+    r = requests.post(
+        echo_server.base_url + "/chat/completions", data=b"{", headers={"Content-Type": "application/json"}
+    )
     assert r.status_code == 400 and len(r.headers["X-Request-ID"]) == 32
     r = requests.get(echo_server.url + "/nope")
     assert r.status_code == 404 and r.headers["X-Request-ID"]
     raw = client(echo_server).chat.completions.with_raw_response.create(
-        model="echo", messages=[{"role": "user", "content": "hi"}], extra_headers={"X-Request-ID": "rid-7"})
+        model="echo", messages=[{"role": "user", "content": "hi"}], extra_headers={"X-Request-ID": "rid-7"}
+    )
     assert raw.headers["x-request-id"] == "rid-7"
 
 
 def test_sessions_are_keyed_and_isolated(agent_server, upstream):
     c = client(agent_server)
     sid = uuid.uuid4().hex
-    c.chat.completions.create(model="scripted", messages=[{"role": "user", "content": "first in A"}],
-                              extra_body={"session_id": sid})
-    c.chat.completions.create(model="scripted", messages=[{"role": "user", "content": "only in B"}],
-                              extra_body={"session_id": sid + "-b"})
+    c.chat.completions.create(
+        model="scripted", messages=[{"role": "user", "content": "first in A"}], extra_body={"session_id": sid}
+    )
+    c.chat.completions.create(
+        model="scripted", messages=[{"role": "user", "content": "only in B"}], extra_body={"session_id": sid + "-b"}
+    )
     upstream.clear()
-    c.chat.completions.create(model="scripted", messages=[{"role": "user", "content": "second in A"}],
-                              extra_body={"session_id": sid})
+    c.chat.completions.create(
+        model="scripted", messages=[{"role": "user", "content": "second in A"}], extra_body={"session_id": sid}
+    )
     sent = upstream.requests()[-1]["body"]["messages"]
     texts = [m.get("content") for m in sent]
     assert sent[0]["role"] == "system"

@@ -26,8 +26,9 @@ def write_config(tmp_path, upstream_url=None, **extra):
 
 def nanobot(*args, stdin=None, timeout=60):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "nanobot", *args], input=stdin, capture_output=True, text=True,
-                          env=env, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "nanobot", *args], input=stdin, capture_output=True, text=True, env=env, timeout=timeout
+    )
 
 
 def test_agent_file(tmp_path, upstream):
@@ -62,8 +63,11 @@ def test_agent_streams_to_terminal(tmp_path):
     with UpstreamProcess.start(tokens=6, interval_ms=200) as slow:
         cfg = write_config(tmp_path, slow.url)
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        proc = subprocess.Popen([sys.executable, "-m", "nanobot", "agent", "-m", "go", "--config", str(cfg)],
-                                stdout=subprocess.PIPE, env=env)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "nanobot", "agent", "-m", "go", "--config", str(cfg)],
+            stdout=subprocess.PIPE,
+            env=env,
+        )
         arrivals = []
         while True:
             chunk = os.read(proc.stdout.fileno(), 4096)
@@ -96,13 +100,16 @@ def test_agent_shows_tool_progress_on_stderr(tmp_path, upstream):
     cfg = write_config(tmp_path, upstream.url)
     (tmp_path / "ws").mkdir()
     (tmp_path / "ws" / "note.txt").write_text("from the workspace")
-    p = nanobot("agent", "-m", '#tool:read_file {"path":"note.txt"} #tool:read_file {"path":"nope"}',
-                "--config", str(cfg))
+    p = nanobot(
+        "agent", "-m", '#tool:read_file {"path":"note.txt"} #tool:read_file {"path":"nope"}', "--config", str(cfg)
+    )
     assert p.returncode == 0, p.stderr
     lines = p.stderr.splitlines()
     assert lines.count("[tool] read_file ...") == 2
-    assert sorted(line for line in lines if not line.endswith("...")) == ["[tool] read_file done",
-                                                                           "[tool] read_file failed"]
+    assert sorted(line for line in lines if not line.endswith("...")) == [
+        "[tool] read_file done",
+        "[tool] read_file failed",
+    ]
     assert "[tool]" not in p.stdout and p.stdout.startswith("tool result: ")
 
 
@@ -116,7 +123,13 @@ def test_config_check_lists_the_enabled_tools(tmp_path):
 
 
 def test_help_texts():
-    for args in (["--help"], ["serve", "--help"], ["agent", "--help"], ["outbox", "--help"], ["config", "check", "--help"]):
+    for args in (
+        ["--help"],
+        ["serve", "--help"],
+        ["agent", "--help"],
+        ["outbox", "--help"],
+        ["config", "check", "--help"],
+    ):
         p = nanobot(*args)
         assert p.returncode == 0 and "usage: nanobot" in p.stdout
     assert "--workspace" in nanobot("serve", "--help").stdout

@@ -36,14 +36,21 @@ def test_ignore_uses_last_user_message(make_server, upstream):
     hsid = uuid.uuid4().hex
     requests.post(server.url + CHAT, json={"messages": CONVERSATION}, headers={"X-Session-Id": hsid})
     upstream.clear()
-    requests.post(server.url + CHAT, json={"messages": [{"role": "user", "content": "next"}]},
-                  headers={"X-Session-Id": hsid})
-    assert [m["content"] for m in upstream.requests()[-1]["body"]["messages"][1:]] == \
-        ["the new turn", "You said: the new turn", "next"]
+    requests.post(
+        server.url + CHAT, json={"messages": [{"role": "user", "content": "next"}]}, headers={"X-Session-Id": hsid}
+    )
+    assert [m["content"] for m in upstream.requests()[-1]["body"]["messages"][1:]] == [
+        "the new turn",
+        "You said: the new turn",
+        "next",
+    ]
     # session_id in the body wins over the header.
     upstream.clear()
-    requests.post(server.url + CHAT, json={"messages": [{"role": "user", "content": "x"}], "session_id": sid},
-                  headers={"X-Session-Id": hsid})
+    requests.post(
+        server.url + CHAT,
+        json={"messages": [{"role": "user", "content": "x"}], "session_id": sid},
+        headers={"X-Session-Id": hsid},
+    )
     assert upstream.requests()[-1]["body"]["messages"][1]["content"] == "the new turn"
     assert len(upstream.requests()[-1]["body"]["messages"]) == 4
     # Still no user message at all -> 400.

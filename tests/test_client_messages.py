@@ -31,8 +31,9 @@ def sent(upstream) -> list[dict]:
 
 
 def stored(server, sid: str) -> list[str]:
-    rows = read_db(server.workspace / "nanobot.db", "SELECT data FROM messages WHERE session = ? ORDER BY id",
-                   (f"api:{sid}",))
+    rows = read_db(
+        server.workspace / "nanobot.db", "SELECT data FROM messages WHERE session = ? ORDER BY id", (f"api:{sid}",)
+    )
     return [bytes(r[0]).decode() for r in rows]
 
 
@@ -47,7 +48,8 @@ def test_system_message_is_appended_for_this_turn_only(agent_server, upstream):
     client, sid = sdk(agent_server), uuid.uuid4().hex
     upstream.clear()
     reply = client.chat.completions.create(
-        model="scripted", extra_body={"session_id": sid},
+        model="scripted",
+        extra_body={"session_id": sid},
         messages=[{"role": "system", "content": "Answer in French."}, {"role": "user", "content": "hello"}],
     )
     assert reply.choices[0].message.content == "You said: hello"
@@ -57,10 +59,14 @@ def test_system_message_is_appended_for_this_turn_only(agent_server, upstream):
     ]
     # Streaming, with developer messages and text parts: joined in order, after the agent's prompt.
     stream = client.chat.completions.create(
-        model="scripted", stream=True, extra_body={"session_id": sid},
-        messages=[{"role": "developer", "content": [{"type": "text", "text": "Be brief."}]},
-                  {"role": "user", "content": "again"},
-                  {"role": "system", "content": "No emoji."}],
+        model="scripted",
+        stream=True,
+        extra_body={"session_id": sid},
+        messages=[
+            {"role": "developer", "content": [{"type": "text", "text": "Be brief."}]},
+            {"role": "user", "content": "again"},
+            {"role": "system", "content": "No emoji."},
+        ],
     )
     assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == "You said: again"
     messages = sent(upstream)
@@ -69,16 +75,21 @@ def test_system_message_is_appended_for_this_turn_only(agent_server, upstream):
     assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
     rows = stored(agent_server, sid)
     assert len(rows) == 4 and not any("French" in r or "brief" in r for r in rows)
-    client.chat.completions.create(model="scripted", extra_body={"session_id": sid},
-                                   messages=[{"role": "user", "content": "third"}])
+    client.chat.completions.create(
+        model="scripted", extra_body={"session_id": sid}, messages=[{"role": "user", "content": "third"}]
+    )
     assert sent(upstream)[0] == {"role": "system", "content": DEFAULT_SYSTEM_PROMPT}
 
 
 def test_instructions_are_bounded(agent_server):
     with pytest.raises(openai.BadRequestError) as exc:
         sdk(agent_server).chat.completions.create(
-            model="scripted", messages=[{"role": "system", "content": "x" * (MAX_INSTRUCTION_CHARS + 1)},
-                                        {"role": "user", "content": "hi"}])
+            model="scripted",
+            messages=[
+                {"role": "system", "content": "x" * (MAX_INSTRUCTION_CHARS + 1)},
+                {"role": "user", "content": "hi"},
+            ],
+        )
     assert error_of(exc)["code"] == "instructions_too_long"
 
 
@@ -103,19 +114,25 @@ def test_client_system_ignore_and_reject(make_server, upstream, mode):
 
 
 def test_history_refusal_says_what_was_sent_and_what_to_do(agent_server):
-    conversation = [{"role": "system", "content": "s"}, {"role": "user", "content": "a"},
-                    {"role": "assistant", "content": "b"}, {"role": "user", "content": "c"}]
+    conversation = [
+        {"role": "system", "content": "s"},
+        {"role": "user", "content": "a"},
+        {"role": "assistant", "content": "b"},
+        {"role": "user", "content": "c"},
+    ]
     r = requests.post(agent_server.url + CHAT, json={"messages": conversation}, timeout=30)
     assert r.status_code == 400
     err = r.json()["error"]
     assert err["param"] == "messages" and err["code"] == "client_history_not_allowed"
     message = err["message"]
     assert "4 messages (1 system, 2 user, 1 assistant)" in message
-    for hint in ('api.clientHistory', '"ignore"', '"use"', "session_id", "X-Session-Id"):
+    for hint in ("api.clientHistory", '"ignore"', '"use"', "session_id", "X-Session-Id"):
         assert hint in message, hint
     # A list with no user message says what it held, and does not talk of history.
-    r = requests.post(agent_server.url + CHAT, json={"messages": [{"role": "system", "content": "s"},
-                                                                  {"role": "developer", "content": "d"}]})
+    r = requests.post(
+        agent_server.url + CHAT,
+        json={"messages": [{"role": "system", "content": "s"}, {"role": "developer", "content": "d"}]},
+    )
     err = r.json()["error"]
     assert r.status_code == 400 and "2 messages (1 system, 1 developer) but no user message" in err["message"]
     assert "clientHistory" not in err["message"]
@@ -124,13 +141,21 @@ def test_history_refusal_says_what_was_sent_and_what_to_do(agent_server):
 def test_x_session_id_selects_the_session_by_default(agent_server, upstream):
     sid = uuid.uuid4().hex
     for text in ("first", "second"):
-        r = requests.post(agent_server.url + CHAT, json={"messages": [{"role": "user", "content": text}]},
-                          headers={"X-Session-Id": sid}, timeout=30)
+        r = requests.post(
+            agent_server.url + CHAT,
+            json={"messages": [{"role": "user", "content": text}]},
+            headers={"X-Session-Id": sid},
+            timeout=30,
+        )
         assert r.status_code == 200
     assert [m["content"] for m in sent(upstream)[1:]] == ["first", "You said: first", "second"]
     assert len(stored(agent_server, sid)) == 4
-    r = requests.post(agent_server.url + CHAT, json={"messages": [{"role": "user", "content": "x"}]},
-                      headers={"X-Session-Id": "x" * 257}, timeout=30)
+    r = requests.post(
+        agent_server.url + CHAT,
+        json={"messages": [{"role": "user", "content": "x"}]},
+        headers={"X-Session-Id": "x" * 257},
+        timeout=30,
+    )
     assert r.status_code == 400 and r.json()["error"]["param"] == "X-Session-Id"
 
 
@@ -148,11 +173,21 @@ def use_server(upstream):
 
 TOOL_CONVERSATION = [
     {"role": "system", "content": "You are terse."},
-    {"role": "user", "content": [{"type": "text", "text": "what is in the file?"},
-                                 {"type": "file", "file": {"filename": "a.txt", "file_data": "data:;base64,eA=="}}]},
-    {"role": "assistant", "content": None, "tool_calls": [
-        {"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": "{\"q\": 1}"}},
-        {"id": "call_2", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}]},
+    {
+        "role": "user",
+        "content": [
+            {"type": "text", "text": "what is in the file?"},
+            {"type": "file", "file": {"filename": "a.txt", "file_data": "data:;base64,eA=="}},
+        ],
+    },
+    {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": '{"q": 1}'}},
+            {"id": "call_2", "type": "function", "function": {"name": "lookup", "arguments": "{}"}},
+        ],
+    },
     {"role": "tool", "tool_call_id": "call_1", "content": "one", "name": "lookup"},
     {"role": "tool", "tool_call_id": "call_2", "content": [{"type": "text", "text": "two"}]},
     {"role": "assistant", "content": "It holds x.", "refusal": None},
@@ -163,8 +198,7 @@ TOOL_CONVERSATION = [
 def test_use_sends_the_clients_conversation_and_keeps_no_history(use_server, upstream):
     client, sid = sdk(use_server), uuid.uuid4().hex
     upstream.clear()
-    reply = client.chat.completions.create(model="scripted", messages=TOOL_CONVERSATION,
-                                           extra_body={"session_id": sid})
+    reply = client.chat.completions.create(model="scripted", messages=TOOL_CONVERSATION, extra_body={"session_id": sid})
     assert reply.choices[0].message.content == "You said: thanks"
     assert sent(upstream) == [
         {"role": "system", "content": f"{DEFAULT_SYSTEM_PROMPT}\n\nYou are terse."},
@@ -176,33 +210,69 @@ def test_use_sends_the_clients_conversation_and_keeps_no_history(use_server, ups
         {"role": "user", "content": "thanks"},
     ]
     # Neither read nor written: a one-message request is a fresh conversation, and nothing is stored.
-    stream = client.chat.completions.create(model="scripted", stream=True, extra_body={"session_id": sid},
-                                            messages=[{"role": "user", "content": "alone"}])
+    stream = client.chat.completions.create(
+        model="scripted", stream=True, extra_body={"session_id": sid}, messages=[{"role": "user", "content": "alone"}]
+    )
     assert "".join(c.choices[0].delta.content or "" for c in stream) == "You said: alone"
     assert [m["role"] for m in sent(upstream)] == ["system", "user"]
     # A multipart request is a conversation of its one message.
-    r = requests.post(use_server.url + CHAT, data={"message": "form", "session_id": sid}, timeout=30,
-                      files={"files": ("n.txt", b"notes")})
+    r = requests.post(
+        use_server.url + CHAT,
+        data={"message": "form", "session_id": sid},
+        timeout=30,
+        files={"files": ("n.txt", b"notes")},
+    )
     assert r.status_code == 200 and [m["role"] for m in sent(upstream)] == ["system", "user"]
     assert stored(use_server, sid) == []
 
 
-@pytest.mark.parametrize("messages, param, words", [
-    ([{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}], "messages[1]",
-     "ends with a message of role assistant"),
-    ([{"role": "user", "content": "a"}, {"role": "tool", "tool_call_id": "c1", "content": "r"},
-      {"role": "user", "content": "b"}], "messages[1].tool_call_id", "must answer a tool call"),
-    ([{"role": "assistant", "content": None, "tool_calls": [
-        {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
-      {"role": "user", "content": "b"}], "messages[1]", "c1"),
-    ([{"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "function": {"name": "f"}}]},
-      {"role": "user", "content": "b"}], "messages[0].tool_calls[0]", "A tool call is"),
-    ([{"role": "assistant"}, {"role": "user", "content": "b"}], "messages[0]", "content or tool_calls"),
-    ([{"role": "function", "content": "x"}, {"role": "user", "content": "b"}], "messages[0]", "role"),
-    ([{"role": "user", "content": [{"type": "audio"}]}, {"role": "user", "content": "b"}], "messages[0].content[0]",
-     "text, image_url or file"),
-    ([{"role": "user", "content": "a"}] * 1002, "messages", "at most 1000"),
-])
+@pytest.mark.parametrize(
+    "messages, param, words",
+    [
+        (
+            [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}],
+            "messages[1]",
+            "ends with a message of role assistant",
+        ),
+        (
+            [
+                {"role": "user", "content": "a"},
+                {"role": "tool", "tool_call_id": "c1", "content": "r"},
+                {"role": "user", "content": "b"},
+            ],
+            "messages[1].tool_call_id",
+            "must answer a tool call",
+        ),
+        (
+            [
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}],
+                },
+                {"role": "user", "content": "b"},
+            ],
+            "messages[1]",
+            "c1",
+        ),
+        (
+            [
+                {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "function": {"name": "f"}}]},
+                {"role": "user", "content": "b"},
+            ],
+            "messages[0].tool_calls[0]",
+            "A tool call is",
+        ),
+        ([{"role": "assistant"}, {"role": "user", "content": "b"}], "messages[0]", "content or tool_calls"),
+        ([{"role": "function", "content": "x"}, {"role": "user", "content": "b"}], "messages[0]", "role"),
+        (
+            [{"role": "user", "content": [{"type": "audio"}]}, {"role": "user", "content": "b"}],
+            "messages[0].content[0]",
+            "text, image_url or file",
+        ),
+        ([{"role": "user", "content": "a"}] * 1002, "messages", "at most 1000"),
+    ],
+)
 def test_use_refuses_malformed_conversations(use_server, upstream, messages, param, words):
     upstream.clear()
     r = requests.post(use_server.url + CHAT, json={"messages": messages}, timeout=30)
@@ -214,14 +284,20 @@ def test_use_refuses_malformed_conversations(use_server, upstream, messages, par
 
 def test_use_still_orders_turns_by_session(use_server):
     """The session scopes ordering: two turns on one session run one after the other."""
+
     def ask(sid: str) -> float:
-        r = requests.post(use_server.url + CHAT, timeout=30, json={
-            "session_id": sid, "messages": [{"role": "user", "content": "#slow:600 hi"}]})
+        r = requests.post(
+            use_server.url + CHAT,
+            timeout=30,
+            json={"session_id": sid, "messages": [{"role": "user", "content": "#slow:600 hi"}]},
+        )
         assert r.status_code == 200
         return time.monotonic()
 
-    for sids, at_least, below in (([uuid.uuid4().hex] * 2, 1.2, None), ([uuid.uuid4().hex, uuid.uuid4().hex],
-                                                                         None, 1.15)):
+    for sids, at_least, below in (
+        ([uuid.uuid4().hex] * 2, 1.2, None),
+        ([uuid.uuid4().hex, uuid.uuid4().hex], None, 1.15),
+    ):
         start = time.monotonic()
         with concurrent.futures.ThreadPoolExecutor(2) as pool:
             took = max(pool.map(ask, sids)) - start

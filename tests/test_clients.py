@@ -23,8 +23,14 @@ def test_node_openai_sdk(agent_server, upstream):
     sid = uuid.uuid4().hex
     marker = "NODE" + uuid.uuid4().hex[:6]
     env = {**os.environ, "NANOBOT_MODEL": "scripted", "NANOBOT_FILE_TEXT": f"attached {marker}"}
-    p = subprocess.run(["node", "client.mjs", agent_server.base_url, sid], cwd=NODE_DIR, env=env,
-                       capture_output=True, text=True, timeout=60)
+    p = subprocess.run(
+        ["node", "client.mjs", agent_server.base_url, sid],
+        cwd=NODE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert p.returncode == 0, p.stderr
     out = json.loads(p.stdout)
     assert out["plain"] == "You said: hello from node"
@@ -40,8 +46,13 @@ def test_langchain_chat_openai(agent_server, upstream):
     from langchain_openai import ChatOpenAI
 
     sid = uuid.uuid4().hex
-    llm = ChatOpenAI(base_url=agent_server.base_url, api_key="unused", model="scripted", max_retries=0,
-                     extra_body={"session_id": sid})
+    llm = ChatOpenAI(
+        base_url=agent_server.base_url,
+        api_key="unused",
+        model="scripted",
+        max_retries=0,
+        extra_body={"session_id": sid},
+    )
     msg = llm.invoke("hello from langchain")
     assert msg.content == "You said: hello from langchain"
     pieces = [c.content for c in llm.stream("stream from langchain")]
@@ -52,12 +63,12 @@ def test_langchain_chat_openai(agent_server, upstream):
 
 def test_python_sdk_request_id(agent_server):
     c = openai.OpenAI(base_url=agent_server.base_url, api_key="x", max_retries=0)
-    raw = c.chat.completions.with_raw_response.create(model="scripted",
-                                                       messages=[{"role": "user", "content": "rid"}])
+    raw = c.chat.completions.with_raw_response.create(model="scripted", messages=[{"role": "user", "content": "rid"}])
     assert raw.request_id and len(raw.request_id) == 32
     assert raw.parse().choices[0].message.content == "You said: rid"
-    raw = c.chat.completions.with_raw_response.create(model="scripted", messages=[{"role": "user", "content": "rid"}],
-                                                       extra_headers={"X-Request-ID": "my-trace-1"})
+    raw = c.chat.completions.with_raw_response.create(
+        model="scripted", messages=[{"role": "user", "content": "rid"}], extra_headers={"X-Request-ID": "my-trace-1"}
+    )
     assert raw.request_id == "my-trace-1"
 
 

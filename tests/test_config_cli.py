@@ -14,7 +14,9 @@ from servers import ROOT
 
 
 def test_defaults_and_camel_case():
-    c = parse_config({"api": {"maxFileBytes": 5, "corsOrigins": ["http://a"]}, "agents": {"defaults": {"maxToolIterations": 3}}})
+    c = parse_config(
+        {"api": {"maxFileBytes": 5, "corsOrigins": ["http://a"]}, "agents": {"defaults": {"maxToolIterations": 3}}}
+    )
     assert c.api.max_file_bytes == 5 and c.api.cors_origins == ["http://a"]
     assert c.agents.defaults.max_tool_iterations == 3
     assert c.api.port == 8900 and c.agents.defaults.provider == "echo"
@@ -88,8 +90,13 @@ def test_yaml_and_lookup_order(tmp_path, monkeypatch):
 
 
 def test_secrets_masked():
-    c = parse_config({"api": {"apiKey": "top"}, "providers": {"o": {"apiKey": "sk-x", "extraHeaders": {"X-K": "v"}}},
-                      "channels": {"telegram": {"token": "123:abc"}}})
+    c = parse_config(
+        {
+            "api": {"apiKey": "top"},
+            "providers": {"o": {"apiKey": "sk-x", "extraHeaders": {"X-K": "v"}}},
+            "channels": {"telegram": {"token": "123:abc"}},
+        }
+    )
     text = json.dumps(to_public_dict(c))
     assert "top" not in text and "sk-x" not in text and "123:abc" not in text and '"v"' not in text
 
@@ -97,8 +104,9 @@ def test_secrets_masked():
 def run_cli(*args, env=None, cwd=None, timeout=60):
     full_env = {**os.environ, **(env or {})}
     full_env["PYTHONPATH"] = str(ROOT)
-    return subprocess.run([sys.executable, "-m", "nanobot", *args], capture_output=True, text=True,
-                          env=full_env, cwd=cwd, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "nanobot", *args], capture_output=True, text=True, env=full_env, cwd=cwd, timeout=timeout
+    )
 
 
 @pytest.mark.parametrize(
@@ -116,8 +124,13 @@ def test_serve_config_errors_exit_2(tmp_path, config, needle):
     path = tmp_path / "c.json"
     path.write_text(json.dumps({"agents": {"defaults": {"workspace": str(tmp_path / "ws")}}, **config}))
     env = {"PYTHONPATH": str(ROOT) + os.pathsep + str(ROOT / "tests")}
-    p = subprocess.run([sys.executable, "-m", "nanobot", "serve", "--config", str(path), "--port", "0"],
-                       capture_output=True, text=True, env={**os.environ, **env}, timeout=60)
+    p = subprocess.run(
+        [sys.executable, "-m", "nanobot", "serve", "--config", str(path), "--port", "0"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=60,
+    )
     assert p.returncode == 2, (p.stdout, p.stderr)
     assert needle in p.stderr
     assert "Traceback" not in p.stderr
@@ -139,10 +152,16 @@ def test_agent_command_echo(tmp_path):
 
 def test_agent_command_uses_cli_sessions(tmp_path, upstream):
     cfg = tmp_path / "c.json"
-    cfg.write_text(json.dumps({
-        "agents": {"defaults": {"provider": "scripted", "model": "scripted", "workspace": str(tmp_path / "ws")}},
-        "providers": {"scripted": {"apiKey": "k", "apiBase": upstream.url + "/v1", "maxRetries": 0}},
-    }))
+    cfg.write_text(
+        json.dumps(
+            {
+                "agents": {
+                    "defaults": {"provider": "scripted", "model": "scripted", "workspace": str(tmp_path / "ws")}
+                },
+                "providers": {"scripted": {"apiKey": "k", "apiBase": upstream.url + "/v1", "maxRetries": 0}},
+            }
+        )
+    )
     p = run_cli("agent", "-m", "remember kiwi", "--config", str(cfg), "--session", "s9")
     assert p.returncode == 0 and p.stdout.strip() == "You said: remember kiwi"
     upstream.clear()
@@ -156,8 +175,10 @@ def test_agent_command_uses_cli_sessions(tmp_path, upstream):
 
 def test_cli_overrides_host_port_workspace(tmp_path):
     from servers import ServerProcess
+
     with ServerProcess({}, args=("--port", "0", "--host", "127.0.0.1", "--workspace", str(tmp_path / "w2"))) as s:
         import requests
+
         assert requests.get(s.url + "/health").status_code == 200
         assert requests.post(s.base_url + "/chat/completions", json={"messages": [{"role": "user", "content": "x"}]}).ok
     assert (tmp_path / "w2" / "nanobot.db").exists()
@@ -167,10 +188,16 @@ def test_shipped_config_serves_offline(tmp_path):
     """`nanobot serve` from the repo root picks up ./config.json (echo provider)."""
     import requests
     from nanobot.testing.process import wait_for_ready_line
+
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HOME": str(tmp_path)}
     env.pop("NANOBOT_CONFIG", None)
-    proc = subprocess.Popen([sys.executable, "-m", "nanobot", "serve", "--port", "0"], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nanobot", "serve", "--port", "0"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         line = wait_for_ready_line(proc, 30, prefix="nanobot API listening on")
         assert "provider: echo" in line
@@ -183,10 +210,13 @@ def test_shipped_config_serves_offline(tmp_path):
         assert proc.wait(timeout=15) == 0
 
 
-@pytest.mark.parametrize("data, needle", [
-    ({"api": {"historyCacheBytes": -1}}, "api.historyCacheBytes: must not be negative"),
-    ({"api": {"files": {"retentionDays": -1}}}, "api.files.retentionDays: must not be negative"),
-])
+@pytest.mark.parametrize(
+    "data, needle",
+    [
+        ({"api": {"historyCacheBytes": -1}}, "api.historyCacheBytes: must not be negative"),
+        ({"api": {"files": {"retentionDays": -1}}}, "api.files.retentionDays: must not be negative"),
+    ],
+)
 def test_negative_bounds_are_refused(data, needle):
     with pytest.raises(ConfigError, match=needle):
         parse_config(data)

@@ -40,7 +40,10 @@ def make(cls: type[httpx2.AsyncClient], pool: int = 4, **kwargs: Any) -> httpx2.
 async def outcome(client: httpx2.AsyncClient, url: str, timeout: Any = None, **send: Any) -> tuple[Any, ...]:
     """What a caller can see of one POST: the answer, its history and where it points next."""
     request = client.build_request(
-        "POST", url, content=b'{"q":1}', headers={"Content-Type": "application/json"},
+        "POST",
+        url,
+        content=b'{"q":1}',
+        headers={"Content-Type": "application/json"},
         **({"timeout": timeout} if timeout else {}),
     )
     response = await client.send(request, stream=True, **send)
@@ -50,8 +53,13 @@ async def outcome(client: httpx2.AsyncClient, url: str, timeout: Any = None, **s
         await response.aclose()
     next_url = str(response.next_request.url) if response.next_request else None
     return (
-        response.status_code, body, sorted(response.headers.multi_items()), str(response.url),
-        [r.status_code for r in response.history], next_url, response.request.content,
+        response.status_code,
+        body,
+        sorted(response.headers.multi_items()),
+        str(response.url),
+        [r.status_code for r in response.history],
+        next_url,
+        response.request.content,
     )
 
 
@@ -60,7 +68,10 @@ async def outcome(client: httpx2.AsyncClient, url: str, timeout: Any = None, **s
 @aio
 async def test_answers_are_httpx_own(path: str, follow: bool) -> None:
     async with Upstream(routed) as up:
-        direct, stock = make(DirectAsyncClient, follow_redirects=follow), make(httpx2.AsyncClient, follow_redirects=follow)
+        direct, stock = (
+            make(DirectAsyncClient, follow_redirects=follow),
+            make(httpx2.AsyncClient, follow_redirects=follow),
+        )
         async with direct, stock:
             mine = await outcome(direct, up.url + path)
             theirs = await outcome(stock, up.url + path)

@@ -15,6 +15,7 @@ def post(server, body=None, *, data=None, headers=None, path=CHAT):
     h.update(headers or {})
     if body is not None:
         import json
+
         data = json.dumps(body).encode()
     return requests.post(server.url + path, data=data, headers=h)
 
@@ -64,16 +65,36 @@ USER = {"role": "user", "content": "hi"}
         ({"messages": [USER], "stream": 1}, "stream"),
         ({"messages": [USER], "model": 5}, "model"),
         ({"messages": [USER], "stream_options": "yes"}, "stream_options"),
-        ({"messages": [{"role": "user", "content": [{"type": "file", "file": "x"}]}]},
-         "messages[0].content[0].file"),
-        ({"messages": [{"role": "user", "content": [{"type": "file", "file": {"file_id": "f1"}}]}]},
-         "messages[0].content[0].file.file_data"),
-        ({"messages": [{"role": "user", "content": [{"type": "file", "file": {
-            "file_data": "data:text/plain;base64,aGk=", "filename": 3}}]}]}, "messages[0].content[0].file.filename"),
-        ({"messages": [{"role": "user", "content": [{"type": "file", "file": {
-            "file_data": "data:text/plain;base64,"}}]}]}, "messages[0].content[0].file.file_data"),
-        ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]},
-         "messages[0].content[0].image_url.url"),
+        ({"messages": [{"role": "user", "content": [{"type": "file", "file": "x"}]}]}, "messages[0].content[0].file"),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "file", "file": {"file_id": "f1"}}]}]},
+            "messages[0].content[0].file.file_data",
+        ),
+        (
+            {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "file", "file": {"file_data": "data:text/plain;base64,aGk=", "filename": 3}}
+                        ],
+                    }
+                ]
+            },
+            "messages[0].content[0].file.filename",
+        ),
+        (
+            {
+                "messages": [
+                    {"role": "user", "content": [{"type": "file", "file": {"file_data": "data:text/plain;base64,"}}]}
+                ]
+            },
+            "messages[0].content[0].file.file_data",
+        ),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]},
+            "messages[0].content[0].image_url.url",
+        ),
     ],
 )
 def test_bad_requests_are_400(echo_server, body, param):
@@ -102,8 +123,13 @@ def test_not_json_and_not_object(echo_server):
 
 
 def test_model_mismatch_and_omitted(echo_server):
-    err = assert_error(post(echo_server, {"messages": [USER], "model": "gpt-4o"}), 400, "invalid_request_error",
-                       code="model_not_found", param="model")
+    err = assert_error(
+        post(echo_server, {"messages": [USER], "model": "gpt-4o"}),
+        400,
+        "invalid_request_error",
+        code="model_not_found",
+        param="model",
+    )
     assert "gpt-4o" in err["message"]
     for model in (None, ""):
         r = post(echo_server, {"messages": [USER], "model": model, "stream": None, "session_id": None})
@@ -111,9 +137,21 @@ def test_model_mismatch_and_omitted(echo_server):
 
 
 def test_ignored_openai_fields(echo_server):
-    body = {"messages": [USER], "model": "echo", "temperature": 1.7, "max_tokens": 3, "n": 1, "user": "u",
-            "tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}], "tool_choice": "auto",
-            "top_p": 0.5, "presence_penalty": 0, "frequency_penalty": 0, "seed": 1, "logprobs": False}
+    body = {
+        "messages": [USER],
+        "model": "echo",
+        "temperature": 1.7,
+        "max_tokens": 3,
+        "n": 1,
+        "user": "u",
+        "tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}],
+        "tool_choice": "auto",
+        "top_p": 0.5,
+        "presence_penalty": 0,
+        "frequency_penalty": 0,
+        "seed": 1,
+        "logprobs": False,
+    }
     r = post(echo_server, body)
     assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == "hi"
 
@@ -132,8 +170,13 @@ def test_ignored_openai_fields(echo_server):
 )
 def test_bad_image_urls(echo_server, url, code):
     content = [{"type": "text", "text": "look"}, {"type": "image_url", "image_url": {"url": url}}]
-    assert_error(post(echo_server, {"messages": [{"role": "user", "content": content}]}), 400,
-                 "invalid_request_error", code=code, param="messages[0].content[1].image_url.url")
+    assert_error(
+        post(echo_server, {"messages": [{"role": "user", "content": content}]}),
+        400,
+        "invalid_request_error",
+        code=code,
+        param="messages[0].content[1].image_url.url",
+    )
 
 
 @pytest.mark.parametrize("ctype", ["text/plain", "application/x-www-form-urlencoded", "application/xml", None])
@@ -180,7 +223,10 @@ def test_body_too_large(make_server):
         ("multipart/form-data; boundary=xyz", b"--xyz\r\ngarbage no headers\r\n--xyz--\r\n"),
         ("multipart/form-data; boundary=xyz", b"totally wrong"),
         ("multipart/form-data", b"--xyz\r\n"),
-        ("multipart/form-data; boundary=xyz", b'--xyz\r\nContent-Disposition: form-data; name="message"\r\n\r\n\xff\xfe\r\n--xyz--\r\n'),
+        (
+            "multipart/form-data; boundary=xyz",
+            b'--xyz\r\nContent-Disposition: form-data; name="message"\r\n\r\n\xff\xfe\r\n--xyz--\r\n',
+        ),
     ],
 )
 def test_malformed_multipart_is_400(echo_server, ctype, body):
@@ -190,6 +236,7 @@ def test_malformed_multipart_is_400(echo_server, ctype, body):
 
 def test_too_many_multipart_parts(echo_server):
     parts = b"".join(b'--b\r\nContent-Disposition: form-data; name="f%d"\r\n\r\nx\r\n' % i for i in range(10_000))
-    r = requests.post(echo_server.url + CHAT, data=parts + b"--b--\r\n",
-                      headers={"Content-Type": "multipart/form-data; boundary=b"})
+    r = requests.post(
+        echo_server.url + CHAT, data=parts + b"--b--\r\n", headers={"Content-Type": "multipart/form-data; boundary=b"}
+    )
     assert_error(r, 400, "invalid_request_error", code="too_many_parts")

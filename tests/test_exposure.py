@@ -38,9 +38,22 @@ def open_server():
 # ---------------------------------------------------------------------------------- DNS rebinding
 
 
-@pytest.mark.parametrize("host", ["127.0.0.1:{port}", "127.0.0.1", "localhost:{port}", "LOCALHOST", "127.9.8.7:{port}",
-                                  "[::1]:{port}", "[::1]", "app.localhost:{port}", "mybox:{port}", "mybox",
-                                  "lan.example:{port}"])
+@pytest.mark.parametrize(
+    "host",
+    [
+        "127.0.0.1:{port}",
+        "127.0.0.1",
+        "localhost:{port}",
+        "LOCALHOST",
+        "127.9.8.7:{port}",
+        "[::1]:{port}",
+        "[::1]",
+        "app.localhost:{port}",
+        "mybox:{port}",
+        "mybox",
+        "lan.example:{port}",
+    ],
+)
 def test_hosts_that_name_the_server_are_served(open_server, host):
     host = host.format(port=open_server.port)
     assert status_of(raw_request(open_server.port, host)) == 200
@@ -62,8 +75,10 @@ def test_rebinding_page_is_refused_before_its_body_is_read(open_server):
     """A same-origin POST from a rebound name: 421 as soon as the headers are in."""
     origin = f"http://evil.example:{open_server.port}"
     with socket.create_connection(("127.0.0.1", open_server.port)) as s:
-        s.sendall(f"POST {CHAT} HTTP/1.1\r\nHost: evil.example:{open_server.port}\r\nOrigin: {origin}\r\n"
-                  "Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 1000000\r\n\r\n".encode())
+        s.sendall(
+            f"POST {CHAT} HTTP/1.1\r\nHost: evil.example:{open_server.port}\r\nOrigin: {origin}\r\n"
+            "Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 1000000\r\n\r\n".encode()
+        )
         raw = recv_all(s, timeout=5)  # no body sent: an answer means the server did not wait for it
     assert status_of(raw) == 421 and b"connection: close" in raw.lower()
 
@@ -71,8 +86,15 @@ def test_rebinding_page_is_refused_before_its_body_is_read(open_server):
 def test_the_421_is_documented_on_every_route(open_server):
     doc = OpenApiDoc(requests.get(open_server.url + "/openapi.json", timeout=10).json())
     problems = []
-    for method, path in (("GET", "/health"), ("GET", "/v1/models"), ("POST", CHAT), ("GET", "/openapi.json"),
-                         ("GET", "/metrics"), ("GET", "/"), ("GET", "/static/app.js")):
+    for method, path in (
+        ("GET", "/health"),
+        ("GET", "/v1/models"),
+        ("POST", CHAT),
+        ("GET", "/openapi.json"),
+        ("GET", "/metrics"),
+        ("GET", "/"),
+        ("GET", "/static/app.js"),
+    ):
         r = requests.request(method, open_server.url + path, json=BODY, headers={"Host": "evil.example"}, timeout=10)
         assert r.status_code == 421, (path, r.status_code)
         if doc.operation(method, path) is not None:
@@ -98,8 +120,15 @@ def test_nul_in_a_path_is_404_and_no_traceback(open_server):
 
 
 def test_no_server_version_in_any_response(open_server):
-    for method, path in (("GET", "/health"), ("GET", "/"), ("GET", "/static/app.js"), ("GET", "/nope"),
-                         ("GET", "/static/nope.js"), ("POST", CHAT), ("DELETE", "/health")):
+    for method, path in (
+        ("GET", "/health"),
+        ("GET", "/"),
+        ("GET", "/static/app.js"),
+        ("GET", "/nope"),
+        ("GET", "/static/nope.js"),
+        ("POST", CHAT),
+        ("DELETE", "/health"),
+    ):
         r = requests.request(method, open_server.url + path, json=BODY, timeout=10)
         assert "tornado" not in r.headers.get("Server", "").lower(), (path, r.headers.get("Server"))
 
@@ -148,16 +177,35 @@ def test_completion_ids_do_not_count_requests(open_server):
 
 def test_any_origin_without_a_key_refuses_to_start(tmp_path):
     path = tmp_path / "c.json"
-    path.write_text(json.dumps({"agents": {"defaults": {"workspace": str(tmp_path / "ws")}},
-                                "api": {"corsOrigins": ["https://a.example", "*"]}}))
+    path.write_text(
+        json.dumps(
+            {
+                "agents": {"defaults": {"workspace": str(tmp_path / "ws")}},
+                "api": {"corsOrigins": ["https://a.example", "*"]},
+            }
+        )
+    )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     for args in (("serve", "--port", "0"), ("config", "check")):
-        p = subprocess.run([sys.executable, "-m", "nanobot", *args, "--config", str(path)],
-                           capture_output=True, text=True, env=env, timeout=60)
+        p = subprocess.run(
+            [sys.executable, "-m", "nanobot", *args, "--config", str(path)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
         assert p.returncode == 2, (args, p.stdout, p.stderr)
         assert "api.corsOrigins" in p.stderr and "api.apiKey" in p.stderr and "Traceback" not in p.stderr
-    path.write_text(json.dumps({"agents": {"defaults": {"workspace": str(tmp_path / "ws")}},
-                                "api": {"corsOrigins": ["*"], "apiKey": "k"}}))
-    p = subprocess.run([sys.executable, "-m", "nanobot", "config", "check", "--config", str(path)],
-                       capture_output=True, text=True, env=env, timeout=60)
+    path.write_text(
+        json.dumps(
+            {"agents": {"defaults": {"workspace": str(tmp_path / "ws")}}, "api": {"corsOrigins": ["*"], "apiKey": "k"}}
+        )
+    )
+    p = subprocess.run(
+        [sys.executable, "-m", "nanobot", "config", "check", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert p.returncode == 0, p.stderr

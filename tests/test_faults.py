@@ -27,7 +27,6 @@ from nanobot.testing.process import UpstreamProcess
 from servers import ServerProcess, merge, upstream_config
 
 
-
 def ask(server, text, sid, stream=False, timeout=30, **extra):
     body = {"messages": [{"role": "user", "content": text}], "session_id": sid, "stream": stream, **extra}
     return requests.post(server.url + CHAT, json=body, timeout=timeout)
@@ -35,8 +34,7 @@ def ask(server, text, sid, stream=False, timeout=30, **extra):
 
 def session_rows(workspace, sid):
     """The session's messages, read from the database file (server stopped)."""
-    rows = read_db(workspace / "nanobot.db", "SELECT data FROM messages WHERE session = ? ORDER BY id",
-                   (f"api:{sid}",))
+    rows = read_db(workspace / "nanobot.db", "SELECT data FROM messages WHERE session = ? ORDER BY id", (f"api:{sid}",))
     return [json.loads(r[0]) for r in rows]
 
 
@@ -137,8 +135,12 @@ def test_upstream_dies_mid_stream(agent_server, upstream):
     assert_error(ask(agent_server, "#die again", sid), 502, "upstream_error")
     c = openai.OpenAI(base_url=agent_server.base_url, api_key="x", max_retries=0)
     with pytest.raises(openai.APIError):
-        for _ in c.chat.completions.create(model="scripted", stream=True, extra_body={"session_id": sid},
-                                           messages=[{"role": "user", "content": "#die sdk"}]):
+        for _ in c.chat.completions.create(
+            model="scripted",
+            stream=True,
+            extra_body={"session_id": sid},
+            messages=[{"role": "user", "content": "#die sdk"}],
+        ):
             pass
     upstream.clear()
     assert ask(agent_server, "probe", sid).status_code == 200
@@ -188,8 +190,10 @@ def test_webhook_down_then_back(make_server, upstream):
     holder = socket.socket()  # bound, not listening: connections are refused
     holder.bind(("127.0.0.1", 0))
     port = holder.getsockname()[1]
-    cfg = merge(upstream_config(upstream.url), {"channels": {"webhook": {
-        "enabled": True, "url": f"http://127.0.0.1:{port}/hook"}}})
+    cfg = merge(
+        upstream_config(upstream.url),
+        {"channels": {"webhook": {"enabled": True, "url": f"http://127.0.0.1:{port}/hook"}}},
+    )
     server = make_server(cfg)
     r = ask(server, tool("wait for me", "webhook", "w1"), uuid.uuid4().hex)
     assert "queued for delivery" in r.json()["choices"][0]["message"]["content"]
@@ -211,8 +215,10 @@ def test_telegram_down_then_back(make_server, upstream):
     """The Bot API answers 502 twice, then works: the message arrives once, in one piece."""
     token = "42:" + uuid.uuid4().hex[:8]
     path = f"/bot{token}/sendMessage"
-    cfg = merge(upstream_config(upstream.url), {"channels": {"telegram": {
-        "enabled": True, "token": token, "apiBase": upstream.url}}})
+    cfg = merge(
+        upstream_config(upstream.url),
+        {"channels": {"telegram": {"enabled": True, "token": token, "apiBase": upstream.url}}},
+    )
     server = make_server(cfg)
     upstream.fail(path, 2, 502)
     try:
@@ -244,8 +250,12 @@ def test_sigkill_mid_stream_then_restart(upstream, tmp_path):
         r = ask(first, tool("queued before the kill", "webhook", "k1"), sid)
         assert "queued for delivery" in r.json()["choices"][0]["message"]["content"]
         # A streamed turn: the model calls the tool (its row is queued), then stalls on its next call.
-        body = {"messages": [{"role": "user", "content": "#slow:1500 " + tool("queued mid-turn", "webhook", "k2")}],
-                "session_id": sid, "stream": True, "stream_options": {"include_tool_events": True}}
+        body = {
+            "messages": [{"role": "user", "content": "#slow:1500 " + tool("queued mid-turn", "webhook", "k2")}],
+            "session_id": sid,
+            "stream": True,
+            "stream_options": {"include_tool_events": True},
+        }
         resp = requests.post(first.url + CHAT, json=body, stream=True, timeout=30)
         seen = b""
         for piece in resp.iter_content(chunk_size=None):
@@ -271,8 +281,9 @@ def test_sigkill_mid_stream_then_restart(upstream, tmp_path):
 
     holder.close()
     upstream.clear_received()
-    with ServerProcess(merge(upstream_config(upstream.url), channels(upstream.url + "/hook/after-crash")),
-                       workspace=ws) as second:
+    with ServerProcess(
+        merge(upstream_config(upstream.url), channels(upstream.url + "/hook/after-crash")), workspace=ws
+    ) as second:
         hook = lambda: [x["body"]["content"] for x in upstream.received() if x["path"] == "/hook/after-crash"]  # noqa
         # A kill that lands while a row is being sent leaves that row leased:
         # it is sent again once the lease (http timeout + 30 s) has run out.
@@ -283,8 +294,16 @@ def test_sigkill_mid_stream_then_restart(upstream, tmp_path):
         upstream.clear()
         assert ask(second, "next", sid).status_code == 200
         sent = upstream.requests()[-1]["body"]["messages"]
-        assert [m["role"] for m in sent] == ["system", "user", "assistant", "user", "assistant", "tool",
-                                             "assistant", "user"]
+        assert [m["role"] for m in sent] == [
+            "system",
+            "user",
+            "assistant",
+            "user",
+            "assistant",
+            "tool",
+            "assistant",
+            "user",
+        ]
         no_tracebacks(second)
     assert [s for _, s, _ in outbox(ws)] == ["delivered", "delivered"]
     assert read_db(db, "PRAGMA integrity_check") == [("ok",)]
@@ -308,18 +327,24 @@ def settled_task_count(server) -> int:
 def test_client_disconnect_cancels_the_run(upstream):
     """A client that leaves mid-stream: provider call closed, no task left behind, nothing committed."""
     with UpstreamProcess.start(tokens=30, interval_ms=100) as slow:  # a 3 s answer
-        cfg = merge(upstream_config(slow.url), {
-            "api": {"maxConcurrentRequests": 1},
-            "pipeline": {"stages": ["fault_stages:TaskCount", *DEFAULT_STAGES]},
-        })
+        cfg = merge(
+            upstream_config(slow.url),
+            {
+                "api": {"maxConcurrentRequests": 1},
+                "pipeline": {"stages": ["fault_stages:TaskCount", *DEFAULT_STAGES]},
+            },
+        )
         with ServerProcess(cfg) as server:
             sid = uuid.uuid4().hex
             assert ask(server, "#empty warm up the provider client", "warm-up").status_code == 200
             baseline = settled_task_count(server)  # while a run streams it is 2 higher (its request, its connection)
-            body = json.dumps({"messages": [{"role": "user", "content": "talk"}], "session_id": sid,
-                               "stream": True}).encode()
-            head = (f"POST {CHAT} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                    f"Content-Length: {len(body)}\r\n\r\n").encode()
+            body = json.dumps(
+                {"messages": [{"role": "user", "content": "talk"}], "session_id": sid, "stream": True}
+            ).encode()
+            head = (
+                f"POST {CHAT} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n"
+            ).encode()
             for _ in range(3):
                 s = socket.create_connection(("127.0.0.1", server.port))
                 s.sendall(head + body)
@@ -347,8 +372,12 @@ def test_sigterm_drains_in_flight_streams():
     with UpstreamProcess.start(tokens=15, interval_ms=100) as slow:  # a 1.5 s answer
         server = ServerProcess(upstream_config(slow.url))
         try:
-            resp = requests.post(server.url + CHAT, stream=True, timeout=30,
-                                 json={"messages": [{"role": "user", "content": "drain me"}], "stream": True})
+            resp = requests.post(
+                server.url + CHAT,
+                stream=True,
+                timeout=30,
+                json={"messages": [{"role": "user", "content": "drain me"}], "stream": True},
+            )
             chunks = resp.iter_content(chunk_size=None)
             got = next(chunks)
             while b'"content":"tok' not in got:
@@ -373,8 +402,11 @@ def test_sigterm_gives_up_after_the_grace_period(upstream):
     try:
         s = socket.create_connection(("127.0.0.1", server.port))
         body = b'{"messages":[{"role":"user","content":"#slow:60000 forever"}],"stream":true}'
-        s.sendall(f"POST {CHAT} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                  f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        s.sendall(
+            f"POST {CHAT} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
         s.settimeout(5)
         assert b"200 OK" in s.recv(4096)
         t0 = time.monotonic()

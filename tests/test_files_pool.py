@@ -35,9 +35,7 @@ from nanobot.files.pool import INLINE_TEXT_BYTES, Extractor
 T = TypeVar("T")
 
 
-def run_with(
-    limits: FileLimits, body: Callable[[Extractor], Awaitable[T]], *, hooks: bool = True
-) -> T:
+def run_with(limits: FileLimits, body: Callable[[Extractor], Awaitable[T]], *, hooks: bool = True) -> T:
     """Run ``body`` with a fresh Extractor on a fresh loop, always closing it."""
 
     async def main() -> T:

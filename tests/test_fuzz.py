@@ -68,11 +68,29 @@ expected-statuses = ["2xx", "403", "415", "422"]
 def test_schemathesis_finds_nothing(fuzz_server, tmp_path):
     """Every documented operation, positive and negative data, every schemathesis check."""
     (tmp_path / "schemathesis.toml").write_text(SCHEMATHESIS_CONFIG)
-    env = dict(os.environ, NO_COLOR="1",
-               PYTHONPATH=os.pathsep.join([str(TESTS_DIR), os.environ.get("PYTHONPATH", "")]))
-    cmd = [sys.executable, "-m", "schemathesis.cli", "--config-file", str(tmp_path / "schemathesis.toml"), "run",
-           fuzz_server.url + "/openapi.json", "-H", f"Authorization: Bearer {KEY}", "--checks", "all",
-           "--max-examples", "60", "--seed", str(SEED), "--request-timeout", "10", "--no-color", "--workers", "1"]
+    env = dict(os.environ, NO_COLOR="1", PYTHONPATH=os.pathsep.join([str(TESTS_DIR), os.environ.get("PYTHONPATH", "")]))
+    cmd = [
+        sys.executable,
+        "-m",
+        "schemathesis.cli",
+        "--config-file",
+        str(tmp_path / "schemathesis.toml"),
+        "run",
+        fuzz_server.url + "/openapi.json",
+        "-H",
+        f"Authorization: Bearer {KEY}",
+        "--checks",
+        "all",
+        "--max-examples",
+        "60",
+        "--seed",
+        str(SEED),
+        "--request-timeout",
+        "10",
+        "--no-color",
+        "--workers",
+        "1",
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
     report = out.stdout[-12000:] + out.stderr[-2000:]
     assert out.returncode == 0, report
@@ -87,8 +105,17 @@ def _context(config: Config, content_type: str | None, body: bytes) -> RequestCo
     headers = HTTPHeaders()
     if content_type is not None:
         headers["Content-Type"] = content_type
-    values = dict(services=SimpleNamespace(config=config), method="POST", path=CHAT, headers=headers, body=body,
-                  response=None, request_id="fuzz", started=0.0, deadline=0.0)
+    values = dict(
+        services=SimpleNamespace(config=config),
+        method="POST",
+        path=CHAT,
+        headers=headers,
+        body=body,
+        response=None,
+        request_id="fuzz",
+        started=0.0,
+        deadline=0.0,
+    )
     names = {f.name for f in dataclasses.fields(RequestContext)}
     return RequestContext(**{k: v for k, v in values.items() if k in names})
 
@@ -117,29 +144,49 @@ CONFIG = Config()
 DOC = OpenApiDoc(document(CONFIG))
 # NANOBOT_FUZZ_RANDOM=1 explores new examples on each run (CI stays reproducible without it).
 RANDOM = bool(os.environ.get("NANOBOT_FUZZ_RANDOM"))
-FUZZ = settings(max_examples=300, deadline=None, database=None, derandomize=not RANDOM,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FUZZ = settings(
+    max_examples=300,
+    deadline=None,
+    database=None,
+    derandomize=not RANDOM,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False, allow_infinity=False)
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=20),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
     max_leaves=20,
 )
 texts = st.sampled_from(["hi", " ", "", "\n\t", "a\x00b", "\u00a0", "x" * 3]) | st.text(max_size=12)
 b64 = st.sampled_from(["aGk=", "", "@@", "aGk", "a Gk=", "aG\nk=", "AAAA" * 3]) | st.text("ab+/=\n ", max_size=8)
-data_urls = st.builds(lambda scheme, mime, marker, payload: f"{scheme}:{mime}{marker},{payload}",
-                      st.sampled_from(["data", "DATA", "http", "file", "ftp"]),
-                      st.sampled_from(["", "image/png", "text/plain;x=1"]),
-                      st.sampled_from([";base64", ";BASE64", "", ";base6"]), b64) | texts
+data_urls = (
+    st.builds(
+        lambda scheme, mime, marker, payload: f"{scheme}:{mime}{marker},{payload}",
+        st.sampled_from(["data", "DATA", "http", "file", "ftp"]),
+        st.sampled_from(["", "image/png", "text/plain;x=1"]),
+        st.sampled_from([";base64", ";BASE64", "", ";base6"]),
+        b64,
+    )
+    | texts
+)
 parts = st.one_of(
     st.fixed_dictionaries({"type": st.just("text"), "text": texts}),
-    st.fixed_dictionaries({"type": st.just("image_url"),
-                           "image_url": data_urls | st.fixed_dictionaries({"url": data_urls}) | json_values}),
-    st.fixed_dictionaries({"type": st.just("file"),
-                           "file": st.fixed_dictionaries({"file_data": data_urls},
-                                                         optional={"filename": st.none() | texts | st.integers()})
-                           | json_values}),
+    st.fixed_dictionaries(
+        {"type": st.just("image_url"), "image_url": data_urls | st.fixed_dictionaries({"url": data_urls}) | json_values}
+    ),
+    st.fixed_dictionaries(
+        {
+            "type": st.just("file"),
+            "file": st.fixed_dictionaries(
+                {"file_data": data_urls}, optional={"filename": st.none() | texts | st.integers()}
+            )
+            | json_values,
+        }
+    ),
     json_values,
 )
 # Mostly well-formed, so that both outcomes are common (repeating a branch of one_of weighs it).
@@ -149,10 +196,14 @@ content = st.one_of(texts, texts, st.lists(parts, max_size=3), st.lists(parts, m
 messages = st.fixed_dictionaries(
     {"role": st.sampled_from(["user"] * 6 + ["assistant", "system", 3])},
     optional={"name": texts},
-).flatmap(lambda m: st.one_of(st.just(m), st.builds(lambda c: {**m, "content": c}, content),
-                              st.builds(lambda c: {**m, "content": c}, content)))
-session_ids = st.none() | st.sampled_from(["", "s", "x" * 256, "x" * 257, "a\x1fb", "a\x7f", "\u2028"]) | st.text(
-    max_size=10)
+).flatmap(
+    lambda m: st.one_of(
+        st.just(m), st.builds(lambda c: {**m, "content": c}, content), st.builds(lambda c: {**m, "content": c}, content)
+    )
+)
+session_ids = (
+    st.none() | st.sampled_from(["", "s", "x" * 256, "x" * 257, "a\x1fb", "a\x7f", "\u2028"]) | st.text(max_size=10)
+)
 optional_fields = dict(
     model=st.sampled_from([None, "", "echo", "echo", "gpt-4o", 5]),
     session_id=session_ids | json_values,
@@ -161,8 +212,11 @@ optional_fields = dict(
     temperature=json_values,
 )
 # One user message with some content: the shape most requests have.
-near_valid = st.builds(lambda c, extra: {"messages": [{"role": "user", "content": c}], **extra},
-                       content, st.fixed_dictionaries({}, optional=optional_fields))
+near_valid = st.builds(
+    lambda c, extra: {"messages": [{"role": "user", "content": c}], **extra},
+    content,
+    st.fixed_dictionaries({}, optional=optional_fields),
+)
 requests_bodies = st.fixed_dictionaries(
     {"messages": st.one_of(st.lists(messages, min_size=1, max_size=1), st.lists(messages, max_size=2), json_values)},
     optional={**optional_fields, "tools": json_values},
@@ -187,9 +241,22 @@ def test_validate_agrees_with_the_document(body):
 
 
 @FUZZ
-@given(body=st.binary(max_size=300), media=st.sampled_from(
-    ["application/json", "application/json; charset=utf-8", "multipart/form-data", "multipart/form-data; boundary=b",
-     "multipart/form-data; boundary=\"b\"", "text/plain", "", None, "APPLICATION/JSON"]))
+@given(
+    body=st.binary(max_size=300),
+    media=st.sampled_from(
+        [
+            "application/json",
+            "application/json; charset=utf-8",
+            "multipart/form-data",
+            "multipart/form-data; boundary=b",
+            'multipart/form-data; boundary="b"',
+            "text/plain",
+            "",
+            None,
+            "APPLICATION/JSON",
+        ]
+    ),
+)
 def test_arbitrary_bytes_never_escape_as_other_errors(body, media):
     """Any bytes with any Content-Type: accepted, or a 400/415, never another exception."""
     _, err = run_front_stages(CONFIG, media, body)
@@ -197,8 +264,9 @@ def test_arbitrary_bytes_never_escape_as_other_errors(body, media):
 
 
 boundaries = st.text("abcXYZ0123-_'()+,./:=?", min_size=1, max_size=30)
-field_names = st.sampled_from(["message", "session_id", "model", "stream", "files", "file", "files[]", "upload",
-                               "x"]) | st.text(max_size=6)
+field_names = st.sampled_from(
+    ["message", "session_id", "model", "stream", "files", "file", "files[]", "upload", "x"]
+) | st.text(max_size=6)
 field_values = st.text(max_size=20) | st.binary(max_size=20)
 
 
@@ -226,9 +294,25 @@ def test_arbitrary_multipart_bodies(boundary, fields, files, cut):
 
 
 @settings(max_examples=400, deadline=None, database=None, derandomize=not RANDOM)
-@given(data=st.binary(max_size=600) | st.builds(lambda head, tail: head + tail, st.sampled_from(
-    [b"%PDF-1.4\n", b"PK\x03\x04", b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF89a", b"RIFF\x00\x00\x00\x00WEBP",
-     b"\xef\xbb\xbf", b"\x00"]), st.binary(max_size=300)))
+@given(
+    data=st.binary(max_size=600)
+    | st.builds(
+        lambda head, tail: head + tail,
+        st.sampled_from(
+            [
+                b"%PDF-1.4\n",
+                b"PK\x03\x04",
+                b"\x89PNG\r\n\x1a\n",
+                b"\xff\xd8\xff",
+                b"GIF89a",
+                b"RIFF\x00\x00\x00\x00WEBP",
+                b"\xef\xbb\xbf",
+                b"\x00",
+            ]
+        ),
+        st.binary(max_size=300),
+    )
+)
 def test_detect_any_bytes(data):
     """The type detector takes any bytes: a supported type or a 415, nothing else."""
     try:
@@ -239,9 +323,22 @@ def test_detect_any_bytes(data):
         assert found.kind in {"image", "pdf", "docx", "xlsx", "pptx", "text"}
 
 
-file_bytes = st.binary(min_size=1, max_size=2048) | st.builds(lambda head, tail: head + tail, st.sampled_from(
-    [b"%PDF-1.7\n", b"PK\x03\x04\x14\x00\x00\x00\x08\x00", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"\xff\xd8\xff\xe0",
-     b"\xef\xbb\xbf", b"{\"json\": ", b"\xd0\xcf\x11\xe0"]), st.binary(max_size=2048))
+file_bytes = st.binary(min_size=1, max_size=2048) | st.builds(
+    lambda head, tail: head + tail,
+    st.sampled_from(
+        [
+            b"%PDF-1.7\n",
+            b"PK\x03\x04\x14\x00\x00\x00\x08\x00",
+            b"\x89PNG\r\n\x1a\n",
+            b"GIF87a",
+            b"\xff\xd8\xff\xe0",
+            b"\xef\xbb\xbf",
+            b'{"json": ',
+            b"\xd0\xcf\x11\xe0",
+        ]
+    ),
+    st.binary(max_size=2048),
+)
 
 
 @settings(max_examples=40, deadline=None, database=None, derandomize=not RANDOM)
@@ -250,14 +347,30 @@ def test_arbitrary_bytes_as_files_through_the_server(fuzz_server, data, as_image
     """Any bytes uploaded as a file (multipart) or as an image part: 200, 413, 415 or 422, never 500."""
     if as_image:
         import base64
-        body = {"messages": [{"role": "user", "content": [
-            {"type": "text", "text": "what is it?"},
-            {"type": "image_url", "image_url": {"url": "data:image/png;base64," + base64.b64encode(data).decode()}}]}],
-            "session_id": uuid.uuid4().hex}
+
+        body = {
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": "what is it?"},
+                        {
+                            "type": "image_url",
+                            "image_url": {"url": "data:image/png;base64," + base64.b64encode(data).decode()},
+                        },
+                    ],
+                }
+            ],
+            "session_id": uuid.uuid4().hex,
+        }
         r = requests.post(fuzz_server.url + CHAT, json=body, headers=AUTH, timeout=30)
     else:
-        r = requests.post(fuzz_server.url + CHAT, headers=AUTH, timeout=30,
-                          files=[("message", (None, "what is it?")), ("files", ("upload.bin", data))])
+        r = requests.post(
+            fuzz_server.url + CHAT,
+            headers=AUTH,
+            timeout=30,
+            files=[("message", (None, "what is it?")), ("files", ("upload.bin", data))],
+        )
     assert r.status_code in (200, 413, 415, 422), r.text[:300]
     if r.status_code != 200:
         assert r.json()["error"]["type"] in ("request_too_large", "unsupported_media_type", "unprocessable_file")
@@ -272,8 +385,11 @@ def test_server_healthy_after_fuzzing(fuzz_server):
 
 
 def test_405_carries_allow_header(fuzz_server):
-    for method, path, allowed in (("PUT", "/v1/models", {"GET", "OPTIONS"}),
-                                  ("GET", CHAT, {"POST", "OPTIONS"}), ("TRACE", "/health", {"GET", "OPTIONS"})):
+    for method, path, allowed in (
+        ("PUT", "/v1/models", {"GET", "OPTIONS"}),
+        ("GET", CHAT, {"POST", "OPTIONS"}),
+        ("TRACE", "/health", {"GET", "OPTIONS"}),
+    ):
         r = requests.request(method, fuzz_server.url + path, headers=AUTH, timeout=10)
         assert r.status_code == 405
         assert {m.strip() for m in r.headers.get("Allow", "").split(",")} >= allowed, (method, path)
@@ -281,16 +397,22 @@ def test_405_carries_allow_header(fuzz_server):
 
 @pytest.mark.parametrize("method", ["PUT", "PATCH", "DELETE"])
 def test_wrong_method_with_body_is_405(fuzz_server, method):
-    head = (f"{method} {CHAT} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
-            "Content-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n").encode()
+    head = (
+        f"{method} {CHAT} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
+        "Content-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n"
+    ).encode()
     raw = raw_http(fuzz_server.port, head, b"{}", timeout=5)
     assert status_of(raw) == 405, raw[:200]
     assert b'"invalid_request_error"' in raw
 
 
 def test_files_text_field_is_refused(fuzz_server):
-    r = requests.post(fuzz_server.url + CHAT, headers=AUTH, timeout=10,
-                      files=[("message", (None, "summarise")), ("files", (None, "report.pdf"))])
+    r = requests.post(
+        fuzz_server.url + CHAT,
+        headers=AUTH,
+        timeout=10,
+        files=[("message", (None, "summarise")), ("files", (None, "report.pdf"))],
+    )
     assert r.status_code == 400, r.text
     assert r.json()["error"]["param"] == "files"
 

@@ -33,8 +33,12 @@ def test_one_huge_header_gets_431(echo_server):
     r = requests.get(echo_server.url + "/health", headers={"X-Big": "a" * (MAX_HEADER_BYTES + 10)}, timeout=10)
     assert r.status_code == 431 and r.json()["error"]["code"] == "headers_too_large"
     # A header block under the limit is served, and so is the next request.
-    assert requests.get(echo_server.url + "/health", headers={"X-Big": "a" * (MAX_HEADER_BYTES - 2000)},
-                        timeout=10).status_code == 200
+    assert (
+        requests.get(
+            echo_server.url + "/health", headers={"X-Big": "a" * (MAX_HEADER_BYTES - 2000)}, timeout=10
+        ).status_code
+        == 200
+    )
 
 
 def test_many_headers_and_a_body_behind_them_get_431(echo_server):

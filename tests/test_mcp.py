@@ -53,13 +53,17 @@ def http_server() -> Iterator[HttpMcpServer]:
 @pytest.fixture(scope="module")
 def hub(runner: asyncio.Runner, http_server: HttpMcpServer) -> Iterator[McpHub]:
     added: list[str] = []
-    hub = McpHub({
-        "t": stdio(TEST_SERVER, tool_timeout=2),
-        "only": stdio(TEST_SERVER, enabled_tools=["echo", "nosuch"]),
-        "time": stdio("-m", "mcp_server_time"),
-        "web": McpServerConfig(url=http_server.url, tool_timeout=2),
-        "broken": McpServerConfig(command="/nonexistent/mcp-server"),
-    }, lambda tool: added.append(tool.name), connect_timeout=20)
+    hub = McpHub(
+        {
+            "t": stdio(TEST_SERVER, tool_timeout=2),
+            "only": stdio(TEST_SERVER, enabled_tools=["echo", "nosuch"]),
+            "time": stdio("-m", "mcp_server_time"),
+            "web": McpServerConfig(url=http_server.url, tool_timeout=2),
+            "broken": McpServerConfig(command="/nonexistent/mcp-server"),
+        },
+        lambda tool: added.append(tool.name),
+        connect_timeout=20,
+    )
     runner.run(hub.start())
     runner.run(hub.wait())
     hub.added = added  # type: ignore[attr-defined]
@@ -107,7 +111,8 @@ def test_results_as_text(runner, hub: McpHub, name: str) -> None:
     assert call(runner, hub, f"mcp_{name}_echo", text="héllo") == "echo: héllo"
     assert call(runner, hub, f"mcp_{name}_add", a=2, b=40) == "42"
     assert call(runner, hub, f"mcp_{name}_parts") == (
-        "first part\nsecond part\n[image content: image/png, about 42 bytes, not shown]")
+        "first part\nsecond part\n[image content: image/png, about 42 bytes, not shown]"
+    )
     out = call(runner, hub, f"mcp_{name}_fail", reason="disk full")
     assert out.startswith("Error: ") and "disk full" in out
     assert call(runner, hub, f"mcp_{name}_add", a="x").startswith("Error: ")
@@ -124,10 +129,13 @@ def published(runner: asyncio.Runner) -> Iterator[McpHub]:
     if not everything_installed():
         pytest.skip("npm's server-everything is not installed (npm ci --prefix tests/node)")
     http = HttpMcpServer(published=True)
-    hub = McpHub({
-        "evs": McpServerConfig(command="node", args=[str(EVERYTHING), "stdio"]),
-        "evh": McpServerConfig(url=http.url, enabled_tools=["echo", "get-sum", "get-tiny-image"]),
-    }, connect_timeout=30)
+    hub = McpHub(
+        {
+            "evs": McpServerConfig(command="node", args=[str(EVERYTHING), "stdio"]),
+            "evh": McpServerConfig(url=http.url, enabled_tools=["echo", "get-sum", "get-tiny-image"]),
+        },
+        connect_timeout=30,
+    )
     runner.run(hub.start())
     runner.run(hub.wait())
     yield hub
@@ -146,8 +154,7 @@ def test_published_server_everything(runner, published: McpHub, name: str) -> No
 
 
 def test_enabled_tools_filter_a_published_server(published: McpHub) -> None:
-    assert published.offered(server(published, "evh")) == ["mcp_evh_echo", "mcp_evh_get-sum",
-                                                             "mcp_evh_get-tiny-image"]
+    assert published.offered(server(published, "evh")) == ["mcp_evh_echo", "mcp_evh_get-sum", "mcp_evh_get-tiny-image"]
     assert len(published.offered(server(published, "evs"))) > 5
 
 
@@ -239,17 +246,32 @@ def test_close_stops_every_stdio_process(runner) -> None:
 
 def test_config_check_lists_servers_and_their_tools(tmp_path: Path) -> None:
     config = tmp_path / "config.json"
-    config.write_text(json.dumps({"tools": {"mcpServers": {
-        "t": {"command": sys.executable, "args": [TEST_SERVER], "enabledTools": ["echo", "add"]},
-        "broken": {"command": "/nonexistent/mcp-server"},
-    }}}))
-    out = subprocess.run([sys.executable, "-m", "nanobot", "config", "check", "--config", str(config)],
-                         capture_output=True, text=True, timeout=60, cwd=tmp_path,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    config.write_text(
+        json.dumps(
+            {
+                "tools": {
+                    "mcpServers": {
+                        "t": {"command": sys.executable, "args": [TEST_SERVER], "enabledTools": ["echo", "add"]},
+                        "broken": {"command": "/nonexistent/mcp-server"},
+                    }
+                }
+            }
+        )
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "nanobot", "config", "check", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert out.returncode == 0, out.stderr
     json.loads(out.stdout)  # stdout stays the resolved config alone
     lines = out.stderr.splitlines()
     assert f"# mcp server t (stdio: {sys.executable} {TEST_SERVER}): connected" in lines
     assert "#   tools (2): mcp_t_echo, mcp_t_add" in lines
-    assert any(line.startswith("# mcp server broken (stdio: /nonexistent/mcp-server): not connected: "
-                               "FileNotFoundError") for line in lines), out.stderr
+    assert any(
+        line.startswith("# mcp server broken (stdio: /nonexistent/mcp-server): not connected: FileNotFoundError")
+        for line in lines
+    ), out.stderr

@@ -33,11 +33,16 @@ def wait_for(predicate, timeout=10.0):
 
 
 def channels(upstream, telegram=True, webhook=True, webhook_url=None):
-    return {"channels": {
-        "telegram": {"enabled": telegram, "token": "123:SECRET", "apiBase": upstream.url},
-        "webhook": {"enabled": webhook, "url": webhook_url or upstream.url + "/hook/main",
-                    "headers": {"X-Hook-Token": "hk"}},
-    }}
+    return {
+        "channels": {
+            "telegram": {"enabled": telegram, "token": "123:SECRET", "apiBase": upstream.url},
+            "webhook": {
+                "enabled": webhook,
+                "url": webhook_url or upstream.url + "/hook/main",
+                "headers": {"X-Hook-Token": "hk"},
+            },
+        }
+    }
 
 
 def tool(args):
@@ -74,8 +79,13 @@ def test_not_enabled_channel_is_undeliverable(make_server, upstream):
     time.sleep(0.5)
     assert upstream.received() == []
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    out = subprocess.run([sys.executable, "-m", "nanobot", "outbox", "--config", str(server.config_path)],
-                         capture_output=True, text=True, env=env, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "nanobot", "outbox", "--config", str(server.config_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.count("undeliverable") == 2 and "telegram" in out.stdout and "slack" in out.stdout
 

@@ -28,19 +28,21 @@ def sample(text: str, name: str, **labels: str) -> float:
 
 
 def test_metrics(make_server, upstream):
-    server = make_server(merge(upstream_config(upstream.url), {
-        "api": {"apiKey": "mk"},
-        "channels": {"webhook": {"enabled": False}}}))
+    server = make_server(
+        merge(upstream_config(upstream.url), {"api": {"apiKey": "mk"}, "channels": {"webhook": {"enabled": False}}})
+    )
     auth = {"Authorization": "Bearer mk"}
     assert requests.get(server.url + "/metrics").status_code == 401
     body = {"messages": [{"role": "user", "content": "hello metrics"}], "session_id": uuid.uuid4().hex}
     assert requests.post(server.url + CHAT, json=body, headers=auth).status_code == 200
     assert requests.post(server.url + CHAT, json={**body, "stream": True}, headers=auth).status_code == 200
-    r = requests.post(server.url + CHAT, json={**body, "messages": [{"role": "user", "content": "#status:500"}]},
-                      headers=auth)
+    r = requests.post(
+        server.url + CHAT, json={**body, "messages": [{"role": "user", "content": "#status:500"}]}, headers=auth
+    )
     assert r.status_code == 502
-    requests.post(server.url + CHAT, headers=auth, data={"message": "doc"},
-                  files={"files": ("m.docx", make_docx("zz"))})
+    requests.post(
+        server.url + CHAT, headers=auth, data={"message": "doc"}, files={"files": ("m.docx", make_docx("zz"))}
+    )
     tool = '#tool:message {"content":"x","channel":"webhook","chat_id":"1"} go'
     requests.post(server.url + CHAT, json={**body, "messages": [{"role": "user", "content": tool}]}, headers=auth)
     r = requests.get(server.url + "/metrics", headers=auth)

@@ -46,8 +46,9 @@ def configs() -> list[Config]:
     return [Config(), keyed, ignore, use, no_system]
 
 
-@pytest.mark.parametrize("config", configs(),
-                         ids=["default", "keyed", "client-history-ignore", "client-history-use", "no-system"])
+@pytest.mark.parametrize(
+    "config", configs(), ids=["default", "keyed", "client-history-ignore", "client-history-use", "no-system"]
+)
 def test_document_is_valid_openapi_31(config):
     doc = document(config)
     validate_openapi(doc)  # the OpenAPI 3.1 meta-schema, refs included
@@ -72,12 +73,23 @@ def test_document_is_valid_openapi_31(config):
 def test_request_schema_follows_client_history_and_system():
     """What each setting accepts, as the document says it (the server's side is in test_client_messages)."""
     system, user = {"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}
-    conversation = [system, user, {"role": "assistant", "content": None, "tool_calls": [
-        {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
-        {"role": "tool", "tool_call_id": "c1", "content": "r"}, {"role": "assistant", "content": "ok"}, user]
+    conversation = [
+        system,
+        user,
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}],
+        },
+        {"role": "tool", "tool_call_id": "c1", "content": "r"},
+        {"role": "assistant", "content": "ok"},
+        user,
+    ]
     expected = {  # (clientHistory, clientSystem) -> which of these bodies are valid
-        ("reject", "append"): (True, True, False), ("reject", "reject"): (True, False, False),
-        ("ignore", "append"): (True, True, True), ("use", "append"): (True, True, True),
+        ("reject", "append"): (True, True, False),
+        ("reject", "reject"): (True, False, False),
+        ("ignore", "append"): (True, True, True),
+        ("use", "append"): (True, True, True),
         ("use", "reject"): (True, False, False),
     }
     for (history, system_mode), valid in expected.items():
@@ -105,7 +117,8 @@ def test_every_route_and_method_is_documented():
         assert len(matching) == 1, f"{template} matches {len(matching)} routes of the app"
         handler = matching[0][1]
         implemented = {
-            m.lower() for m in handler.SUPPORTED_METHODS
+            m.lower()
+            for m in handler.SUPPORTED_METHODS
             if getattr(handler, m.lower()) is not getattr(web.RequestHandler, m.lower())
         }
         assert set(item) == implemented, template
@@ -117,9 +130,18 @@ def test_every_route_and_method_is_documented():
 def test_request_schema_accepts_what_the_sdk_sends():
     """The openai SDK's own request (all its defaults) fits the document."""
     doc = OpenApiDoc(document(Config()))
-    body = {"model": "echo", "messages": [{"role": "user", "content": "hi"}], "temperature": 0.7,
-            "max_tokens": 10, "n": 1, "stream": True, "stream_options": {"include_usage": True},
-            "user": "u", "tools": [], "session_id": "s"}
+    body = {
+        "model": "echo",
+        "messages": [{"role": "user", "content": "hi"}],
+        "temperature": 0.7,
+        "max_tokens": 10,
+        "n": 1,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "user": "u",
+        "tools": [],
+        "session_id": "s",
+    }
     assert doc.request_body_errors("post", CHAT, "application/json", body) == []
 
 
@@ -128,10 +150,20 @@ def test_request_schema_accepts_what_the_sdk_sends():
 
 @pytest.fixture(scope="module")
 def doc_server(upstream):
-    config = merge(upstream_config(upstream.url), {"api": {
-        "apiKey": KEY, "corsOrigins": [ALLOWED_ORIGIN], "timeout": 1.5, "maxConcurrentRequests": 1,
-        "maxFileBytes": 2048, "maxBodyBytes": 65536, "pingInterval": 0.2,
-    }})
+    config = merge(
+        upstream_config(upstream.url),
+        {
+            "api": {
+                "apiKey": KEY,
+                "corsOrigins": [ALLOWED_ORIGIN],
+                "timeout": 1.5,
+                "maxConcurrentRequests": 1,
+                "maxFileBytes": 2048,
+                "maxBodyBytes": 65536,
+                "pingInterval": 0.2,
+            }
+        },
+    )
     server = ServerProcess(config)
     yield server
     server.stop()
@@ -166,33 +198,93 @@ PNG = png_1x1()
 # 400 means "invalid against the request schema", anything else "valid".
 JSON_CASES = [
     ("plain", _user("hello"), 200),
-    ("sdk-fields", _user("hi", model="scripted", temperature=0.2, max_tokens=5, n=1, user="u", tools=[],
-                         stream=False, stream_options=None, tool_choice="auto"), 200),
-    ("nulls", {"messages": [{"role": "user", "content": "x"}], "session_id": None, "model": None,
-               "stream": None}, 200),
+    (
+        "sdk-fields",
+        _user(
+            "hi",
+            model="scripted",
+            temperature=0.2,
+            max_tokens=5,
+            n=1,
+            user="u",
+            tools=[],
+            stream=False,
+            stream_options=None,
+            tool_choice="auto",
+        ),
+        200,
+    ),
+    ("nulls", {"messages": [{"role": "user", "content": "x"}], "session_id": None, "model": None, "stream": None}, 200),
     ("empty-model", _user("x", model=""), 200),
-    ("parts", _user([{"type": "text", "text": "look"}, {"type": "image_url", "image_url": {"url": data_url(PNG)}},
-                     _file_part(b"some notes\n", "notes.md")]), 200),
+    (
+        "parts",
+        _user(
+            [
+                {"type": "text", "text": "look"},
+                {"type": "image_url", "image_url": {"url": data_url(PNG)}},
+                _file_part(b"some notes\n", "notes.md"),
+            ]
+        ),
+        200,
+    ),
     ("image-url-string", _user([{"type": "image_url", "image_url": data_url(PNG, "image/png")}]), 200),
-    ("folded-base64", _user([{"type": "file", "file": {"file_data": "data:text/plain;base64,eHh4\neHh4\n  eA=="}}]),
-     200),
+    (
+        "folded-base64",
+        _user([{"type": "file", "file": {"file_data": "data:text/plain;base64,eHh4\neHh4\n  eA=="}}]),
+        200,
+    ),
     ("stream", _user("stream me", stream=True, stream_options={"include_usage": True}), 200),
-    ("stream-tools", _user('#tool:message {"content":"inline"} go', stream=True,
-                           stream_options={"include_tool_events": True, "include_usage": True}), 200),
+    (
+        "stream-tools",
+        _user(
+            '#tool:message {"content":"inline"} go',
+            stream=True,
+            stream_options={"include_tool_events": True, "include_usage": True},
+        ),
+        200,
+    ),
     ("stream-error-frame", _user("#die", stream=True), 200),
     ("no-messages", {"model": "scripted"}, 400),
     ("messages-not-list", {"messages": "hi"}, 400),
     ("two-messages", {"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]}, 400),
     ("system-role", {"messages": [{"role": "system", "content": "a"}]}, 400),
     ("system-message", {"messages": [{"role": "system", "content": "a"}, {"role": "user", "content": "b"}]}, 200),
-    ("developer-parts", {"messages": [{"role": "user", "content": "b"},
-                                      {"role": "developer", "content": [{"type": "text", "text": "a"}]}]}, 200),
-    ("system-too-long", {"messages": [{"role": "system", "content": "a" * 40000}, {"role": "user", "content": "b"}]},
-     400),
-    ("system-image", {"messages": [{"role": "system", "content": [{"type": "image_url", "image_url": "x"}]},
-                                   {"role": "user", "content": "b"}]}, 400),
-    ("history", {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
-                              {"role": "user", "content": "c"}]}, 400),
+    (
+        "developer-parts",
+        {
+            "messages": [
+                {"role": "user", "content": "b"},
+                {"role": "developer", "content": [{"type": "text", "text": "a"}]},
+            ]
+        },
+        200,
+    ),
+    (
+        "system-too-long",
+        {"messages": [{"role": "system", "content": "a" * 40000}, {"role": "user", "content": "b"}]},
+        400,
+    ),
+    (
+        "system-image",
+        {
+            "messages": [
+                {"role": "system", "content": [{"type": "image_url", "image_url": "x"}]},
+                {"role": "user", "content": "b"},
+            ]
+        },
+        400,
+    ),
+    (
+        "history",
+        {
+            "messages": [
+                {"role": "user", "content": "a"},
+                {"role": "assistant", "content": "b"},
+                {"role": "user", "content": "c"},
+            ]
+        },
+        400,
+    ),
     ("blank", _user("   "), 400),
     ("no-content", {"messages": [{"role": "user"}]}, 400),
     ("empty-parts", _user([]), 400),
@@ -220,8 +312,7 @@ JSON_CASES = [
 
 @pytest.mark.parametrize("name, body, status", JSON_CASES, ids=[c[0] for c in JSON_CASES])
 def test_json_requests_and_responses_match_document(doc_server, live_doc, name, body, status):
-    r = requests.post(doc_server.url + CHAT, json=body, headers={**AUTH, "X-Request-ID": f"case-{name}"},
-                      timeout=30)
+    r = requests.post(doc_server.url + CHAT, json=body, headers={**AUTH, "X-Request-ID": f"case-{name}"}, timeout=30)
     assert r.status_code == status, r.text[:500]
     assert r.headers["X-Request-ID"] == f"case-{name}"
     assert live_doc.check_response("POST", CHAT, r) == []
@@ -240,8 +331,13 @@ def test_json_requests_and_responses_match_document(doc_server, live_doc, name, 
 FORM_CASES = [
     ("message", {"message": "hi there"}, [], 200, True),
     ("files-only", {}, [("files", "n.txt", b"plain notes")], 200, True),
-    ("all-fields", {"message": "m", "session_id": "form-s", "model": "scripted", "stream": "Yes", "x-extra": "1"},
-     [("files", "a.txt", b"one"), ("files", "b.txt", b"two")], 200, True),
+    (
+        "all-fields",
+        {"message": "m", "session_id": "form-s", "model": "scripted", "stream": "Yes", "x-extra": "1"},
+        [("files", "a.txt", b"one"), ("files", "b.txt", b"two")],
+        200,
+        True,
+    ),
     ("stream-off", {"message": "m", "stream": " off ", "model": "", "session_id": ""}, [], 200, True),
     ("nothing", {"session_id": "s"}, [], 400, True),
     ("blank-message", {"message": " \t "}, [], 400, True),
@@ -257,8 +353,9 @@ FORM_CASES = [
 
 
 @pytest.mark.parametrize("name, fields, files, status, check_request", FORM_CASES, ids=[c[0] for c in FORM_CASES])
-def test_multipart_requests_and_responses_match_document(doc_server, live_doc, name, fields, files, status,
-                                                         check_request):
+def test_multipart_requests_and_responses_match_document(
+    doc_server, live_doc, name, fields, files, status, check_request
+):
     parts = [(k, (None, v)) for k, v in fields.items()] + [(f, (fname, data)) for f, fname, data in files]
     r = requests.post(doc_server.url + CHAT, headers=AUTH, timeout=30, files=parts)
     assert r.status_code == status, r.text[:500]
@@ -276,8 +373,13 @@ GETS = ["/health", "/v1/models", "/openapi.json", "/metrics"]
 
 @pytest.mark.parametrize("path", GETS)
 def test_get_routes_match_document(doc_server, live_doc, path):
-    for headers in (AUTH, {}, {"Authorization": "Bearer wrong"}, {**AUTH, "Origin": "https://evil.example"},
-                    {**AUTH, "X-Request-ID": "x" * 200}):
+    for headers in (
+        AUTH,
+        {},
+        {"Authorization": "Bearer wrong"},
+        {**AUTH, "Origin": "https://evil.example"},
+        {**AUTH, "X-Request-ID": "x" * 200},
+    ):
         r = requests.get(doc_server.url + path, headers=headers, timeout=10)
         assert live_doc.check_response("GET", path, r) == [], headers
     assert live_doc.check_response("GET", path, requests.get(doc_server.url + path, headers=AUTH)) == []
@@ -285,8 +387,11 @@ def test_get_routes_match_document(doc_server, live_doc, path):
 
 @pytest.mark.parametrize("path", GETS + [CHAT])
 def test_preflights_match_document(doc_server, live_doc, path):
-    for origin, expected in ((ALLOWED_ORIGIN, 204), ("https://evil.example", 204 if path == "/health" else 403),
-                             (None, 204)):
+    for origin, expected in (
+        (ALLOWED_ORIGIN, 204),
+        ("https://evil.example", 204 if path == "/health" else 403),
+        (None, 204),
+    ):
         headers = {"Access-Control-Request-Method": "POST"} | ({"Origin": origin} if origin else {})
         r = requests.options(doc_server.url + path, headers=headers, timeout=10)
         assert r.status_code == expected, (origin, r.text)
@@ -298,14 +403,20 @@ def test_preflights_match_document(doc_server, live_doc, path):
 def test_other_errors_match_document(doc_server, live_doc):
     url = doc_server.url
     cases = [
-        ("GET", "/v2/nothing", {}, 404), ("GET", "/v2/nothing", {"headers": AUTH}, 404),
+        ("GET", "/v2/nothing", {}, 404),
+        ("GET", "/v2/nothing", {"headers": AUTH}, 404),
         ("POST", "/v1/completions", {"headers": AUTH, "json": {}}, 404),
-        ("DELETE", "/v1/models", {"headers": AUTH}, 405), ("GET", CHAT, {"headers": AUTH}, 405),
+        ("DELETE", "/v1/models", {"headers": AUTH}, 405),
+        ("GET", CHAT, {"headers": AUTH}, 405),
         ("POST", "/health", {}, 405),
         ("POST", CHAT, {"headers": AUTH}, 415),
         ("POST", CHAT, {"headers": {**AUTH, "Content-Type": "text/plain"}, "data": b'{"messages": []}'}, 415),
-        ("POST", CHAT, {"headers": {**AUTH, "Content-Type": "application/x-www-form-urlencoded"},
-                        "data": b"message=hi"}, 415),
+        (
+            "POST",
+            CHAT,
+            {"headers": {**AUTH, "Content-Type": "application/x-www-form-urlencoded"}, "data": b"message=hi"},
+            415,
+        ),
         ("POST", CHAT, {"headers": {**AUTH, "Content-Type": "application/json"}, "data": b"{nope"}, 400),
         ("POST", CHAT, {"headers": {**AUTH, "Content-Type": "application/json"}, "data": b"[1]"}, 400),
         ("POST", CHAT, {"headers": {**AUTH, "Content-Type": "multipart/form-data"}, "data": b"x"}, 400),
@@ -322,8 +433,9 @@ def test_other_errors_match_document(doc_server, live_doc):
 def test_overload_503_matches_document(doc_server, live_doc):
     """maxConcurrentRequests is 1 here: a second request while one runs gets 503 + Retry-After."""
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        slow = pool.submit(requests.post, doc_server.url + CHAT, json=_user("#slow:1000 hold"), headers=AUTH,
-                           timeout=30)
+        slow = pool.submit(
+            requests.post, doc_server.url + CHAT, json=_user("#slow:1000 hold"), headers=AUTH, timeout=30
+        )
         time.sleep(0.4)
         r = requests.post(doc_server.url + CHAT, json=_user("second"), headers=AUTH, timeout=10)
         assert slow.result().status_code == 200
@@ -348,8 +460,12 @@ def test_page_assets_match_document(doc_server, live_doc):
     r = requests.get(url, timeout=10)
     assert r.status_code == 200
     problems = live_doc.check_response("GET", template, r)
-    for method, headers, status in (("HEAD", {}, 200), ("GET", {"If-None-Match": r.headers["Etag"]}, 304),
-                                    ("GET", {"Range": "bytes=0-9"}, 206), ("GET", {"Range": "bytes=999999999-"}, 416)):
+    for method, headers, status in (
+        ("HEAD", {}, 200),
+        ("GET", {"If-None-Match": r.headers["Etag"]}, 304),
+        ("GET", {"Range": "bytes=0-9"}, 206),
+        ("GET", {"Range": "bytes=999999999-"}, 416),
+    ):
         r = requests.request(method, url, headers=headers, timeout=10)
         assert r.status_code == status
         problems += live_doc.check_response(method, template, r)

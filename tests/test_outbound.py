@@ -95,8 +95,10 @@ class Receiver:
 
     async def _serve(self) -> None:
         app = tornado.web.Application(
-            [(r"/bot([^/]+)/sendMessage", _Sink, {"script": self.script}),
-             (r"/hook/([^/]+)", _Sink, {"script": self.script})]
+            [
+                (r"/bot([^/]+)/sendMessage", _Sink, {"script": self.script}),
+                (r"/hook/([^/]+)", _Sink, {"script": self.script}),
+            ]
         )
         server = HTTPServer(app)
         server.add_sockets([self._sock])

@@ -49,8 +49,9 @@ def test_db_copy_moves_sessions_and_queue_once(postgres, upstream, tmp_path):
             "INSERT INTO messages (session, data, created) VALUES (?, ?, ?)",
             [(f"api:bulk{i}", orjson.dumps({"role": "user", "content": f"b{i}"}), time.time()) for i in range(1200)],
         )
-    config = write_config(tmp_path, merge(base, {"database": {"url": url},
-                                                 "agents": {"defaults": {"workspace": str(tmp_path / "ws")}}}))
+    config = write_config(
+        tmp_path, merge(base, {"database": {"url": url}, "agents": {"defaults": {"workspace": str(tmp_path / "ws")}}})
+    )
 
     first = nanobot("db", "copy", "--from", str(source), config=config)
     assert first.returncode == 0, first.stderr
@@ -96,7 +97,9 @@ def test_config_check_shows_the_database_masked_and_whether_it_answers(postgres,
     dead = write_config(tmp_path, {"database": {"url": "postgresql://u:pw@127.0.0.1:1/x"}}, "dead.json")
     out = nanobot("config", "check", config=dead)
     assert out.returncode == 0
-    assert "# database: PostgreSQL at postgresql://u:***@127.0.0.1:1/x: NOT answering (connection refused)" in out.stderr
+    assert (
+        "# database: PostgreSQL at postgresql://u:***@127.0.0.1:1/x: NOT answering (connection refused)" in out.stderr
+    )
 
     out = nanobot("config", "check", config=write_config(tmp_path, {}, "lite.json"))
     assert "# database: SQLite at" in out.stderr

@@ -60,8 +60,13 @@ def test_a_session_continues_on_another_node(postgres, upstream):
     assert [[m["content"] for m in c[1:]] for c in calls] == [
         [f"first {marker}"],
         [f"first {marker}", f"You said: first {marker}", f"second {marker}"],
-        [f"first {marker}", f"You said: first {marker}", f"second {marker}", f"You said: second {marker}",
-         f"third {marker}"],
+        [
+            f"first {marker}",
+            f"You said: first {marker}",
+            f"second {marker}",
+            f"You said: second {marker}",
+            f"third {marker}",
+        ],
     ]
     assert session_length(postgres, url, f"api:{sid}") == 6
 
@@ -118,13 +123,19 @@ def test_a_session_waits_without_holding_pooled_connections(postgres, upstream):
     url = postgres.new_database()
     sid, marker = uuid.uuid4().hex, uuid.uuid4().hex
     with node(upstream, url, database={"url": url, "poolSize": 2}) as a:
+
         async def run():
             client = AsyncHTTPClient(force_instance=True, max_clients=400)
 
             async def post(text, session):
                 body = orjson.dumps({"messages": [{"role": "user", "content": text}], "session_id": session})
-                req = HTTPRequest(a.url + CHAT, method="POST", body=body, request_timeout=60,
-                                  headers={"Content-Type": "application/json"})
+                req = HTTPRequest(
+                    a.url + CHAT,
+                    method="POST",
+                    body=body,
+                    request_timeout=60,
+                    headers={"Content-Type": "application/json"},
+                )
                 return await client.fetch(req, raise_error=False)
 
             queued = [asyncio.ensure_future(post(f"q{i} {marker}", sid)) for i in range(300)]
@@ -220,6 +231,7 @@ def test_postgres_stopped_and_started_again_under_load(postgres, upstream):
     outcomes: list[tuple[str, int | None, dict]] = []
     stop = threading.Event()
     with node(upstream, url) as a:
+
         def client(i: int) -> None:
             n = 0
             while not stop.is_set():
@@ -312,7 +324,9 @@ def test_a_turn_that_lost_its_lock_to_another_node_commits_nothing(postgres, ups
         killed = postgres.psql(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
             " WHERE datname = current_database() AND query LIKE '%nanobot_lock_session%'"
-            " AND pid <> pg_backend_pid()", database)
+            " AND pid <> pg_backend_pid()",
+            database,
+        )
         assert killed.strip() == "1"
         r = ask(b, f"second {marker}", sid, timeout=10)  # the session is free: b runs a turn
         assert r.status_code == 200

@@ -34,8 +34,9 @@ def mode(path: Path) -> int:
 
 
 def one_turn(server: ServerProcess) -> None:
-    r = requests.post(server.url + "/v1/chat/completions",
-                      json={"messages": [{"role": "user", "content": "hi"}]}, timeout=30)
+    r = requests.post(
+        server.url + "/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]}, timeout=30
+    )
     assert r.status_code == 200, r.text
 
 

@@ -28,14 +28,18 @@ NGINX = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if os.pat
 
 
 def stream_body(text: str) -> bytes:
-    return (b'{"messages":[{"role":"user","content":"%s"}],"stream":true,"session_id":"%s"}'
-            % (text.encode(), uuid.uuid4().hex.encode()))
+    return b'{"messages":[{"role":"user","content":"%s"}],"stream":true,"session_id":"%s"}' % (
+        text.encode(),
+        uuid.uuid4().hex.encode(),
+    )
 
 
 def http10(port: int, body: bytes, connection: str | None = None) -> tuple[bytes, bytes, float]:
     """POST ``body`` as HTTP/1.0; the response head, its body, and how long until the server closed."""
-    head = (b"POST %s HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-            b"Content-Length: %d\r\n" % (CHAT.encode(), len(body)))
+    head = b"POST %s HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: %d\r\n" % (
+        CHAT.encode(),
+        len(body),
+    )
     if connection:
         head += b"Connection: %s\r\n" % connection.encode()
     start = time.monotonic()
@@ -71,8 +75,10 @@ def test_http10_json_and_http11_stream_keep_their_framing(agent_server):
     # HTTP/1.1 streams stay chunked.
     with socket.create_connection(("127.0.0.1", agent_server.port), timeout=10) as s:
         payload = stream_body("chunked still")
-        s.sendall(b"POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
-                  b"Connection: close\r\n\r\n%s" % (CHAT.encode(), len(payload), payload))
+        s.sendall(
+            b"POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+            b"Connection: close\r\n\r\n%s" % (CHAT.encode(), len(payload), payload)
+        )
         raw = recv_all(s, timeout=10)
     assert b"Transfer-Encoding: chunked" in raw and raw.endswith(b"0\r\n\r\n")
 
@@ -87,14 +93,15 @@ def nginx(agent_server) -> Iterator[str]:
         pytest.skip("nginx is not installed (.ci/run installs it)")
     prefix = Path(tempfile.mkdtemp(prefix="nanobot-nginx-"))
     port = dead_port()
-    temp = "\n".join(f"  {kind}_temp_path {prefix / kind};" for kind in ("client_body", "proxy", "fastcgi",
-                                                                          "uwsgi", "scgi"))
+    temp = "\n".join(
+        f"  {kind}_temp_path {prefix / kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
     (prefix / "nginx.conf").write_text(f"""
 daemon off;
 master_process off;
 worker_processes 1;
-pid {prefix / 'nginx.pid'};
-error_log {prefix / 'error.log'} warn;
+pid {prefix / "nginx.pid"};
+error_log {prefix / "error.log"} warn;
 events {{ worker_connections 64; }}
 http {{
   access_log off;
@@ -105,8 +112,11 @@ http {{
   }}
 }}
 """)
-    proc = subprocess.Popen([NGINX, "-p", str(prefix), "-e", str(prefix / "error.log"), "-c",
-                             str(prefix / "nginx.conf")], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [NGINX, "-p", str(prefix), "-e", str(prefix / "error.log"), "-c", str(prefix / "nginx.conf")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.monotonic() + 10
     while True:
         try:
@@ -128,14 +138,20 @@ http {{
 
 
 def test_stream_through_nginx(nginx):
-    r = requests.post(nginx + CHAT, data=stream_body("through the proxy"),
-                      headers={"Content-Type": "application/json"}, timeout=30)
+    r = requests.post(
+        nginx + CHAT, data=stream_body("through the proxy"), headers={"Content-Type": "application/json"}, timeout=30
+    )
     assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/event-stream")
     assert_plain_sse(r.content, "through the proxy")
     client = openai.OpenAI(base_url=nginx + "/v1", api_key="unused", max_retries=0)
-    chunks = list(client.chat.completions.create(
-        model="scripted", messages=[{"role": "user", "content": "sdk via nginx"}], stream=True,
-        stream_options={"include_usage": True}))
+    chunks = list(
+        client.chat.completions.create(
+            model="scripted",
+            messages=[{"role": "user", "content": "sdk via nginx"}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "You said: sdk via nginx"
     assert chunks[-1].usage.completion_tokens == 5
 

@@ -75,24 +75,36 @@ def test_percent_encoded_secrets_and_short_values() -> None:
 
 
 def test_every_kind_of_configured_secret_is_known() -> None:
-    config = parse_config({
-        "api": {"apiKey": "server-key-1"},
-        "providers": {"p": {"apiKey": KEY, "apiBase": f"http://bob:{PASSWORD}@h/v1",
-                            "extraHeaders": {"Authorization": f"Bearer {ORG}"}}},
-        "channels": {"telegram": {"token": "123456:tg-token"},
-                     "webhook": {"url": "https://hooks.example/path/s3cr3t?sig=xyz", "headers": {"X-H": "hook-hdr"}}},
-        "tools": {"web": {"search": {"apiKey": "search-key"}},
-                  "mcpServers": {"m": {"command": "x", "env": {"TOKEN": "mcp-env-secret"},
-                                       "headers": {"X-M": "mcp-hdr-secret"}}}},
-        "database": {"url": "postgresql://app:db-password@db/nanobot"},
-    })
-    redact = Redactor.from_config(config)
-    text = (f"{KEY} {PASSWORD} {ORG} server-key-1 123456:tg-token hook-hdr search-key mcp-env-secret "
-            "mcp-hdr-secret db-password /path/s3cr3t?sig=xyz")
-    assert set(redact(text).split()) == {"***"}
-    assert redact("POST https://hooks.example/path/s3cr3t?sig=xyz failed") == (
-        "POST https://hooks.example/*** failed"
+    config = parse_config(
+        {
+            "api": {"apiKey": "server-key-1"},
+            "providers": {
+                "p": {
+                    "apiKey": KEY,
+                    "apiBase": f"http://bob:{PASSWORD}@h/v1",
+                    "extraHeaders": {"Authorization": f"Bearer {ORG}"},
+                }
+            },
+            "channels": {
+                "telegram": {"token": "123456:tg-token"},
+                "webhook": {"url": "https://hooks.example/path/s3cr3t?sig=xyz", "headers": {"X-H": "hook-hdr"}},
+            },
+            "tools": {
+                "web": {"search": {"apiKey": "search-key"}},
+                "mcpServers": {
+                    "m": {"command": "x", "env": {"TOKEN": "mcp-env-secret"}, "headers": {"X-M": "mcp-hdr-secret"}}
+                },
+            },
+            "database": {"url": "postgresql://app:db-password@db/nanobot"},
+        }
     )
+    redact = Redactor.from_config(config)
+    text = (
+        f"{KEY} {PASSWORD} {ORG} server-key-1 123456:tg-token hook-hdr search-key mcp-env-secret "
+        "mcp-hdr-secret db-password /path/s3cr3t?sig=xyz"
+    )
+    assert set(redact(text).split()) == {"***"}
+    assert redact("POST https://hooks.example/path/s3cr3t?sig=xyz failed") == ("POST https://hooks.example/*** failed")
 
 
 def test_log_filter_masks_arguments_and_tracebacks() -> None:
@@ -127,9 +139,13 @@ def test_config_check_shows_no_userinfo_webhook_path_or_env(tmp_path) -> None:
     }
     path = tmp_path / "config.json"
     path.write_text(json.dumps(cfg))
-    p = subprocess.run([sys.executable, "-m", "nanobot", "config", "check", "--config", str(path)],
-                       capture_output=True, text=True, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
-                       timeout=60)
+    p = subprocess.run(
+        [sys.executable, "-m", "nanobot", "config", "check", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+        timeout=60,
+    )
     assert p.returncode == 0, p.stderr
     assert_clean(p.stdout)
     assert "mcp-env-secret" not in p.stdout

@@ -31,16 +31,20 @@ def in_flight(server) -> float:
 
 
 def head(length: int, content_type: str = "application/json") -> bytes:
-    return (f"POST {CHAT} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\n"
-            f"Content-Length: {length}\r\n\r\n").encode()
+    return (
+        f"POST {CHAT} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\nContent-Length: {length}\r\n\r\n"
+    ).encode()
 
 
 def _partial(port: int, declared: int, sent: int, content_type: str = "application/json") -> socket.socket:
     """A connection that sent its headers and ``sent`` bytes of a ``declared``-byte body."""
     s = socket.create_connection(("127.0.0.1", port))
     s.sendall(head(declared, content_type))
-    filler = (b'{"messages":[{"role":"user","content":"' if content_type == "application/json" else
-              b'--b\r\nContent-Disposition: form-data; name="files"; filename="a.txt"\r\n\r\n')
+    filler = (
+        b'{"messages":[{"role":"user","content":"'
+        if content_type == "application/json"
+        else b'--b\r\nContent-Disposition: form-data; name="files"; filename="a.txt"\r\n\r\n'
+    )
     s.sendall(filler + b"a" * (sent - len(filler)))
     return s
 
@@ -94,8 +98,9 @@ def test_stalled_uploads_do_not_take_request_slots(make_server):
     try:
         time.sleep(0.5)
         for i in range(4):
-            r = requests.post(server.url + CHAT, json={"messages": [{"role": "user", "content": f"hi {i}"}]},
-                              timeout=10)
+            r = requests.post(
+                server.url + CHAT, json={"messages": [{"role": "user", "content": f"hi {i}"}]}, timeout=10
+            )
             assert r.status_code == 200, r.text
         assert in_flight(server) == 0
     finally:
@@ -181,8 +186,9 @@ def test_brackets_inside_strings_do_not_count(make_server):
     assert r.json()["choices"][0]["message"]["content"] == text.strip()
     # Real containers past the limit are still refused.
     junk = [{} for _ in range(decode.MAX_JSON_CONTAINERS + 1)]
-    r = requests.post(server.url + CHAT, json={"messages": [{"role": "user", "content": "x"}], "junk": junk},
-                      timeout=30)
+    r = requests.post(
+        server.url + CHAT, json={"messages": [{"role": "user", "content": "x"}], "junk": junk}, timeout=30
+    )
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json"
 
 
@@ -205,7 +211,7 @@ def _random_json(rng: random.Random, depth: int = 0):
     if kind == 1:
         return rng.choice([1, 2.5, None, True, False])
     if kind == 2:
-        return rng.choice(['\\"', '\\', '"', '{"', '[\\', ""])
+        return rng.choice(['\\"', "\\", '"', '{"', "[\\", ""])
     if kind in (3, 4):
         return [_random_json(rng, depth + 1) for _ in range(rng.randrange(4))]
     return {_random_text(rng): _random_json(rng, depth + 1) for _ in range(rng.randrange(4))}

@@ -161,9 +161,7 @@ def test_tool_result_follow_up_and_toolloop(client: openai.OpenAI) -> None:
     history[0] = user("#toolloop")[0]
     looping = client.chat.completions.create(model="scripted", messages=history)
     calls = looping.choices[0].message.tool_calls or []
-    assert [(c.function.name, json.loads(c.function.arguments)) for c in calls] == [
-        ("message", {"content": "again"})
-    ]
+    assert [(c.function.name, json.loads(c.function.arguments)) for c in calls] == [("message", {"content": "again"})]
 
 
 @pytest.mark.parametrize(

@@ -51,7 +51,9 @@ def test_store_roundtrip_cache_and_reload(tmp_path):
         db = Database(tmp_path / "n.db")
         store = SqliteSessionStore(db, cache_messages=5)
         for i in range(4):
-            await store.append_turn("a", [{"role": "user", "content": f"u{i}"}, {"role": "assistant", "content": f"a{i}"}])
+            await store.append_turn(
+                "a", [{"role": "user", "content": f"u{i}"}, {"role": "assistant", "content": f"a{i}"}]
+            )
         assert [m["content"] for m in await store.history("a", 3)] == ["a2", "u3", "a3"]
         assert [m["content"] for m in await store.history("a", 100)][0] == "u0"
         assert await store.history("missing", 10) == []

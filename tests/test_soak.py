@@ -24,9 +24,27 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_short_soak_holds_with_no_errors_and_no_leak(tmp_path: Path) -> None:
     out = tmp_path / "soak.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "bench", "soak", "--duration", "15", "--streams", "100", "--clients", "16",
-         "--uploads", "2", "--json", str(out), "--silent"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "soak",
+            "--duration",
+            "15",
+            "--streams",
+            "100",
+            "--clients",
+            "16",
+            "--uploads",
+            "2",
+            "--json",
+            str(out),
+            "--silent",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     report = proc.stdout[-6000:] + proc.stderr[-3000:]
     assert out.exists(), report
@@ -35,7 +53,10 @@ def test_short_soak_holds_with_no_errors_and_no_leak(tmp_path: Path) -> None:
     assert data["pass"] is True and data["failure"] is None, report
     assert all(check["ok"] for check in data["checks"]), report
     assert {c["name"] for c in data["checks"]} >= {
-        "zero errors", "all streams ended with [DONE]", "RSS back near start", "nothing in flight after",
+        "zero errors",
+        "all streams ended with [DONE]",
+        "RSS back near start",
+        "nothing in flight after",
     }
 
     load = data["load"]

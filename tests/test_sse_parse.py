@@ -37,8 +37,13 @@ def parsed(stream: bytes, cuts: list[int]) -> StreamParser:
 
 
 @settings(max_examples=200, deadline=None)
-@given(text=TEXTS, eol=st.sampled_from([b"\n", b"\r", b"\r\n"]), multiline=st.booleans(),
-       comments=st.booleans(), cuts=st.lists(st.integers(0, 5000), max_size=10))
+@given(
+    text=TEXTS,
+    eol=st.sampled_from([b"\n", b"\r", b"\r\n"]),
+    multiline=st.booleans(),
+    comments=st.booleans(),
+    cuts=st.lists(st.integers(0, 5000), max_size=10),
+)
 def test_any_stream_cut_anywhere_reads_as_the_sdk_reads_it(
     text: str, eol: bytes, multiline: bool, comments: bool, cuts: list[int]
 ) -> None:

@@ -17,13 +17,13 @@ CHAT = "/v1/chat/completions"
 
 
 def ask(server, text, **extra):
-    return requests.post(server.url + CHAT, json={"messages": [{"role": "user", "content": text}], **extra},
-                         timeout=30)
+    return requests.post(server.url + CHAT, json={"messages": [{"role": "user", "content": text}], **extra}, timeout=30)
 
 
 @pytest.fixture(scope="module")
 def fast_timeout_server(upstream):
     from servers import ServerProcess
+
     cfg = upstream_config(upstream.url)
     cfg["api"] = {"timeout": 1.5, "pingInterval": 0.25}
     server = ServerProcess(cfg)
@@ -41,8 +41,12 @@ def history_sent_for(server, upstream, sid):
 def test_upstream_failures_non_streaming(agent_server, upstream):
     sid = uuid.uuid4().hex
     ask(agent_server, "keep me", session_id=sid)
-    for text, needle in (("#status:500 x", "answered HTTP 500"), ("#status:429 x", "answered HTTP 429"),
-                         ("#garbage", "malformed"), ("#die", "provider 'scripted'")):
+    for text, needle in (
+        ("#status:500 x", "answered HTTP 500"),
+        ("#status:429 x", "answered HTTP 429"),
+        ("#garbage", "malformed"),
+        ("#die", "provider 'scripted'"),
+    ):
         r = ask(agent_server, text, session_id=sid)
         assert r.status_code == 502, (text, r.text)
         err = r.json()["error"]
@@ -77,8 +81,9 @@ def test_sse_error_frame_after_headers(agent_server, upstream):
     # The openai SDK raises on such a stream.
     c = openai.OpenAI(base_url=agent_server.base_url, api_key="x", max_retries=0)
     with pytest.raises(openai.APIError):
-        for _ in c.chat.completions.create(model="scripted", messages=[{"role": "user", "content": "#status:500"}],
-                                           stream=True):
+        for _ in c.chat.completions.create(
+            model="scripted", messages=[{"role": "user", "content": "#status:500"}], stream=True
+        ):
             pass
     assert history_sent_for(agent_server, upstream, sid) == []
 
@@ -98,6 +103,7 @@ def test_timeout_504_and_sse_timeout_frame(fast_timeout_server, upstream):
 def test_session_wait_counts_against_timeout(fast_timeout_server):
     """A stalled turn cannot hold the session's queue past api.timeout."""
     import concurrent.futures
+
     sid = uuid.uuid4().hex
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         first = pool.submit(ask, fast_timeout_server, "#slow:5000 stall", session_id=sid)
@@ -112,8 +118,12 @@ def test_session_wait_counts_against_timeout(fast_timeout_server):
 
 
 def test_ping_while_silent(fast_timeout_server):
-    r = requests.post(fast_timeout_server.url + CHAT, stream=True, timeout=30,
-                      json={"messages": [{"role": "user", "content": "#slow:1000 hello"}], "stream": True})
+    r = requests.post(
+        fast_timeout_server.url + CHAT,
+        stream=True,
+        timeout=30,
+        json={"messages": [{"role": "user", "content": "#slow:1000 hello"}], "stream": True},
+    )
     raw = r.raw.read()
     assert b": ping\n\n" in raw
     first_ping = raw.index(b": ping")
@@ -123,10 +133,15 @@ def test_ping_while_silent(fast_timeout_server):
 
 def test_frames_flushed_as_produced(make_server):
     from nanobot.testing.process import UpstreamProcess
+
     with UpstreamProcess.start(tokens=6, interval_ms=150) as slow_up:
         server = make_server(upstream_config(slow_up.url))
-        r = requests.post(server.url + CHAT, stream=True, timeout=30,
-                          json={"messages": [{"role": "user", "content": "go"}], "stream": True})
+        r = requests.post(
+            server.url + CHAT,
+            stream=True,
+            timeout=30,
+            json={"messages": [{"role": "user", "content": "go"}], "stream": True},
+        )
         arrivals = []
         buf = b""
         for piece in r.iter_content(chunk_size=None):
@@ -142,13 +157,16 @@ def test_frames_flushed_as_produced(make_server):
 
 def test_disconnect_cancels_run(make_server, upstream):
     from nanobot.testing.process import UpstreamProcess
+
     with UpstreamProcess.start(tokens=40, interval_ms=100) as slow_up:
         server = make_server(upstream_config(slow_up.url))
         sid = uuid.uuid4().hex
         s = socket.create_connection(("127.0.0.1", server.port))
         body = ('{"messages":[{"role":"user","content":"long one"}],"stream":true,"session_id":"%s"}' % sid).encode()
-        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                  b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        s.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body) + body
+        )
         got = b""
         while got.count(b'"content":"tok') < 2:
             got += s.recv(4096)
@@ -160,8 +178,9 @@ def test_disconnect_cancels_run(make_server, upstream):
         # answer would have taken, the session still has no turn.
         time.sleep(4.5)
         slow_up.clear()
-        r = requests.post(server.url + CHAT, timeout=30,
-                          json={"messages": [{"role": "user", "content": "after"}], "session_id": sid})
+        r = requests.post(
+            server.url + CHAT, timeout=30, json={"messages": [{"role": "user", "content": "after"}], "session_id": sid}
+        )
         assert r.status_code == 200
         sent = slow_up.requests()[-1]["body"]["messages"]
         assert [m["role"] for m in sent] == ["system", "user"]
@@ -179,8 +198,10 @@ def test_client_that_stops_reading_gets_every_frame_in_order(echo_server):
     s = socket.create_connection(("127.0.0.1", echo_server.port))
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
     body = ('{"messages":[{"role":"user","content":"%s"}],"stream":true}' % " ".join(words)).encode()
-    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-              b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+    s.sendall(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+    )
     time.sleep(1.5)  # not reading: the server's sends stop going through
     r = requests.get(echo_server.url + "/health", timeout=5)  # and it serves others meanwhile
     assert r.status_code == 200
@@ -195,7 +216,7 @@ def test_client_that_stops_reading_gets_every_frame_in_order(echo_server):
     while True:  # undo the chunked framing
         eol = chunked.index(b"\r\n", at)
         size = int(chunked[at:eol], 16)
-        pieces.append(chunked[eol + 2:eol + 2 + size])
+        pieces.append(chunked[eol + 2 : eol + 2 + size])
         at = eol + 4 + size
         if size == 0:
             break

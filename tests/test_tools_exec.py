@@ -79,17 +79,19 @@ def test_the_sandbox_walls(root: Path, tmp_path: Path, upstream) -> None:
     os.environ["NANOBOT_TEST_SECRET"] = "leak-me"
     port = int(upstream.url.rsplit(":", 1)[1])
     try:
-        script = "; ".join([
-            f"touch {outside}/x 2>/dev/null && echo WROTE-OUTSIDE",
-            "touch /etc/nanobot-x 2>/dev/null && echo WROTE-ETC",
-            "mount -o remount,rw / 2>/dev/null && echo REMOUNTED",
-            "echo tmp > /tmp/mine && echo TMP-OK",
-            "echo pid=$$",
-            "ls /proc | grep -c '^[0-9]'",
-            "cat nanobot.db 2>/dev/null | grep -c SECRET",
-            "env | grep -c NANOBOT_TEST_SECRET",
-            f"(echo > /dev/tcp/127.0.0.1/{port}) 2>/dev/null && echo NET-OK || echo NO-NET",
-        ])
+        script = "; ".join(
+            [
+                f"touch {outside}/x 2>/dev/null && echo WROTE-OUTSIDE",
+                "touch /etc/nanobot-x 2>/dev/null && echo WROTE-ETC",
+                "mount -o remount,rw / 2>/dev/null && echo REMOUNTED",
+                "echo tmp > /tmp/mine && echo TMP-OK",
+                "echo pid=$$",
+                "ls /proc | grep -c '^[0-9]'",
+                "cat nanobot.db 2>/dev/null | grep -c SECRET",
+                "env | grep -c NANOBOT_TEST_SECRET",
+                f"(echo > /dev/tcp/127.0.0.1/{port}) 2>/dev/null && echo NET-OK || echo NO-NET",
+            ]
+        )
         result = run_exec(root, script)
         lines = result.splitlines()
         assert "WROTE-OUTSIDE" not in result and "WROTE-ETC" not in result and "REMOUNTED" not in result
@@ -106,8 +108,9 @@ def test_the_sandbox_walls(root: Path, tmp_path: Path, upstream) -> None:
 def test_timeout_kills_the_whole_tree(root: Path) -> None:
     marker = f"{uuid.uuid4().int % 10**6 + 10**6}.25"
     started = time.monotonic()
-    result = run_exec(root, f"sleep {marker} & setsid sleep {marker} & (sleep {marker} &); echo started; wait",
-                      timeout=1)
+    result = run_exec(
+        root, f"sleep {marker} & setsid sleep {marker} & (sleep {marker} &); echo started; wait", timeout=1
+    )
     assert time.monotonic() - started < 5
     assert result.startswith("Error: the command took longer than 1 s and was killed.\n")
     assert "started" in result
@@ -119,10 +122,18 @@ def test_bad_arguments(root: Path) -> None:
     scope = TurnScope("api", "t", session_key="api:t")
 
     async def main():
-        return [await tool.run(args, scope) for args in (
-            {}, {"command": 5}, {"command": "  "}, {"command": "echo \x00"}, {"command": "x" * 70000},
-            {"command": "pwd", "working_dir": "../.."}, {"command": "pwd", "working_dir": "nope"},
-        )]
+        return [
+            await tool.run(args, scope)
+            for args in (
+                {},
+                {"command": 5},
+                {"command": "  "},
+                {"command": "echo \x00"},
+                {"command": "x" * 70000},
+                {"command": "pwd", "working_dir": "../.."},
+                {"command": "pwd", "working_dir": "nope"},
+            )
+        ]
 
     results = asyncio.run(main())
     assert all(r.startswith("Error: ") for r in results), results
@@ -137,15 +148,26 @@ def exec_config(upstream, **exec_cfg) -> dict:
 
 def test_turn_runs_exec_and_client_disconnect_kills_it(make_server, upstream) -> None:
     server = make_server(exec_config(upstream))
-    r = requests.post(server.url + "/v1/chat/completions", timeout=30, json={
-        "messages": [{"role": "user", "content": '#tool:exec {"command":"echo from-sandbox; exit 4"}'}]})
+    r = requests.post(
+        server.url + "/v1/chat/completions",
+        timeout=30,
+        json={"messages": [{"role": "user", "content": '#tool:exec {"command":"echo from-sandbox; exit 4"}'}]},
+    )
     assert r.json()["choices"][0]["message"]["content"] == "tool result: Exit code: 4\nfrom-sandbox\n"
     marker = f"{uuid.uuid4().int % 10**6 + 10**6}.5"
-    body = json.dumps({"messages": [{"role": "user", "content": f'#tool:exec {{"command":"sleep {marker}"}}'}],
-                       "stream": True, "stream_options": {"include_tool_events": True}}).encode()
+    body = json.dumps(
+        {
+            "messages": [{"role": "user", "content": f'#tool:exec {{"command":"sleep {marker}"}}'}],
+            "stream": True,
+            "stream_options": {"include_tool_events": True},
+        }
+    ).encode()
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                     + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        sock.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
         seen = b""
         while b'"started"' not in seen:
             seen += sock.recv(65536)
@@ -159,8 +181,11 @@ def test_turn_runs_exec_and_client_disconnect_kills_it(make_server, upstream) ->
 
 def test_exec_is_off_by_default(agent_server, upstream) -> None:
     upstream.clear()
-    r = requests.post(agent_server.url + "/v1/chat/completions", timeout=30, json={
-        "messages": [{"role": "user", "content": '#tool:exec {"command":"id"}'}]})
+    r = requests.post(
+        agent_server.url + "/v1/chat/completions",
+        timeout=30,
+        json={"messages": [{"role": "user", "content": '#tool:exec {"command":"id"}'}]},
+    )
     assert r.json()["choices"][0]["message"]["content"] == "tool result: Error: unknown tool 'exec'."
     assert "exec" not in [t["function"]["name"] for t in upstream.requests()[0]["body"]["tools"]]
 
@@ -169,8 +194,13 @@ def config_check(tmp_path: Path, config: dict, path_env: str) -> subprocess.Comp
     cfg = tmp_path / "config.json"
     cfg.write_text(json.dumps({"agents": {"defaults": {"workspace": str(tmp_path / "w")}}, **config}))
     env = {**os.environ, "PATH": path_env, "PYTHONPATH": os.pathsep.join([str(TESTS_DIR), str(ROOT)])}
-    return subprocess.run([sys.executable, "-m", "nanobot", "config", "check", "--config", str(cfg)],
-                          capture_output=True, text=True, env=env, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "nanobot", "config", "check", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
 
 
 def test_missing_bwrap_is_a_startup_error(tmp_path: Path) -> None:
@@ -201,8 +231,12 @@ def start_sleep(server, marker: str) -> "concurrent.futures.Future":
     import concurrent.futures
 
     pool = concurrent.futures.ThreadPoolExecutor(1)
-    future = pool.submit(requests.post, server.url + "/v1/chat/completions", timeout=60, json={
-        "messages": [{"role": "user", "content": f'#tool:exec {{"command":"sleep {marker}"}}'}]})
+    future = pool.submit(
+        requests.post,
+        server.url + "/v1/chat/completions",
+        timeout=60,
+        json={"messages": [{"role": "user", "content": f'#tool:exec {{"command":"sleep {marker}"}}'}]},
+    )
     pool.shutdown(wait=False)
     deadline = time.monotonic() + 10
     while not alive(marker) and time.monotonic() < deadline:

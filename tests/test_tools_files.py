@@ -49,12 +49,17 @@ def test_write_read_edit_list(ws: Workspace) -> None:
     assert run_tool(ws, "write_file", {"path": "notes/a.txt", "content": "one\ntwo\nthree\n"}).startswith("Wrote 14")
     assert (Path(ws.base) / "notes/a.txt").read_text() == "one\ntwo\nthree\n"
     assert run_tool(ws, "read_file", {"path": "notes/a.txt"}) == "one\ntwo\nthree\n"
-    assert run_tool(ws, "read_file", {"path": "notes/a.txt", "offset": 2, "limit": 1}).startswith("two\n\n[... showing lines 2-2")
+    assert run_tool(ws, "read_file", {"path": "notes/a.txt", "offset": 2, "limit": 1}).startswith(
+        "two\n\n[... showing lines 2-2"
+    )
     assert run_tool(ws, "read_file", {"path": "notes/a.txt", "offset": 9}).startswith("Error: offset 9 is past the end")
-    assert run_tool(ws, "edit_file", {"path": "notes/a.txt", "old_text": "two", "new_text": "2"}) == "Edited notes/a.txt."
+    assert (
+        run_tool(ws, "edit_file", {"path": "notes/a.txt", "old_text": "two", "new_text": "2"}) == "Edited notes/a.txt."
+    )
     assert (Path(ws.base) / "notes/a.txt").read_text() == "one\n2\nthree\n"
     assert run_tool(ws, "edit_file", {"path": "notes/a.txt", "old_text": "zzz", "new_text": ""}) == (
-        "Error: old_text was not found in notes/a.txt.")
+        "Error: old_text was not found in notes/a.txt."
+    )
     run_tool(ws, "write_file", {"path": "notes/b.txt", "content": "x x x"})
     assert "found 3 times" in run_tool(ws, "edit_file", {"path": "notes/b.txt", "old_text": "x", "new_text": "y"})
     assert run_tool(ws, "list_dir", {}) == "notes/"
@@ -70,7 +75,9 @@ def test_long_files_come_in_windows(ws: Workspace) -> None:
     first = run_tool(ws, "read_file", {"path": "big.txt"}, limits=limits)
     assert first.startswith("line 1\nline 2\n") and "read_file with offset=" in first
     nxt = int(first.rsplit("offset=", 1)[1].split()[0])
-    assert run_tool(ws, "read_file", {"path": "big.txt", "offset": nxt, "limit": 1}, limits=limits).startswith(f"line {nxt}\n")
+    assert run_tool(ws, "read_file", {"path": "big.txt", "offset": nxt, "limit": 1}, limits=limits).startswith(
+        f"line {nxt}\n"
+    )
     # One line longer than the budget: its head, not an error.
     (Path(ws.base) / "wide.txt").write_text("w" * 5000)
     assert run_tool(ws, "read_file", {"path": "wide.txt"}, limits=limits).startswith("w" * 100 + "\n[...")
@@ -79,10 +86,12 @@ def test_long_files_come_in_windows(ws: Workspace) -> None:
     (Path(ws.base) / "many.txt").write_text(many)
     assert run_tool(ws, "read_file", {"path": "many.txt", "offset": 250_000, "limit": 2}, limits=limits) == (
         "row 250000 é\nrow 250001 é\n\n[... showing lines 250000-250001; the file goes on: "
-        "read_file with offset=250002 for more]")
+        "read_file with offset=250002 for more]"
+    )
     assert run_tool(ws, "read_file", {"path": "many.txt", "offset": 300_000}) == "row 300000 é\n"
     assert run_tool(ws, "read_file", {"path": "many.txt", "offset": 300_001}).startswith(
-        "Error: offset 300001 is past the end of 'many.txt' (300000 lines)")
+        "Error: offset 300001 is past the end of 'many.txt' (300000 lines)"
+    )
     # A window that ends inside a multi-byte character is cut before it.
     (Path(ws.base) / "wide-utf8.txt").write_text("é" * 500)
     assert run_tool(ws, "read_file", {"path": "wide-utf8.txt"}, limits=limits).startswith("é" * 100 + "\n[...")
@@ -96,8 +105,12 @@ def test_paths_outside_are_refused(ws: Workspace, path: str) -> None:
     (outside / "outside.txt").write_text("secret")
     (Path(ws.base) / "link").symlink_to(outside)
     (Path(ws.base) / "filelink").symlink_to(outside / "outside.txt")
-    for name, args in [("read_file", {}), ("write_file", {"content": "x"}),
-                       ("edit_file", {"old_text": "secret", "new_text": "x"}), ("list_dir", {})]:
+    for name, args in [
+        ("read_file", {}),
+        ("write_file", {"content": "x"}),
+        ("edit_file", {"old_text": "secret", "new_text": "x"}),
+        ("list_dir", {}),
+    ]:
         result = run_tool(ws, name, {"path": path, **args})
         assert result.startswith("Error: ") and "outside the workspace" in result, (name, result)
     assert (outside / "outside.txt").read_text() == "secret"
@@ -121,8 +134,11 @@ def test_database_is_never_touched(ws: Workspace) -> None:
     base = Path(ws.base)
     for name in ("nanobot.db", "nanobot.db-wal", "nanobot.db-shm", "sessions.lock"):
         (base / name).write_bytes(b"state")
-        for tool, args in [("read_file", {}), ("write_file", {"content": "x"}),
-                           ("edit_file", {"old_text": "state", "new_text": "x"})]:
+        for tool, args in [
+            ("read_file", {}),
+            ("write_file", {"content": "x"}),
+            ("edit_file", {"old_text": "state", "new_text": "x"}),
+        ]:
             result = run_tool(ws, tool, {"path": name, **args})
             assert "server's own database" in result, (tool, result)
         assert (base / name).read_bytes() == b"state"
@@ -163,8 +179,9 @@ def test_bad_arguments_are_error_results(ws: Workspace) -> None:
     for name, args, expected in cases:
         result = run_tool(ws, name, args)
         assert result.startswith("Error: ") and expected in result, (name, args, result)
-    huge = run_tool(ws, "write_file", {"path": "h.txt", "content": "x" * 100},
-                    limits=FileToolLimits(max_write_chars=10))
+    huge = run_tool(
+        ws, "write_file", {"path": "h.txt", "content": "x" * 100}, limits=FileToolLimits(max_write_chars=10)
+    )
     assert huge.startswith("Error: 'content' is longer than 10")
 
 
@@ -227,10 +244,17 @@ def test_calls_of_one_reply_answer_in_call_order(tool_server, upstream) -> None:
 def test_tool_events_say_which_call_failed(tool_server) -> None:
     from nanobot.protocol import parse_frames
 
-    r = ask(tool_server, '#tool:read_file {"path":"nope"} #tool:list_dir {}', stream=True,
-            stream_options={"include_tool_events": True})
-    events = [f["choices"][0]["delta"]["nanobot_tool"] for f in parse_frames(r.content)[:-1]
-              if f["choices"] and "nanobot_tool" in f["choices"][0]["delta"]]
+    r = ask(
+        tool_server,
+        '#tool:read_file {"path":"nope"} #tool:list_dir {}',
+        stream=True,
+        stream_options={"include_tool_events": True},
+    )
+    events = [
+        f["choices"][0]["delta"]["nanobot_tool"]
+        for f in parse_frames(r.content)[:-1]
+        if f["choices"] and "nanobot_tool" in f["choices"][0]["delta"]
+    ]
     finished = {e["name"]: e for e in events if e["status"] == "finished"}
     assert finished["read_file"]["ok"] is False and finished["list_dir"]["ok"] is True
     assert {e["id"] for e in events if e["status"] == "started"} == {e["id"] for e in finished.values()}

@@ -132,8 +132,11 @@ def test_ten_thousand_calls_in_one_reply(agent_server, upstream) -> None:
     """A real turn whose model asks for 10,000 calls: capped, answered, well-formed."""
     upstream.clear()
     text = " ".join("#tool:list_dir" for _ in range(10_000))
-    r = requests.post(agent_server.url + "/v1/chat/completions", timeout=120,
-                      json={"messages": [{"role": "user", "content": text}], "session_id": uuid.uuid4().hex})
+    r = requests.post(
+        agent_server.url + "/v1/chat/completions",
+        timeout=120,
+        json={"messages": [{"role": "user", "content": text}], "session_id": uuid.uuid4().hex},
+    )
     assert r.status_code == 200, r.text
     assert "only the first 64 run" in r.json()["choices"][0]["message"]["content"]
     messages = upstream.requests()[-1]["body"]["messages"]

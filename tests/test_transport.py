@@ -146,8 +146,10 @@ async def test_bodies_read_whole_and_request_bytes_exact() -> None:
 @aio
 async def test_response_header_values_decode_as_httpx_would() -> None:
     """ASCII heads are marked so up front; a UTF-8 or Latin-1 value still decodes as httpx decides."""
-    replies = [b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nX-Name: %s\r\n\r\nx" % value
-               for value in (b"plain", "café".encode(), "café".encode("latin-1"))]
+    replies = [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nX-Name: %s\r\n\r\nx" % value
+        for value in (b"plain", "café".encode(), "café".encode("latin-1"))
+    ]
     async with Upstream(serving(*replies)) as up, client() as http:
         answers = [await http.get(up.url) for _ in replies]
     assert [a.headers["x-name"] for a in answers] == ["plain", "café", "café"]
@@ -453,7 +455,7 @@ def sse_reply(words: list[str], *, gzipped: bool) -> bytes:
     if gzipped:
         sse = gzip.compress(sse)
         headers.append("Content-Encoding: gzip")
-    pieces = [sse[i:i + 97] for i in range(0, len(sse), 97)]  # split mid-line and mid-frame
+    pieces = [sse[i : i + 97] for i in range(0, len(sse), 97)]  # split mid-line and mid-frame
     body = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
     return ("HTTP/1.1 200 OK\r\n" + "\r\n".join(headers) + "\r\n\r\n").encode() + body
 
@@ -480,8 +482,9 @@ async def test_provider_streams_through_the_transport(gzipped: bool) -> None:
 @aio
 async def test_provider_reads_a_whole_reply_through_the_transport(gzipped: bool) -> None:
     """A client that does not stream: one JSON body, read by the same reader, plain or gzip."""
-    reply = json.dumps({"choices": [{"index": 0, "message": {"role": "assistant", "content": "all at once"},
-                                     "finish_reason": "stop"}]}).encode()
+    reply = json.dumps(
+        {"choices": [{"index": 0, "message": {"role": "assistant", "content": "all at once"}, "finish_reason": "stop"}]}
+    ).encode()
     headers = ["Content-Type: application/json"] + (["Content-Encoding: gzip"] if gzipped else [])
     async with Upstream(serving(response(gzip.compress(reply) if gzipped else reply, *headers))) as up:
         provider = OpenAICompatProvider("up", ProviderConfig(api_key="k", api_base=f"{up.url}/v1"), AgentDefaults())

@@ -45,6 +45,7 @@ def user_text_sent(upstream):
 @pytest.fixture(scope="module")
 def files_server(upstream):
     from servers import ServerProcess
+
     server = ServerProcess(merge(upstream_config(upstream.url), {"api": {"maxFileBytes": 10 * MIB}}))
     yield server
     server.stop()
@@ -71,14 +72,17 @@ def test_documents_reach_the_model(files_server, upstream, name, build, markers)
         assert marker + m in sent
 
 
-@pytest.mark.parametrize("fmt, mime", [("PNG", "image/png"), ("JPEG", "image/jpeg"), ("GIF", "image/gif"),
-                                       ("WEBP", "image/webp")])
+@pytest.mark.parametrize(
+    "fmt, mime", [("PNG", "image/png"), ("JPEG", "image/jpeg"), ("GIF", "image/gif"), ("WEBP", "image/webp")]
+)
 def test_images_go_as_image_url_and_history_keeps_placeholder(files_server, upstream, fmt, mime):
     sid = uuid.uuid4().hex
     data = image_bytes(fmt)
     # The declared MIME is wrong on purpose: the bytes decide.
-    parts = [{"type": "text", "text": "what is this"},
-             {"type": "image_url", "image_url": {"url": data_url("application/octet-stream", data)}}]
+    parts = [
+        {"type": "text", "text": "what is this"},
+        {"type": "image_url", "image_url": {"url": data_url("application/octet-stream", data)}},
+    ]
     assert post_json(files_server, parts, sid).status_code == 200
     content = upstream.requests()[-1]["body"]["messages"][-1]["content"]
     urls = [p["image_url"]["url"] for p in content if p["type"] == "image_url"]
@@ -94,8 +98,11 @@ def test_mislabelled_and_default_prompt_multipart(files_server, upstream):
     marker = "MK" + uuid.uuid4().hex[:8]
     pdf = make_pdf([f"{marker}-REAL-PDF"])
     png = image_bytes("PNG")
-    files = [("files", ("photo.png", pdf, "image/png")), ("files", ("pic.bin", png, "text/plain")),
-             ("files", ("memo.docx", make_docx(marker), "application/pdf"))]
+    files = [
+        ("files", ("photo.png", pdf, "image/png")),
+        ("files", ("pic.bin", png, "text/plain")),
+        ("files", ("memo.docx", make_docx(marker), "application/pdf")),
+    ]
     r = requests.post(files_server.url + CHAT, files=files, data={"session_id": uuid.uuid4().hex}, timeout=60)
     assert r.status_code == 200, r.text
     content = upstream.requests()[-1]["body"]["messages"][-1]["content"]
@@ -111,8 +118,12 @@ def test_big_multipart_image_arrives_byte_exact(files_server, upstream):
     # and joined off the loop: the model must still see every byte in order.
     png = saved(Image.frombytes("RGB", (1024, 1024), os.urandom(3 * 1024 * 1024)), format="PNG", compress_level=0)
     assert len(png) > 3 * MIB
-    r = requests.post(files_server.url + CHAT, files={"files": ("noise.png", png, "image/png")},
-                      data={"message": "look", "session_id": uuid.uuid4().hex}, timeout=60)
+    r = requests.post(
+        files_server.url + CHAT,
+        files={"files": ("noise.png", png, "image/png")},
+        data={"message": "look", "session_id": uuid.uuid4().hex},
+        timeout=60,
+    )
     assert r.status_code == 200, r.text
     content = upstream.requests()[-1]["body"]["messages"][-1]["content"]
     assert [p["image_url"]["url"] for p in content if p["type"] == "image_url"] == [data_url("image/png", png)]
@@ -120,8 +131,12 @@ def test_big_multipart_image_arrives_byte_exact(files_server, upstream):
 
 def test_multipart_reader_keeps_a_file_in_its_pieces():
     from nanobot.multipart import MultipartReader
-    body = (b"--B\r\nContent-Disposition: form-data; name=\"files\"; filename=\"a.bin\"\r\n\r\n"
-            + bytes(range(256)) * 1024 + b"\r\n--B--\r\n")
+
+    body = (
+        b'--B\r\nContent-Disposition: form-data; name="files"; filename="a.bin"\r\n\r\n'
+        + bytes(range(256)) * 1024
+        + b"\r\n--B--\r\n"
+    )
     reader = MultipartReader("multipart/form-data; boundary=B", max_file_bytes=MIB)
     for i in range(0, len(body), 4096):
         reader.feed(body[i : i + 4096])
@@ -132,14 +147,18 @@ def test_multipart_reader_keeps_a_file_in_its_pieces():
 
 def test_multipart_fields_and_stream(files_server, upstream):
     sid = uuid.uuid4().hex
-    r = requests.post(files_server.url + CHAT, timeout=60,
-                      files={"files": ("a.txt", b"plain text body", "text/plain")},
-                      data={"message": "read it", "session_id": sid, "model": "scripted", "stream": "true"})
+    r = requests.post(
+        files_server.url + CHAT,
+        timeout=60,
+        files={"files": ("a.txt", b"plain text body", "text/plain")},
+        data={"message": "read it", "session_id": sid, "model": "scripted", "stream": "true"},
+    )
     assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/event-stream")
     assert r.text.endswith("data: [DONE]\n\n")
     assert user_text_sent(upstream) == "read it\n\n[file: a.txt]\nplain text body\n[/file]"
-    r = requests.post(files_server.url + CHAT, files={"files": ("a.txt", b"x", "text/plain")},
-                      data={"model": "other"}, timeout=60)
+    r = requests.post(
+        files_server.url + CHAT, files={"files": ("a.txt", b"x", "text/plain")}, data={"model": "other"}, timeout=60
+    )
     assert r.status_code == 400 and r.json()["error"]["code"] == "model_not_found"
     r = requests.post(files_server.url + CHAT, files={"other": ("a.txt", b"x", "text/plain")}, timeout=60)
     assert r.status_code == 400
@@ -151,11 +170,13 @@ def test_multipart_needs_message_or_files(files_server):
 
 
 def test_echo_names_files(echo_server):
-    r = requests.post(echo_server.url + CHAT, timeout=60, data={"message": "hello"},
-                      files=[("files", ("one.txt", b"first", "text/plain")),
-                             ("files", ("two.png", image_bytes("PNG"), "image/png"))])
-    assert r.json()["choices"][0]["message"]["content"] == \
-        "hello\n[received file: one.txt]\n[received image: two.png]"
+    r = requests.post(
+        echo_server.url + CHAT,
+        timeout=60,
+        data={"message": "hello"},
+        files=[("files", ("one.txt", b"first", "text/plain")), ("files", ("two.png", image_bytes("PNG"), "image/png"))],
+    )
+    assert r.json()["choices"][0]["message"]["content"] == "hello\n[received file: one.txt]\n[received image: two.png]"
 
 
 def test_size_limits(files_server):
@@ -175,8 +196,13 @@ def test_unsupported_types(files_server):
     r = requests.post(files_server.url + CHAT, files={"files": ("tool", elf)}, timeout=30)
     err = r.json()["error"]
     assert r.status_code == 415 and "tool" in err["message"] and "application/x-executable" in err["message"]
-    r = post_json(files_server, [{"type": "text", "text": "x"},
-                                 {"type": "image_url", "image_url": {"url": data_url("image/png", make_pdf(["x"]))}}])
+    r = post_json(
+        files_server,
+        [
+            {"type": "text", "text": "x"},
+            {"type": "image_url", "image_url": {"url": data_url("image/png", make_pdf(["x"]))}},
+        ],
+    )
     assert r.status_code == 415 and "application/pdf" in r.json()["error"]["message"]
     r = post_json(files_server, [{"type": "text", "text": "x"}, file_part("noise.bin", bytes(range(256)) * 40)])
     assert r.status_code == 415
@@ -196,20 +222,30 @@ def test_unreadable_documents_422(files_server, upstream):
     r = post_json(files_server, [{"type": "text", "text": "x"}, file_part("bomb.docx", bomb)], sid)
     assert r.status_code == 422 and "bomb.docx" in r.json()["error"]["message"]
     assert time.monotonic() - t0 < 10
-    xbomb = replace_part(make_xlsx("b"), "xl/worksheets/sheet1.xml",
-                         padded_xml(b'<?xml version="1.0"?><worksheet>', b"</worksheet>", 300))
+    xbomb = replace_part(
+        make_xlsx("b"),
+        "xl/worksheets/sheet1.xml",
+        padded_xml(b'<?xml version="1.0"?><worksheet>', b"</worksheet>", 300),
+    )
     r = post_json(files_server, [{"type": "text", "text": "x"}, file_part("bomb.xlsx", xbomb)], sid)
     assert r.status_code == 422
     # None of the failed requests touched the session.
     post_json(files_server, "after", sid)
-    assert [m["content"] for m in upstream.requests()[-1]["body"]["messages"][1:]] == \
-        ["before", "You said: before", "after"]
+    assert [m["content"] for m in upstream.requests()[-1]["body"]["messages"][1:]] == [
+        "before",
+        "You said: before",
+        "after",
+    ]
 
 
 def test_traversal_names_are_stored_safely(files_server, upstream):
     name = "../../etc/passwd\x00.txt"
-    r = requests.post(files_server.url + CHAT, timeout=30, data={"message": "m"},
-                      files={"files": ("../../etc/passwd.txt", b"root:x:0:0", "text/plain")})
+    r = requests.post(
+        files_server.url + CHAT,
+        timeout=30,
+        data={"message": "m"},
+        files={"files": ("../../etc/passwd.txt", b"root:x:0:0", "text/plain")},
+    )
     assert r.status_code == 200
     assert "[file: ../../etc/passwd.txt]" in user_text_sent(upstream)
     r = post_json(files_server, [{"type": "text", "text": "m"}, file_part(name, b"secret")])
@@ -228,8 +264,11 @@ def heavy_pdf(pages: int, ops: int) -> bytes:
 
 
 def test_loop_stays_responsive_during_slow_extraction(make_server, upstream):
-    server = make_server(merge(upstream_config(upstream.url),
-                               {"api": {"files": {"timeout": 3, "maxChars": 50_000_000, "maxPages": 5000}}}))
+    server = make_server(
+        merge(
+            upstream_config(upstream.url), {"api": {"files": {"timeout": 3, "maxChars": 50_000_000, "maxPages": 5000}}}
+        )
+    )
     slow = heavy_pdf(1200, 300)  # about 5 s of parsing, 6 MB
     requests.get(server.url + "/health")
 
@@ -250,4 +289,6 @@ def test_loop_stays_responsive_during_slow_extraction(make_server, upstream):
     assert len(latencies) > 20
     assert max(latencies) < 0.5, max(latencies)  # never blocked for the seconds parsing takes
     # Workers were replaced: the next document is read normally.
-    assert post_json(server, [{"type": "text", "text": "x"}, file_part("ok.pdf", make_pdf(["fine"]))]).status_code == 200
+    assert (
+        post_json(server, [{"type": "text", "text": "x"}, file_part("ok.pdf", make_pdf(["fine"]))]).status_code == 200
+    )

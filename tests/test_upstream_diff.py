@@ -35,7 +35,18 @@ import openai
 import pytest
 
 from nanobot.testing.raw_replies import (
-    LAST_CHUNK, PING, TEXT, USAGE, chunk, error_answer, events, head, json_answer, pad_headers, sse, completion,
+    LAST_CHUNK,
+    PING,
+    TEXT,
+    USAGE,
+    chunk,
+    error_answer,
+    events,
+    head,
+    json_answer,
+    pad_headers,
+    sse,
+    completion,
 )
 from nanobot.testing.replay import CLOSE, STALE, Case, ReplayServer, Trickle
 from servers import ServerProcess, upstream_config
@@ -147,15 +158,17 @@ async def ask(client: openai.AsyncOpenAI, case: Case, key: str, request_id: str 
     """One turn of ``case`` through ``client``: its text and usage, or its error class."""
     started = time.monotonic()
     text = f"#case:{case.name}:{key}"
-    kwargs: dict[str, Any] = {"model": "replay", "messages": [{"role": "user", "content": text}],
-                              "extra_body": {"session_id": key}}
+    kwargs: dict[str, Any] = {
+        "model": "replay",
+        "messages": [{"role": "user", "content": text}],
+        "extra_body": {"session_id": key},
+    }
     if request_id:
         kwargs["extra_headers"] = {"X-Request-ID": request_id}
     try:
         if case.stream:
             parts, usage = [], None
-            stream = await client.chat.completions.create(
-                **kwargs, stream=True, stream_options={"include_usage": True})
+            stream = await client.chat.completions.create(**kwargs, stream=True, stream_options={"include_usage": True})
             async for item in stream:
                 if item.usage is not None:
                     usage = (item.usage.prompt_tokens, item.usage.completion_tokens)
@@ -164,8 +177,9 @@ async def ask(client: openai.AsyncOpenAI, case: Case, key: str, request_id: str 
         else:
             answer = await client.chat.completions.create(**kwargs)
             used = answer.usage
-            outcome = Outcome("ok", answer.choices[0].message.content or "",
-                              used and (used.prompt_tokens, used.completion_tokens))
+            outcome = Outcome(
+                "ok", answer.choices[0].message.content or "", used and (used.prompt_tokens, used.completion_tokens)
+            )
     except Exception as exc:
         if isinstance(exc, openai.APIError) and isinstance(exc.body, dict) and exc.body.get("code"):
             code = exc.body["code"]  # the server's error
@@ -181,8 +195,9 @@ async def run_case(case: Case, replay: ReplayServer, to_server: openai.AsyncOpen
     # The SDK's default HTTP client, as AsyncOpenAI builds it, but sharing one
     # TLS context (each client would load the CA store again: 60 ms of CPU).
     http = openai.DefaultAsyncHttpxClient(verify=TLS, timeout=PROVIDER_TIMEOUT)
-    direct = openai.AsyncOpenAI(base_url=replay.url + "/v1", api_key="test-key", max_retries=RETRIES,
-                                timeout=PROVIDER_TIMEOUT, http_client=http)
+    direct = openai.AsyncOpenAI(
+        base_url=replay.url + "/v1", api_key="test-key", max_retries=RETRIES, timeout=PROVIDER_TIMEOUT, http_client=http
+    )
 
     async def turns(client: openai.AsyncOpenAI, key: str) -> Outcome:
         for turn in range(case.turns):
@@ -214,8 +229,9 @@ def results() -> Iterator[dict[str, tuple[Outcome, Outcome]]]:
             config["api"] = {"timeout": TURN_TIMEOUT}
             server = await asyncio.to_thread(ServerProcess, config)
             server_box.append(server)
-            async with openai.AsyncOpenAI(base_url=server.base_url, api_key="none", max_retries=0,
-                                          timeout=TURN_TIMEOUT + 5) as to_server:
+            async with openai.AsyncOpenAI(
+                base_url=server.base_url, api_key="none", max_retries=0, timeout=TURN_TIMEOUT + 5
+            ) as to_server:
                 together = [c for c in CASES if c.turns == 1]
                 done = await asyncio.gather(*(run_case(c, replay, to_server) for c in together))
                 outcomes.update(zip((c.name for c in together), done))

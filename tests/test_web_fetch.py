@@ -105,14 +105,17 @@ def test_timeout(site: Site, fetch) -> None:
     assert time.monotonic() - started < 3
 
 
-@pytest.mark.parametrize("url, expect", [
-    ("http://127.0.0.1:1/", "connection refused by 127.0.0.1:1"),
-    ("http://nonexistent.invalid/", "could not resolve host 'nonexistent.invalid'"),
-    ("ftp://example.com/", "only http and https"),
-    ("file:///etc/passwd", "only http and https"),
-    ("http:///nohost", "has no host"),
-    ("http://127.0.0.1:99999/", "invalid port"),
-])
+@pytest.mark.parametrize(
+    "url, expect",
+    [
+        ("http://127.0.0.1:1/", "connection refused by 127.0.0.1:1"),
+        ("http://nonexistent.invalid/", "could not resolve host 'nonexistent.invalid'"),
+        ("ftp://example.com/", "only http and https"),
+        ("file:///etc/passwd", "only http and https"),
+        ("http:///nohost", "has no host"),
+        ("http://127.0.0.1:99999/", "invalid port"),
+    ],
+)
 def test_failures_are_error_results(fetch, url: str, expect: str) -> None:
     out = fetch(url)
     assert out.startswith("Error: ") and expect in out, out
@@ -126,29 +129,33 @@ def test_bad_argument(runner: asyncio.Runner) -> None:
 
 # --- SSRF ---------------------------------------------------------------------
 
-@pytest.mark.parametrize("host, reason", [
-    ("127.0.0.1", "loopback"),
-    ("localhost", "loopback"),
-    ("0x7f.1", "loopback"),  # another spelling of 127.0.0.1, judged after resolution
-    ("2130706433", "loopback"),
-    ("10.1.2.3", "private"),
-    ("172.16.0.1", "private"),
-    ("192.168.1.1", "private"),
-    ("169.254.169.254", "link-local"),
-    ("100.64.0.1", "shared"),
-    ("0.0.0.0", "unspecified"),
-    ("224.0.0.1", "multicast"),
-    ("240.0.0.1", "reserved"),
-    ("[::1]", "loopback"),
-    ("[::]", "unspecified"),
-    ("[::ffff:127.0.0.1]", "loopback"),
-    ("[::ffff:169.254.169.254]", "link-local"),
-    ("[64:ff9b::a00:1]", "private"),  # NAT64 of 10.0.0.1
-    ("[2002:7f00:1::1]", "loopback"),  # 6to4 of 127.0.0.1
-    ("[fe80::1]", "link-local"),
-    ("[fd00::1]", "private"),
-    ("[ff02::1]", "multicast"),
-])
+
+@pytest.mark.parametrize(
+    "host, reason",
+    [
+        ("127.0.0.1", "loopback"),
+        ("localhost", "loopback"),
+        ("0x7f.1", "loopback"),  # another spelling of 127.0.0.1, judged after resolution
+        ("2130706433", "loopback"),
+        ("10.1.2.3", "private"),
+        ("172.16.0.1", "private"),
+        ("192.168.1.1", "private"),
+        ("169.254.169.254", "link-local"),
+        ("100.64.0.1", "shared"),
+        ("0.0.0.0", "unspecified"),
+        ("224.0.0.1", "multicast"),
+        ("240.0.0.1", "reserved"),
+        ("[::1]", "loopback"),
+        ("[::]", "unspecified"),
+        ("[::ffff:127.0.0.1]", "loopback"),
+        ("[::ffff:169.254.169.254]", "link-local"),
+        ("[64:ff9b::a00:1]", "private"),  # NAT64 of 10.0.0.1
+        ("[2002:7f00:1::1]", "loopback"),  # 6to4 of 127.0.0.1
+        ("[fe80::1]", "link-local"),
+        ("[fd00::1]", "private"),
+        ("[ff02::1]", "multicast"),
+    ],
+)
 def test_private_addresses_refused_without_whitelist(fetch, host: str, reason: str) -> None:
     out = fetch(f"http://{host}:8080/latest/meta-data", whitelist=())
     assert out.startswith("Error: refused to connect to ") and reason in out, out
@@ -170,11 +177,18 @@ def test_refusal_happens_before_any_connect(fetch) -> None:
         listener.close()
 
 
-@pytest.mark.parametrize("target", ["http://169.254.169.254/latest/meta-data/", "http://10.0.0.1/",
-                                    "http://[::ffff:192.168.0.1]/", "http://localhost6:1/"])
+@pytest.mark.parametrize(
+    "target",
+    [
+        "http://169.254.169.254/latest/meta-data/",
+        "http://10.0.0.1/",
+        "http://[::ffff:192.168.0.1]/",
+        "http://localhost6:1/",
+    ],
+)
 def test_redirect_to_private_address_refused_at_the_hop(site: Site, fetch, target: str) -> None:
     out = fetch(f"{site.url}/redirect?to={target}")
-    assert out.startswith(f"Error: redirect 1 to {target}: ") , out
+    assert out.startswith(f"Error: redirect 1 to {target}: "), out
     assert "refused to connect" in out or "could not resolve" in out
 
 
@@ -194,6 +208,7 @@ def test_bad_whitelist_entry_is_a_config_error() -> None:
 
 
 # --- hostile pages --------------------------------------------------------------
+
 
 def test_deeply_nested_and_badly_encoded_pages_are_bounded() -> None:
     started = time.monotonic()

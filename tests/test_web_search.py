@@ -23,11 +23,20 @@ def site() -> Iterator[Site]:
         yield s
 
 
-def search(site: Site, provider: str, args: dict, *, key: str = "brave-key", base: str | None = None,
-           max_results: int = 5, timeout: float = 5.0) -> str:
+def search(
+    site: Site,
+    provider: str,
+    args: dict,
+    *,
+    key: str = "brave-key",
+    base: str | None = None,
+    max_results: int = 5,
+    timeout: float = 5.0,
+) -> str:
     base = base or f"{site.url}/{provider}" + ("/search" if provider == "brave" else "")
-    tool = WebSearchTool(WebSearchConfig(provider=provider, api_key=key, api_base=base, max_results=max_results),
-                         timeout=timeout)
+    tool = WebSearchTool(
+        WebSearchConfig(provider=provider, api_key=key, api_base=base, max_results=max_results), timeout=timeout
+    )
 
     async def go() -> str:
         try:
@@ -42,7 +51,10 @@ def search(site: Site, provider: str, args: dict, *, key: str = "brave-key", bas
 def test_title_url_snippet_per_hit(site: Site, provider: str) -> None:
     out = search(site, provider, {"query": "tomatoes"})
     assert out.splitlines()[:4] == [
-        "Results for 'tomatoes':", "1. tomatoes hit 1 & more", "   https://example.org/1", "   About tomatoes, part 1.",
+        "Results for 'tomatoes':",
+        "1. tomatoes hit 1 & more",
+        "   https://example.org/1",
+        "   About tomatoes, part 1.",
     ]
     assert "5. tomatoes hit 5" in out and "6. " not in out  # maxResults
 

@@ -43,8 +43,9 @@ def alive(pid: int) -> bool:
 
 def ask(conn: requests.Session, server: ServerProcess, text: str, sid: str) -> tuple[str, requests.Response]:
     """One turn; the worker that answered (its id prefix) and the response."""
-    r = conn.post(server.url + CHAT, json={"messages": [{"role": "user", "content": text}], "session_id": sid},
-                  timeout=30)
+    r = conn.post(
+        server.url + CHAT, json={"messages": [{"role": "user", "content": text}], "session_id": sid}, timeout=30
+    )
     assert r.status_code == 200, r.text
     return r.json()["id"].removeprefix("chatcmpl-")[:16], r
 
@@ -144,8 +145,13 @@ def test_a_port_held_by_workers_is_refused_to_another_server(server: ServerProce
     path = server.tmp / f"second-{workers}.json"
     path.write_text(json.dumps(cfg))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    p = subprocess.run([sys.executable, "-m", "nanobot", "serve", "--config", str(path)],
-                       capture_output=True, text=True, env=env, timeout=60)
+    p = subprocess.run(
+        [sys.executable, "-m", "nanobot", "serve", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert p.returncode == 2 and f"cannot listen on 127.0.0.1:{server.port}" in p.stderr, p.stderr
     assert requests.get(server.url + "/health", timeout=5).status_code == 200
 
@@ -279,7 +285,12 @@ def test_a_directory_at_the_lock_path_is_a_startup_error(upstream: UpstreamProce
     path = tmp_path / "config.json"
     path.write_text(json.dumps(cfg))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    p = subprocess.run([sys.executable, "-m", "nanobot", "serve", "--config", str(path)],
-                       capture_output=True, text=True, env=env, timeout=60)
+    p = subprocess.run(
+        [sys.executable, "-m", "nanobot", "serve", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert p.returncode == 2, p.stderr
     assert "sessions.lock" in p.stderr and "Traceback" not in p.stderr, p.stderr

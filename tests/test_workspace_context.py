@@ -89,8 +89,12 @@ def test_memory_written_in_one_turn_is_in_the_next(upstream) -> None:
         sid = uuid.uuid4().hex
         url = server.url + "/v1/chat/completions"
         note = '#tool:write_file {"path":"memory/MEMORY.md","content":"Remember: blue is the favourite."}'
-        assert requests.post(url, json={"messages": [{"role": "user", "content": note}], "session_id": sid},
-                             timeout=30).status_code == 200
+        assert (
+            requests.post(
+                url, json={"messages": [{"role": "user", "content": note}], "session_id": sid}, timeout=30
+            ).status_code
+            == 200
+        )
         upstream.clear()
         requests.post(url, json={"messages": [{"role": "user", "content": "hello"}], "session_id": sid}, timeout=30)
         system = upstream.requests()[-1]["body"]["messages"][0]

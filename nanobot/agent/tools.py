@@ -161,9 +161,12 @@ class ToolRegistry:
         """
         limits = self.limits
         for index in range(limits.max_calls, len(calls)):
-            yield index, (
-                f"Error: this reply asked for {len(calls)} tool calls; only the first "
-                f"{limits.max_calls} run, so this one (#{index + 1}) did not. Ask for fewer at once."
+            yield (
+                index,
+                (
+                    f"Error: this reply asked for {len(calls)} tool calls; only the first "
+                    f"{limits.max_calls} run, so this one (#{index + 1}) did not. Ask for fewer at once."
+                ),
             )
         running = calls[: limits.max_calls]
         if len(running) == 1:  # the common case, without tasks and a queue

@@ -38,8 +38,7 @@ _LOCAL_HEADER_SIZE = 30
 # Anything else (UTF-7, EBCDIC, a label contradicting the bytes, ...) could
 # hide a DTD from the scan while libxml2 still decodes it, so it is refused.
 _ASCII_ENCODINGS = frozenset(
-    {"utf-8", "utf8", "us-ascii", "ascii", "iso-8859-1", "latin-1", "latin1"}
-    | {"windows-1252", "cp1252"}
+    {"utf-8", "utf8", "us-ascii", "ascii", "iso-8859-1", "latin-1", "latin1"} | {"windows-1252", "cp1252"}
 )
 _UTF16_ENCODINGS = frozenset({"utf-16", "utf16", "utf-16le", "utf-16be"})
 _FORBIDDEN = ("<!doctype", "<!entity")
@@ -107,16 +106,10 @@ def check_ooxml(data: bytes, limits: FileLimits) -> None:
             produced += len(chunk)
             budget -= len(chunk)
             if produced > info.file_size:
-                raise ZipRejected(
-                    f"part {_show(info.filename)} inflates past its declared size"
-                    " (possible zip bomb)"
-                )
+                raise ZipRejected(f"part {_show(info.filename)} inflates past its declared size (possible zip bomb)")
             if budget < 0:
                 raise ZipRejected(_too_large(limits))
-            if (
-                produced > limits.ratio_floor_bytes
-                and produced > limits.max_compression_ratio * max(consumed, 1)
-            ):
+            if produced > limits.ratio_floor_bytes and produced > limits.max_compression_ratio * max(consumed, 1):
                 raise ZipRejected(_ratio_too_high(info.filename))
             crc = zlib.crc32(chunk, crc)
             scanner.feed(chunk)
@@ -128,9 +121,7 @@ def check_ooxml(data: bytes, limits: FileLimits) -> None:
 def _check_listing(infos: list[zipfile.ZipInfo], limits: FileLimits) -> None:
     """Judge the archive from its central directory alone, before inflating."""
     if len(infos) > limits.max_zip_members:
-        raise ZipRejected(
-            f"the archive has {len(infos)} parts (at most {limits.max_zip_members} allowed)"
-        )
+        raise ZipRejected(f"the archive has {len(infos)} parts (at most {limits.max_zip_members} allowed)")
     seen: set[str] = set()
     declared = compressed = 0
     for info in infos:
@@ -155,9 +146,7 @@ def _check_listing(infos: list[zipfile.ZipInfo], limits: FileLimits) -> None:
         compressed += info.compress_size
     if declared > limits.max_uncompressed_bytes:
         raise ZipRejected(_too_large(limits))
-    if declared > limits.ratio_floor_bytes and declared > (
-        limits.max_compression_ratio * max(compressed, 1)
-    ):
+    if declared > limits.ratio_floor_bytes and declared > (limits.max_compression_ratio * max(compressed, 1)):
         raise ZipRejected("the archive's overall compression ratio is too high (possible zip bomb)")
 
 
@@ -284,24 +273,17 @@ class _PartScanner:
         window = self._tail + text.lower()
         if any(marker in window for marker in _FORBIDDEN):
             raise ZipRejected(
-                f"part {_show(self._name)} contains a DOCTYPE or ENTITY declaration,"
-                " which is not allowed"
+                f"part {_show(self._name)} contains a DOCTYPE or ENTITY declaration, which is not allowed"
             )
         self._tail = window[-16:]
 
     def _refuse_encoding(self, encoding: str) -> None:
-        raise ZipRejected(
-            f"part {_show(self._name)} uses an unsupported XML encoding ({encoding!r})"
-        )
+        raise ZipRejected(f"part {_show(self._name)} uses an unsupported XML encoding ({encoding!r})")
 
 
 def _unsafe_name(name: str) -> bool:
     parts = re.split(r"[/\\]", name)
-    return (
-        name.startswith(("/", "\\"))
-        or re.match(r"^[A-Za-z]:", name) is not None
-        or ".." in parts
-    )
+    return name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name) is not None or ".." in parts
 
 
 def _show(name: str) -> str:
@@ -310,10 +292,7 @@ def _show(name: str) -> str:
 
 
 def _too_large(limits: FileLimits) -> str:
-    return (
-        f"the archive inflates to more than {limits.max_uncompressed_bytes // MIB} MiB"
-        " (possible zip bomb)"
-    )
+    return f"the archive inflates to more than {limits.max_uncompressed_bytes // MIB} MiB (possible zip bomb)"
 
 
 def _ratio_too_high(name: str) -> str:

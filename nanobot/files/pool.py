@@ -155,9 +155,7 @@ class _Worker:
                 self._discard()
                 self._spawn()
 
-    def _round_trip(
-        self, conn: Connection, kind: str, data: bytes | str, limits: FileLimits
-    ) -> tuple[str, str]:
+    def _round_trip(self, conn: Connection, kind: str, data: bytes | str, limits: FileLimits) -> tuple[str, str]:
         started = time.monotonic()
         try:
             conn.send((kind, data, limits))
@@ -277,8 +275,7 @@ class Extractor:
             raise _unreadable(filename, payload)
         if status == "timeout":
             raise UnprocessableFile(
-                f"could not read '{filename}': extraction took longer than "
-                f"{self._limits.timeout_seconds:g} s",
+                f"could not read '{filename}': extraction took longer than {self._limits.timeout_seconds:g} s",
                 code="extraction_timeout",
             )
         if status == "crashed":

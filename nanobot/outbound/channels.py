@@ -106,9 +106,7 @@ class ChannelSenders:
         else:
             await self._send_webhook(chat_id, content)
 
-    async def _send_telegram(
-        self, chat_id: str, content: str, progress: int, on_progress: ProgressCallback
-    ) -> None:
+    async def _send_telegram(self, chat_id: str, content: str, progress: int, on_progress: ProgressCallback) -> None:
         tg = self._config.telegram
         url = f"{tg.api_base.rstrip('/')}/bot{tg.token}/sendMessage"
         headers = {"Content-Type": "application/json"}
@@ -192,4 +190,3 @@ def _snippet(body: bytes | None) -> str:
     text = (body or b"").decode("utf-8", "replace").strip()
     # A cut text ends with CUT_MARK, so the redactor also masks a secret cut in two.
     return (text[:200] + CUT_MARK if len(text) > 200 else text) or "(empty body)"
-

@@ -105,8 +105,7 @@ def claim(conn: sqlite3.Connection, row_id: int, seen: float, lease_end: float, 
     # Compare-and-set on next_attempt: every change to a pending row moves
     # it, so success means the row is still exactly as the worker read it.
     cur = conn.execute(
-        "UPDATE outbox SET next_attempt = ?, updated = ?"
-        " WHERE id = ? AND state = 'pending' AND next_attempt = ?",
+        "UPDATE outbox SET next_attempt = ?, updated = ? WHERE id = ? AND state = 'pending' AND next_attempt = ?",
         (lease_end, now, row_id, seen),
     )
     return cur.rowcount == 1
@@ -138,7 +137,6 @@ def release(conn: sqlite3.Connection, leases: list[tuple[int, float]], now: floa
     # Only rows still carrying our lease: one whose result was written in
     # the meantime keeps that result.
     conn.executemany(
-        "UPDATE outbox SET next_attempt = ?, updated = ?"
-        " WHERE id = ? AND state = 'pending' AND next_attempt = ?",
+        "UPDATE outbox SET next_attempt = ?, updated = ? WHERE id = ? AND state = 'pending' AND next_attempt = ?",
         [(now, now, row_id, lease_end) for row_id, lease_end in leases],
     )

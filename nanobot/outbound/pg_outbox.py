@@ -159,6 +159,7 @@ async def _select(conn: asyncpg.Connection, states: tuple[str, ...] | None, limi
     else:
         rows = await conn.fetch(
             f"SELECT {_ROW_COLUMNS} FROM nanobot_outbox WHERE state = ANY($2::text[]) ORDER BY id DESC LIMIT $1",
-            limit, list(states),
+            limit,
+            list(states),
         )
     return [OutboxRow(*r) for r in rows]

@@ -30,7 +30,11 @@ _EXACT_BELOW = 64 * 1024
 
 class OpenAICompatProvider:
     def __init__(
-        self, name: str, config: ProviderConfig, defaults: AgentDefaults, pool_size: int = 1000,
+        self,
+        name: str,
+        config: ProviderConfig,
+        defaults: AgentDefaults,
+        pool_size: int = 1000,
         redact: Redactor | None = None,
     ) -> None:
         self.name = name
@@ -128,7 +132,9 @@ class OpenAICompatProvider:
             refused = _refused(exc)
             if isinstance(exc, openai.APITimeoutError) and refused is None:
                 raise self._fail("timed out", "timeout") from None
-            raise self._fail(f"is unreachable: {shorten(str(refused or exc.__cause__ or exc))}", "unreachable") from None
+            raise self._fail(
+                f"is unreachable: {shorten(str(refused or exc.__cause__ or exc))}", "unreachable"
+            ) from None
         except Malformed as exc:
             raise self._fail(f"sent a malformed answer: {exc}", "malformed") from None
         except UpstreamError:
@@ -219,5 +225,3 @@ def _refused(exc: BaseException) -> BaseException | None:
         cause = cause.__cause__ or cause.__context__
         seen += 1
     return None
-
-

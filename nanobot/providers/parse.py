@@ -61,8 +61,19 @@ class StreamParser:
     spec (and the SDK's decoder) has it. Nothing after ``[DONE]`` is read.
     """
 
-    __slots__ = ("parts", "calls", "usage", "finish_reason", "done", "seen_any",
-                 "_carry", "_rest", "_held", "_cr", "_event")
+    __slots__ = (
+        "parts",
+        "calls",
+        "usage",
+        "finish_reason",
+        "done",
+        "seen_any",
+        "_carry",
+        "_rest",
+        "_held",
+        "_cr",
+        "_event",
+    )
 
     def __init__(self) -> None:
         self._carry = False  # the last read left something for the next: ``_rest`` or ``_cr``
@@ -189,8 +200,7 @@ class StreamParser:
 
     def completion(self) -> Completion:
         calls = [
-            ToolCall(id=e[0] or f"call_{i}", name=e[1], arguments=e[2] or "{}")
-            for i, e in sorted(self.calls.items())
+            ToolCall(id=e[0] or f"call_{i}", name=e[1], arguments=e[2] or "{}") for i, e in sorted(self.calls.items())
         ]
         return Completion("".join(self.parts), calls, self.usage, self.finish_reason)
 
@@ -203,8 +213,11 @@ def parse_completion(body: bytes) -> Completion:
         message = choice["message"]
         text = message.get("content") or ""
         calls = [
-            ToolCall(id=c.get("id") or f"call_{i}", name=c["function"]["name"],
-                     arguments=c["function"].get("arguments") or "{}")
+            ToolCall(
+                id=c.get("id") or f"call_{i}",
+                name=c["function"]["name"],
+                arguments=c["function"].get("arguments") or "{}",
+            )
             for i, c in enumerate(message.get("tool_calls") or ())
         ]
         usage = data.get("usage") or {}

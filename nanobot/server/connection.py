@@ -103,4 +103,3 @@ class ApiHTTPServer(HTTPServer):
             )
             stream.limit = self.header_limit
         return super().handle_stream(stream, address)
-

@@ -91,9 +91,7 @@ class KeyCheck:
         if self.expected is None:
             return
         if not authorization:
-            raise AuthenticationFailed(
-                "Missing API key: send 'Authorization: Bearer <key>'.", code="missing_api_key"
-            )
+            raise AuthenticationFailed("Missing API key: send 'Authorization: Bearer <key>'.", code="missing_api_key")
         # The scheme is case-insensitive (RFC 9110); the key is compared in
         # constant time over the whole header, so timing reveals nothing of it.
         given = authorization.strip()

@@ -28,6 +28,8 @@ log = logging.getLogger("nanobot.server")
 
 class ClientDisconnected(Exception):
     """The client closed the connection while its response was being sent."""
+
+
 _REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
 
 
@@ -263,9 +265,7 @@ class ChatCompletionsHandler(BaseHandler):
             self._multipart = MultipartReader(content_type, api.max_file_bytes)
 
     def _too_large(self) -> TooLarge:
-        return TooLarge(
-            f"The request body is larger than the limit of {self._limit} bytes.", code="body_too_large"
-        )
+        return TooLarge(f"The request body is larger than the limit of {self._limit} bytes.", code="body_too_large")
 
     def data_received(self, chunk: bytes) -> None:
         if self._finished or self.request.method != "POST":
@@ -398,8 +398,14 @@ class ChatCompletionsHandler(BaseHandler):
             return
         if err.status in (502, 504):
             # One line per failed turn, at the default level (the log filter masks secrets).
-            log.warning("request %s failed: HTTP %d %s (provider %s): %s",
-                        self.request_id, err.status, err.code, self.services.provider.name, err.message)
+            log.warning(
+                "request %s failed: HTTP %d %s (provider %s): %s",
+                self.request_id,
+                err.status,
+                err.code,
+                self.services.provider.name,
+                err.message,
+            )
         if isinstance(err, UpstreamError):
             self.services.metrics.upstream_errors.labels(err.code or "other").inc()
         if ctx.headers_sent:

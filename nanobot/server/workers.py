@@ -116,8 +116,9 @@ class _Supervisor:
             index = self._children.pop(pid, None)
             if index is None or self._stopping_since is not None:
                 continue
-            log.warning("worker %d (pid %d) exited (%s); starting another", index, pid,
-                        os.waitstatus_to_exitcode(status))
+            log.warning(
+                "worker %d (pid %d) exited (%s); starting another", index, pid, os.waitstatus_to_exitcode(status)
+            )
             now = time.monotonic()
             self._restarts.append(now)
             while now - self._restarts[0] > 60:

@@ -72,7 +72,10 @@ class PgSessionStore:
     """
 
     def __init__(
-        self, db: PgDatabase, fence: TurnFence | None = None, cache_bytes: int = 64 * 1024 * 1024,
+        self,
+        db: PgDatabase,
+        fence: TurnFence | None = None,
+        cache_bytes: int = 64 * 1024 * 1024,
         cache_messages: int = 200,
     ) -> None:
         self._db = db
@@ -88,8 +91,11 @@ class PgSessionStore:
         known = self._fence.length(key) if self._fence is not None else None
         if known == 0:
             length, window = 0, []  # a new session
-        elif known is not None and cached is not None and cached.version == known and (
-            len(cached.rows) >= min(limit, known)
+        elif (
+            known is not None
+            and cached is not None
+            and cached.version == known
+            and (len(cached.rows) >= min(limit, known))
         ):
             length, window = known, cached.rows  # the lock's grant says the cached window is current
         else:

@@ -74,7 +74,10 @@ class SqliteSessionStore:
     """Sessions in ``<workspace>/nanobot.db``."""
 
     def __init__(
-        self, db: Database, cache_bytes: int = 64 * 1024 * 1024, cache_messages: int = 200,
+        self,
+        db: Database,
+        cache_bytes: int = 64 * 1024 * 1024,
+        cache_messages: int = 200,
         versions: SessionVersions | None = None,
     ) -> None:
         self._db = db
@@ -121,9 +124,7 @@ class SqliteSessionStore:
 
 
 def _load(conn: sqlite3.Connection, key: str, limit: int) -> tuple[list[Message], list[int]]:
-    rows = conn.execute(
-        "SELECT data FROM messages WHERE session = ? ORDER BY id DESC LIMIT ?", (key, limit)
-    ).fetchall()
+    rows = conn.execute("SELECT data FROM messages WHERE session = ? ORDER BY id DESC LIMIT ?", (key, limit)).fetchall()
     rows.reverse()
     return [orjson.loads(r[0]) for r in rows], [len(r[0]) for r in rows]
 

@@ -155,7 +155,9 @@ async def migrate(conn: asyncpg.Connection) -> int:
 async def connect(url: str, **settings: str) -> asyncpg.Connection:
     """One connection outside the pool (locks, LISTEN, the CLI)."""
     return await asyncpg.connect(
-        url, timeout=CONNECT_TIMEOUT, command_timeout=COMMAND_TIMEOUT,
+        url,
+        timeout=CONNECT_TIMEOUT,
+        command_timeout=COMMAND_TIMEOUT,
         server_settings={"application_name": "nanobot", **settings},
     )
 
@@ -225,9 +227,14 @@ class PgDatabase:
         """Make the pool (no connection yet) and try the schema; never raises
         for an outage: the probe keeps trying and ``/health`` says why."""
         self._pool = await asyncpg.create_pool(
-            self.url, min_size=0, max_size=self.pool_size, timeout=CONNECT_TIMEOUT,
-            command_timeout=COMMAND_TIMEOUT, max_inactive_connection_lifetime=60.0,
-            server_settings={"application_name": "nanobot"}, reset=_no_reset,
+            self.url,
+            min_size=0,
+            max_size=self.pool_size,
+            timeout=CONNECT_TIMEOUT,
+            command_timeout=COMMAND_TIMEOUT,
+            max_inactive_connection_lifetime=60.0,
+            server_settings={"application_name": "nanobot"},
+            reset=_no_reset,
         )
         await self._check()
         self._probe = asyncio.create_task(self._probe_loop(), name="nanobot-db-probe")

@@ -101,7 +101,8 @@ async def _copy_sessions(
             claimed = {r[0] for r in await conn.fetch(_CLAIM_SESSIONS, chunk, lengths, updated)}
             records = [
                 (key, n, data, created)
-                for key in chunk if key in claimed
+                for key in chunk
+                if key in claimed
                 for n, (data, created) in enumerate(rows[key], start=1)
             ]
             if records:

@@ -49,8 +49,15 @@ than plastic in July heat.</p>
 <h2>Watering</h2><p>Water deeply in the morning, never the leaves. Blossom end rot means uneven watering.</p>
 <blockquote>Feed weekly with a high-potash fertiliser once the first truss sets.</blockquote>
 </article></main>"""
-    must = ("Growing tomatoes on a balcony", "six hours of direct sun", "Choosing a pot", "20 litres",
-            "Sungold", "Blossom end rot", "high-potash fertiliser")
+    must = (
+        "Growing tomatoes on a balcony",
+        "six hours of direct sun",
+        "Choosing a pot",
+        "20 litres",
+        "Sungold",
+        "Blossom end rot",
+        "high-potash fertiliser",
+    )
     return Page("article", _CHROME_TOP.format(title="Balcony tomatoes") + body + _CHROME_BOTTOM, must)
 
 
@@ -64,8 +71,14 @@ def docs() -> Page:
 <h2>Example</h2><pre><code>{"port": 8900, "timeout": 30}
 nanobot serve --config config.json</code></pre>
 <p>Restart the server after editing the file.</p></div></div>"""
-    must = ("Configuration reference", "config.json", "TCP port to listen on", "8900",
-            "nanobot serve --config config.json", "Restart the server")
+    must = (
+        "Configuration reference",
+        "config.json",
+        "TCP port to listen on",
+        "8900",
+        "nanobot serve --config config.json",
+        "Restart the server",
+    )
     return Page("docs", _CHROME_TOP.format(title="Config reference") + body + _CHROME_BOTTOM, must)
 
 
@@ -82,9 +95,11 @@ def listing() -> Page:
 
 def big(size: int = 2 * 1024 * 1024) -> Page:
     """An article of about ``size`` bytes: many sections of plain paragraphs."""
-    section = ("<h2>Section {i}</h2><p>Paragraph {i} of the long report: the committee met on a Tuesday "
-               "and reviewed the figures for the quarter, finding them broadly in line with forecasts. "
-               "<a href='/n{i}'>Note {i}</a> explains the method.</p>\n")
+    section = (
+        "<h2>Section {i}</h2><p>Paragraph {i} of the long report: the committee met on a Tuesday "
+        "and reviewed the figures for the quarter, finding them broadly in line with forecasts. "
+        "<a href='/n{i}'>Note {i}</a> explains the method.</p>\n"
+    )
     head = _CHROME_TOP.format(title="Long report") + "<main><article><h1>The long report</h1>"
     parts, total, i = [head], len(head), 0
     while total < size - 2000:

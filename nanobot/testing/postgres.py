@@ -88,8 +88,23 @@ class PostgresCluster:
         return f"postgresql://{USER}@127.0.0.1:{self.port}/{database}"
 
     def psql(self, sql: str, database: str = "postgres") -> str:
-        return self._run("psql", "-X", "-A", "-t", "-q", "-h", str(self.dir), "-p", str(self.port),
-                         "-U", USER, "-d", database, "-c", sql)
+        return self._run(
+            "psql",
+            "-X",
+            "-A",
+            "-t",
+            "-q",
+            "-h",
+            str(self.dir),
+            "-p",
+            str(self.port),
+            "-U",
+            USER,
+            "-d",
+            database,
+            "-c",
+            sql,
+        )
 
     def new_database(self) -> str:
         """A fresh empty database; returns its URL."""

@@ -130,9 +130,7 @@ class UpstreamProcess:
         args += list(extra_args)
         # A file, not a pipe: nobody reads stderr while the server runs.
         stderr = tempfile.TemporaryFile()
-        proc = subprocess.Popen(
-            args, stdout=subprocess.PIPE, stderr=stderr, env=_child_env(env), text=True
-        )
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=stderr, env=_child_env(env), text=True)
         try:
             line = wait_for_ready_line(proc, timeout)
             port = int(line.split()[1])
@@ -186,9 +184,7 @@ class UpstreamProcess:
     def __enter__(self) -> UpstreamProcess:
         return self
 
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.stop()
 
     def _call(self, method: str, path: str, payload: Any = None) -> Any:

@@ -24,8 +24,15 @@ def head(status: int = 200, *headers: str, reason: str = "", version: str = "1.1
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
-_REASONS = {200: "OK", 307: "Temporary Redirect", 308: "Permanent Redirect", 400: "Bad Request",
-            429: "Too Many Requests", 500: "Internal Server Error", 503: "Service Unavailable"}
+_REASONS = {
+    200: "OK",
+    307: "Temporary Redirect",
+    308: "Permanent Redirect",
+    400: "Bad Request",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
 
 
 def chunk(data: bytes, extension: bytes = b"") -> bytes:
@@ -44,12 +51,27 @@ def words(text: str) -> list[str]:
 
 
 def chat_chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> dict[str, Any]:
-    return {"id": "chatcmpl-replay", "object": "chat.completion.chunk", "created": 0, "model": "replay",
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], "usage": None, **extra}
+    return {
+        "id": "chatcmpl-replay",
+        "object": "chat.completion.chunk",
+        "created": 0,
+        "model": "replay",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        "usage": None,
+        **extra,
+    }
 
 
-def events(text: str = TEXT, tokens: tuple[int, int] = USAGE, *, eol: bytes = b"\n", multiline: bool = False,
-           fail: str | None = None, done: bool = True, **extra: Any) -> list[bytes]:
+def events(
+    text: str = TEXT,
+    tokens: tuple[int, int] = USAGE,
+    *,
+    eol: bytes = b"\n",
+    multiline: bool = False,
+    fail: str | None = None,
+    done: bool = True,
+    **extra: Any,
+) -> list[bytes]:
     """The SSE events of a streamed answer, one ``bytes`` per event.
 
     ``eol`` ends every line; ``multiline`` spreads each chunk's JSON over
@@ -75,30 +97,67 @@ def _event(data: bytes, eol: bytes) -> bytes:
 def completion(text: str = TEXT, tokens: tuple[int, int] = USAGE, **extra: Any) -> bytes:
     """A non-streamed ``chat.completion`` body."""
     message = {"role": "assistant", "content": text}
-    return orjson.dumps({"id": "chatcmpl-replay", "object": "chat.completion", "created": 0, "model": "replay",
-                         "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
-                         "usage": usage(*tokens), **extra})
+    return orjson.dumps(
+        {
+            "id": "chatcmpl-replay",
+            "object": "chat.completion",
+            "created": 0,
+            "model": "replay",
+            "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+            "usage": usage(*tokens),
+            **extra,
+        }
+    )
 
 
-def sse(parts: list[bytes] | None = None, *headers: str, framing: str = "chunked", end: bool = True,
-        encoding: str | None = None, extension: bytes = b"", trailers: tuple[str, ...] = (),
-        version: str = "1.1") -> bytes:
+def sse(
+    parts: list[bytes] | None = None,
+    *headers: str,
+    framing: str = "chunked",
+    end: bool = True,
+    encoding: str | None = None,
+    extension: bytes = b"",
+    trailers: tuple[str, ...] = (),
+    version: str = "1.1",
+) -> bytes:
     """A streamed answer: head and body, ``framing`` "chunked" (one chunk per event), "length" or "close".
 
     ``end=False`` leaves a chunked body without its terminating chunk;
     ``encoding="gzip"`` compresses the body (then framed in 4 KiB chunks).
     """
     parts = events() if parts is None else parts
-    return respond(parts, "Content-Type: text/event-stream", *headers, framing=framing, end=end, encoding=encoding,
-                   extension=extension, trailers=trailers, version=version)
+    return respond(
+        parts,
+        "Content-Type: text/event-stream",
+        *headers,
+        framing=framing,
+        end=end,
+        encoding=encoding,
+        extension=extension,
+        trailers=trailers,
+        version=version,
+    )
 
 
-def json_answer(body: bytes | None = None, *headers: str, framing: str = "length", status: int = 200,
-                encoding: str | None = None, version: str = "1.1") -> bytes:
+def json_answer(
+    body: bytes | None = None,
+    *headers: str,
+    framing: str = "length",
+    status: int = 200,
+    encoding: str | None = None,
+    version: str = "1.1",
+) -> bytes:
     """A non-streamed answer (``completion()`` unless ``body`` is given)."""
     body = completion() if body is None else body
-    return respond([body], "Content-Type: application/json", *headers, framing=framing, status=status,
-                   encoding=encoding, version=version)
+    return respond(
+        [body],
+        "Content-Type: application/json",
+        *headers,
+        framing=framing,
+        status=status,
+        encoding=encoding,
+        version=version,
+    )
 
 
 def error_answer(status: int, message: str, *headers: str) -> bytes:
@@ -107,9 +166,17 @@ def error_answer(status: int, message: str, *headers: str) -> bytes:
     return json_answer(body, *headers, status=status)
 
 
-def respond(parts: list[bytes], *headers: str, framing: str = "length", end: bool = True, status: int = 200,
-            encoding: str | None = None, extension: bytes = b"", trailers: tuple[str, ...] = (),
-            version: str = "1.1") -> bytes:
+def respond(
+    parts: list[bytes],
+    *headers: str,
+    framing: str = "length",
+    end: bool = True,
+    status: int = 200,
+    encoding: str | None = None,
+    extension: bytes = b"",
+    trailers: tuple[str, ...] = (),
+    version: str = "1.1",
+) -> bytes:
     """Head and body from ``parts`` (the pieces a chunked body sends as chunks)."""
     if encoding == "gzip":
         packed = gzip.compress(b"".join(parts))

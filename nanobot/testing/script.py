@@ -96,18 +96,14 @@ def content_text(content: Any) -> str:
         return content
     if isinstance(content, list):
         return " ".join(
-            part["text"]
-            for part in content
-            if isinstance(part, dict) and isinstance(part.get("text"), str)
+            part["text"] for part in content if isinstance(part, dict) and isinstance(part.get("text"), str)
         )
     return ""
 
 
 def count_prompt_tokens(messages: list[Any]) -> int:
     """Whitespace-separated words over the text contents of all messages."""
-    return sum(
-        len(content_text(m.get("content")).split()) for m in messages if isinstance(m, dict)
-    )
+    return sum(len(content_text(m.get("content")).split()) for m in messages if isinstance(m, dict))
 
 
 def words(text: str) -> list[str]:

@@ -37,17 +37,24 @@ def upstream_config(upstream_url: str, **defaults: Any) -> dict[str, Any]:
     """Config pointing the agent at a scripted upstream (``provider: scripted``)."""
     return {
         "agents": {"defaults": {"provider": "scripted", "model": "scripted", **defaults}},
-        "providers": {"scripted": {"apiKey": "test-key", "apiBase": upstream_url + "/v1", "maxRetries": 0, "timeout": 30}},
+        "providers": {
+            "scripted": {"apiKey": "test-key", "apiBase": upstream_url + "/v1", "maxRetries": 0, "timeout": 30}
+        },
     }
 
 
 class ServerProcess:
-    def __init__(self, config: dict[str, Any], workspace: Path | None = None, env: dict[str, str] | None = None,
-                 args: tuple[str, ...] = (), python: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        config: dict[str, Any],
+        workspace: Path | None = None,
+        env: dict[str, str] | None = None,
+        args: tuple[str, ...] = (),
+        python: tuple[str, ...] = (),
+    ) -> None:
         self.tmp = Path(tempfile.mkdtemp(prefix="nanobot-test-"))
         self.workspace = workspace or self.tmp / "workspace"
-        self.config = merge({"agents": {"defaults": {"workspace": str(self.workspace)}},
-                             "api": {"port": 0}}, config)
+        self.config = merge({"agents": {"defaults": {"workspace": str(self.workspace)}}, "api": {"port": 0}}, config)
         self.config_path = self.tmp / "config.json"
         self.config_path.write_text(json.dumps(self.config))
         child_env = dict(os.environ)

@@ -131,9 +131,14 @@ class _FakeSearch(tornado.web.RequestHandler):
             return self.write({"web": {"results": "nope"}, "results": {"a": 1}})
         if query == "nothing":
             return self.write({"type": "search"} if provider == "brave" else {"results": []})
-        hits = [{"title": f"<strong>{query}</strong> hit {i} &amp; more", "url": f"https://example.org/{i}",
-                 ("description" if provider == "brave" else "content"): f"About <b>{query}</b>, part {i}."}
-                for i in range(1, 21)]
+        hits = [
+            {
+                "title": f"<strong>{query}</strong> hit {i} &amp; more",
+                "url": f"https://example.org/{i}",
+                ("description" if provider == "brave" else "content"): f"About <b>{query}</b>, part {i}.",
+            }
+            for i in range(1, 21)
+        ]
         self.write({"type": "search", "web": {"results": hits}} if provider == "brave" else {"results": hits})
 
 
@@ -143,11 +148,28 @@ class Site:
     def __init__(self, big_bytes: int = 2 * 1024 * 1024) -> None:
         self.sent = [0]
         self.searches: list[tuple[str, dict[str, list[bytes]]]] = []
-        self.app = tornado.web.Application([
-            (r"/page", _Page), (r"/big", _Big), (r"/text", _Text), (r"/json", _Json), (r"/image", _Image), (r"/binary", _Binary),
-            (r"/gzip", _Gzip), (r"/notype", _NoType), (r"/redirect", _Redirect), (r"/chain/(\d+)", _Chain),
-            (r"/loop/(a|b)", _Loop), (r"/(brave|searxng)/search", _FakeSearch), (r"/status/(\d+)", _Status), (r"/slow", _Slow), (r"/endless", _Endless),
-        ], big=big(big_bytes).html, sent=self.sent, searches=self.searches)
+        self.app = tornado.web.Application(
+            [
+                (r"/page", _Page),
+                (r"/big", _Big),
+                (r"/text", _Text),
+                (r"/json", _Json),
+                (r"/image", _Image),
+                (r"/binary", _Binary),
+                (r"/gzip", _Gzip),
+                (r"/notype", _NoType),
+                (r"/redirect", _Redirect),
+                (r"/chain/(\d+)", _Chain),
+                (r"/loop/(a|b)", _Loop),
+                (r"/(brave|searxng)/search", _FakeSearch),
+                (r"/status/(\d+)", _Status),
+                (r"/slow", _Slow),
+                (r"/endless", _Endless),
+            ],
+            big=big(big_bytes).html,
+            sent=self.sent,
+            searches=self.searches,
+        )
         self._sockets = bind_sockets(0, "127.0.0.1")
         self.port = self._sockets[0].getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"

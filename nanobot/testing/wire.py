@@ -28,9 +28,7 @@ _ERROR_TYPES = {
 def error_body(status: int, message: str) -> bytes:
     """An OpenAI-style error object for an HTTP status."""
     kind = _ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
-    return orjson.dumps(
-        {"error": {"message": message, "type": kind, "param": None, "code": None}}
-    )
+    return orjson.dumps({"error": {"message": message, "type": kind, "param": None, "code": None}})
 
 
 def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
@@ -41,9 +39,7 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
     }
 
 
-def completion_body(
-    cid: str, created: int, model: str, reply: Reply, call_ids: list[str], prompt_tokens: int
-) -> bytes:
+def completion_body(cid: str, created: int, model: str, reply: Reply, call_ids: list[str], prompt_tokens: int) -> bytes:
     """A non-streamed `chat.completion` object for a reply."""
     message: dict[str, Any] = {"role": "assistant", "content": reply.text}
     finish = "stop"

@@ -25,7 +25,9 @@ def workspace_of(config: Config) -> Workspace:
     return Workspace(config.workspace, tools.workspace_scope, tools.restrict_to_workspace)
 
 
-def build_tools(config: Config, *, outbox: Outbox, extractor: Extractor, workspace: Workspace | None = None) -> list[Tool]:
+def build_tools(
+    config: Config, *, outbox: Outbox, extractor: Extractor, workspace: Workspace | None = None
+) -> list[Tool]:
     """The enabled tools, in the order they are offered to the model."""
     ws = workspace or workspace_of(config)
     tools: list[Tool] = []

@@ -49,13 +49,13 @@ def check_exec(config: Config) -> None:
         return
     if cfg.sandbox == "none":
         log.warning(
-            "tools.exec runs commands WITHOUT a sandbox (tools.exec.sandbox is \"none\"): "
+            'tools.exec runs commands WITHOUT a sandbox (tools.exec.sandbox is "none"): '
             "anyone who can reach this API can run commands as this user"
         )
         return
     bwrap = shutil.which("bwrap")
     if bwrap is None:
-        raise ConfigError(f"tools.exec.sandbox: \"bwrap\" is chosen but bwrap is not installed; {INSTALL_HINT}")
+        raise ConfigError(f'tools.exec.sandbox: "bwrap" is chosen but bwrap is not installed; {INSTALL_HINT}')
     probe = [bwrap, *_namespace_args(cfg), "--ro-bind", "/", "/", "--proc", "/proc", "--", "true"]
     try:
         done = subprocess.run(probe, capture_output=True, timeout=20, stdin=subprocess.DEVNULL)
@@ -67,8 +67,16 @@ def check_exec(config: Config) -> None:
 
 
 def _namespace_args(cfg: ExecToolConfig) -> list[str]:
-    args = ["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
-            "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
+    args = [
+        "--unshare-pid",
+        "--unshare-ipc",
+        "--unshare-uts",
+        "--unshare-cgroup-try",
+        "--die-with-parent",
+        "--new-session",
+        "--cap-drop",
+        "ALL",
+    ]
     if not cfg.network:
         args.append("--unshare-net")
     return args
@@ -132,8 +140,21 @@ class ExecTool:
     def _argv(self, command: str, root: str, cwd: str) -> list[str]:
         if self.bwrap is None:
             return ["bash", "-c", command]
-        argv = [self.bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
-                "--bind", root, root]
+        argv = [
+            self.bwrap,
+            "--ro-bind",
+            "/",
+            "/",
+            "--dev",
+            "/dev",
+            "--proc",
+            "/proc",
+            "--tmpfs",
+            "/tmp",
+            "--bind",
+            root,
+            root,
+        ]
         for name in PROTECTED_NAMES:  # present only in the shared workspace root
             path = os.path.join(root, name)
             if os.path.lexists(path):
@@ -151,8 +172,14 @@ class ExecTool:
             argv = [self.nice, "-n", str(NICE), *argv]
         try:
             proc = await asyncio.create_subprocess_exec(
-                *argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                cwd=cwd, env=env, start_new_session=True, limit=_READ_BYTES,
+                *argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                cwd=cwd,
+                env=env,
+                start_new_session=True,
+                limit=_READ_BYTES,
             )
         except OSError as exc:
             return f"Error: the command could not be started: {exc.strerror or exc}."
@@ -166,7 +193,8 @@ class ExecTool:
         except TimeoutError:
             await _end(proc)
             return f"Error: the command took longer than {self.cfg.timeout:g} s and was killed.\n" + tail.text(
-                self.max_output_chars)
+                self.max_output_chars
+            )
         finally:
             if proc.returncode is None:  # cancelled: the whole tree goes
                 await _end(proc)

@@ -105,7 +105,9 @@ class ReadFileTool(_FileTool):
     def _document(self, f: Any, head: bytes, shown: str) -> str | tuple[str, bytes]:
         size = os.fstat(f.fileno()).st_size
         if size > self.limits.max_document_bytes:
-            return f"Error: '{shown}' is a {size}-byte document; at most {self.limits.max_document_bytes} bytes are read."
+            return (
+                f"Error: '{shown}' is a {size}-byte document; at most {self.limits.max_document_bytes} bytes are read."
+            )
         data = head + f.read(self.limits.max_document_bytes + 1 - len(head))
         try:
             found = detect(data)
@@ -151,7 +153,11 @@ class ReadFileTool(_FileTool):
             newlines += block.count(b"\n")
         raw = b"".join(chunks)
         if not raw:
-            return "(empty file)" if offset == 1 else f"Error: offset {offset} is past the end of '{shown}' ({offset - 1} lines)."
+            return (
+                "(empty file)"
+                if offset == 1
+                else f"Error: offset {offset} is past the end of '{shown}' ({offset - 1} lines)."
+            )
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -174,7 +180,10 @@ class ReadFileTool(_FileTool):
         if not more:
             return text
         last_line = offset + max(1, text.count("\n") + (not text.endswith("\n"))) - 1
-        return text + f"\n[... showing lines {offset}-{last_line}; the file goes on: read_file with offset={last_line + 1} for more]"
+        return (
+            text
+            + f"\n[... showing lines {offset}-{last_line}; the file goes on: read_file with offset={last_line + 1} for more]"
+        )
 
 
 class WriteFileTool(_FileTool):
@@ -311,4 +320,9 @@ def _encode(text: str) -> bytes:
 
 
 def file_tools(ws: Workspace, limits: FileToolLimits, extractor: Extractor) -> list[Any]:
-    return [ReadFileTool(ws, limits, extractor), WriteFileTool(ws, limits), EditFileTool(ws, limits), ListDirTool(ws, limits)]
+    return [
+        ReadFileTool(ws, limits, extractor),
+        WriteFileTool(ws, limits),
+        EditFileTool(ws, limits),
+        ListDirTool(ws, limits),
+    ]

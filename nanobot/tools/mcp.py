@@ -142,7 +142,9 @@ class McpServer:
             async with asyncio.timeout(timeout):
                 return await future
         except TimeoutError:
-            return f"Error: MCP tool '{tool}' of server '{self.name}' did not answer within {timeout:g} s (toolTimeout)."
+            return (
+                f"Error: MCP tool '{tool}' of server '{self.name}' did not answer within {timeout:g} s (toolTimeout)."
+            )
         except McpDown as exc:
             return f"Error: MCP server '{self.name}' {exc}."
         except MCPError as exc:
@@ -277,8 +279,14 @@ async def _list_tools(session: ClientSession) -> list[types.Tool]:
 class McpHub:
     """Every configured MCP server, connected in the background; their tools as they come."""
 
-    def __init__(self, servers: dict[str, McpServerConfig], on_tool: Callable[[Tool], None] | None = None,
-                 *, max_result_chars: int = 16000, connect_timeout: float = CONNECT_TIMEOUT) -> None:
+    def __init__(
+        self,
+        servers: dict[str, McpServerConfig],
+        on_tool: Callable[[Tool], None] | None = None,
+        *,
+        max_result_chars: int = 16000,
+        connect_timeout: float = CONNECT_TIMEOUT,
+    ) -> None:
         self.servers = [McpServer(name, cfg, connect_timeout) for name, cfg in servers.items()]
         self._on_tool = on_tool
         self._max_chars = max_result_chars

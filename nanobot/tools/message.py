@@ -51,4 +51,3 @@ class MessageTool:
                 f"The message was recorded as undeliverable (outbox id {queued.id})."
             )
         return f"Message queued for delivery to {channel}:{chat_id} (outbox id {queued.id})."
-

@@ -38,8 +38,16 @@ MAX_REDIRECTS = 5
 USER_AGENT = "Mozilla/5.0 (compatible; nanobot web_fetch)"
 CONVERT_SECONDS = 15.0  # turning one page into text, in a worker process
 _HTML = ("text/html", "application/xhtml+xml")
-_TEXT_APPS = ("application/json", "application/xml", "application/javascript", "application/ecmascript",
-              "application/x-javascript", "application/x-yaml", "application/yaml", "application/toml")
+_TEXT_APPS = (
+    "application/json",
+    "application/xml",
+    "application/javascript",
+    "application/ecmascript",
+    "application/x-javascript",
+    "application/x-yaml",
+    "application/yaml",
+    "application/toml",
+)
 
 
 class FetchError(Exception):
@@ -58,7 +66,9 @@ class GuardedResolver(Resolver):
         self._inner = DefaultLoopResolver()
         self._whitelist = whitelist
 
-    async def resolve(self, host: str, port: int, family: socket.AddressFamily = socket.AF_UNSPEC) -> list[tuple[int, Any]]:
+    async def resolve(
+        self, host: str, port: int, family: socket.AddressFamily = socket.AF_UNSPEC
+    ) -> list[tuple[int, Any]]:
         allowed, refused = [], None
         for fam, sockaddr in await self._inner.resolve(host, port, family):
             why = refusal(sockaddr[0], self._whitelist)
@@ -72,8 +82,12 @@ class GuardedResolver(Resolver):
 
 
 def is_text(media_type: str) -> bool:
-    return (media_type.startswith("text/") or media_type in _HTML or media_type in _TEXT_APPS
-            or media_type.endswith(("+json", "+xml")))
+    return (
+        media_type.startswith("text/")
+        or media_type in _HTML
+        or media_type in _TEXT_APPS
+        or media_type.endswith(("+json", "+xml"))
+    )
 
 
 @dataclass
@@ -149,8 +163,9 @@ class WebFetchTool:
     def __init__(self, config: WebFetchConfig, whitelist: list[IPNetwork], max_chars: int) -> None:
         self._config = config
         self._whitelist = whitelist
-        self._pages = Extractor(FileLimits(max_chars=max_chars, timeout_seconds=CONVERT_SECONDS, workers=2),
-                                target=html_text.convert)
+        self._pages = Extractor(
+            FileLimits(max_chars=max_chars, timeout_seconds=CONVERT_SECONDS, workers=2), target=html_text.convert
+        )
         self._client: SimpleAsyncHTTPClient | None = None
 
     async def run(self, args: dict[str, Any], scope: TurnScope) -> str:
@@ -209,9 +224,14 @@ class WebFetchTool:
         # so the request is closed cleanly rather than cancelled under it.
         left = max(deadline - asyncio.get_running_loop().time(), 0.05)
         request = HTTPRequest(
-            url, follow_redirects=False, connect_timeout=left, request_timeout=left,
+            url,
+            follow_redirects=False,
+            connect_timeout=left,
+            request_timeout=left,
             headers={"User-Agent": USER_AGENT, "Accept": "text/html,text/plain;q=0.9,*/*;q=0.5"},
-            header_callback=hop.on_header, streaming_callback=hop.on_chunk, decompress_response=True,
+            header_callback=hop.on_header,
+            streaming_callback=hop.on_chunk,
+            decompress_response=True,
         )
         try:
             await self._http().fetch(request, raise_error=False)
@@ -252,7 +272,9 @@ class WebFetchTool:
     def _http(self) -> SimpleAsyncHTTPClient:
         if self._client is None:
             self._client = SimpleAsyncHTTPClient(
-                force_instance=True, max_clients=64, resolver=GuardedResolver(whitelist=self._whitelist),
+                force_instance=True,
+                max_clients=64,
+                resolver=GuardedResolver(whitelist=self._whitelist),
                 max_body_size=1 << 50,  # the body is cut by _Hop at maxBytes, not refused
             )
         return self._client

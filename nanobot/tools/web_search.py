@@ -91,8 +91,12 @@ class WebSearchTool:
                     "type": "object",
                     "properties": {
                         "query": {"type": "string", "description": "What to search for."},
-                        "count": {"type": "integer", "minimum": 1, "maximum": config.max_results,
-                                  "description": f"How many hits (at most {config.max_results})."},
+                        "count": {
+                            "type": "integer",
+                            "minimum": 1,
+                            "maximum": config.max_results,
+                            "description": f"How many hits (at most {config.max_results}).",
+                        },
                     },
                     "required": ["query"],
                 },
@@ -131,8 +135,12 @@ class WebSearchTool:
             headers = {"Accept": "application/json"}
             if self._config.api_key:
                 headers["Authorization"] = f"Bearer {self._config.api_key}"
-        request = HTTPRequest(f"{self._endpoint}?{urlencode(params)}", headers=headers,
-                              connect_timeout=self._timeout, request_timeout=self._timeout)
+        request = HTTPRequest(
+            f"{self._endpoint}?{urlencode(params)}",
+            headers=headers,
+            connect_timeout=self._timeout,
+            request_timeout=self._timeout,
+        )
         if self._client is None:
             self._client = SimpleAsyncHTTPClient(force_instance=True, max_body_size=MAX_ANSWER_BYTES)
         try:

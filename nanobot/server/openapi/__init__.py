@@ -77,13 +77,15 @@ def _models(spec: Spec) -> Json:
 
 
 def _chat(spec: Spec) -> Json:
-    parameters = [{
-        "name": "X-Session-Id",
-        "in": "header",
-        "required": False,
-        "description": "The session, when the body has no `session_id`.",
-        "schema": {"type": "string", "minLength": 1, "maxLength": 256, "pattern": SESSION_ID_PATTERN},
-    }]
+    parameters = [
+        {
+            "name": "X-Session-Id",
+            "in": "header",
+            "required": False,
+            "description": "The session, when the body has no `session_id`.",
+            "schema": {"type": "string", "minLength": 1, "maxLength": 256, "pattern": SESSION_ID_PATTERN},
+        }
+    ]
     operation: Json = {
         "operationId": "createChatCompletion",
         "tags": ["openai"],
@@ -94,7 +96,7 @@ def _chat(spec: Spec) -> Json:
             "`api.clientHistory` is `use` (then the request's messages are the conversation). The answer is one `chat.completion`, or with `stream: true` an "
             "SSE stream of `chat.completion.chunk` deltas ending with `data: [DONE]`. Failures before the "
             "turn starts are plain HTTP errors; a failure once the stream has started is one "
-            "`data: {\"error\": ...}` frame and the stream ends without `[DONE]`. A failed request leaves "
+            '`data: {"error": ...}` frame and the stream ends without `[DONE]`. A failed request leaves '
             "the session's history as it was."
         ),
         "requestBody": {
@@ -118,7 +120,9 @@ def _chat(spec: Spec) -> Json:
                 },
                 headers={
                     "Cache-Control": {
-                        "description": "`no-cache` on streams.", "required": False, "schema": {"type": "string"}
+                        "description": "`no-cache` on streams.",
+                        "required": False,
+                        "schema": {"type": "string"},
                     },
                     "X-Accel-Buffering": {
                         "description": "`no` on streams: proxies must not buffer them.",
@@ -175,8 +179,7 @@ def _page(spec: Spec) -> Json:
             "summary": "The built-in chat page",
             "description": "Public: it holds no data, and asks for the key when the server needs one.",
             "responses": {
-                "200": spec.ok("The page.", {"text/html": {"schema": {"type": "string"}}},
-                               headers=_page_headers()),
+                "200": spec.ok("The page.", {"text/html": {"schema": {"type": "string"}}}, headers=_page_headers()),
                 "304": spec.not_modified(),
                 **spec.errors(origin=False, auth=False),
             },
@@ -193,9 +196,15 @@ def _page_asset(spec: Spec) -> Json:
         "operationId": "chatPageAsset",
         "tags": ["page"],
         "summary": "A file of the chat page (script, style)",
-        "parameters": [{"name": "path", "in": "path", "required": True,
-                        "schema": {"enum": names} if names else {"type": "string"},
-                        "example": "app.js" if "app.js" in names or not names else names[0]}],
+        "parameters": [
+            {
+                "name": "path",
+                "in": "path",
+                "required": True,
+                "schema": {"enum": names} if names else {"type": "string"},
+                "example": "app.js" if "app.js" in names or not names else names[0],
+            }
+        ],
         "responses": {
             "200": spec.ok("The file.", file, headers=_page_headers()),
             "206": spec.ok("The requested byte range of the file (`Range`).", file, headers=_page_headers()),
@@ -272,10 +281,8 @@ def _preflight(route: Route) -> Json:
         "security": [],
         "parameters": [
             {"name": "Origin", "in": "header", "required": False, "schema": {"type": "string"}},
-            {"name": "Access-Control-Request-Method", "in": "header", "required": False,
-             "schema": {"type": "string"}},
-            {"name": "Access-Control-Request-Headers", "in": "header", "required": False,
-             "schema": {"type": "string"}},
+            {"name": "Access-Control-Request-Method", "in": "header", "required": False, "schema": {"type": "string"}},
+            {"name": "Access-Control-Request-Headers", "in": "header", "required": False, "schema": {"type": "string"}},
         ],
         "responses": responses,
     }

@@ -39,9 +39,25 @@ MAX_FORM_PARTS = 100
 
 # Client fields that are accepted and never reach the LLM (the server owns these settings).
 IGNORED_OPENAI_FIELDS = (
-    "temperature", "top_p", "max_tokens", "max_completion_tokens", "n", "stop", "presence_penalty",
-    "frequency_penalty", "logit_bias", "logprobs", "top_logprobs", "seed", "user", "tools",
-    "tool_choice", "parallel_tool_calls", "response_format", "metadata", "store",
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "max_completion_tokens",
+    "n",
+    "stop",
+    "presence_penalty",
+    "frequency_penalty",
+    "logit_bias",
+    "logprobs",
+    "top_logprobs",
+    "seed",
+    "user",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "response_format",
+    "metadata",
+    "store",
 )
 
 # Which statuses each error response component stands for.
@@ -51,15 +67,21 @@ ERROR_RESPONSES: dict[int, tuple[str, str]] = {
     403: ("Forbidden", "The request's `Origin` is neither the server's own nor listed in `api.corsOrigins`."),
     404: ("NotFound", "Unknown route (answered whether or not a key was sent)."),
     405: ("MethodNotAllowed", "The route exists but not with this method."),
-    421: ("MisdirectedRequest", "No `api.apiKey` is set and the `Host` does not name this server "
-                                "(loopback, `api.host`, `api.allowedHosts`): a DNS-rebinding guard."),
+    421: (
+        "MisdirectedRequest",
+        "No `api.apiKey` is set and the `Host` does not name this server "
+        "(loopback, `api.host`, `api.allowedHosts`): a DNS-rebinding guard.",
+    ),
     413: ("TooLarge", "A file over `api.maxFileBytes` or a body over `api.maxBodyBytes`."),
     415: ("UnsupportedMediaType", "Unsupported file type (decided from its bytes) or request Content-Type."),
     422: ("UnprocessableFile", "A document that cannot be read (corrupt, hostile or too slow); names the file."),
     500: ("ServerError", "An unexpected error; the body never holds a traceback."),
     502: ("UpstreamError", "The LLM provider is unreachable, answered 5xx (or 429 after retries) or garbage."),
-    503: ("Overloaded", "Over `api.maxConcurrentRequests` (requests whose body is in) or "
-                        "`api.maxBodyBytesInFlight` (bodies still arriving): retry after `Retry-After` seconds."),
+    503: (
+        "Overloaded",
+        "Over `api.maxConcurrentRequests` (requests whose body is in) or "
+        "`api.maxBodyBytesInFlight` (bodies still arriving): retry after `Retry-After` seconds.",
+    ),
     504: ("Timeout", "The request ran past `api.timeout` (waiting for its session included)."),
 }
 
@@ -84,8 +106,10 @@ class Spec:
 
     def not_modified(self) -> Json:
         """304: every GET answer carries an ``Etag``; a matching ``If-None-Match`` gets no body."""
-        return {"description": "Not modified (the client's `If-None-Match` matches the `Etag`).",
-                "headers": request_id_header()}
+        return {
+            "description": "Not modified (the client's `If-None-Match` matches the `Etag`).",
+            "headers": request_id_header(),
+        }
 
     def errors(self, *statuses: int, origin: bool = True, auth: bool = True) -> Json:
         """Error responses: the given statuses, plus 401 (keyed route, key set), 403 (Origin checked),
@@ -98,7 +122,6 @@ class Spec:
         if origin:
             wanted.add(403)
         return {str(s): {"$ref": f"#/components/responses/{ERROR_RESPONSES[s][0]}"} for s in sorted(wanted)}
-
 
 
 def json_content(schema: Json) -> Json:

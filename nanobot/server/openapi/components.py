@@ -149,7 +149,7 @@ def _schemas(spec: Spec) -> Json:
                     },
                 ],
                 "description": "Some non-blank text, or a list of parts with some text or a file. Without "
-                "text, files get the text \"Please analyze the uploaded file(s).\"",
+                'text, files get the text "Please analyze the uploaded file(s)."',
             },
         },
     }
@@ -316,7 +316,7 @@ def _schemas(spec: Spec) -> Json:
                 {"required": ["files"], "properties": {"files": {"minItems": 1}}},
             ],
             "description": "A `message` with some non-blank text, or `files`, or both; without a message, "
-            f"\"Please analyze the uploaded file(s).\". Other text fields are ignored. At most {MAX_FORM_PARTS} "
+            f'"Please analyze the uploaded file(s).". Other text fields are ignored. At most {MAX_FORM_PARTS} '
             "parts in all (400 past it).",
         },
         "Usage": usage,

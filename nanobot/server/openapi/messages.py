@@ -23,7 +23,11 @@ def _role_is(*roles: str) -> Json:
 
 def _text_content(*kinds: str) -> Json:
     parts = [
-        {"type": "object", "required": ["type", kind], "properties": {"type": {"const": kind}, kind: {"type": "string"}}}
+        {
+            "type": "object",
+            "required": ["type", kind],
+            "properties": {"type": {"const": kind}, kind: {"type": "string"}},
+        }
         for kind in kinds
     ]
     return {"oneOf": [{"type": "string"}, {"type": "array", "items": {"anyOf": parts}}]}
@@ -40,10 +44,12 @@ def message_schemas(spec: Spec) -> Json:
             "required": ["role", "content"],
             "properties": {
                 "role": {"enum": ["system", "developer"]},
-                "content": {"oneOf": [
-                    {"type": "string", "maxLength": MAX_INSTRUCTION_CHARS},
-                    {"type": "array", "items": _TEXT_PART},
-                ]},
+                "content": {
+                    "oneOf": [
+                        {"type": "string", "maxLength": MAX_INSTRUCTION_CHARS},
+                        {"type": "array", "items": _TEXT_PART},
+                    ]
+                },
             },
             "description": f"The client's instructions: {use if api.client_system == 'append' else 'ignored'}. "
             f"At most {MAX_INSTRUCTION_CHARS} characters in all system and developer messages of a request.",
@@ -65,19 +71,25 @@ def message_schemas(spec: Spec) -> Json:
             "properties": {
                 "role": {"const": "assistant"},
                 "content": {"anyOf": [_text_content("text", "refusal"), {"type": "null"}]},
-                "tool_calls": {"type": ["array", "null"], "items": {
-                    "type": "object",
-                    "required": ["id", "function"],
-                    "properties": {
-                        "id": {"type": "string", "minLength": 1, "maxLength": 256},
-                        "type": {"const": "function"},
-                        "function": {
-                            "type": "object",
-                            "required": ["name", "arguments"],
-                            "properties": {"name": {"type": "string", "minLength": 1}, "arguments": {"type": "string"}},
+                "tool_calls": {
+                    "type": ["array", "null"],
+                    "items": {
+                        "type": "object",
+                        "required": ["id", "function"],
+                        "properties": {
+                            "id": {"type": "string", "minLength": 1, "maxLength": 256},
+                            "type": {"const": "function"},
+                            "function": {
+                                "type": "object",
+                                "required": ["name", "arguments"],
+                                "properties": {
+                                    "name": {"type": "string", "minLength": 1},
+                                    "arguments": {"type": "string"},
+                                },
+                            },
                         },
                     },
-                }},
+                },
             },
             "description": "Needs `content` or `tool_calls`; each call must be answered by a `tool` message "
             "right after it.",
@@ -108,8 +120,7 @@ def messages_field(spec: Spec) -> Json:
             "type": "array",
             "minItems": 1,
             "contains": _role_is("user"),
-            "items": {"anyOf": [ref("HistoryUserMessage"), *instructions, ref("AssistantMessage"),
-                                ref("ToolMessage")]},
+            "items": {"anyOf": [ref("HistoryUserMessage"), *instructions, ref("AssistantMessage"), ref("ToolMessage")]},
             "description": "The conversation (`api.clientHistory` is `use`): the last message other than "
             "system/developer is the user message this turn answers (a `UserMessage`: its files are read). "
             "The server neither reads nor writes the session's history for this request. At most "
@@ -141,6 +152,5 @@ def messages_field(spec: Spec) -> Json:
         "contains": _role_is("user"),
         "minContains": 1,
         "maxContains": 1,
-        "description": "Exactly one user message: the server keeps the conversation (see `session_id`)."
-        + system_note,
+        "description": "Exactly one user message: the server keeps the conversation (see `session_id`)." + system_note,
     }
