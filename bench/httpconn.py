@@ -127,7 +127,7 @@ class Conn(asyncio.Protocol):
         self._paused = False
 
     @classmethod
-    async def open(cls, host: str, port: int) -> "Conn":
+    async def open(cls, host: str, port: int) -> Conn:
         loop = asyncio.get_running_loop()
         _, conn = await loop.create_connection(cls, host, port)
         return conn

@@ -57,7 +57,7 @@ class Spec:
     sync: bool = False
 
     @classmethod
-    def from_json(cls, raw: str | bytes) -> "Spec":
+    def from_json(cls, raw: str | bytes) -> Spec:
         data = orjson.loads(raw)
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known

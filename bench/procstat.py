@@ -128,7 +128,7 @@ class RssSampler:
         main = rss_kb(self.pid)
         return main, main + sum(rss_kb(k) for k in kids)
 
-    def start(self) -> "RssSampler":
+    def start(self) -> RssSampler:
         main, total = self._read(descendants(self.pid))
         self.before_kb = self.peak_kb = total if self.tree else main
         self.tree_peak_kb = total
@@ -148,7 +148,7 @@ class RssSampler:
             self.tree_peak_kb = max(self.tree_peak_kb, total)
             self.samples += 1
 
-    def stop(self, settle: float = 0.2) -> "RssSampler":
+    def stop(self, settle: float = 0.2) -> RssSampler:
         """Stop sampling; `after` is read `settle` seconds later."""
         self._stop.set()
         if self._thread is not None:

@@ -13,8 +13,8 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import statistics
 import shutil
+import statistics
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -317,7 +317,8 @@ class ScenarioRunner:
                 for _, chosen in order:
                     servers.append(self._server(up, chosen))
                 targets = [
-                    Target(name, srv.url, srv.pid, upstream_pid=up.pid) for (name, _), srv in zip(order, servers)
+                    Target(name, srv.url, srv.pid, upstream_pid=up.pid)
+                    for (name, _), srv in zip(order, servers, strict=False)
                 ]
                 for target in targets:
                     self._warm_up(target, sc)
@@ -342,7 +343,9 @@ def _noop_cost(plain: list[dict[str, Any]], noop: list[dict[str, Any]], sc: Scen
         name: [report.summarize([raw], sc.clients).get("cpu_per_req_us") for raw in raws]
         for name, raws in (("plain", plain), ("noop", noop))
     }
-    diffs = [b - a for a, b in zip(per_round["plain"], per_round["noop"]) if a is not None and b is not None]
+    diffs = [
+        b - a for a, b in zip(per_round["plain"], per_round["noop"], strict=False) if a is not None and b is not None
+    ]
     extra: dict[str, Any] = {"round_cpu_per_req_us": per_round}
     if diffs:
         middle = statistics.median(diffs)

@@ -92,7 +92,7 @@ class MetricsWatcher:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="metrics-watcher", daemon=True)
 
-    def start(self) -> "MetricsWatcher":
+    def start(self) -> MetricsWatcher:
         self._thread.start()
         return self
 

@@ -168,7 +168,7 @@ def _run_load(
 ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, Any] | None]:
     results, probe_result = run_loadgens([spec for _, spec in specs], probe, duration + timeout + 60)
     by_kind: dict[str, list[dict[str, Any]]] = {}
-    for (kind, _), result in zip(specs, results):
+    for (kind, _), result in zip(specs, results, strict=False):
         by_kind.setdefault(kind, []).append(result)
     return by_kind, probe_result
 

@@ -156,9 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     if "health_during_exec" in out:
         h = out["health_during_exec"]
-        print(
-            f"/health idle: p50 {h['idle']['p50_ms']:.2f} ms, p99 {h['idle']['p99_ms']:.2f} ms ({h['idle']['n']} probes)"
-        )
+        idle = h["idle"]
+        print(f"/health idle: p50 {idle['p50_ms']:.2f} ms, p99 {idle['p99_ms']:.2f} ms ({idle['n']} probes)")
         print(
             f"/health during {args.execs} exec floods: p50 {h['during']['p50_ms']:.2f} ms, "
             f"p99 {h['during']['p99_ms']:.2f} ms, max {h['during']['max_ms']:.2f} ms ({h['during']['n']} probes); "

@@ -9,8 +9,9 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from nanobot.config import Config, ConfigError, load_config
 

@@ -6,9 +6,10 @@ Custom stages keep their own data in ``extras``.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from nanobot.services import Services
@@ -58,7 +59,7 @@ class Attachment:
 
 @dataclass(slots=True)
 class RequestContext:
-    services: "Services"
+    services: Services
     method: str
     path: str
     headers: Any  # tornado.httputil.HTTPHeaders

@@ -63,7 +63,7 @@ class Metrics:
         )
         self.tasks = Gauge("nanobot_asyncio_tasks", "Tasks alive on the server's event loop.", registry=r)
 
-    async def render(self, services: "Services") -> bytes:
+    async def render(self, services: Services) -> bytes:
         """The exposition text, with scrape-time values refreshed first."""
         counts = await services.outbox.counts()
         # One series per configured channel and one "other": the message

@@ -58,7 +58,7 @@ class Pipeline:
         self.stages = tuple(stages)
 
     @classmethod
-    def from_names(cls, names: list[str]) -> "Pipeline":
+    def from_names(cls, names: list[str]) -> Pipeline:
         return cls([load_stage(n) for n in names])
 
     async def __call__(self, ctx: RequestContext) -> None:

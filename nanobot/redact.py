@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import TYPE_CHECKING, Iterable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 from urllib.parse import quote, unquote, urlsplit
 
 if TYPE_CHECKING:
@@ -67,7 +68,7 @@ class Redactor:
         return text
 
     @classmethod
-    def from_config(cls, config: "Config") -> "Redactor":
+    def from_config(cls, config: Config) -> Redactor:
         secrets: dict[str, str] = {}
         for provider in config.providers.values():
             secrets.update(provider_secrets(provider))
@@ -83,7 +84,7 @@ class Redactor:
         return cls(secrets)
 
 
-def provider_secrets(provider: "ProviderConfig") -> dict[str, str]:
+def provider_secrets(provider: ProviderConfig) -> dict[str, str]:
     """What one LLM provider sends that must not come back out."""
     secrets: dict[str, str] = {}
     _add(secrets, provider.api_key)
@@ -92,7 +93,7 @@ def provider_secrets(provider: "ProviderConfig") -> dict[str, str]:
     return secrets
 
 
-def channel_secrets(channels: "ChannelsConfig") -> dict[str, str]:
+def channel_secrets(channels: ChannelsConfig) -> dict[str, str]:
     """The Telegram token, the webhook's headers, and its URL past the host."""
     secrets: dict[str, str] = {}
     _add(secrets, channels.telegram.token)

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Awaitable, Callable
 
 from nanobot.agent.context import WorkspaceContext
 from nanobot.agent.loop import DEFAULT_SYSTEM_PROMPT, AgentLoop
@@ -155,7 +155,7 @@ class Services:
     mcp: McpHub  # tools.mcpServers, connected in the background
 
     @classmethod
-    def build(cls, config: Config, lock_fd: int | None = None) -> "Services":
+    def build(cls, config: Config, lock_fd: int | None = None) -> Services:
         """``lock_fd``: with several workers, the session lock file their parent opened."""
         workspace = config.workspace
         private_dir(workspace)

@@ -10,10 +10,10 @@ Multipart bodies were already parsed while they arrived
 from __future__ import annotations
 
 import orjson
+
 from nanobot.context import RequestContext
 from nanobot.errors import InvalidRequest, UnsupportedMediaType
 from nanobot.multipart import MultipartReader
-
 
 # A chat request holds a few dozen objects and arrays; millions of tiny ones
 # ("{},{},...") would cost ~30x the body in memory. Counting brackets is

@@ -13,7 +13,8 @@ import asyncio
 import base64
 import binascii
 import time
-from typing import TYPE_CHECKING, Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from nanobot.context import Attachment, IncomingFile, RequestContext
 from nanobot.errors import InvalidRequest, TooLarge, UnsupportedMediaType
@@ -58,7 +59,7 @@ async def _sized(size: int, fn: Callable[..., T], *args: Any) -> T:
     return await asyncio.to_thread(fn, *args) if size > OFFLOAD_BYTES else fn(*args)
 
 
-async def read_file(services: "Services", f: IncomingFile) -> Attachment:
+async def read_file(services: Services, f: IncomingFile) -> Attachment:
     """Check, type and read one incoming file (shared with ``nanobot agent --file``)."""
     limit = services.config.api.max_file_bytes
     name = safe_display_name(f.filename, "image" if f.from_image_part else "file")

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
+from servers import ServerProcess, upstream_config
 
 from nanobot.testing.process import UpstreamProcess
-from servers import ServerProcess, upstream_config
 
 
 @pytest.fixture(scope="session")

@@ -14,8 +14,9 @@ import sqlite3
 import struct
 import time
 import zlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import orjson
 from jsonschema import Draft202012Validator
@@ -213,7 +214,7 @@ def recv_all(s: socket.socket, timeout: float) -> bytes:
     try:
         while chunk := s.recv(65536):
             out += chunk
-    except (ConnectionResetError, socket.timeout):
+    except (TimeoutError, ConnectionResetError):
         pass
     return out
 

@@ -19,13 +19,13 @@ import uuid
 
 import pytest
 import requests
-
 from fault_helpers import CHAT, proc_status_kb, raw_http, recv_all, status_of
+from servers import ServerProcess
+
 from nanobot.config import ApiConfig
 from nanobot.errors import AuthenticationFailed
 from nanobot.server import guards
 from nanobot.server.guards import KeyCheck
-from servers import ServerProcess
 
 KEY = "abuse-key-" + "k" * 54
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -137,11 +137,11 @@ def test_slow_clients_do_not_hold_up_others(server, slow_clients):
 
 
 def test_headers_that_never_end_are_cut_off(slow_clients):
-    assert slow_clients["headers"]["closed_after"] is not None, "still open after %.0f s" % SLOW_LIMIT
+    assert slow_clients["headers"]["closed_after"] is not None, f"still open after {SLOW_LIMIT:.0f} s"
 
 
 def test_body_sent_one_byte_a_second_is_cut_off(slow_clients):
-    assert slow_clients["body"]["closed_after"] is not None, "still open after %.0f s" % SLOW_LIMIT
+    assert slow_clients["body"]["closed_after"] is not None, f"still open after {SLOW_LIMIT:.0f} s"
 
 
 # ---------------------------------------------------------------------------------- big requests
@@ -330,7 +330,7 @@ def test_every_documented_route_needs_the_key_but_health(server):
     for template, item in doc["paths"].items():
         path = template
         for param in (p for op in item.values() for p in op.get("parameters", []) if p.get("in") == "path"):
-            path = path.replace("{%s}" % param["name"], param["example"])
+            path = path.replace("{{{}}}".format(param["name"]), param["example"])
         for method, op in item.items():
             public = op.get("security", doc.get("security")) == []
             body = {"json": {"messages": [{"role": "user", "content": "hi"}]}} if method == "post" else {}

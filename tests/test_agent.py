@@ -10,9 +10,9 @@ import uuid
 
 import openai
 import requests
+from servers import ServerProcess, upstream_config
 
 from nanobot.protocol import parse_frames
-from servers import ServerProcess, upstream_config
 
 CHAT = "/v1/chat/completions"
 

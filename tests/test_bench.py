@@ -213,5 +213,5 @@ def test_html_extractors_bench_scores_the_chosen_library() -> None:
         timeout=120,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    line = next(l for l in proc.stdout.splitlines() if l.startswith("trafilatura"))
+    line = next(row for row in proc.stdout.splitlines() if row.startswith("trafilatura"))
     assert "kept 17/17 phrases, scripts/styles 0/9, chrome 0/15" in line

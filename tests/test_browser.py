@@ -21,15 +21,15 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
-
 from builders import saved
+from servers import ROOT, ServerProcess, merge, upstream_config
 
 from nanobot.testing.process import UpstreamProcess
-from servers import ROOT, ServerProcess, merge, upstream_config
 
 API_KEY = "browser-test-key"
 TOKENS = 8
@@ -121,7 +121,7 @@ def key_site(started: list[Any], key_server: ServerProcess) -> str:
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator["Browser"]:
+def browser() -> Iterator[Browser]:
     if sync_playwright is None:
         _unavailable("Playwright for Python is not installed (pip install playwright)")
     executable = _chromium()
@@ -136,13 +136,14 @@ def browser() -> Iterator["Browser"]:
 class Tab:
     """A fresh browser context (its own localStorage) with one page."""
 
-    def __init__(self, browser: "Browser", key: str | None) -> None:
+    def __init__(self, browser: Browser, key: str | None) -> None:
         self.context = browser.new_context(viewport=VIEWPORT)
         self.context.set_default_timeout(10_000)
         if key:
             # As if the key had been entered before: kept in this browser's storage.
+            stored = json.dumps(json.dumps(key))
             self.context.add_init_script(
-                f"if (!localStorage.getItem('nanobot.apiKey')) localStorage.setItem('nanobot.apiKey', {json.dumps(json.dumps(key))});"
+                f"if (!localStorage.getItem('nanobot.apiKey')) localStorage.setItem('nanobot.apiKey', {stored});"
             )
         self.page: Page = self.context.new_page()
         self.problems: list[str] = []
@@ -180,7 +181,7 @@ class Tab:
 
 
 @pytest.fixture
-def tabs(browser: "Browser") -> Iterator[Any]:
+def tabs(browser: Browser) -> Iterator[Any]:
     opened: list[Tab] = []
 
     def open_tab(url: str, key: str | None = None) -> Tab:

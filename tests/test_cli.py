@@ -9,8 +9,9 @@ import sys
 import time
 
 from builders import make_docx
-from nanobot.testing.process import UpstreamProcess
 from servers import ROOT
+
+from nanobot.testing.process import UpstreamProcess
 
 
 def write_config(tmp_path, upstream_url=None, **extra):

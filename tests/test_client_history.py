@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 
 import requests
-
 from servers import merge, upstream_config
 
 CHAT = "/v1/chat/completions"

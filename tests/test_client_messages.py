@@ -10,12 +10,12 @@ import uuid
 import openai
 import pytest
 import requests
-
 from fault_helpers import CHAT, read_db
+from servers import merge, upstream_config
+
 from nanobot.agent.context import FILE_TOOLS_NOTE
 from nanobot.agent.loop import DEFAULT_SYSTEM_PROMPT as BUILT_IN_PROMPT
 from nanobot.client_messages import MAX_INSTRUCTION_CHARS
-from servers import merge, upstream_config
 
 # The server's own system prompt with the default tools (file tools on).
 DEFAULT_SYSTEM_PROMPT = f"{BUILT_IN_PROMPT}\n\n{FILE_TOOLS_NOTE}"

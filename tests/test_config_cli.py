@@ -8,9 +8,9 @@ import subprocess
 import sys
 
 import pytest
+from servers import ROOT
 
 from nanobot.config import ConfigError, load_config, parse_config, to_public_dict
-from servers import ROOT
 
 
 def test_defaults_and_camel_case():
@@ -187,6 +187,7 @@ def test_cli_overrides_host_port_workspace(tmp_path):
 def test_shipped_config_serves_offline(tmp_path):
     """`nanobot serve` from the repo root picks up ./config.json (echo provider)."""
     import requests
+
     from nanobot.testing.process import wait_for_ready_line
 
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HOME": str(tmp_path)}

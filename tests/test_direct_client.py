@@ -8,10 +8,10 @@ from typing import Any
 
 import httpx2
 import pytest
+from test_transport import Upstream, aio, response
 
 from nanobot.providers.direct_client import DirectAsyncClient
 from nanobot.providers.transport import PooledTransport
-from test_transport import Upstream, aio, response
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -121,7 +121,7 @@ async def test_auth_and_hooks_still_apply() -> None:
         async with make(DirectAsyncClient, event_hooks={"request": [hook]}) as hooked:
             await outcome(hooked, up.url + "/plain")
     sent = [head for head, _ in up.requests]
-    for head, user in zip(sent, ["ann", "bob", "cy"]):
+    for head, user in zip(sent, ["ann", "bob", "cy"], strict=False):
         assert b"\r\nAuthorization: Basic " + base64.b64encode(f"{user}:pw".encode()) + b"\r\n" in head
     assert seen == ["/plain"]
 

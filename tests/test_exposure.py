@@ -11,10 +11,10 @@ import timeit
 
 import pytest
 import requests
-
 from fault_helpers import CHAT, OpenApiDoc, recv_all, status_of
-from nanobot import ids
 from servers import ROOT, ServerProcess
+
+from nanobot import ids
 
 BODY = {"messages": [{"role": "user", "content": "hi"}]}
 
@@ -138,7 +138,7 @@ def test_no_server_version_in_any_response(open_server):
 
 def _unrelated(a: str, b: str) -> bool:
     """Two random 16-hex-digit tails: few positions alike, and not one after the other."""
-    return sum(x == y for x, y in zip(a, b)) < 8 and abs(int(a, 16) - int(b, 16)) > 1000
+    return sum(x == y for x, y in zip(a, b, strict=False)) < 8 and abs(int(a, 16) - int(b, 16)) > 1000
 
 
 def test_ids_are_unpredictable_and_cheap():

@@ -19,12 +19,12 @@ import uuid
 import openai
 import pytest
 import requests
-
 from fault_helpers import CHAT, dead_port, established_to, history_problems, read_db, recv_all, wait_for
+from servers import ServerProcess, merge, upstream_config
+
 from nanobot.config import DEFAULT_STAGES
 from nanobot.protocol import parse_frames
 from nanobot.testing.process import UpstreamProcess
-from servers import ServerProcess, merge, upstream_config
 
 
 def ask(server, text, sid, stream=False, timeout=30, **extra):

@@ -8,8 +8,8 @@ import time
 import zipfile
 
 import pytest
-from PIL import Image
 from builders import Raw, make_docx, make_pdf, make_pptx, make_xlsx, members, saved, write_zip
+from PIL import Image
 
 from nanobot.errors import UnsupportedMediaType
 from nanobot.files.detect import Detected, UnsupportedFileType, detect, looks_like_text

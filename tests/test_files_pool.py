@@ -76,7 +76,7 @@ def test_every_kind_through_the_pool() -> None:
             "text": big_text,
         }
         texts = await asyncio.gather(*(ex.extract(k, v, f"f.{k}") for k, v in jobs.items()))
-        for kind, text in zip(jobs, texts):
+        for kind, text in zip(jobs, texts, strict=False):
             assert f"{kind.upper()}MARK" in text
         assert await ex.extract("text", b"small SMALLMARK", "s.txt") == "small SMALLMARK"
 

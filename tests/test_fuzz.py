@@ -19,18 +19,18 @@ from types import SimpleNamespace
 
 import pytest
 import requests
+from fault_helpers import CHAT, OpenApiDoc, raw_http, status_of
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from servers import TESTS_DIR, ServerProcess
 from tornado.httputil import HTTPHeaders
 from urllib3 import encode_multipart_formdata
 
-from fault_helpers import CHAT, OpenApiDoc, raw_http, status_of
 from nanobot.config import Config
 from nanobot.context import RequestContext
 from nanobot.errors import ApiError
 from nanobot.files.detect import detect
 from nanobot.server.openapi import document
-from servers import TESTS_DIR, ServerProcess
 from stages.decode import Decode
 from stages.extract_files import _decode_base64
 from stages.validate import Validate

@@ -8,7 +8,6 @@ import time
 import openai
 import pytest
 import requests
-
 from servers import upstream_config
 
 CHAT = "/v1/chat/completions"

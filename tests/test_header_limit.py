@@ -7,8 +7,8 @@ import socket
 import time
 
 import requests
-
 from fault_helpers import recv_all
+
 from nanobot.server.connection import LINGER_SECONDS, MAX_HEADER_BYTES
 
 
@@ -66,7 +66,7 @@ def test_a_client_that_keeps_sending_is_cut_off(echo_server):
                 break
             try:
                 chunk = s.recv(65536)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 break

@@ -12,12 +12,12 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
-
 from mcp_servers import EVERYTHING, TEST_SERVER, HttpMcpServer, everything_installed
+
 from nanobot.agent.tools import TurnScope
 from nanobot.config import McpServerConfig
 from nanobot.testing.server_process import ROOT

@@ -11,7 +11,6 @@ import time
 import uuid
 
 import requests
-
 from servers import ROOT, ServerProcess, merge, upstream_config
 
 CHAT = "/v1/chat/completions"

@@ -6,7 +6,6 @@ import re
 import uuid
 
 import requests
-
 from builders import make_docx
 from servers import merge, upstream_config
 

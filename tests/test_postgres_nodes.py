@@ -15,9 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import orjson
 import requests
-from tornado.httpclient import AsyncHTTPClient, HTTPRequest
-
 from servers import ServerProcess, merge, upstream_config
+from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
 CHAT = "/v1/chat/completions"
 
@@ -183,7 +182,7 @@ def test_a_message_queued_by_a_node_that_dies_is_delivered_by_another(postgres, 
     hole = BlackHole()
     chat = uuid.uuid4().hex
     hook = {"channels": {"webhook": {"enabled": True, "url": hole.url}}}
-    tool = '#tool:message {"content": "from a", "channel": "webhook", "chat_id": "%s"} go' % chat
+    tool = f'#tool:message {{"content": "from a", "channel": "webhook", "chat_id": "{chat}"}} go'
     try:
         a = node(upstream, url, **hook)
         r = ask(a, tool, uuid.uuid4().hex)

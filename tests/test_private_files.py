@@ -9,12 +9,11 @@ from __future__ import annotations
 import os
 import sqlite3
 import stat
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pytest
 import requests
-
 from servers import ServerProcess
 
 DB_FILES = ("nanobot.db", "nanobot.db-wal", "nanobot.db-shm")

@@ -11,14 +11,14 @@ import json
 import logging
 import subprocess
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 import requests
+from servers import ROOT, ServerProcess, upstream_config
 
 from nanobot.config import parse_config
-from nanobot.redact import Redactor, RedactingFilter
+from nanobot.redact import RedactingFilter, Redactor
 from nanobot.testing.process import UpstreamProcess
-from servers import ROOT, ServerProcess, upstream_config
 
 CHAT = "/v1/chat/completions"
 KEY = "sk-live-0123456789abcdef"

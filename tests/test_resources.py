@@ -14,10 +14,10 @@ import time
 import orjson
 import pytest
 import requests
-
 from fault_helpers import CHAT, proc_status_kb, recv_all, status_of, wait_for
-from stages import decode
 from test_metrics import sample
+
+from stages import decode
 
 MIB = 1024 * 1024
 

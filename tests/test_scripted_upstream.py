@@ -275,7 +275,7 @@ def test_tokens_mode_paces_chunks_and_exits_cleanly() -> None:
                     arrivals.append(time.monotonic())
                     pieces.append(chunk.choices[0].delta.content)
         assert pieces == ["tok "] * 5
-        gaps = sorted(later - earlier for earlier, later in zip(arrivals, arrivals[1:]))
+        gaps = sorted(later - earlier for earlier, later in zip(arrivals, arrivals[1:], strict=False))
         # One sleep per chunk: ~50 ms apart (the median tolerates a bunched pair).
         assert 0.03 <= gaps[len(gaps) // 2] < 0.5, gaps
         assert arrivals[-1] - arrivals[0] >= 0.15, gaps

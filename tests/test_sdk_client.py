@@ -8,9 +8,9 @@ import httpx2
 import openai
 import pytest
 from openai._models import FinalRequestOptions
+from test_transport import Upstream, aio, client, response, serving
 
 from nanobot.providers.sdk_client import JSON_HEADERS, TemplatedOpenAI
-from test_transport import Upstream, aio, client, response, serving
 
 pytestmark = pytest.mark.timeout(20)
 

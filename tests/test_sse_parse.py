@@ -29,7 +29,7 @@ def sdk_text(stream: bytes) -> str:
 def parsed(stream: bytes, cuts: list[int]) -> StreamParser:
     parser = StreamParser()
     edges = [0, *sorted(c % (len(stream) + 1) for c in cuts), len(stream)]
-    for start, end in zip(edges, edges[1:]):
+    for start, end in zip(edges, edges[1:], strict=False):
         parser.feed(stream[start:end])
         if parser.done:
             break

@@ -9,9 +9,9 @@ import uuid
 import openai
 import pytest
 import requests
+from servers import upstream_config
 
 from nanobot.protocol import parse_frames
-from servers import upstream_config
 
 CHAT = "/v1/chat/completions"
 
@@ -151,7 +151,7 @@ def test_frames_flushed_as_produced(make_server):
                 if b'"content":"tok' in frame:
                     arrivals.append(time.monotonic())
         assert len(arrivals) == 6
-        gaps = [b - a for a, b in zip(arrivals, arrivals[1:])]
+        gaps = [b - a for a, b in zip(arrivals, arrivals[1:], strict=False)]
         assert min(gaps) > 0.08, gaps  # not buffered up and sent at the end
 
 
@@ -162,7 +162,7 @@ def test_disconnect_cancels_run(make_server, upstream):
         server = make_server(upstream_config(slow_up.url))
         sid = uuid.uuid4().hex
         s = socket.create_connection(("127.0.0.1", server.port))
-        body = ('{"messages":[{"role":"user","content":"long one"}],"stream":true,"session_id":"%s"}' % sid).encode()
+        body = (f'{{"messages":[{{"role":"user","content":"long one"}}],"stream":true,"session_id":"{sid}"}}').encode()
         s.sendall(
             b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
             b"Content-Length: %d\r\n\r\n" % len(body) + body
@@ -197,7 +197,7 @@ def test_client_that_stops_reading_gets_every_frame_in_order(echo_server):
     words = [f"w{i}" for i in range(40_000)]
     s = socket.create_connection(("127.0.0.1", echo_server.port))
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
-    body = ('{"messages":[{"role":"user","content":"%s"}],"stream":true}' % " ".join(words)).encode()
+    body = ('{{"messages":[{{"role":"user","content":"{}"}}],"stream":true}}'.format(" ".join(words))).encode()
     s.sendall(
         b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
         b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body) + body

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import os
 import shutil
@@ -15,12 +16,12 @@ from pathlib import Path
 
 import pytest
 import requests
+from servers import ROOT, TESTS_DIR, merge, upstream_config
 
 from nanobot.agent.tools import TurnScope
 from nanobot.config import ExecToolConfig
 from nanobot.tools.exec import ExecTool
 from nanobot.tools.paths import Workspace
-from servers import ROOT, TESTS_DIR, merge, upstream_config
 
 pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed")
 
@@ -226,9 +227,8 @@ def test_sandbox_none_runs_directly(root: Path) -> None:
     assert int((root / "pid").read_text()) > 2  # a host pid, not a sandbox's
 
 
-def start_sleep(server, marker: str) -> "concurrent.futures.Future":
+def start_sleep(server, marker: str) -> concurrent.futures.Future:
     """A turn whose exec sleeps, sent from a thread; returns once the sleep runs."""
-    import concurrent.futures
 
     pool = concurrent.futures.ThreadPoolExecutor(1)
     future = pool.submit(

@@ -14,14 +14,14 @@ from pathlib import Path
 
 import pytest
 import requests
+from builders import make_docx, make_pdf
+from servers import ServerProcess, upstream_config
 
 from nanobot.agent.tools import TurnScope
 from nanobot.files.limits import FileLimits
 from nanobot.files.pool import Extractor
 from nanobot.tools.files import FileToolLimits, file_tools
 from nanobot.tools.paths import Workspace, safe_name
-from builders import make_docx, make_pdf
-from servers import ServerProcess, upstream_config
 
 CHAT = "/v1/chat/completions"
 

@@ -609,7 +609,7 @@ def written_in_pieces(reply: bytes, cuts: list[int]) -> Callable[..., Awaitable[
     async def handler(up: Upstream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
         while await up.read_request(reader) is not None:
             edges = [0, *sorted(c % (len(reply) + 1) for c in cuts), len(reply)]
-            for start, end in zip(edges, edges[1:]):
+            for start, end in zip(edges, edges[1:], strict=False):
                 writer.write(reply[start:end])
                 await writer.drain()
                 await asyncio.sleep(0)  # a separate read on the other side, most of the time

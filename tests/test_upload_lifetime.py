@@ -10,16 +10,16 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import requests
-from PIL import Image
-
 from builders import make_docx, saved
+from PIL import Image
+from servers import ServerProcess, upstream_config
+
 from nanobot.files.storage import remove_expired
 from nanobot.testing.process import UpstreamProcess
-from servers import ServerProcess, upstream_config
 
 CHAT = "/v1/chat/completions"
 PNG = saved(Image.new("RGB", (4, 4), (200, 10, 10)), format="PNG")

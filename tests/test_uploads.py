@@ -10,9 +10,8 @@ import uuid
 
 import pytest
 import requests
+from builders import DOC_HEAD, DOC_TAIL, MIB, make_docx, make_pdf, make_pptx, make_xlsx, padded_xml, replace_part, saved
 from PIL import Image
-
-from builders import MIB, make_docx, make_pdf, make_pptx, make_xlsx, padded_xml, replace_part, saved, DOC_HEAD, DOC_TAIL
 from servers import merge, upstream_config
 
 CHAT = "/v1/chat/completions"

@@ -28,11 +28,13 @@ import asyncio
 import ssl
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import openai
 import pytest
+from servers import ServerProcess, upstream_config
 
 from nanobot.testing.raw_replies import (
     LAST_CHUNK,
@@ -40,16 +42,15 @@ from nanobot.testing.raw_replies import (
     TEXT,
     USAGE,
     chunk,
+    completion,
     error_answer,
     events,
     head,
     json_answer,
     pad_headers,
     sse,
-    completion,
 )
 from nanobot.testing.replay import CLOSE, STALE, Case, ReplayServer, Trickle
-from servers import ServerProcess, upstream_config
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -234,7 +235,7 @@ def results() -> Iterator[dict[str, tuple[Outcome, Outcome]]]:
             ) as to_server:
                 together = [c for c in CASES if c.turns == 1]
                 done = await asyncio.gather(*(run_case(c, replay, to_server) for c in together))
-                outcomes.update(zip((c.name for c in together), done))
+                outcomes.update(zip((c.name for c in together), done, strict=False))
                 for case in CASES:
                     if case.turns > 1:
                         outcomes[case.name] = await run_case(case, replay, to_server)

@@ -9,18 +9,18 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 
-from nanobot.testing.html_pages import NEVER, nested
 from nanobot.agent.tools import TurnScope
 from nanobot.config import ConfigError, WebFetchConfig, parse_config
 from nanobot.files.limits import FileLimits
+from nanobot.testing.html_pages import NEVER, nested
+from nanobot.testing.website import Site
 from nanobot.tools.html_text import convert
 from nanobot.tools.ssrf import parse_whitelist, refusal
 from nanobot.tools.web_fetch import WebFetchTool
-from nanobot.testing.website import Site
 
 SCOPE = TurnScope("api", "test")
 

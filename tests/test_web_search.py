@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 
 from nanobot.agent.tools import TurnScope
 from nanobot.config import WebSearchConfig, parse_config
+from nanobot.testing.website import Site
 from nanobot.tools.web import web_tools
 from nanobot.tools.web_search import WebSearchTool
-from nanobot.testing.website import Site
 
 SCOPE = TurnScope("api", "test")
 

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 import requests
-
 from mcp_servers import TEST_SERVER
-from nanobot.testing.process import children
 from servers import ROOT, ServerProcess, upstream_config
+
+from nanobot.testing.process import children
 from nanobot.testing.website import Site
 
 CHAT = "/v1/chat/completions"

@@ -22,11 +22,11 @@ from collections.abc import Iterator
 
 import pytest
 import requests
+from servers import ROOT, ServerProcess, upstream_config
 
 from nanobot.config import Config
 from nanobot.server import app
 from nanobot.testing.process import UpstreamProcess, children
-from servers import ROOT, ServerProcess, upstream_config
 
 CHAT = "/v1/chat/completions"
 

@@ -8,10 +8,10 @@ import uuid
 from pathlib import Path
 
 import requests
+from servers import ServerProcess, upstream_config
 
 from nanobot.agent.context import MAX_FILE_CHARS, WorkspaceContext, description
 from nanobot.tools.paths import Workspace, safe_name
-from servers import ServerProcess, upstream_config
 
 
 def prompt(ctx: WorkspaceContext, key: str = "api:x") -> dict:

@@ -8,9 +8,10 @@ nothing, so history is always as it was or one whole turn longer.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import Any, AsyncIterator
+from typing import Any
 
 from nanobot.agent.context import WorkspaceContext
 from nanobot.agent.tools import ToolRegistry, TurnScope, is_error
@@ -129,7 +130,7 @@ class AgentLoop:
                         yield piece
                     call = calls[index]
                     yield ToolProgress(call.name, "finished", call.id, not is_error(result))
-            for call, result in zip(calls, results):
+            for call, result in zip(calls, results, strict=False):
                 result_msg = {"role": "tool", "tool_call_id": call.id, "content": result}
                 messages.append(result_msg)
                 new.append(result_msg)

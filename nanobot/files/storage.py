@@ -13,8 +13,8 @@ import tempfile
 import time
 import unicodedata
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 MAX_DISPLAY_CHARS = 255
 MAX_BASENAME_CHARS = 100

@@ -10,7 +10,7 @@ the webhook's headers and its URL past the host (all secrets) redacted.
 from __future__ import annotations
 
 import math
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import orjson
 from tornado.httpclient import HTTPRequest, HTTPResponse

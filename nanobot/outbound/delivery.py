@@ -157,7 +157,7 @@ class DeliveryWorker:
     async def _sleep(self, delay: float) -> None:
         try:
             await asyncio.wait_for(self._wake.wait(), timeout=delay)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
 
     async def _deliver_batch(self, due: list[Due]) -> None:

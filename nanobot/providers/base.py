@@ -7,8 +7,9 @@ Plain ``str`` for deltas keeps the per-token path free of allocations.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Protocol
+from typing import Any, Protocol
 
 from nanobot.protocol import Usage
 

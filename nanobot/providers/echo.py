@@ -15,8 +15,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import re
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, AsyncIterator
+from typing import Any
 
 from nanobot.protocol import Usage
 from nanobot.providers.base import Completion

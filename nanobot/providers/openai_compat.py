@@ -9,7 +9,8 @@ per-token path.
 from __future__ import annotations
 
 import functools
-from typing import Any, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import aiohttp
 import httpx2

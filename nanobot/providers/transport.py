@@ -20,7 +20,8 @@ SDK's aiohttp client: see ``OpenAICompatProvider``.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import httptools
 import httpx2

@@ -8,7 +8,8 @@ import logging
 import signal
 import socket
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from tornado import web
 from tornado.netutil import bind_sockets
@@ -17,7 +18,6 @@ from nanobot.config import Config, ConfigError
 from nanobot.pipeline import Pipeline
 from nanobot.server.connection import MAX_HEADER_BYTES, ApiHTTPServer
 from nanobot.server.guards import BodyBudget, ConcurrencyGate, HostPolicy, KeyCheck, OriginPolicy
-from nanobot.server.page import STATIC_DIR, ChatPageHandler, PageAssetHandler
 from nanobot.server.handlers import (
     ChatCompletionsHandler,
     HealthHandler,
@@ -26,6 +26,7 @@ from nanobot.server.handlers import (
     NotFoundHandler,
     OpenApiHandler,
 )
+from nanobot.server.page import STATIC_DIR, ChatPageHandler, PageAssetHandler
 from nanobot.services import Services
 
 log = logging.getLogger("nanobot.server")

@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from typing import Any, Awaitable
+from collections.abc import Awaitable
+from typing import Any
 
 import orjson
 from tornado import httputil, web

@@ -23,7 +23,7 @@ import sys
 import time
 import traceback
 from collections import deque
-from typing import Callable
+from collections.abc import Callable
 
 from nanobot.config import ConfigError
 

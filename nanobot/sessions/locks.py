@@ -25,7 +25,7 @@ except ImportError:  # not POSIX: only one worker process there
 class SessionOrdering(Protocol):
     """What a turn needs: ``async with ordering.hold(key):`` runs alone on ``key``."""
 
-    def hold(self, key: str) -> "_Hold | _SharedHold": ...
+    def hold(self, key: str) -> _Hold | _SharedHold: ...
 
 
 class _Entry:
@@ -114,7 +114,7 @@ class SharedSessionLocks:
     def __len__(self) -> int:
         return len(self._local)
 
-    def hold(self, key: str) -> "_SharedHold":
+    def hold(self, key: str) -> _SharedHold:
         return _SharedHold(self, key)
 
     async def take(self, slot: int) -> None:

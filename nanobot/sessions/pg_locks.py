@@ -96,7 +96,7 @@ class LockConnection:
         """LISTEN on ``channel`` on every lock connection from now on."""
         self._listeners[channel] = callback
 
-    async def try_lock(self, key: str) -> "Grant | None":
+    async def try_lock(self, key: str) -> Grant | None:
         """The lock of ``key`` if it was free, or None if another backend has it."""
         self._ensure_task()
         fut: asyncio.Future[Grant | None] = asyncio.get_running_loop().create_future()
@@ -206,7 +206,7 @@ class LockConnection:
                 if fut is not None and not fut.done():
                     fut.set_exception(error)
             return
-        for (_, key_id, _, _, fut), row in zip(batch, results):
+        for (_, key_id, _, _, fut), row in zip(batch, results, strict=False):
             if fut is None:
                 continue
             granted = row[0] >= 0
@@ -231,7 +231,7 @@ class PgSessionOrdering:
     def __len__(self) -> int:
         return len(self._local)
 
-    def hold(self, key: str) -> "_PgHold":
+    def hold(self, key: str) -> _PgHold:
         return _PgHold(self, key)
 
     def length(self, key: str) -> int | None:

@@ -18,8 +18,9 @@ import sqlite3
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 from nanobot.storage.private import DIR_MODE, private_file, tighten_if_present
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import asyncpg
 
@@ -125,7 +125,7 @@ async def _copy_outbox(db: sqlite3.Connection, conn: asyncpg.Connection, result:
         batch = cursor.fetchmany(1000)
         if not batch:
             return
-        cols = list(zip(*batch))
+        cols = list(zip(*batch, strict=False))
         origins = [f"sqlite:{r[0]}:{r[9]!r}" for r in batch]
         inserted = await conn.fetch(_OUTBOX, *[list(c) for c in cols[1:]], origins)
         result.outbox += len(inserted)

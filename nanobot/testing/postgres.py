@@ -57,7 +57,7 @@ class PostgresCluster:
             self._runas = ["runuser", "-u", "postgres", "--"]
 
     @classmethod
-    def start(cls) -> "PostgresCluster":
+    def start(cls) -> PostgresCluster:
         bindir = bin_dir()
         if bindir is None:
             raise RuntimeError("PostgreSQL is not installed (apt-get install postgresql)")

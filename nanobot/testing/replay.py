@@ -18,7 +18,7 @@ import re
 import socket
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Self, Union
+from typing import Any, Self
 
 
 class _Event:
@@ -44,7 +44,7 @@ class Trickle:
     pause: float = 0.001
 
 
-Step = Union[bytes, float, _Event, Trickle]
+Step = bytes | float | _Event | Trickle
 
 MARKER = re.compile(rb"#case:([\w.-]+):([\w.-]+)")
 MAX_REQUEST_BYTES = 64 * 1024 * 1024

@@ -98,7 +98,7 @@ class ServerProcess:
             self.proc.wait(timeout=10)
         self._stderr.close()
 
-    def __enter__(self) -> "ServerProcess":
+    def __enter__(self) -> ServerProcess:
         return self
 
     def __exit__(self, *exc: Any) -> None:

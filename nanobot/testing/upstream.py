@@ -170,7 +170,7 @@ class ChatCompletionsHandler(JsonHandler):
             await self._send(frame)
 
     async def _stream_tool_calls(self, frames: ChunkFrames, reply: Reply, call_ids: list[str]) -> None:
-        for index, (call, call_id) in enumerate(zip(reply.tool_calls, call_ids)):
+        for index, (call, call_id) in enumerate(zip(reply.tool_calls, call_ids, strict=False)):
             await self._send(frames.tool_start(index, call_id, call.name))
             for piece in split_arguments(call.arguments):
                 await self._send(frames.tool_arguments(index, piece))

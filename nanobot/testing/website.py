@@ -197,7 +197,7 @@ class Site:
             self._loop.call_soon_threadsafe(self._stopped.set)
         self._thread.join(10)
 
-    def __enter__(self) -> "Site":
+    def __enter__(self) -> Site:
         return self
 
     def __exit__(self, *exc: Any) -> None:

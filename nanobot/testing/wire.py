@@ -47,7 +47,7 @@ def completion_body(cid: str, created: int, model: str, reply: Reply, call_ids: 
         message["content"] = None
         message["tool_calls"] = [
             {"id": call_id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
-            for call_id, c in zip(call_ids, reply.tool_calls)
+            for call_id, c in zip(call_ids, reply.tool_calls, strict=False)
         ]
         finish = "tool_calls"
     return orjson.dumps(

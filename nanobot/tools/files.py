@@ -181,8 +181,8 @@ class ReadFileTool(_FileTool):
             return text
         last_line = offset + max(1, text.count("\n") + (not text.endswith("\n"))) - 1
         return (
-            text
-            + f"\n[... showing lines {offset}-{last_line}; the file goes on: read_file with offset={last_line + 1} for more]"
+            text + f"\n[... showing lines {offset}-{last_line}; the file goes on: "
+            f"read_file with offset={last_line + 1} for more]"
         )
 
 

@@ -82,9 +82,8 @@ class Workspace:
         root = self.root_for(session_key)
         real = os.path.realpath(os.path.join(root, raw))
         if self.restrict and real != root and not real.startswith(root + os.sep):
-            raise PathError(
-                f"'{raw}' is outside the workspace ({'the session folder' if self.scope == 'session' else 'workspace'} is the limit)."
-            )
+            limit = "the session folder" if self.scope == "session" else "workspace"
+            raise PathError(f"'{raw}' is outside the workspace ({limit} is the limit).")
         if real in self._protected:
             raise PathError(f"'{raw}' is the server's own database; tools cannot read or write it.")
         return real

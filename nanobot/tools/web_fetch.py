@@ -214,7 +214,7 @@ class WebFetchTool:
         if parts.scheme not in ("http", "https"):
             raise FetchError(f"only http and https URLs can be fetched, not {url[:200]!r}")
         try:
-            parts.port
+            _ = parts.port  # urlsplit checks the port only when it is read
         except ValueError:
             raise FetchError(f"the URL {url[:200]!r} has an invalid port") from None
         if not parts.hostname:

@@ -17,16 +17,17 @@ requirement and the ``OPTIONS`` preflight operation to every path.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from nanobot.config import Config
 from nanobot.server.openapi.common import (
-    Json,
     REF,
     SESSION_ID_PATTERN,
-    Spec,
     VERSION,
+    Json,
+    Spec,
     json_content,
     ref,
     request_id_header,
@@ -93,7 +94,8 @@ def _chat(spec: Spec) -> Json:
         "description": (
             "The body carries one user message (text, images, documents), with the client's system or "
             "developer messages if it has some; the server keeps the conversation (`session_id`), unless "
-            "`api.clientHistory` is `use` (then the request's messages are the conversation). The answer is one `chat.completion`, or with `stream: true` an "
+            "`api.clientHistory` is `use` (then the request's messages are the conversation). "
+            "The answer is one `chat.completion`, or with `stream: true` an "
             "SSE stream of `chat.completion.chunk` deltas ending with `data: [DONE]`. Failures before the "
             "turn starts are plain HTTP errors; a failure once the stream has started is one "
             '`data: {"error": ...}` frame and the stream ends without `[DONE]`. A failed request leaves '

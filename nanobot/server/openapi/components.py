@@ -3,23 +3,23 @@
 from __future__ import annotations
 
 from nanobot.errors import ERROR_TYPES
-from nanobot.server.openapi.messages import message_schemas, messages_field
 from nanobot.server.openapi.common import (
     DATA_URL_PATTERN,
     ERROR_RESPONSES,
     FORM_FIELD_NAME_PATTERN,
     IGNORED_OPENAI_FIELDS,
-    Json,
     MAX_FORM_PARTS,
     NOT_BLANK,
     REQUEST_ID_PATTERN,
     SESSION_ID_PATTERN,
     STREAM_FIELD_PATTERN,
+    Json,
     Spec,
     json_content,
     ref,
     request_id_header,
 )
+from nanobot.server.openapi.messages import message_schemas, messages_field
 
 
 def _error_schema_for(status: int) -> Json:
