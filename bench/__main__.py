@@ -1,4 +1,4 @@
-"""`python -m bench`: the nanobot benchmark harness (DESIGN.md section 7).
+"""`python -m bench`: the nanobot benchmark harness.
 
 For each selected scenario it starts the scripted upstream, runs the load
 straight against it ("direct", the limit), then against a nanobot server

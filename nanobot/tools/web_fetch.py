@@ -141,7 +141,7 @@ class _Hop:
 
 
 class WebFetchTool:
-    """The ``web_fetch`` tool (DESIGN section 8)."""
+    """The ``web_fetch`` tool: one page, fetched safely, as readable text."""
 
     name = "web_fetch"
     schema = {

@@ -72,7 +72,7 @@ def parse_hits(provider: str, answer: Any) -> list[Hit]:
 
 
 class WebSearchTool:
-    """The ``web_search`` tool (DESIGN section 8); build it only when :func:`search_endpoint` is set."""
+    """The ``web_search`` tool; build it only when :func:`search_endpoint` is set."""
 
     name = "web_search"
 
