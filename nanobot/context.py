@@ -28,6 +28,7 @@ class Response(Protocol):
 
         Returns something to await only when the client is not keeping up,
         so a stream's buffered output stays bounded to about one frame.
+        Raises :class:`~nanobot.errors.ClientDisconnected` once the client left.
         """
 
 

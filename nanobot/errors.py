@@ -114,6 +114,13 @@ class Timeout(ApiError):
     status = 504
 
 
+class ClientDisconnected(Exception):
+    """The client closed the connection while its response was being sent.
+
+    Not an :class:`ApiError`: there is nobody left to answer.
+    """
+
+
 def error_body(err: ApiError) -> dict[str, Any]:
     """The OpenAI error document for ``err``."""
     return {

@@ -8,14 +8,11 @@ live elsewhere (queue depth, task count) are read when scraped.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from nanobot.outbound.base import Outbox
 from nanobot.outbound.channels import KNOWN_CHANNELS
-
-if TYPE_CHECKING:
-    from nanobot.services import Services
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -63,9 +60,9 @@ class Metrics:
         )
         self.tasks = Gauge("nanobot_asyncio_tasks", "Tasks alive on the server's event loop.", registry=r)
 
-    async def render(self, services: Services) -> bytes:
-        """The exposition text, with scrape-time values refreshed first."""
-        counts = await services.outbox.counts()
+    async def render(self, outbox: Outbox) -> bytes:
+        """The exposition text, with scrape-time values refreshed first (``outbox``: the queue's depth)."""
+        counts = await outbox.counts()
         # One series per configured channel and one "other": the message
         # tool's channel is whatever the model wrote, and each new label
         # value would be a series kept for the life of the process.

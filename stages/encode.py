@@ -9,9 +9,12 @@ error frame, written by the handler). Every frame is flushed as produced; a
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
 
 from nanobot.agent.loop import ToolProgress, TurnDone
 from nanobot.context import RequestContext
+from nanobot.errors import ClientDisconnected
 from nanobot.protocol import DONE_FRAME, PING_FRAME, ChunkEncoder, Usage, completion_body
 
 
@@ -34,7 +37,13 @@ class Heartbeat:
     def _tick(self) -> None:
         now = self._loop.time()
         if now - self.last >= self._interval * 0.999:
-            self._ctx.response.send_frame(PING_FRAME)
+            try:
+                self._ctx.response.send_frame(PING_FRAME)
+            except ClientDisconnected:
+                # A loop callback has nobody to raise to: stop pinging; the
+                # turn sees the closed connection at its next frame (or is
+                # cancelled by the handler's on_connection_close).
+                return
             self.last = now
         self._handle = self._loop.call_at(self.last + self._interval, self._tick)
 
@@ -46,15 +55,16 @@ class Encode:
     name = "encode"
 
     async def __call__(self, ctx: RequestContext) -> None:
-        assert ctx.events is not None, "encode needs run_agent before it"
+        events = ctx.events
+        assert events is not None, "encode needs run_agent before it"
         if ctx.stream:
-            await self._stream(ctx)
+            await self._stream(ctx, events)
         else:
-            await self._json(ctx)
+            await self._json(ctx, events)
 
-    async def _json(self, ctx: RequestContext) -> None:
+    async def _json(self, ctx: RequestContext, events: AsyncIterator[Any]) -> None:
         done: TurnDone | None = None
-        async for event in ctx.events:
+        async for event in events:
             if type(event) is TurnDone:
                 done = event
         assert done is not None
@@ -64,7 +74,7 @@ class Encode:
         response.set_header("Content-Type", "application/json")
         response.write(completion_body(ctx.model, done.text, done.usage))
 
-    async def _stream(self, ctx: RequestContext) -> None:
+    async def _stream(self, ctx: RequestContext, events: AsyncIterator[Any]) -> None:
         response = ctx.response
         for name, value in ctx.response_headers.items():
             response.set_header(name, value)
@@ -82,7 +92,7 @@ class Encode:
         metrics.open_streams.inc()
         deltas = 0
         try:
-            async for event in ctx.events:
+            async for event in events:
                 if type(event) is str:
                     if not deltas:
                         metrics.ttft.observe(heartbeat.now() - ctx.started)

@@ -26,7 +26,8 @@ from nanobot.server.handlers import (
     NotFoundHandler,
     OpenApiHandler,
 )
-from nanobot.server.page import STATIC_DIR, ChatPageHandler, PageAssetHandler
+from nanobot.server.page import ChatPageHandler, PageAssetHandler
+from nanobot.server.static_files import STATIC_DIR
 from nanobot.services import Services
 
 log = logging.getLogger("nanobot.server")

@@ -1,8 +1,8 @@
 """HTTP handlers. They stay thin: guards, a RequestContext, the pipeline.
 
-Every error a client sees goes through :meth:`BaseHandler.write_error`, which
-writes the OpenAI error document; a failure after SSE headers went out is an
-SSE error frame instead.
+Every error a client sees is written by :func:`~nanobot.server.render.render_error`
+(the OpenAI error document, or an SSE error frame once a stream started); how
+a chat request that failed ends is decided by :mod:`nanobot.server.lifecycle`.
 """
 
 from __future__ import annotations
@@ -14,21 +14,22 @@ from collections.abc import Awaitable
 from typing import Any
 
 import orjson
-from tornado import httputil, web
+from tornado import web
 from tornado.iostream import IOStream, StreamClosedError
 
 from nanobot.context import RequestContext
-from nanobot.errors import ApiError, NotFound, Overloaded, Timeout, TooLarge, UpstreamError, internal_error
+from nanobot.errors import ApiError, ClientDisconnected, NotFound, TooLarge, UpstreamError
 from nanobot.ids import new_id
+from nanobot.metrics import CONTENT_TYPE
 from nanobot.multipart import MultipartReader
-from nanobot.protocol import error_frame, error_json, models_body
+from nanobot.protocol import models_body
 from nanobot.server.guards import CORS_ALLOW_HEADERS, CORS_ALLOW_METHODS, CORS_EXPOSE_HEADERS, HostPolicy
+from nanobot.server.lifecycle import CLIENT_CLOSED, Ending, ending
+from nanobot.server.openapi import document
+from nanobot.server.render import error_for, exception_of, render_error
+from nanobot.services import Services
 
 log = logging.getLogger("nanobot.server")
-
-
-class ClientDisconnected(Exception):
-    """The client closed the connection while its response was being sent."""
 
 
 _REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
@@ -81,8 +82,9 @@ class BaseHandler(web.RequestHandler):
             self.set_header("Vary", "Origin")
 
     @property
-    def services(self) -> Any:
-        return self.application.settings["services"]
+    def services(self) -> Services:
+        services: Services = self.application.settings["services"]
+        return services
 
     def prepare(self) -> None:
         settings = self.application.settings
@@ -111,27 +113,10 @@ class BaseHandler(web.RequestHandler):
         metrics.requests.labels(self.route, str(self.get_status())).inc()
         metrics.latency.labels(self.route).observe(self.request.request_time())
 
-    def _handle_request_exception(self, e: BaseException) -> None:
-        if isinstance(e, ApiError):
-            # Expected outcomes: no traceback in the log.
-            if not self._finished:
-                self.send_error(e.status, exc_info=(type(e), e, e.__traceback__))
-            return
-        super()._handle_request_exception(e)
-
     def write_error(self, status_code: int, **kwargs: Any) -> None:
-        exc = kwargs.get("exc_info", (None, None, None))[1]
-        if isinstance(exc, ApiError):
-            err = exc
-        elif isinstance(exc, web.HTTPError) and exc.status_code < 500:
-            reason = exc.log_message or httputil.responses.get(status_code, "Error")
-            if status_code == 405:
-                reason = f"Method {self.request.method} is not allowed on {self.request.path}."
-                self.set_header("Allow", allowed_methods(self))
-            err = ApiError(reason % exc.args if exc.args else reason, status=status_code)
-        else:
-            err = internal_error()
-        self.send_api_error(err)
+        if status_code == 405:
+            self.set_header("Allow", allowed_methods(self))
+        self.send_api_error(error_for(self, status_code, exception_of(kwargs)))
 
     _body_read = False  # set once a handler method runs: the whole body is in
 
@@ -142,16 +127,7 @@ class BaseHandler(web.RequestHandler):
             # closing the connection, so say so instead of surprising a
             # keep-alive client on its next request.
             self.set_header("Connection", "close")
-        self.set_status(err.status)
-        for name, value in err.headers.items():
-            self.set_header(name, value)
-        self.set_header("Content-Type", "application/json")
-        self.finish(error_json(self._redacted(err)))
-
-    def _redacted(self, err: ApiError) -> ApiError:
-        """``err`` with no configured secret in its message: every error a client sees passes here."""
-        err.message = self.services.redact(err.message)
-        return err
+        render_error(self, err, redact=self.services.redact)
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         if isinstance(value, ApiError) or (isinstance(value, web.HTTPError) and value.status_code < 500):
@@ -202,8 +178,6 @@ class OpenApiHandler(BaseHandler):
     def get(self) -> None:
         settings = self.application.settings
         if "openapi_body" not in settings:
-            from nanobot.server.openapi import document
-
             settings["openapi_body"] = orjson.dumps(document(self.services.config))
         self.set_header("Content-Type", "application/json")
         self.finish(settings["openapi_body"])
@@ -215,9 +189,7 @@ class MetricsHandler(BaseHandler):
     route = "/metrics"
 
     async def get(self) -> None:
-        from nanobot.metrics import CONTENT_TYPE
-
-        body = await self.services.metrics.render(self.services)
+        body = await self.services.metrics.render(self.services.outbox)
         self.set_header("Content-Type", CONTENT_TYPE)
         self.finish(body)
 
@@ -235,7 +207,7 @@ class ChatCompletionsHandler(BaseHandler):
 
     route = "/v1/chat/completions"
 
-    _task: asyncio.Task | None = None
+    _task: asyncio.Task[Any] | None = None
     _gated = False
     _held = 0  # body bytes counted against the "bodies" budget
     _ctx: RequestContext | None = None
@@ -321,35 +293,42 @@ class ChatCompletionsHandler(BaseHandler):
             deadline=now + services.config.api.timeout,
             multipart=self._multipart,
         )
-        self._task = asyncio.current_task()
+        task = self._task = asyncio.current_task()
+        assert task is not None
         try:
             async with asyncio.timeout_at(ctx.deadline):
                 async with ctx.exit_stack:
                     await self.application.settings["pipeline"](ctx)
-        except ApiError as err:
-            self._fail(ctx, err)
-        except TimeoutError:
-            limit = services.config.api.timeout
-            self._fail(ctx, Timeout(f"The request took longer than api.timeout ({limit:g} s).", code="timeout"))
-        except (asyncio.CancelledError, ClientDisconnected) as exc:
-            if self._shutdown and isinstance(exc, asyncio.CancelledError):
-                self._task.uncancel()
-                self._fail(ctx, Overloaded("The server is shutting down.", code="shutting_down"))
-                return
-            if self.request.connection.stream.closed():
-                # The client left: the run is cancelled and the request is over.
-                # 499 is the customary "client closed request" status.
-                if isinstance(exc, asyncio.CancelledError):
-                    self._task.uncancel()
-                self._finished = True
-                self.services.metrics.requests.labels(self.route, "499").inc()
-                return
-            raise
-        except Exception:
-            log.exception("turn failed (request %s)", self.request_id)
-            self._fail(ctx, internal_error())
+        except BaseException as exc:
+            end = ending(
+                exc,
+                timeout=services.config.api.timeout,
+                shutting_down=self._shutdown,
+                client_gone=self._stream().closed(),
+            )
+            if end is None:
+                raise
+            self._end(ctx, end, task)
+            return
         if not self._finished:
             self.finish()
+
+    def _stream(self) -> IOStream:
+        """The client's connection; Tornado types it loosely (any HTTP connection)."""
+        stream: IOStream = self.request.connection.stream  # type: ignore[union-attr]
+        return stream
+
+    def _end(self, ctx: RequestContext, end: Ending, task: asyncio.Task[Any]) -> None:
+        if end.consumed_cancel:
+            task.uncancel()
+        if end.unexpected:
+            log.exception("turn failed (request %s)", self.request_id)
+        if end.client_left:
+            # The run is cancelled and the request is over: nothing to send.
+            self._finished = True
+            self.services.metrics.requests.labels(self.route, str(CLIENT_CLOSED)).inc()
+        elif end.error is not None:
+            self._fail(ctx, end.error)
 
     def send_frame(self, frame: bytes) -> Awaitable[None] | None:
         """One piece of a streamed (SSE) body, straight to the socket.
@@ -363,7 +342,7 @@ class ChatCompletionsHandler(BaseHandler):
         buffer) only takes what the socket would not. Only after flush()
         has sent the headers.
         """
-        stream = self.request.connection.stream
+        stream = self._stream()
         data = b"%x\r\n%s\r\n" % (len(frame), frame) if self.request.version == "HTTP/1.1" else frame
         if type(stream) is IOStream and not stream.writing() and not stream.closed():
             try:
@@ -390,7 +369,7 @@ class ChatCompletionsHandler(BaseHandler):
         """
         sent = super().finish(chunk)
         if self._ctx is not None and self._ctx.headers_sent and self.request.version != "HTTP/1.1":
-            stream = self.request.connection.stream
+            stream = self._stream()
             sent.add_done_callback(lambda _: stream.close())
         return sent
 
@@ -410,8 +389,7 @@ class ChatCompletionsHandler(BaseHandler):
         if isinstance(err, UpstreamError):
             self.services.metrics.upstream_errors.labels(err.code or "other").inc()
         if ctx.headers_sent:
-            self.write(error_frame(self._redacted(err)))
-            self.finish()
+            render_error(self, err, stream_started=True, redact=self.services.redact)
         else:
             self.clear()
             for name, value in ctx.response_headers.items():

@@ -7,16 +7,15 @@ nothing from any other origin.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from tornado import web
 
 from nanobot.errors import ApiError, NotFound
-from nanobot.protocol import error_json
 from nanobot.server.handlers import BaseHandler, check_host, request_id_header
+from nanobot.server.render import render_error
+from nanobot.server.static_files import STATIC_DIR
 
-STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 CSP = (
     "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; "
     "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
@@ -52,7 +51,7 @@ class PageAssetHandler(web.StaticFileHandler):
         try:
             check_host(self)
         except ApiError as err:
-            self._send(err)
+            render_error(self, err)
 
     async def get(self, path: str, include_body: bool = True) -> None:
         # A NUL makes every filesystem call raise (a 500 with a traceback):
@@ -69,11 +68,6 @@ class PageAssetHandler(web.StaticFileHandler):
         if status_code == 405:
             self.set_header("Allow", "GET, HEAD")
         if status_code == 404:
-            self._send(NotFound(f"Unknown route {self.request.path}.", code="unknown_route"))
+            render_error(self, NotFound(f"Unknown route {self.request.path}.", code="unknown_route"))
         else:
-            self._send(ApiError(self._reason, status=status_code))
-
-    def _send(self, err: ApiError) -> None:
-        self.set_status(err.status)
-        self.set_header("Content-Type", "application/json")
-        self.finish(error_json(err))
+            render_error(self, ApiError(self._reason, status=status_code))

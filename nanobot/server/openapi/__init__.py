@@ -33,6 +33,7 @@ from nanobot.server.openapi.common import (
     request_id_header,
 )
 from nanobot.server.openapi.components import _components
+from nanobot.server.static_files import STATIC_DIR
 
 # --- paths ----------------------------------------------------------------------------------------------
 
@@ -190,8 +191,6 @@ def _page(spec: Spec) -> Json:
 
 
 def _page_asset(spec: Spec) -> Json:
-    from nanobot.server.page import STATIC_DIR
-
     names = sorted(p.relative_to(STATIC_DIR).as_posix() for p in STATIC_DIR.rglob("*") if p.is_file())
     file = {"text/*": {"schema": {"type": "string"}}}
     get: Json = {
