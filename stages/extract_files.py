@@ -54,7 +54,7 @@ def _encode_base64(data: bytes) -> str:
     return b"".join(pieces).decode("ascii")
 
 
-async def _sized(size: int, fn: Callable[..., T], *args: Any) -> T:
+async def _off_loop_if_large(size: int, fn: Callable[..., T], *args: Any) -> T:
     """``fn(*args)``: in the CPU thread pool when ``size`` bytes make it worth the hand-off."""
     return await asyncio.to_thread(fn, *args) if size > OFFLOAD_BYTES else fn(*args)
 
@@ -66,13 +66,13 @@ async def read_file(services: Services, f: IncomingFile) -> Attachment:
     data = f.data
     if f.chunks is not None:
         # bytes.join lets go of the GIL while it copies a large result.
-        data = await _sized(sum(map(len, f.chunks)), b"".join, f.chunks)
+        data = await _off_loop_if_large(sum(map(len, f.chunks)), b"".join, f.chunks)
     elif data is None:
         text = f.base64 or ""
         # 4 base64 characters carry 3 bytes: refuse before decoding anything.
         if len(text) * 3 // 4 > limit + 3:
             raise _too_large(name, limit, f.param)
-        data = await _sized(len(text), _decode_base64, text, f.param)
+        data = await _off_loop_if_large(len(text), _decode_base64, text, f.param)
     if len(data) > limit:
         raise _too_large(name, limit, f.param)
     if not data:
@@ -95,7 +95,7 @@ async def read_file(services: Services, f: IncomingFile) -> Attachment:
         if detected.kind == "image":
             b64 = f.base64 if f.base64 is not None and "\n" not in f.base64 else None
             if b64 is None:
-                b64 = await _sized(len(data), _encode_base64, data)
+                b64 = await _off_loop_if_large(len(data), _encode_base64, data)
             data_url = f"data:{detected.mime};base64,{b64}"
             return Attachment(name, "image", detected.mime, data_url=data_url, path=str(path))
         started = time.perf_counter()

@@ -1,7 +1,7 @@
 """The outbound queue interface: messages for other chat channels.
 
 The agent's ``message`` tool only ever talks to this interface; where rows
-live (the embedded SQLite file today, a shared engine later) and how they
+live (the embedded SQLite file, or a shared PostgreSQL database) and how they
 reach a platform is the implementation's business.
 """
 
@@ -35,6 +35,19 @@ class OutboxRow:
     last_error: str | None
     created: float
     updated: float
+
+
+@dataclass(frozen=True, slots=True)
+class Due:
+    """A pending row as the worker saw it when it picked it."""
+
+    id: int
+    channel: str
+    chat_id: str
+    content: str
+    attempts: int
+    progress: int
+    next_attempt: float
 
 
 class Outbox(Protocol):

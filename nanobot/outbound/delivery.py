@@ -20,9 +20,8 @@ from typing import Any
 
 from nanobot.config import ChannelsConfig
 from nanobot.errors import DatabaseUnavailable
-from nanobot.outbound.base import FAILED, PENDING, UNDELIVERABLE, Enqueued
+from nanobot.outbound.base import FAILED, PENDING, UNDELIVERABLE, Due, Enqueued
 from nanobot.outbound.channels import ChannelSenders, DeliveryError
-from nanobot.outbound.outbox_sql import Due
 
 log = logging.getLogger("nanobot.outbound")
 
@@ -206,6 +205,7 @@ class DeliveryWorker:
         del self._leases[row.id]
 
     async def _keep_lease(self, row_id: int) -> None:
+        assert self.RENEW_EVERY is not None  # started only when set
         while True:
             await asyncio.sleep(self.RENEW_EVERY)
             try:

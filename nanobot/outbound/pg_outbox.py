@@ -19,10 +19,9 @@ from typing import Any
 import asyncpg
 
 from nanobot.config import ChannelsConfig
-from nanobot.outbound.base import DELIVERED, PENDING, OutboxRow
+from nanobot.outbound.base import DELIVERED, PENDING, Due, OutboxRow
 from nanobot.outbound.channels import KNOWN_CHANNELS
 from nanobot.outbound.delivery import DeliveryWorker
-from nanobot.outbound.outbox_sql import Due
 from nanobot.storage.pg import PgDatabase
 
 CHANNEL = "nanobot_outbox"
@@ -124,7 +123,8 @@ class PgOutbox(DeliveryWorker):
 
     async def _next_due_in(self, channels: tuple[str, ...]) -> float | None:
         rows = await self._db.run(_fetch, _NEXT_DUE, list(channels))
-        return rows[0][0]
+        due: float | None = rows[0][0]
+        return due
 
     async def _claim(self, row: Due) -> bool:
         return True  # claimed with the batch
@@ -146,11 +146,13 @@ class PgOutbox(DeliveryWorker):
 
 
 async def _fetch(conn: asyncpg.Connection, query: str, *args: Any) -> list[Any]:
-    return await conn.fetch(query, *args)
+    rows: list[Any] = await conn.fetch(query, *args)
+    return rows
 
 
 async def _execute(conn: asyncpg.Connection, query: str, *args: Any) -> str:
-    return await conn.execute(query, *args)
+    status: str = await conn.execute(query, *args)
+    return status
 
 
 async def _select(conn: asyncpg.Connection, states: tuple[str, ...] | None, limit: int) -> list[OutboxRow]:

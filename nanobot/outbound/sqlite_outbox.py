@@ -15,8 +15,8 @@ import time
 from typing import Any
 
 from nanobot.config import ChannelsConfig
-from nanobot.outbound import outbox_sql as sql
-from nanobot.outbound.base import OutboxRow
+from nanobot.outbound import sqlite_outbox_table as sql
+from nanobot.outbound.base import Due, OutboxRow
 from nanobot.outbound.channels import KNOWN_CHANNELS
 from nanobot.outbound.delivery import DeliveryWorker
 from nanobot.storage.db import Database
@@ -43,14 +43,14 @@ class SqliteOutbox(DeliveryWorker):
     async def _insert(self, channel: str, chat_id: str, content: str, state: str, error: str | None) -> int:
         return await self._db.run(sql.insert, channel, chat_id, content, state, error, time.time())
 
-    async def _due(self, channels: tuple[str, ...]) -> list[sql.Due]:
+    async def _due(self, channels: tuple[str, ...]) -> list[Due]:
         return await self._db.run(sql.due_rows, channels, time.time(), self.BATCH_SIZE)
 
     async def _next_due_in(self, channels: tuple[str, ...]) -> float | None:
         earliest = await self._db.run(sql.earliest, channels)
         return None if earliest is None else earliest - time.time()
 
-    async def _claim(self, row: sql.Due) -> bool:
+    async def _claim(self, row: Due) -> bool:
         now = time.time()
         lease_end = now + self._senders.max_duration(row.channel, row.content)
         # Noted before the claim is awaited: a close() that cancels this

@@ -1,4 +1,4 @@
-"""The ``outbox`` table and every statement on it.
+"""The ``outbox`` table in SQLite and every statement on it (for :mod:`~nanobot.outbound.sqlite_outbox`).
 
 Each function takes the connection first and runs on the database thread
 (through ``Database.run``); none of them is ever called on the event loop.
@@ -7,9 +7,8 @@ Each function takes the connection first and runs on the database thread
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass
 
-from nanobot.outbound.base import DELIVERED, OutboxRow
+from nanobot.outbound.base import DELIVERED, Due, OutboxRow
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -31,19 +30,6 @@ CREATE INDEX IF NOT EXISTS outbox_due ON outbox(next_attempt) WHERE state = 'pen
 _ROW_COLUMNS = "id, channel, chat_id, content, state, attempts, last_error, created, updated"
 
 
-@dataclass(frozen=True, slots=True)
-class Due:
-    """A pending row as the worker saw it when it picked it."""
-
-    id: int
-    channel: str
-    chat_id: str
-    content: str
-    attempts: int
-    progress: int
-    next_attempt: float
-
-
 def create_schema(conn: sqlite3.Connection) -> None:
     conn.executescript(_SCHEMA)
     columns = {r[1] for r in conn.execute("PRAGMA table_info(outbox)")}
@@ -59,7 +45,8 @@ def insert(
         " last_error, created, updated) VALUES (?, ?, ?, ?, 0, 0, ?, ?, ?, ?)",
         (channel, chat_id, content, state, now, error, now, now),
     )
-    return int(cur.lastrowid)
+    assert cur.lastrowid is not None  # set by every INSERT
+    return cur.lastrowid
 
 
 def select(conn: sqlite3.Connection, states: tuple[str, ...] | None, limit: int) -> list[OutboxRow]:
@@ -98,7 +85,8 @@ def due_rows(conn: sqlite3.Connection, channels: tuple[str, ...], now: float, li
 
 def earliest(conn: sqlite3.Connection, channels: tuple[str, ...]) -> float | None:
     sql = f"SELECT MIN(next_attempt) FROM outbox WHERE state = 'pending' AND {_in(channels)}"
-    return conn.execute(sql, channels).fetchone()[0]
+    earliest: float | None = conn.execute(sql, channels).fetchone()[0]
+    return earliest
 
 
 def claim(conn: sqlite3.Connection, row_id: int, seen: float, lease_end: float, now: float) -> bool:

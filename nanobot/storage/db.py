@@ -20,7 +20,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from nanobot.storage.private import DIR_MODE, private_file, tighten_if_present
 
@@ -86,7 +86,8 @@ class Database:
             for job in batch:
                 if job[0] is _STOP:
                     self._finish(done)
-                    self._conn.close()
+                    if self._conn is not None:
+                        self._conn.close()
                     job[1].set()
                     return
                 fn, args, loop, fut = job
@@ -124,21 +125,21 @@ class Database:
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
         self._submit((fn, args, loop, fut))
-        return await fut
+        return cast(T, await fut)
 
     def call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(conn, *args)`` on the database thread and wait (start-up, CLI)."""
         if threading.current_thread() is self._thread:
             return fn(self._conn, *args)
-        box: list[tuple[Any, ...]] = []
-        self._submit((fn, args, None, box))
+        reply: list[tuple[Any, ...]] = []  # the database thread appends (fut, ok, value)
+        self._submit((fn, args, None, reply))
         with self._wake:
-            while not box:
+            while not reply:
                 self._wake.wait()
-        _, ok, value = box[0]
+        _, ok, value = reply[0]
         if not ok:
             raise value
-        return value
+        return cast(T, value)
 
     def close(self) -> None:
         """Finish queued work, close the connection and stop the thread."""
