@@ -1,4 +1,9 @@
-"""The ``nanobot`` command: serve, agent, config check, outbox, db copy."""
+"""The ``nanobot`` command: serve, agent, config check, outbox, db copy.
+
+Each command imports what it uses inside its own function, so ``nanobot
+--help`` and ``nanobot agent`` start without loading the HTTP server, the
+document libraries or asyncpg.
+"""
 
 from __future__ import annotations
 
@@ -30,6 +35,7 @@ def _load(args: argparse.Namespace, tools: bool = True) -> Config:
     if url is not None and not url.startswith(("postgresql://", "postgres://")):
         raise ConfigError("database.url: expected a postgresql:// URL, or null for SQLite in the workspace")
     if tools:
+        # per-command import (module docstring)
         from nanobot.tools import check_tools
 
         check_tools(config)
@@ -42,6 +48,7 @@ def run_event_loop(main: Any) -> Any:
     the standard loop, for comparison."""
     if os.environ.get("NANOBOT_LOOP") != "asyncio":
         try:
+            # per-command import (module docstring)
             import uvloop
         except ImportError:
             pass
@@ -52,6 +59,7 @@ def run_event_loop(main: Any) -> Any:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    # per-command import (module docstring)
     from nanobot.pipeline import Pipeline
     from nanobot.server.app import announce, listen_per_worker, serve
 
@@ -88,6 +96,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _configure_logging(config: Config, level: int) -> None:
     """Log to stderr, every record stripped of the config's secrets."""
+    # per-command import (module docstring)
     from nanobot.redact import Redactor, install_log_redaction
 
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -95,6 +104,7 @@ def _configure_logging(config: Config, level: int) -> None:
 
 
 def _agent(args: argparse.Namespace) -> int:
+    # per-command import (module docstring)
     from nanobot.cli_agent import agent_main
 
     config = _load(args)
@@ -104,6 +114,7 @@ def _agent(args: argparse.Namespace) -> int:
 
 
 def _config_check(args: argparse.Namespace) -> int:
+    # per-command import (module docstring)
     from nanobot.config import find_config_path, to_public_dict
     from nanobot.pipeline import Pipeline
     from nanobot.redact import Redactor
@@ -127,6 +138,7 @@ def _config_check(args: argparse.Namespace) -> int:
 
 def _mcp_status(config: Config) -> None:
     """Each MCP server: connected or not (with the reason), and the tools it offers."""
+    # per-command import (module docstring)
     from nanobot.redact import Redactor
     from nanobot.tools.mcp import McpHub
 
@@ -143,6 +155,7 @@ def _database_status(config: Config) -> str:
     """Which database is in use (password masked) and whether it answers."""
     if not config.database.url:
         return f"SQLite at {config.workspace / 'nanobot.db'}"
+    # per-command import (module docstring)
     from nanobot.storage.pg import describe, masked_url, probe
 
     where = f"PostgreSQL at {masked_url(config.database.url)}"
@@ -156,12 +169,13 @@ def _database_status(config: Config) -> str:
 
 def _outbox_rows(config: Config, states: tuple[str, ...] | None, limit: int) -> list[Any] | None:
     """The outbox's rows from the configured database; None when there is none yet."""
-    if config.database.url:
+    if url := config.database.url:
+        # Imported only for a PostgreSQL deployment: asyncpg is not loaded otherwise.
         from nanobot.outbound.pg_outbox import PgOutbox
         from nanobot.storage.pg import PgDatabase
 
         async def from_postgres() -> list[Any]:
-            db = PgDatabase(config.database.url, 1)
+            db = PgDatabase(url, 1)
             await db.start()
             try:
                 return await PgOutbox(db, config.channels).rows(states, limit=limit)
@@ -187,6 +201,7 @@ def _outbox_rows(config: Config, states: tuple[str, ...] | None, limit: int) -> 
 
 
 def _outbox(args: argparse.Namespace) -> int:
+    # per-command import (module docstring)
     from nanobot.errors import DatabaseUnavailable
     from nanobot.redact import Redactor
 
@@ -266,6 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _db_copy(args: argparse.Namespace) -> int:
+    # per-command import (module docstring)
     from nanobot.storage.pg import describe, is_unavailable, masked_url
     from nanobot.storage.pg_copy import copy_database
 
@@ -297,7 +313,8 @@ def _db_copy(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        code: int = args.func(args)
+        return code
     except ConfigError as exc:
         print(f"nanobot: config error: {exc}", file=sys.stderr)
         return 2

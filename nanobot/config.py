@@ -236,7 +236,7 @@ class Config:
         if not 0 <= self.api.port <= 65535:
             raise ConfigError("api.port: must be between 0 and 65535")
         api, files = self.api, self.api.files
-        positive = {
+        positive: dict[str, float] = {
             "api.timeout": api.timeout,
             "api.headerTimeout": api.header_timeout,
             "api.bodyTimeout": api.body_timeout,
@@ -246,8 +246,8 @@ class Config:
             "api.files.workers": files.workers,
             "agents.defaults.maxToolIterations": d.max_tool_iterations,
         }
-        for path, value in positive.items():
-            if value <= 0:
+        for path, amount in positive.items():
+            if amount <= 0:
                 raise ConfigError(f"{path}: must be positive")
         if files.retention_days < 0:
             raise ConfigError("api.files.retentionDays: must not be negative (0 keeps uploads)")
@@ -307,7 +307,7 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
             return None
         inner = [a for a in args if a is not type(None)]
         return _convert(inner[0], value, path)
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{path or 'config'}: expected object")
         return _build(tp, value, path)
@@ -347,7 +347,7 @@ def parse_config(data: Any) -> Config:
     """Build a checked :class:`Config` from already-parsed JSON/YAML data."""
     if data is None:
         data = {}
-    config = _convert(Config, _interpolate(data, ""), "")
+    config: Config = _convert(Config, _interpolate(data, ""), "")
     config.check()
     return config
 
@@ -402,7 +402,7 @@ def to_public_dict(config: Config) -> dict[str, Any]:
             return strip_userinfo(obj)
         return obj
 
-    public = walk(config)
+    public: dict[str, Any] = walk(config)
     if config.channels.webhook.url:  # its path is as good as a token
         public["channels"]["webhook"]["url"] = public_url(config.channels.webhook.url) + "/***"
     return public

@@ -11,7 +11,8 @@ from __future__ import annotations
 import re
 
 from python_multipart import MultipartParser
-from python_multipart.multipart import MultipartParseError, parse_options_header
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import parse_options_header
 
 from nanobot.context import IncomingFile
 from nanobot.errors import InvalidRequest, TooLarge

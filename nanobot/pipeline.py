@@ -10,7 +10,7 @@ config error, never a request-time surprise.
 from __future__ import annotations
 
 import importlib
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from nanobot.config import ConfigError
 from nanobot.context import RequestContext
@@ -50,7 +50,7 @@ def load_stage(entry: str) -> Stage:
             obj.name = entry
         except AttributeError:
             pass
-    return obj
+    return cast(Stage, obj)
 
 
 class Pipeline:

@@ -94,12 +94,15 @@ def sqlite_storage(config: Config, lock_fd: int | None = None) -> Storage:
 
 def postgres_storage(config: Config) -> Storage:
     """Sessions, ordering and the queue shared by every node (``database.url``)."""
+    # Imported here: only a PostgreSQL deployment loads asyncpg and these modules.
     from nanobot.outbound.pg_outbox import CHANNEL, PgOutbox
     from nanobot.sessions.pg_locks import PgSessionOrdering
     from nanobot.sessions.pg_store import PgSessionStore
     from nanobot.storage.pg import PgDatabase
 
-    db = PgDatabase(config.database.url, config.database.pool_size)
+    url = config.database.url
+    assert url, "called only when database.url is set"
+    db = PgDatabase(url, config.database.pool_size)
     locks = PgSessionOrdering(db)
     history = config.agents.defaults.max_history_messages
     sessions = PgSessionStore(

@@ -117,7 +117,7 @@ def _content_parts(content: Any, base: str, ctx: RequestContext) -> None:
 
 def _validate_json(ctx: RequestContext, body: dict[str, Any]) -> None:
     api = ctx.services.config.api
-    messages = body.get("messages")
+    messages: Any = body.get("messages")  # read_messages checks its shape
     found = read_messages(messages, api.client_history, api.client_system)
     ctx.instructions = found.instructions
     ctx.client_history = found.history

@@ -8,7 +8,7 @@ nothing, so history is always as it was or one whole turn longer.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
@@ -74,7 +74,7 @@ class AgentLoop:
     async def history(self, session_key: str) -> list[dict[str, Any]]:
         return await self.store.history(session_key, self.max_history)
 
-    async def run(self, turn: TurnInput) -> AsyncIterator[str | ToolProgress | TurnDone]:
+    async def run(self, turn: TurnInput) -> AsyncGenerator[str | ToolProgress | TurnDone, None]:
         system = self.system if self.context is None else await self.context.message(turn.scope.session_key)
         if turn.instructions:
             system = {"role": "system", "content": f"{system['content']}\n\n{turn.instructions}"}
@@ -91,6 +91,7 @@ class AgentLoop:
                         reply.append(event)
                         yield event
                     else:
+                        assert isinstance(event, Completion)  # once per call: the stream's last event
                         completion = event
             assert completion is not None, "a provider stream must end with a Completion"
             usage.add(completion.usage)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -152,7 +152,7 @@ class ToolRegistry:
         result = cut(result, self.limits.max_result_chars)
         return self._redact(result) if self._redact is not None else result
 
-    async def run_batch(self, calls: list[ToolCall], scope: TurnScope) -> AsyncIterator[tuple[int, str]]:
+    async def run_batch(self, calls: list[ToolCall], scope: TurnScope) -> AsyncGenerator[tuple[int, str], None]:
         """``(index, result)`` for every call of one reply, as each finishes.
 
         Calls past ``max_calls`` are answered at once with an error; the others

@@ -39,6 +39,7 @@ def preload() -> None:
 
 def openpyxl_uses_defusedxml() -> bool:
     """True when openpyxl parses worksheets with defusedxml (it must, here)."""
+    # loaded in the extraction workers only, never in the server process
     import openpyxl.xml
     import openpyxl.xml.functions as functions
 
@@ -113,14 +114,15 @@ def _read_text(data: bytes, limits: FileLimits, out: _Text) -> None:
 
 
 def _read_pdf(data: bytes, limits: FileLimits, out: _Text) -> None:
+    # loaded in the extraction workers only, never in the server process
     import pypdf
 
     reader = pypdf.PdfReader(io.BytesIO(data), strict=False)
     if reader.is_encrypted:
         try:
-            opened = reader.decrypt("")
+            opened = bool(reader.decrypt(""))
         except Exception:
-            opened = 0
+            opened = False
         if not opened:
             raise ExtractionError("the PDF is password-protected")
     total = len(reader.pages)
@@ -148,6 +150,7 @@ def _read_pdf(data: bytes, limits: FileLimits, out: _Text) -> None:
 
 
 def _read_docx(data: bytes, limits: FileLimits, out: _Text) -> None:
+    # loaded in the extraction workers only, never in the server process
     import docx
 
     body = docx.Document(io.BytesIO(data)).element.body
@@ -189,7 +192,7 @@ def _docx_paragraph(p: Any) -> str:
 
 def _docx_table(tbl: Any, cells: _Budget) -> str:
     """Rows as tab-separated cells; python-docx's cell grid is quadratic on merges."""
-    rows = []
+    rows: list[str] = []
     for tr in tbl.iterchildren(f"{_W}tr"):
         row = []
         for tc in tr.iterchildren(f"{_W}tc"):
@@ -206,6 +209,7 @@ def _docx_table(tbl: Any, cells: _Budget) -> str:
 
 
 def _read_xlsx(data: bytes, limits: FileLimits, out: _Text) -> None:
+    # loaded in the extraction workers only, never in the server process
     import openpyxl
 
     if not openpyxl_uses_defusedxml():
@@ -251,6 +255,7 @@ def _cell(value: object) -> str:
 
 
 def _read_pptx(data: bytes, limits: FileLimits, out: _Text) -> None:
+    # loaded in the extraction workers only, never in the server process
     import pptx
     from pptx.shapes.group import GroupShape
 
@@ -273,9 +278,9 @@ def _read_pptx(data: bytes, limits: FileLimits, out: _Text) -> None:
                 out.add(f"Notes: {frame.text.strip()}")
 
 
-def _slide_texts(shapes: Any, cells: _Budget, group_type: type) -> Iterator[str]:
+def _slide_texts(shapes: Any, cells: _Budget, group_type: type[Any]) -> Iterator[str]:
     """Text of shapes in slide order, descending into groups without recursion."""
-    stack = [iter(shapes)]
+    stack: list[Iterator[Any]] = [iter(shapes)]
     while stack:
         shape = next(stack[-1], None)
         if shape is None:

@@ -107,7 +107,7 @@ def _limit_memory(limit: int) -> None:
     """Cap this process's address space so a ballooning parser gets MemoryError."""
     if limit <= 0:
         return
-    try:
+    try:  # POSIX only
         import resource
     except ImportError:  # not POSIX: rely on the timeout alone
         return

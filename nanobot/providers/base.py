@@ -7,7 +7,7 @@ Plain ``str`` for deltas keeps the per-token path free of allocations.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -38,7 +38,7 @@ class Provider(Protocol):
 
     def stream(
         self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None, incremental: bool = True
-    ) -> AsyncIterator[str | Completion]:
+    ) -> AsyncGenerator[str | Completion, None]:
         """Text deltas, then the Completion. ``incremental=False``: the caller
         only wants the whole reply, so the provider may fetch it in one piece."""
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
 
@@ -107,7 +107,7 @@ class EchoProvider:
 
     async def stream(
         self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None, incremental: bool = True
-    ) -> AsyncIterator[str | Completion]:
+    ) -> AsyncGenerator[str | Completion, None]:
         if _size(messages) > _BIG:
             answer = await asyncio.to_thread(_answer, messages, incremental)
         else:

@@ -9,7 +9,7 @@ per-token path.
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -72,7 +72,7 @@ class OpenAICompatProvider:
 
     async def stream(
         self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None, incremental: bool = True
-    ) -> AsyncIterator[str | Completion]:
+    ) -> AsyncGenerator[str | Completion, None]:
         payload: dict[str, Any] = {
             "model": self.model,
             "messages": messages,

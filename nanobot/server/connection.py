@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from typing import Any
+from typing import Any, cast
 
 from tornado.httpserver import HTTPServer
 from tornado.iostream import IOStream, StreamClosedError, UnsatisfiableReadError
@@ -72,7 +72,7 @@ class HeaderLimitStream(IOStream):
     def read_until_regex(self, regex: bytes, max_bytes: int | None = None) -> Any:
         # HTTP1Connection reads the request line and headers, and nothing else, this way.
         self._reading_head = True
-        future = super().read_until_regex(regex, max_bytes)
+        future = cast("asyncio.Future[bytes]", super().read_until_regex(regex, max_bytes))
         future.add_done_callback(self._head_read)
         return future
 
@@ -81,7 +81,8 @@ class HeaderLimitStream(IOStream):
 
     def close_fd(self) -> None:
         if self._reading_head and isinstance(self.error, UnsatisfiableReadError) and self.socket is not None:
-            sock, self.socket = self.socket, None
+            # Tornado's own close_fd leaves None here too: the stream is closed.
+            sock, self.socket = self.socket, None  # type: ignore[assignment]
             task = asyncio.get_running_loop().create_task(answer_too_large(sock, self.limit))
             _answers.add(task)
             task.add_done_callback(_answers.discard)
@@ -94,9 +95,10 @@ class ApiHTTPServer(HTTPServer):
 
     def initialize(self, *args: Any, max_header_size: int | None = None, **kwargs: Any) -> None:
         self.header_limit = max_header_size or MAX_HEADER_BYTES
-        super().initialize(*args, max_header_size=self.header_limit, **kwargs)
+        kwargs["max_header_size"] = self.header_limit
+        super().initialize(*args, **kwargs)
 
-    def handle_stream(self, stream: IOStream, address: tuple) -> Any:
+    def handle_stream(self, stream: IOStream, address: tuple[Any, ...]) -> Any:
         if type(stream) is IOStream:  # plain TCP (TLS streams are left as they are)
             stream = HeaderLimitStream(
                 stream.socket, max_buffer_size=stream.max_buffer_size, read_chunk_size=stream.read_chunk_size

@@ -63,7 +63,7 @@ class _Supervisor:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
             _die_with_parent()
             os.close(self._ready_r)
-            self._serve_one(index, lambda: os.write(self._ready_w, b"."))
+            self._serve_one(index, self._tell_ready)
             code = 0
         except ConfigError as exc:
             print(f"nanobot: {exc}", file=sys.stderr, flush=True)
@@ -95,6 +95,9 @@ class _Supervisor:
                 self.exit_code = os.waitstatus_to_exitcode(status) or 1
                 return False
         return True
+
+    def _tell_ready(self) -> None:
+        os.write(self._ready_w, b".")
 
     def stop(self, *_: object) -> None:
         if self._stopping_since is None:

@@ -11,6 +11,7 @@ import errno
 import os
 import stat
 import zlib
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Protocol
 
@@ -25,7 +26,7 @@ except ImportError:  # not POSIX: only one worker process there
 class SessionOrdering(Protocol):
     """What a turn needs: ``async with ordering.hold(key):`` runs alone on ``key``."""
 
-    def hold(self, key: str) -> _Hold | _SharedHold: ...
+    def hold(self, key: str) -> AbstractAsyncContextManager[None]: ...
 
 
 class _Entry:

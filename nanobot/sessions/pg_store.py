@@ -156,13 +156,14 @@ class PgSessionStore:
 
 
 async def _fetch(conn: asyncpg.Connection, key: str, limit: int, cached_length: int) -> list[Any]:
-    return await conn.fetch(_WINDOW, key, limit, cached_length)
+    rows: list[Any] = await conn.fetch(_WINDOW, key, limit, cached_length)
+    return rows
 
 
 async def _length(conn: asyncpg.Connection, key: str) -> int:
-    return await conn.fetchval(_LENGTH, key) or 0
+    return int(await conn.fetchval(_LENGTH, key) or 0)
 
 
 async def _append(conn: asyncpg.Connection, key: str, expected: int, blobs: list[bytes]) -> bool:
     status = await conn.execute(_APPEND, key, expected, expected + len(blobs), blobs, time.time())
-    return status == f"INSERT 0 {len(blobs)}"
+    return bool(status == f"INSERT 0 {len(blobs)}")

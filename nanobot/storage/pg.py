@@ -150,7 +150,7 @@ async def migrate(conn: asyncpg.Connection) -> int:
             await conn.execute(MIGRATIONS[version - 1])
             await conn.execute("INSERT INTO nanobot_schema_version (version) VALUES ($1)", version)
             log.info("database schema upgraded to version %d", version)
-        return max(current, len(MIGRATIONS))
+        return max(int(current), len(MIGRATIONS))
 
 
 async def connect(url: str, **settings: str) -> asyncpg.Connection:
@@ -253,6 +253,7 @@ class PgDatabase:
                 pool.terminate()
 
     async def _check(self) -> None:
+        assert self._pool is not None, "start() makes the pool"
         try:
             async with self._pool.acquire() as conn:
                 if not self._schema_ready:

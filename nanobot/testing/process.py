@@ -147,14 +147,16 @@ class UpstreamProcess:
 
     def requests(self) -> list[dict[str, Any]]:
         """Recorded chat requests, oldest first: `{"body", "headers"[, "failed"]}`."""
-        return self._call("GET", "/_requests")
+        records: list[dict[str, Any]] = self._call("GET", "/_requests")
+        return records
 
     def clear(self) -> None:
         self._call("DELETE", "/_requests")
 
     def received(self) -> list[dict[str, Any]]:
         """Sink deliveries, oldest first: `{"path", "body", "headers"[, "failed"]}`."""
-        return self._call("GET", "/_received")
+        records: list[dict[str, Any]] = self._call("GET", "/_received")
+        return records
 
     def clear_received(self) -> None:
         self._call("DELETE", "/_received")

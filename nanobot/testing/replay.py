@@ -139,7 +139,7 @@ class ReplayServer(LoopbackServer):
                     return
                 if step is STALE:
                     stale = True
-                else:
+                elif not isinstance(step, _Event):
                     await _play(writer, step)
 
 

@@ -73,7 +73,10 @@ class ServerProcess:
         except ProcessStartError as exc:
             self.kill()
             raise ProcessStartError(f"{exc}\nstderr:\n{self.stderr_text()}") from None
-        self.url = re.search(r"(http://\S+)", line).group(1)
+        found = re.search(r"(http://\S+)", line)
+        if found is None:
+            raise ProcessStartError(f"no URL in the ready line {line!r}")
+        self.url = found.group(1)
         self.port = int(self.url.rsplit(":", 1)[1])
         self.base_url = self.url + "/v1"
 

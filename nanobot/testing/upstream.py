@@ -294,7 +294,7 @@ def _on_signals(callback: Callable[[], None]) -> None:
 
 def _raise_fd_limit() -> None:
     """Allow as many sockets as the hard limit does (bench opens thousands)."""
-    try:
+    try:  # POSIX only
         import resource
     except ImportError:
         return
@@ -306,8 +306,8 @@ def _raise_fd_limit() -> None:
 
 def _run(main: Coroutine[Any, Any, None]) -> None:
     """Run on uvloop when it is installed, else on the default asyncio loop."""
-    try:
-        import uvloop  # type: ignore[import-not-found]
+    try:  # optional: the scripted upstream runs on either loop
+        import uvloop
     except ImportError:
         asyncio.run(main)
         return

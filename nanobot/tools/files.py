@@ -75,7 +75,7 @@ class ReadFileTool(_FileTool):
         self.extractor = extractor
 
     async def call(self, args: dict[str, Any], scope: TurnScope) -> str:
-        offset = _positive(args.get("offset"), "offset", 1)
+        offset = _positive(args.get("offset"), "offset", 1) or 1
         limit = _positive(args.get("limit"), "limit", None)
         raw = args.get("path")
         found = await asyncio.to_thread(self._read, raw, scope.session_key, offset, limit)

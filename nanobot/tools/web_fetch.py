@@ -62,7 +62,7 @@ class _Stop(HTTPInputError):
 class GuardedResolver(Resolver):
     """Resolves a name and keeps only the addresses ``web_fetch`` may connect to."""
 
-    def initialize(self, whitelist: list[IPNetwork]) -> None:  # type: ignore[override]
+    def initialize(self, whitelist: list[IPNetwork]) -> None:
         self._inner = DefaultLoopResolver()
         self._whitelist = whitelist
 
