@@ -8,17 +8,14 @@ defaults must never cause an error, and the server owns those settings.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from nanobot.client_messages import read_messages
 from nanobot.context import IncomingFile, RequestContext
 from nanobot.errors import InvalidRequest
+from nanobot.request_rules import SESSION_ID_FORBIDDEN, SESSION_ID_MAX_CHARS, STREAM_FALSE, STREAM_TRUE
 
 DEFAULT_FILE_PROMPT = "Please analyze the uploaded file(s)."
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_TRUE = {"true", "1", "yes", "on"}
-_FALSE = {"false", "0", "no", "off", ""}
 
 
 def parse_data_url(url: Any, param: str) -> str:
@@ -47,9 +44,11 @@ def parse_data_url(url: Any, param: str) -> str:
 def _check_session_id(value: Any, param: str = "session_id") -> str | None:
     if value is None:
         return None
-    if not isinstance(value, str) or not 1 <= len(value) <= 256 or _CONTROL.search(value):
+    if not isinstance(value, str) or not 1 <= len(value) <= SESSION_ID_MAX_CHARS or SESSION_ID_FORBIDDEN.search(value):
         raise InvalidRequest(
-            "session_id must be a string of 1 to 256 printable characters.", param=param, code="invalid_session_id"
+            f"session_id must be a string of 1 to {SESSION_ID_MAX_CHARS} printable characters.",
+            param=param,
+            code="invalid_session_id",
         )
     return value
 
@@ -156,9 +155,9 @@ def _validate_form(ctx: RequestContext, form: dict[str, list[str]]) -> None:
     _check_model(ctx, _field(form, "model"))
     ctx.session_id = _check_session_id(_field(form, "session_id") or None)
     stream = (_field(form, "stream") or "").strip().lower()
-    if stream not in _TRUE | _FALSE:
+    if stream not in STREAM_TRUE and stream not in STREAM_FALSE:
         raise InvalidRequest("stream must be true or false.", param="stream")
-    ctx.stream = stream in _TRUE
+    ctx.stream = stream in STREAM_TRUE
 
 
 class Validate:

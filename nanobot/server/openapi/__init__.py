@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from nanobot.config import Config
+from nanobot.request_rules import SESSION_ID_MAX_CHARS, SESSION_ID_PATTERN
 from nanobot.server.openapi.common import (
     REF,
-    SESSION_ID_PATTERN,
     VERSION,
     Json,
     Spec,
@@ -85,7 +85,12 @@ def _chat(spec: Spec) -> Json:
             "in": "header",
             "required": False,
             "description": "The session, when the body has no `session_id`.",
-            "schema": {"type": "string", "minLength": 1, "maxLength": 256, "pattern": SESSION_ID_PATTERN},
+            "schema": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": SESSION_ID_MAX_CHARS,
+                "pattern": SESSION_ID_PATTERN,
+            },
         }
     ]
     operation: Json = {

@@ -12,13 +12,12 @@ VERSION = "0.1.0"
 REF = "#/components/schemas/"
 
 # --- patterns shared by the request schemas ----------------------------------------------------
-# Each mirrors the check in ``stages/validate.py`` (or ``stages/extract_files.py``) exactly, in
-# regular-expression syntax that Python and ECMA-262 (JSON Schema) read alike.
+# The session_id and stream rules come from ``nanobot.request_rules``, which validate enforces; the
+# others mirror a check in ``stages/extract_files.py`` or Tornado, in regular-expression syntax that
+# Python and ECMA-262 (JSON Schema) read alike.
 
 # Some character that str.strip() would keep: the text is not empty or only whitespace.
 NOT_BLANK = r"\S"
-# 1-256 characters without C0 controls or DEL (``validate._CONTROL``).
-SESSION_ID_PATTERN = r"^[^\x00-\x1f\x7f]*$"
 # ``data:<anything but a comma>;base64,<base64>``; scheme and ``;base64`` are case-insensitive. The
 # payload is standard base64 with its padding and at least one byte; whitespace may be folded in
 # anywhere (``extract_files._decode_base64`` drops it before decoding).
@@ -27,38 +26,11 @@ DATA_URL_PATTERN = (
     r"^[Dd][Aa][Tt][Aa]:[^,]*;[Bb][Aa][Ss][Ee]64,\s*"
     rf"(?:(?:{_B64}){{4}})*(?:(?:{_B64}){{4}}|(?:{_B64}){{3}}=\s*|(?:{_B64}){{2}}=\s*=\s*)$"
 )
-# The multipart ``stream`` field, as ``validate._TRUE | validate._FALSE`` after strip().lower().
-STREAM_FIELD_PATTERN = (
-    r"^\s*(?:[Tt][Rr][Uu][Ee]|1|[Yy][Ee][Ss]|[Oo][Nn]|[Ff][Aa][Ll][Ss][Ee]|0|[Nn][Oo]|[Oo][Ff][Ff])?\s*$"
-)
 REQUEST_ID_PATTERN = r"^[!-~]{1,128}$"  # 1-128 visible ASCII characters
 # A multipart part name: not empty, no control character but tab (Tornado's header rules).
 FORM_FIELD_NAME_PATTERN = r"^[^\x00-\x08\x0a-\x1f\x7f]+$"
 # Tornado's own cap on parts in one multipart body (``ParseMultipartConfig.max_parts``).
 MAX_FORM_PARTS = 100
-
-# Client fields that are accepted and never reach the LLM (the server owns these settings).
-IGNORED_OPENAI_FIELDS = (
-    "temperature",
-    "top_p",
-    "max_tokens",
-    "max_completion_tokens",
-    "n",
-    "stop",
-    "presence_penalty",
-    "frequency_penalty",
-    "logit_bias",
-    "logprobs",
-    "top_logprobs",
-    "seed",
-    "user",
-    "tools",
-    "tool_choice",
-    "parallel_tool_calls",
-    "response_format",
-    "metadata",
-    "store",
-)
 
 # Which statuses each error response component stands for.
 ERROR_RESPONSES: dict[int, tuple[str, str]] = {

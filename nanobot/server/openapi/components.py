@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 from nanobot.errors import ERROR_TYPES
+from nanobot.request_rules import IGNORED_OPENAI_FIELDS, SESSION_ID_MAX_CHARS, SESSION_ID_PATTERN, STREAM_FIELD_PATTERN
 from nanobot.server.openapi.common import (
     DATA_URL_PATTERN,
     ERROR_RESPONSES,
     FORM_FIELD_NAME_PATTERN,
-    IGNORED_OPENAI_FIELDS,
     MAX_FORM_PARTS,
     NOT_BLANK,
     REQUEST_ID_PATTERN,
-    SESSION_ID_PATTERN,
-    STREAM_FIELD_PATTERN,
     Json,
     Spec,
     json_content,
@@ -157,7 +155,7 @@ def _schemas(spec: Spec) -> Json:
     session_id = {
         "type": ["string", "null"],
         "minLength": 1,
-        "maxLength": 256,
+        "maxLength": SESSION_ID_MAX_CHARS,
         "pattern": SESSION_ID_PATTERN,
         "description": "Continues the session `api:<session_id>`; omitted or null: the `X-Session-Id` header, "
         "else the shared `api:default`.",
@@ -184,7 +182,7 @@ def _schemas(spec: Spec) -> Json:
         request_properties[name] = {"description": "Accepted and ignored: the server's config decides."}
     form_session_id = {
         "type": "string",
-        "maxLength": 256,
+        "maxLength": SESSION_ID_MAX_CHARS,
         "pattern": SESSION_ID_PATTERN,
         "description": "As `session_id` in JSON; empty means omitted.",
     }
