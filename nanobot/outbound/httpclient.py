@@ -29,7 +29,7 @@ class _TrackingTCPClient(TCPClient):
         self.streams: weakref.WeakSet[IOStream] = weakref.WeakSet()
         self.aborted = False
 
-    async def connect(self, *args: Any, **kwargs: Any) -> IOStream:  # type: ignore[override]
+    async def connect(self, *args: Any, **kwargs: Any) -> IOStream:
         if self.aborted:
             # A request that was scheduled just before abort() must not
             # open a connection the closed client no longer watches.

@@ -9,7 +9,7 @@ per-token path.
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -158,10 +158,15 @@ def _body_reader(response: httpx2.Response) -> Callable[[], Awaitable[bytes | No
     """
     body = response.extensions.get(BODY_EXTENSION)
     encoded = "content-encoding" in response.headers
+    reader: Callable[[], Awaitable[bytes | None]]
     if body is not None and not encoded:
-        return body.read_some
-    chunks = (response.aiter_bytes() if encoded else response.stream).__aiter__()
-    return functools.partial(anext, chunks, None)
+        reader = body.read_some
+        return reader
+    stream = response.aiter_bytes() if encoded else response.stream
+    assert isinstance(stream, AsyncIterable)  # an async client's response
+    chunks: AsyncIterator[bytes] = stream.__aiter__()
+    reader = functools.partial(anext, chunks, None)
+    return reader
 
 
 def _drain_on_close(response: httpx2.Response) -> None:

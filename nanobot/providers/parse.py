@@ -182,7 +182,7 @@ class StreamParser:
             raise Malformed("a stream chunk has an unexpected shape") from None
         if text:
             self.parts.append(text)
-            return text
+            return str(text)
         return None
 
     def _add_call(self, tc: dict[str, Any]) -> None:

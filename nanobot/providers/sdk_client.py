@@ -75,6 +75,7 @@ class TemplatedOpenAI(openai.AsyncOpenAI):
         if template is None or template.url != options.url or template.api_key != self.api_key:
             template = self._template = self._make_template(options)
         body = options.content
+        assert isinstance(body, bytes)  # _templated() holds only for a body already serialised
         headers = template.headers.copy()  # keeps the encoding found once for the template
         headers["Content-Length"] = str(len(body))
         if retries_taken:

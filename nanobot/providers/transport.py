@@ -371,6 +371,7 @@ class PooledTransport(httpx2.AsyncBaseTransport):
                 conn.close()
             self._slots.release()
             raise
+        assert conn is not None  # the loop either read a head or raised
         body = _Body(self, key, conn)
         extensions: dict[str, Any] = {"http_version": b"HTTP/1.1", "reason_phrase": conn.reason, BODY_EXTENSION: body}
         response = httpx2.Response(
