@@ -3,7 +3,7 @@
 HTML goes through trafilatura (main content as Markdown: headings, lists,
 tables and code kept; navigation, footers, scripts and styles dropped), with
 trafilatura's whole-page text as the fallback when it finds no main content.
-Chosen by measuring on the pages of ``bench/html_pages.py`` (see README):
+Chosen by measuring on the pages of ``nanobot/testing/html_pages.py`` (see docs/tools.md):
 it kept every must-have line and none of the page chrome, where html2text
 and BeautifulSoup kept all the chrome and readability lost content.
 
