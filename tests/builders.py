@@ -17,10 +17,11 @@ import zipfile
 import zlib
 from typing import Any
 
+from common import MIB
+
 from nanobot.files.extract import ExtractionError, extract_text
 from nanobot.files.limits import FileLimits
 
-MIB = 1024 * 1024
 W_NS = "http://schemas.openxmlformats.org/wordprocessingml/2006/main"
 DOC_HEAD = f'<?xml version="1.0" encoding="UTF-8"?><w:document xmlns:w="{W_NS}"><w:body>'.encode()
 DOC_TAIL = b"</w:body></w:document>"

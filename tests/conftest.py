@@ -19,6 +19,13 @@ def upstream() -> Iterator[UpstreamProcess]:
     proc.stop()
 
 
+@pytest.fixture(autouse=True)
+def _own_upstream_records(request: pytest.FixtureRequest) -> None:
+    """Each test reads only the upstream requests it caused (tests may run in any order, or in parallel)."""
+    if "upstream" in request.fixturenames:
+        request.getfixturevalue("upstream").clear()
+
+
 @pytest.fixture(scope="session")
 def echo_server() -> Iterator[ServerProcess]:
     """A server with the shipped defaults: the offline echo provider, no key."""

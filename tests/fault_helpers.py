@@ -24,7 +24,6 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
 DOC_URI = "urn:nanobot:openapi"
-CHAT = "/v1/chat/completions"
 
 
 # --------------------------------------------------------------------------------------- waiting

@@ -19,7 +19,8 @@ import uuid
 
 import pytest
 import requests
-from fault_helpers import CHAT, proc_status_kb, raw_http, recv_all, status_of
+from common import CHAT, MIB
+from fault_helpers import proc_status_kb, raw_http, recv_all, status_of
 from servers import ServerProcess
 
 from nanobot.config import ApiConfig
@@ -29,7 +30,6 @@ from nanobot.server.guards import KeyCheck
 
 KEY = "abuse-key-" + "k" * 54
 AUTH = {"Authorization": f"Bearer {KEY}"}
-MIB = 1024 * 1024
 SLOW_LIMIT = 8.0  # seconds a slow client may hold a connection open in these tests
 API_FIELDS = {f.name for f in dataclasses.fields(ApiConfig)}
 

@@ -10,11 +10,10 @@ import uuid
 
 import openai
 import requests
+from common import CHAT
 from servers import ServerProcess, upstream_config
 
 from nanobot.protocol import parse_frames
-
-CHAT = "/v1/chat/completions"
 
 
 def ask(server, text, sid=None, **extra):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import uuid
 
 import requests
+from common import CHAT
 from servers import merge, upstream_config
 
-CHAT = "/v1/chat/completions"
 CONVERSATION = [
     {"role": "system", "content": "be nice"},
     {"role": "user", "content": "old question"},

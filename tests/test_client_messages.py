@@ -10,7 +10,8 @@ import uuid
 import openai
 import pytest
 import requests
-from fault_helpers import CHAT, read_db
+from common import CHAT
+from fault_helpers import read_db
 from servers import merge, upstream_config
 
 from nanobot.agent.context import FILE_TOOLS_NOTE

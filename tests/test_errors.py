@@ -6,8 +6,7 @@ import socket
 
 import pytest
 import requests
-
-CHAT = "/v1/chat/completions"
+from common import CHAT
 
 
 def post(server, body=None, *, data=None, headers=None, path=CHAT):

@@ -11,7 +11,8 @@ import timeit
 
 import pytest
 import requests
-from fault_helpers import CHAT, OpenApiDoc, recv_all, status_of
+from common import CHAT
+from fault_helpers import OpenApiDoc, recv_all, status_of
 from servers import ROOT, ServerProcess
 
 from nanobot import ids

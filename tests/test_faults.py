@@ -19,7 +19,8 @@ import uuid
 import openai
 import pytest
 import requests
-from fault_helpers import CHAT, dead_port, established_to, history_problems, read_db, recv_all, wait_for
+from common import CHAT
+from fault_helpers import dead_port, established_to, history_problems, read_db, recv_all, wait_for
 from servers import ServerProcess, merge, upstream_config
 
 from nanobot.config import DEFAULT_STAGES

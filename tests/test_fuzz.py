@@ -19,7 +19,8 @@ from types import SimpleNamespace
 
 import pytest
 import requests
-from fault_helpers import CHAT, OpenApiDoc, raw_http, status_of
+from common import CHAT
+from fault_helpers import OpenApiDoc, raw_http, status_of
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from servers import TESTS_DIR, ServerProcess

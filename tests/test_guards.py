@@ -8,9 +8,9 @@ import time
 import openai
 import pytest
 import requests
+from common import CHAT
 from servers import upstream_config
 
-CHAT = "/v1/chat/completions"
 BODY = {"messages": [{"role": "user", "content": "hi"}]}
 
 

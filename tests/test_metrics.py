@@ -7,9 +7,8 @@ import uuid
 
 import requests
 from builders import make_docx
+from common import CHAT
 from servers import merge, upstream_config
-
-CHAT = "/v1/chat/completions"
 
 
 def sample(text: str, name: str, **labels: str) -> float:

@@ -11,9 +11,8 @@ import time
 
 import orjson
 import requests
+from common import CHAT
 from servers import ROOT, ServerProcess, merge, upstream_config
-
-CHAT = "/v1/chat/completions"
 
 
 def nanobot(*args, config=None):

@@ -15,10 +15,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import orjson
 import requests
+from common import CHAT
 from servers import ServerProcess, merge, upstream_config
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
-
-CHAT = "/v1/chat/completions"
 
 
 def node(upstream, url, **extra):

@@ -21,7 +21,8 @@ from pathlib import Path
 import openai
 import pytest
 import requests
-from fault_helpers import CHAT, dead_port, recv_all
+from common import CHAT
+from fault_helpers import dead_port, recv_all
 
 NGINX = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if os.path.exists(p)), None)
 

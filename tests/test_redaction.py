@@ -14,13 +14,13 @@ import sys
 from collections.abc import Callable
 
 import requests
+from common import CHAT
 from servers import ROOT, ServerProcess, upstream_config
 
 from nanobot.config import parse_config
 from nanobot.redact import RedactingFilter, Redactor
 from nanobot.testing.process import UpstreamProcess
 
-CHAT = "/v1/chat/completions"
 KEY = "sk-live-0123456789abcdef"
 ORG = "org-secret-987654321"
 PASSWORD = "hunter2-pass-word"

@@ -14,12 +14,11 @@ import time
 import orjson
 import pytest
 import requests
-from fault_helpers import CHAT, proc_status_kb, recv_all, status_of, wait_for
+from common import CHAT, MIB
+from fault_helpers import proc_status_kb, recv_all, status_of, wait_for
 from test_metrics import sample
 
 from stages import decode
-
-MIB = 1024 * 1024
 
 
 def tasks(server) -> float:

@@ -9,11 +9,10 @@ import uuid
 import openai
 import pytest
 import requests
+from common import CHAT
 from servers import upstream_config
 
 from nanobot.protocol import parse_frames
-
-CHAT = "/v1/chat/completions"
 
 
 def ask(server, text, **extra):

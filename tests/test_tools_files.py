@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 from builders import make_docx, make_pdf
+from common import CHAT
 from servers import ServerProcess, upstream_config
 
 from nanobot.agent.tools import TurnScope
@@ -22,8 +23,6 @@ from nanobot.files.limits import FileLimits
 from nanobot.files.pool import Extractor
 from nanobot.tools.files import FileToolLimits, file_tools
 from nanobot.tools.paths import Workspace, safe_name
-
-CHAT = "/v1/chat/completions"
 
 
 def run_tool(ws: Workspace, name: str, args: dict, key: str = "api:t", limits: FileToolLimits | None = None) -> str:

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import requests
 from builders import make_docx, saved
+from common import CHAT
 from PIL import Image
 from servers import ServerProcess, upstream_config
 
 from nanobot.files.storage import remove_expired
 from nanobot.testing.process import UpstreamProcess
 
-CHAT = "/v1/chat/completions"
 PNG = saved(Image.new("RGB", (4, 4), (200, 10, 10)), format="PNG")
 DAY = 86400
 

@@ -11,10 +11,9 @@ import uuid
 import pytest
 import requests
 from builders import DOC_HEAD, DOC_TAIL, MIB, make_docx, make_pdf, make_pptx, make_xlsx, padded_xml, replace_part, saved
+from common import CHAT
 from PIL import Image
 from servers import merge, upstream_config
-
-CHAT = "/v1/chat/completions"
 
 
 def data_url(mime: str, data: bytes) -> str:

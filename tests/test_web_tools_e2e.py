@@ -12,13 +12,12 @@ from pathlib import Path
 
 import pytest
 import requests
+from common import CHAT
 from mcp_servers import TEST_SERVER
 from servers import ROOT, ServerProcess, upstream_config
 
 from nanobot.testing.process import children
 from nanobot.testing.website import Site
-
-CHAT = "/v1/chat/completions"
 
 
 def ask(server: ServerProcess, text: str) -> str:

@@ -22,13 +22,12 @@ from collections.abc import Iterator
 
 import pytest
 import requests
+from common import CHAT
 from servers import ROOT, ServerProcess, upstream_config
 
 from nanobot.config import Config
 from nanobot.server import app
 from nanobot.testing.process import UpstreamProcess, children
-
-CHAT = "/v1/chat/completions"
 
 
 def alive(pid: int) -> bool:
