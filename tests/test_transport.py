@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import socket
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -25,6 +26,7 @@ from nanobot.providers.openai_compat import OpenAICompatProvider
 from nanobot.providers.parse import Malformed
 from nanobot.providers.transport import DRAIN_SECONDS, MAX_BUFFER_BYTES, MAX_HEAD_BYTES, PooledTransport
 from nanobot.testing.replay import LoopbackServer, read_request
+from nanobot.testing.tls import make_tls_files
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -37,8 +39,8 @@ READ_SIZE = 256 * 1024  # the most an asyncio socket transport hands over per da
 class Upstream(LoopbackServer):
     """A loopback server running `handler(upstream, reader, writer, n)` for its n-th connection."""
 
-    def __init__(self, handler: Callable[..., Awaitable[None]]) -> None:
-        super().__init__()
+    def __init__(self, handler: Callable[..., Awaitable[None]], tls: ssl.SSLContext | None = None) -> None:
+        super().__init__(tls)
         self.handler = handler
         self.connections = 0
         self.requests: list[tuple[bytes, bytes]] = []
@@ -87,8 +89,10 @@ async def stall(reader: asyncio.StreamReader) -> None:
         pass
 
 
-def client(max_connections: int = 4, timeout: float = 5.0, **timeouts: float) -> httpx2.AsyncClient:
-    transport = PooledTransport(max_connections)
+def client(
+    max_connections: int = 4, timeout: float = 5.0, tls: ssl.SSLContext | None = None, **timeouts: float
+) -> httpx2.AsyncClient:
+    transport = PooledTransport(max_connections, tls=tls)
     return httpx2.AsyncClient(transport=transport, timeout=httpx2.Timeout(timeout, **timeouts), trust_env=False)
 
 
@@ -638,5 +642,53 @@ def test_any_split_of_a_streamed_reply_reads_the_same(cuts: list[int], gzipped: 
             finally:
                 await provider.close()
         assert up.connections == 1
+
+    run()
+
+
+# --- TLS ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    return make_tls_files(tmp_path_factory.mktemp("tls"))
+
+
+def test_https_shares_the_pool_and_its_keep_alive(tls_files: Any) -> None:
+    """An https upstream: verified TLS, the same exact bytes, one connection for several requests."""
+
+    @aio
+    async def run() -> None:
+        async with Upstream(serving(response(b"first"), response(b"second")), tls=tls_files.server_context()) as up:
+            assert up.url.startswith("https://localhost:")
+            async with client(tls=tls_files.client_context()) as http:
+                first = await http.post(up.url + "/v1/x", content=b"one")
+                second = await http.post(up.url + "/v1/x", content=b"two")
+            assert (first.content, second.content) == (b"first", b"second")
+            assert up.connections == 1
+            heads = [head for head, _ in up.requests]
+            assert heads[0].startswith(b"POST /v1/x HTTP/1.1\r\n")
+            assert b"\r\nhost: localhost:" in heads[0].lower()
+            assert [body for _, body in up.requests] == [b"one", b"two"]
+
+    run()
+
+
+def test_a_certificate_that_does_not_verify_is_a_connect_error(tls_files: Any, tmp_path: Any) -> None:
+    stranger = make_tls_files(tmp_path)  # trusts a CA that did not sign the server's certificate
+
+    @aio
+    async def run() -> None:
+        async with Upstream(serving(response()), tls=tls_files.server_context()) as up:
+            async with client(tls=stranger.client_context()) as http:
+                with pytest.raises(httpx2.ConnectError) as caught:
+                    await http.post(up.url + "/v1/x", content=b"x")
+            assert ssl.SSLCertVerificationError in causes(caught.value)
+            assert up.requests == []
+        # asyncio's own server-side handshake task sees the refusal a moment later.
+        for _ in range(100):
+            if len(asyncio.all_tasks()) == 1:
+                break
+            await asyncio.sleep(0.01)
 
     run()

@@ -12,7 +12,6 @@ import functools
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Awaitable, Callable
 from typing import Any
 
-import aiohttp
 import httpx2
 import openai
 import orjson
@@ -199,34 +198,22 @@ def _exact(body: bytes) -> bytes:
 
 
 def _http_client(config: ProviderConfig, pool_size: int) -> httpx2.AsyncClient:
-    """The SDK's HTTP client, with a keep-alive pool sized for as many turns as run at once.
+    """The SDK's HTTP client on the lean transport of ``transport.py``, for http and https alike.
 
-    Plain-http upstreams (local and LAN model servers, where the server's own
-    CPU per token is what shows) get the lean transport in ``transport.py``;
-    TLS endpoints keep the SDK's aiohttp client. Neither reads proxy
-    settings from the environment.
+    Its keep-alive pool is sized for as many turns as run at once; it reads
+    no proxy settings from the environment.
     """
-    if (config.api_base or "").lower().startswith("http://"):
-        return DirectAsyncClient(
-            transport=PooledTransport(pool_size), timeout=config.timeout, trust_env=False, follow_redirects=True
-        )
-    limits = httpx2.Limits(max_connections=pool_size, max_keepalive_connections=pool_size)
-    return openai.DefaultAioHttpClient(timeout=config.timeout, limits=limits)
+    return DirectAsyncClient(
+        transport=PooledTransport(pool_size), timeout=config.timeout, trust_env=False, follow_redirects=True
+    )
 
 
 def _refused(exc: BaseException) -> BaseException | None:
-    """The connection failure under ``exc``, if that is what it is.
-
-    The aiohttp transport reports a refused connection as a connect *timeout*;
-    the cause chain tells the two apart, so users are not sent chasing a slow
-    server that is simply not running.
-    """
+    """The refused or reset connection under ``exc``, if that is what it is (its message says more)."""
     seen = 0
     cause: BaseException | None = exc
     while cause is not None and seen < 10:
-        if isinstance(cause, (ConnectionError, aiohttp.ClientConnectorError)) and not isinstance(
-            cause, aiohttp.ServerTimeoutError
-        ):
+        if isinstance(cause, ConnectionError):
             return cause
         cause = cause.__cause__ or cause.__context__
         seen += 1

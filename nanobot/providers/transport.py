@@ -1,4 +1,4 @@
-"""A lean HTTP/1.1 transport under the SDK's httpx2 client, for ``http://`` upstreams.
+"""A lean HTTP/1.1 transport under the SDK's httpx2 client, for ``http://`` and ``https://`` upstreams.
 
 The SDK keeps its part (auth, retries, status errors, timeouts as config);
 this moves the bytes. Connections are asyncio protocols kept alive in a
@@ -13,13 +13,16 @@ A reader that has its whole answer before the body ends (an SSE stream at
 ``data: [DONE]``) closes the body at once: the rest drains in the
 background, briefly, and the connection is pooled if it ends, closed if not.
 
-TLS endpoints (remote providers, where the network dominates) keep the
-SDK's aiohttp client: see ``OpenAICompatProvider``.
+``https://`` upstreams go through the same connections with TLS (asyncio's
+own, verifying the certificate and the host name against the system's
+trusted CAs, HTTP/1.1 offered by ALPN): one stack, one set of errors, for
+every upstream.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -37,6 +40,17 @@ BODY_EXTENSION = "nanobot.body"  # response extension: the body's ``read_some()`
 # background, before the connection is closed rather than pooled.
 DRAIN_SECONDS = 0.1
 DRAIN_BYTES = 64 * 1024
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+# A pool's connections are keyed by (scheme, host, port).
+_Key = tuple[str, str, int]
+
+
+def tls_context() -> ssl.SSLContext:
+    """Verifying TLS for upstreams: the system's CAs (``SSL_CERT_FILE``/``SSL_CERT_DIR`` honoured), HTTP/1.1 by ALPN."""
+    context = ssl.create_default_context()
+    context.set_alpn_protocols(["http/1.1"])
+    return context
 
 
 class _Stale(Exception):
@@ -298,7 +312,7 @@ class _Connection(asyncio.Protocol):
 class _Body(httpx2.AsyncByteStream):
     """A response body; closing it hands the connection back to the pool."""
 
-    def __init__(self, pool: PooledTransport, key: tuple[str, int], conn: _Connection) -> None:
+    def __init__(self, pool: PooledTransport, key: _Key, conn: _Connection) -> None:
         self._pool = pool
         self._key = key
         self._conn: _Connection | None = conn
@@ -333,25 +347,26 @@ class _Body(httpx2.AsyncByteStream):
 
 
 class PooledTransport(httpx2.AsyncBaseTransport):
-    """Keep-alive HTTP/1.1 connections to plain-http hosts, at most ``max_connections`` in use."""
+    """Keep-alive HTTP/1.1 connections (TLS for ``https``), at most ``max_connections`` in use."""
 
-    def __init__(self, max_connections: int, keepalive_expiry: float = 15.0) -> None:
+    def __init__(self, max_connections: int, keepalive_expiry: float = 15.0, tls: ssl.SSLContext | None = None) -> None:
         self._keepalive_expiry = keepalive_expiry
+        self._tls = tls  # made on the first https connection: loading the CA store costs ~60 ms
         self._slots = asyncio.Semaphore(max_connections)
-        self._idle: dict[tuple[str, int], list[_Connection]] = {}
+        self._idle: dict[_Key, list[_Connection]] = {}
         self._draining: set[_Connection] = set()
         self._closed = False
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         url = request.url
-        if url.scheme != "http":
-            raise httpx2.UnsupportedProtocol(f"this transport speaks plain http, not {url.scheme!r}")
+        if url.scheme not in DEFAULT_PORTS:
+            raise httpx2.UnsupportedProtocol(f"this transport speaks http and https, not {url.scheme!r}")
         if self._closed:
             raise httpx2.ConnectError("the HTTP client is closed")
         timeout: dict[str, float | None] = request.extensions.get("timeout") or {}
         content = await request.aread()
         head = _request_head(request, content)
-        key = (url.host, url.port or 80)
+        key = (url.scheme, url.host, url.port or DEFAULT_PORTS[url.scheme])
         await self._take_slot(timeout.get("pool"))
         conn: _Connection | None = None
         try:
@@ -392,7 +407,7 @@ class PooledTransport(httpx2.AsyncBaseTransport):
         except TimeoutError:
             raise httpx2.PoolTimeout("no free connection to the upstream in time") from None
 
-    async def _checkout(self, key: tuple[str, int], timeout: float | None) -> tuple[_Connection, bool]:
+    async def _checkout(self, key: _Key, timeout: float | None) -> tuple[_Connection, bool]:
         idle = self._idle.get(key)
         loop = asyncio.get_running_loop()
         now = loop.time()
@@ -401,17 +416,24 @@ class PooledTransport(httpx2.AsyncBaseTransport):
             if conn.reusable() and now - conn.idle_since < self._keepalive_expiry:
                 return conn, True
             conn.close()
+        scheme, host, port = key
+        tls: ssl.SSLContext | None = None
+        if scheme == "https":
+            tls = self._tls = self._tls or tls_context()
         try:
-            # A timeout scope rather than wait_for: no extra task per connection.
+            # A timeout scope rather than wait_for: no extra task per connection
+            # (it bounds the TLS handshake too).
             async with asyncio.timeout(timeout):
-                _, conn = await loop.create_connection(lambda: _Connection(loop), *key)
+                _, conn = await loop.create_connection(
+                    lambda: _Connection(loop), host, port, ssl=tls, server_hostname=host if tls else None
+                )
         except TimeoutError:
-            raise httpx2.ConnectTimeout(f"connecting to {key[0]}:{key[1]} timed out") from None
-        except OSError as exc:
-            raise httpx2.ConnectError(f"cannot connect to {key[0]}:{key[1]}: {exc}") from exc
+            raise httpx2.ConnectTimeout(f"connecting to {host}:{port} timed out") from None
+        except OSError as exc:  # refused, unreachable, or a certificate that does not verify
+            raise httpx2.ConnectError(f"cannot connect to {host}:{port}: {exc}") from exc
         return conn, False
 
-    def release(self, key: tuple[str, int], conn: _Connection, drain: bool = False) -> None:
+    def release(self, key: _Key, conn: _Connection, drain: bool = False) -> None:
         """Hand back a connection: pooled, closed, or (``drain``, body unfinished) pooled once it ends."""
         self._slots.release()
         if drain and not self._closed and conn.drainable():
@@ -420,11 +442,11 @@ class PooledTransport(httpx2.AsyncBaseTransport):
             return
         self._keep_or_close(key, conn)
 
-    def _drained(self, key: tuple[str, int], conn: _Connection) -> None:
+    def _drained(self, key: _Key, conn: _Connection) -> None:
         self._draining.discard(conn)
         self._keep_or_close(key, conn)
 
-    def _keep_or_close(self, key: tuple[str, int], conn: _Connection) -> None:
+    def _keep_or_close(self, key: _Key, conn: _Connection) -> None:
         if self._closed or not conn.reusable():
             conn.close()
             return

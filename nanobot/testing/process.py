@@ -21,7 +21,10 @@ import urllib.request
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from nanobot.testing.tls import TlsFiles
 
 _PROJECT_ROOT = str(Path(__file__).resolve().parents[2])
 # Admin calls go straight to 127.0.0.1, never through an HTTP(S)_PROXY.
@@ -101,12 +104,17 @@ def _tail(seen: list[str]) -> str:
 class UpstreamProcess:
     """A running `python -m nanobot.testing.upstream` child process."""
 
-    def __init__(self, proc: subprocess.Popen[str], port: int, stderr: IO[bytes]) -> None:
+    def __init__(self, proc: subprocess.Popen[str], port: int, stderr: IO[bytes], tls: TlsFiles | None = None) -> None:
         self.proc = proc
         self.port = port
-        self.url = f"http://127.0.0.1:{port}"
+        # Over TLS by the name its certificate carries.
+        self.url = f"https://localhost:{port}" if tls else f"http://127.0.0.1:{port}"
         self.base_url = self.url + "/v1"
         self._stderr = stderr
+        self._opener = _OPENER
+        if tls is not None:
+            https = urllib.request.HTTPSHandler(context=tls.client_context())
+            self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), https)
 
     @classmethod
     def start(
@@ -117,6 +125,7 @@ class UpstreamProcess:
         extra_args: Iterable[str] = (),
         env: Mapping[str, str] | None = None,
         timeout: float = 15,
+        tls: TlsFiles | None = None,
     ) -> UpstreamProcess:
         """Spawn the server on a free port and wait until it is listening.
 
@@ -127,6 +136,8 @@ class UpstreamProcess:
         args += ["--tokens", str(tokens), "--interval-ms", str(interval_ms)]
         if not record:
             args.append("--no-record")
+        if tls is not None:
+            args += ["--tls-cert", str(tls.cert), "--tls-key", str(tls.key)]
         args += list(extra_args)
         # A file, not a pipe: nobody reads stderr while the server runs.
         stderr = tempfile.TemporaryFile()
@@ -139,7 +150,7 @@ class UpstreamProcess:
             message = f"scripted upstream failed to start: {exc}{_read_tail(stderr)}"
             stderr.close()
             raise ProcessStartError(message) from None
-        return cls(proc, port, stderr)
+        return cls(proc, port, stderr, tls)
 
     @property
     def pid(self) -> int:
@@ -195,7 +206,7 @@ class UpstreamProcess:
         if data is not None:
             request.add_header("Content-Type", "application/json")
         try:
-            with _OPENER.open(request, timeout=10) as response:
+            with self._opener.open(request, timeout=10) as response:
                 return json.loads(response.read())
         except urllib.error.HTTPError as exc:
             detail = exc.read().decode("utf-8", "replace")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
+import ssl
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Self
@@ -72,17 +73,20 @@ class Case:
 class LoopbackServer:
     """A TCP server on a free loopback port running ``handle`` per connection.
 
+    With ``tls`` (a server context) it speaks TLS, as ``https://localhost:<port>``.
     Leaving the ``async with`` cancels the connections still open.
     """
 
     url: str
 
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._tls = tls
 
     async def __aenter__(self) -> Self:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.url = f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self._tls)
+        port = self._server.sockets[0].getsockname()[1]
+        self.url = f"https://localhost:{port}" if self._tls else f"http://127.0.0.1:{port}"
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+import ssl
 import sys
 import time
 from collections.abc import Callable, Coroutine
@@ -252,6 +253,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--token-text", default="tok", help="the word of --tokens replies")
     parser.add_argument("--backlog", type=_non_negative(int), default=4096, help="listen() backlog")
     parser.add_argument("--no-record", action="store_true", help="do not keep chat requests for /_requests")
+    parser.add_argument("--tls-cert", help="serve https with this PEM certificate (and --tls-key)")
+    parser.add_argument("--tls-key", help="the PEM private key of --tls-cert")
     return parser.parse_args(argv)
 
 
@@ -270,7 +273,11 @@ async def serve(args: argparse.Namespace) -> None:
     """Listen, announce the port, and serve until SIGTERM or SIGINT."""
     config = ScriptConfig(tokens=args.tokens, interval_ms=args.interval_ms, token_text=args.token_text)
     state = UpstreamState(config=config, record=not args.no_record)
-    server = tornado.httpserver.HTTPServer(make_app(state))
+    tls = None
+    if args.tls_cert:
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        tls.load_cert_chain(args.tls_cert, args.tls_key)
+    server = tornado.httpserver.HTTPServer(make_app(state), ssl_options=tls)
     sockets = tornado.netutil.bind_sockets(args.port, args.host, backlog=args.backlog)
     server.add_sockets(sockets)
     stop = asyncio.Event()
