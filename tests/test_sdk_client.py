@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import inspect
 import re
 
 import httpx2
 import openai
 import pytest
+from openai import _compat, _models
 from openai._models import FinalRequestOptions
+from openai._types import NotGiven
 from test_transport import Upstream, aio, client, response, serving
 
 from nanobot.providers.sdk_client import JSON_HEADERS, TemplatedOpenAI
@@ -135,3 +138,29 @@ async def test_retries_count_and_resend_the_same_body() -> None:
     assert b"x-stainless-retry-count: 0\r\n" in first and b"x-stainless-retry-count: 1\r\n" in second
     without_count = heads_without(up.requests, b"x-stainless-retry-count")
     assert without_count[0] == without_count[1]
+
+
+def test_the_sdk_still_has_the_private_members_sdk_client_builds_on() -> None:
+    """sdk_client.py uses these non-public parts of the openai SDK: this names them, so an SDK
+    release that drops or renames one fails here, loudly, instead of changing what is sent.
+
+    They stay because the public path (``AsyncOpenAI.post`` of the same bytes) measured 37 %
+    more server CPU per non-streaming turn (docs/performance.md, 2026-12-04).
+    """
+    sdk = sdk_client()
+    checks = {
+        "openai._models.FinalRequestOptions.construct": hasattr(_models.FinalRequestOptions, "construct"),
+        "openai._compat.model_copy": callable(getattr(_compat, "model_copy", None)),
+        "openai._types.NotGiven": isinstance(NotGiven, type),
+        "AsyncOpenAI._build_request(options, *, retries_taken)": "retries_taken"
+        in inspect.signature(openai.AsyncOpenAI._build_request).parameters,
+        "AsyncOpenAI._idempotency_key()": callable(getattr(openai.AsyncOpenAI, "_idempotency_key", None)),
+        "AsyncOpenAI._idempotency_header": hasattr(sdk, "_idempotency_header"),
+        "AsyncOpenAI._version": isinstance(getattr(sdk, "_version", None), str),
+        "AsyncOpenAI._client (its httpx client)": isinstance(getattr(sdk, "_client", None), httpx2.AsyncClient),
+    }
+    fields = set(_models.FinalRequestOptions.model_fields)
+    for name in ("method", "url", "headers", "content", "json_data", "extra_json", "files", "params", "timeout"):
+        checks[f"FinalRequestOptions.{name}"] = name in fields
+    missing = [name for name, present in checks.items() if not present]
+    assert not missing, f"openai {openai.__version__} lacks {missing}: update nanobot/providers/sdk_client.py"

@@ -19,7 +19,6 @@ import orjson
 from nanobot.config import AgentDefaults, ProviderConfig
 from nanobot.errors import UpstreamError
 from nanobot.providers.base import Completion
-from nanobot.providers.direct_client import DirectAsyncClient
 from nanobot.providers.parse import Malformed, Reported, StreamParser, parse_completion, shorten
 from nanobot.providers.sdk_client import TemplatedOpenAI
 from nanobot.providers.transport import BODY_EXTENSION, PooledTransport
@@ -203,7 +202,7 @@ def _http_client(config: ProviderConfig, pool_size: int) -> httpx2.AsyncClient:
     Its keep-alive pool is sized for as many turns as run at once; it reads
     no proxy settings from the environment.
     """
-    return DirectAsyncClient(
+    return httpx2.AsyncClient(
         transport=PooledTransport(pool_size), timeout=config.timeout, trust_env=False, follow_redirects=True
     )
 
