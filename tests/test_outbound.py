@@ -18,13 +18,14 @@ from typing import Any
 
 import pytest
 import tornado.web
+from test_transport import Upstream, aio, response, serving
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 from tornado.testing import bind_unused_port
 
 from nanobot.config import ChannelsConfig, TelegramConfig, WebhookConfig
 from nanobot.outbound.base import DELIVERED, FAILED, PENDING, UNDELIVERABLE, OutboxRow
-from nanobot.outbound.channels import split_text
+from nanobot.outbound.channels import ChannelSenders, DeliveryError, split_text
 from nanobot.outbound.sqlite_outbox import SqliteOutbox
 from nanobot.storage.db import Database
 
@@ -469,3 +470,63 @@ def test_two_processes_sharing_the_file_send_each_row_once(tmp_path: Path) -> No
 
     script = against(Script(delay=0.01), main)
     assert sorted(r.body["text"] for r in script.received) == sorted(f"t{i}" for i in range(40))
+
+
+# --- the HTTP exchange itself, against exact bytes ------------------------------------------
+
+
+async def _no_progress(_: int) -> None:
+    return None
+
+
+def senders(base: str, timeout: float = 2.0) -> ChannelSenders:
+    return ChannelSenders(channels(base), http_timeout=timeout, max_clients=4)
+
+
+@aio
+async def test_deliveries_share_one_keep_alive_connection() -> None:
+    async with Upstream(serving(response(b'{"ok": true}'))) as up:
+        sender = senders(up.url)
+        try:
+            for text in ("one", "two", "three"):
+                await sender.send("webhook", "c", text, 0, _no_progress)
+        finally:
+            await sender.close()
+    assert up.connections == 1
+    assert [json.loads(body)["content"] for _, body in up.requests] == ["one", "two", "three"]
+
+
+@aio
+async def test_a_huge_error_answer_is_read_only_in_part() -> None:
+    huge = b"E" * (20 * 1024 * 1024)
+    async with Upstream(serving(response(huge, status="500 Internal Server Error"))) as up:
+        sender = senders(up.url)
+        try:
+            with pytest.raises(DeliveryError) as caught:
+                await sender.send("webhook", "c", "x", 0, _no_progress)
+        finally:
+            await sender.close()
+    message = str(caught.value)
+    assert message.startswith("webhook: HTTP 500: EEEE") and len(message) <= 500
+
+
+@aio
+async def test_an_answer_that_trickles_past_the_timeout_fails_in_time() -> None:
+    async def trickle(up: Upstream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        await up.read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
+        for _ in range(1000):  # a byte every 50 ms: each read is quick, the whole is not
+            writer.write(b"x")
+            await writer.drain()
+            await asyncio.sleep(0.05)
+
+    async with Upstream(trickle) as up:
+        sender = senders(up.url, timeout=0.5)
+        started = time.monotonic()
+        try:
+            with pytest.raises(DeliveryError) as caught:
+                await sender.send("webhook", "c", "x", 0, _no_progress)
+        finally:
+            await sender.close()
+    assert time.monotonic() - started < 2.0
+    assert "Timeout" in str(caught.value)

@@ -9,15 +9,16 @@ the webhook's headers and its URL past the host (all secrets) redacted.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
+import httpx2
 import orjson
-from tornado.httpclient import HTTPRequest, HTTPResponse
-from tornado.httputil import HTTPHeaders
 
 from nanobot.config import ChannelsConfig
-from nanobot.outbound.httpclient import AbortableHTTPClient
+from nanobot.providers.transport import PooledTransport
 from nanobot.redact import CUT_MARK, Redactor, channel_secrets
 
 TELEGRAM_MAX_CHARS = 4096
@@ -25,6 +26,9 @@ TELEGRAM_MAX_CHARS = 4096
 _TARGET_KEYS = {"telegram": "token", "webhook": "url"}
 KNOWN_CHANNELS = tuple(_TARGET_KEYS)
 _MAX_ERROR_CHARS = 500
+# The most of a platform's answer that is read: enough for Telegram's JSON or
+# a webhook's error text; a larger body is cut there, never held whole.
+_MAX_ANSWER_BYTES = 64 * 1024
 # Extra lease time per row on top of the HTTP timeouts, for the database
 # writes around a delivery.
 _LEASE_MARGIN = 30.0
@@ -34,6 +38,14 @@ ProgressCallback = Callable[[int], Awaitable[None]]
 
 class DeliveryError(Exception):
     """One failed delivery attempt; ``str(exc)`` holds no secret."""
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A platform's HTTP answer: its status and the start of its body."""
+
+    code: int
+    body: bytes
 
 
 def split_text(text: str, limit: int = TELEGRAM_MAX_CHARS) -> list[str]:
@@ -54,7 +66,7 @@ class ChannelSenders:
         self._config = config
         self._timeout = http_timeout
         self._max_clients = max_clients
-        self._http: AbortableHTTPClient | None = None
+        self._http: httpx2.AsyncClient | None = None
         self._redact_secrets = Redactor(channel_secrets(config))
 
     # --- which channels work ------------------------------------------------
@@ -125,9 +137,7 @@ class ChannelSenders:
 
     async def _send_webhook(self, chat_id: str, content: str) -> None:
         hook = self._config.webhook
-        headers = HTTPHeaders()
-        for name, value in hook.headers.items():
-            headers[name] = value
+        headers = httpx2.Headers(hook.headers)
         # Configured headers win, so a "...; charset=utf-8" variant is kept.
         if "Content-Type" not in headers:
             headers["Content-Type"] = "application/json"
@@ -136,28 +146,39 @@ class ChannelSenders:
         if not 200 <= response.code < 300:
             raise DeliveryError(self._redact(f"webhook: HTTP {response.code}: {_snippet(response.body)}"))
 
-    async def _post(self, url: str, body: bytes, headers: dict[str, str] | HTTPHeaders) -> HTTPResponse:
-        """POST and return any HTTP answer; no answer at all is a DeliveryError."""
-        request = HTTPRequest(
-            url,
-            method="POST",
-            body=body,
-            headers=headers,
-            connect_timeout=self._timeout,
-            request_timeout=self._timeout,
-            # A redirected POST would be replayed as a GET: treat it as a failure.
-            follow_redirects=False,
-        )
+    async def _post(self, url: str, body: bytes, headers: dict[str, str] | httpx2.Headers) -> Answer:
+        """POST and return any HTTP answer; no answer at all is a DeliveryError.
+
+        The request runs in the caller's task on the provider's transport (one
+        keep-alive pool, TLS verified), so cancelling the delivery ends it: the
+        outbox leaves nothing running when it closes. ``http_timeout`` bounds
+        the whole exchange, a slow trickle of an answer included; a redirect
+        is an answer, not followed (a redirected POST would be replayed as a GET).
+        """
         try:
-            return await self._client().fetch(request, raise_error=False)
+            async with asyncio.timeout(self._timeout):
+                async with self._client().stream("POST", url, content=body, headers=headers) as response:
+                    kept = bytearray()
+                    async for piece in response.aiter_raw():
+                        kept += piece
+                        if len(kept) >= _MAX_ANSWER_BYTES:
+                            break
+                    return Answer(response.status_code, bytes(kept[:_MAX_ANSWER_BYTES]))
         except Exception as exc:  # refused, DNS, TLS, timeout: all "try again later"
             # The exception text may hold the URL, hence the token.
-            raise DeliveryError(self._redact(f"{type(exc).__name__}: {exc}")) from None
+            raise DeliveryError(self._redact(f"{type(exc).__name__}: {exc}".rstrip(": "))) from None
 
-    def _client(self) -> AbortableHTTPClient:
+    def _client(self) -> httpx2.AsyncClient:
         # Made on first use so it binds to the loop that runs the deliveries.
         if self._http is None:
-            self._http = AbortableHTTPClient(force_instance=True, max_clients=self._max_clients)
+            self._http = httpx2.AsyncClient(
+                transport=PooledTransport(self._max_clients),
+                timeout=self._timeout,
+                trust_env=False,
+                follow_redirects=False,
+                # The answer is read raw and cut at _MAX_ANSWER_BYTES: nothing to decompress.
+                headers={"Accept-Encoding": "identity"},
+            )
         return self._http
 
     def _redact(self, text: str) -> str:
@@ -167,14 +188,13 @@ class ChannelSenders:
         return text
 
     async def close(self) -> None:
-        """End in-flight requests and release the HTTP client."""
+        """Release the HTTP client and its connections (deliveries were cancelled by their owner)."""
         client, self._http = self._http, None
         if client is not None:
-            await client.abort()
-            client.close()
+            await client.aclose()
 
 
-def _telegram_problem(response: HTTPResponse) -> str | None:
+def _telegram_problem(response: Answer) -> str | None:
     """None when Telegram accepted the message, else a short description."""
     try:
         data = orjson.loads(response.body or b"")

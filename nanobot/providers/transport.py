@@ -430,7 +430,7 @@ class PooledTransport(httpx2.AsyncBaseTransport):
         except TimeoutError:
             raise httpx2.ConnectTimeout(f"connecting to {host}:{port} timed out") from None
         except OSError as exc:  # refused, unreachable, or a certificate that does not verify
-            raise httpx2.ConnectError(f"cannot connect to {host}:{port}: {exc}") from exc
+            raise httpx2.ConnectError(f"cannot connect to {host}:{port}: {type(exc).__name__}: {exc}") from exc
         return conn, False
 
     def release(self, key: _Key, conn: _Connection, drain: bool = False) -> None:
