@@ -3,8 +3,8 @@
 Why hand-written: a Python load generator is easily the bottleneck of the
 benchmark it runs. A Protocol gets bytes straight from the event loop (no
 StreamReader layers, no per-line coroutine switches) and the parser does the
-least it can: status code, Content-Length / chunked / until-close framing,
-`Connection: close`. Streamed bodies are split into SSE events; only `data:`
+least it can: httptools (llhttp) frames the response (Content-Length,
+chunked or until-close, keep-alive or not). Streamed bodies are split into SSE events; only `data:`
 payloads are decoded with orjson, and the arrival time of each content chunk
 is the `perf_counter()` read when its bytes reached `data_received`.
 """
@@ -16,9 +16,9 @@ import socket
 import time
 from typing import Any
 
+import httptools
 import orjson
 
-_HEAD, _LENGTH, _CHUNK_SIZE, _CHUNK_DATA, _TRAILER, _UNTIL_CLOSE, _IDLE = range(7)
 BODY_KEEP = 2048  # bytes of a response body kept (enough to check and to quote)
 WRITE_SLICE = 256 * 1024
 
@@ -111,13 +111,16 @@ class Response:
 
 
 class Conn(asyncio.Protocol):
-    """One client connection; `request()` sends a request and awaits its response."""
+    """One client connection; `request()` sends a request and awaits its response.
+
+    Responses are parsed by httptools (llhttp): status, Content-Length,
+    chunked or until-close framing, keep-alive. Each body piece is timed at
+    the `data_received` that brought it.
+    """
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
-        self.buf = bytearray()
-        self.state = _IDLE
-        self.remaining = 0
+        self.parser = httptools.HttpResponseParser(self)
         self.keep_alive = True
         self.closed = False
         self.resp: Response | None = None
@@ -125,6 +128,9 @@ class Conn(asyncio.Protocol):
         self.fail_reason = "connection closed"
         self._drain: asyncio.Future[None] | None = None
         self._paused = False
+        self._now = 0.0
+        self._head_done = False
+        self._framed = False  # Content-Length or chunked: the body does not end at close
 
     @classmethod
     async def open(cls, host: str, port: int) -> Conn:
@@ -142,8 +148,8 @@ class Conn(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        if self.state == _UNTIL_CLOSE and self.resp is not None:
-            self._finish()
+        if self.resp is not None and self._head_done and not self._framed:
+            self._finish()  # a body delimited by the close
         elif self.waiter is not None and not self.waiter.done():
             reason = self.fail_reason if exc is None else f"{self.fail_reason}: {exc}"
             self.waiter.set_exception(RequestFailed(reason))
@@ -159,81 +165,41 @@ class Conn(asyncio.Protocol):
             self._drain.set_result(None)
 
     def data_received(self, data: bytes) -> None:
-        now = time.perf_counter()
-        buf = self.buf
-        buf += data
-        resp = self.resp
-        while resp is not None:
-            state = self.state
-            if state == _CHUNK_SIZE:
-                end = buf.find(b"\r\n")
-                if end == -1:
-                    return
-                size = int(bytes(buf[:end]).split(b";")[0], 16)
-                del buf[: end + 2]
-                self.remaining = size
-                self.state = _CHUNK_DATA if size else _TRAILER
-            elif state == _CHUNK_DATA:
-                size = self.remaining
-                if len(buf) < size + 2:
-                    return
-                resp.feed(bytes(buf[:size]), now)
-                del buf[: size + 2]
-                self.state = _CHUNK_SIZE
-            elif state == _HEAD:
-                end = buf.find(b"\r\n\r\n")
-                if end == -1:
-                    return
-                self._head(bytes(buf[:end]))
-                del buf[: end + 4]
-                if self.state == _LENGTH and self.remaining == 0:
-                    self._finish()
-                    return
-            elif state == _LENGTH:
-                take = min(len(buf), self.remaining)
-                if take:
-                    resp.feed(bytes(buf[:take]), now)
-                    del buf[:take]
-                    self.remaining -= take
-                if self.remaining:
-                    return
-                self._finish()
-                return
-            elif state == _TRAILER:
-                end = buf.find(b"\r\n")
-                if end == -1:
-                    return
-                del buf[: end + 2]
-                if end == 0:
-                    self._finish()
-                    return
-            elif state == _UNTIL_CLOSE:
-                resp.feed(bytes(buf), now)
-                buf.clear()
-                return
-            else:
-                return
+        if self.resp is None:
+            return  # nothing asked: bytes after a finished response are dropped
+        self._now = time.perf_counter()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            reason = f"malformed response: {exc}"
+            if self.waiter is not None and not self.waiter.done():
+                self.waiter.set_exception(RequestFailed(reason))
+            self.abort(reason)
+
+    # -- httptools callbacks -----------------------------------------------
+    def on_header(self, name: bytes, value: bytes) -> None:
+        lowered = name.lower()
+        if lowered in (b"content-length", b"transfer-encoding"):
+            self._framed = True
+
+    def on_headers_complete(self) -> None:
+        assert self.resp is not None
+        self.resp.status = self.parser.get_status_code()
+        self.keep_alive = self.parser.should_keep_alive()
+        self._head_done = True
+
+    def on_body(self, body: bytes) -> None:
+        if self.resp is not None:
+            self.resp.feed(body, self._now)
+
+    def on_message_complete(self) -> None:
+        if self.resp is not None:
+            self._finish()
 
     # -- client side ------------------------------------------------------
-    def _head(self, head: bytes) -> None:
-        assert self.resp is not None
-        self.resp.status = int(head[9:12])
-        lower = head.lower()
-        self.keep_alive = b"\r\nconnection: close" not in lower
-        if b"\r\ntransfer-encoding: chunked" in lower:
-            self.state = _CHUNK_SIZE
-        elif (at := lower.find(b"\r\ncontent-length:")) != -1:
-            end = lower.find(b"\r\n", at + 2)
-            self.remaining = int(lower[at + 17 : end if end != -1 else None])
-            self.state = _LENGTH
-        elif self.resp.status in (204, 304) or 100 <= self.resp.status < 200:
-            self.remaining, self.state = 0, _LENGTH
-        else:
-            self.state = _UNTIL_CLOSE
-
     def _finish(self) -> None:
         resp, waiter = self.resp, self.waiter
-        self.resp, self.waiter, self.state = None, None, _IDLE
+        self.resp, self.waiter = None, None
         assert resp is not None
         resp.t_end = time.perf_counter()
         if not self.keep_alive and self.transport is not None:
@@ -254,7 +220,7 @@ class Conn(asyncio.Protocol):
             raise RequestFailed("connection closed")
         loop = asyncio.get_running_loop()
         resp = Response(time.perf_counter(), stream)
-        self.resp, self.state = resp, _HEAD
+        self.resp, self._head_done, self._framed = resp, False, False
         self.waiter = waiter = loop.create_future()
         timer = loop.call_later(timeout, self.abort, "timeout")
         try:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from bench.httpconn import Conn
+from bench.httpconn import Conn, RequestFailed
 from bench.report import pct
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -215,3 +215,31 @@ def test_html_extractors_bench_scores_the_chosen_library() -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = next(row for row in proc.stdout.splitlines() if row.startswith("trafilatura"))
     assert "kept 17/17 phrases, scripts/styles 0/9, chrome 0/15" in line
+
+
+def _answer(raw: bytes, close: bool = False) -> Any:
+    async def run() -> Any:
+        conn = Conn()
+        conn.connection_made(_Transport())
+        task = asyncio.ensure_future(conn.request(b"GET / HTTP/1.1\r\n\r\n", timeout=5))
+        await asyncio.sleep(0)
+        conn.data_received(raw)
+        if close:
+            conn.connection_lost(None)
+        return await task, conn
+
+    return asyncio.run(run())
+
+
+def test_conn_reads_any_valid_framing() -> None:
+    # No space after the colon, and a body that ends when the connection does:
+    # both valid HTTP, both missed by substring matching on the head.
+    resp, conn = _answer(b"HTTP/1.1 200 OK\r\nTransfer-Encoding:chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
+    assert resp.status == 200 and bytes(resp.body) == b"abc" and not conn.closed
+    resp, conn = _answer(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end", close=True)
+    assert resp.status == 200 and bytes(resp.body) == b"until the end" and conn.closed
+
+
+def test_conn_fails_a_malformed_answer() -> None:
+    with pytest.raises(RequestFailed, match="malformed"):
+        _answer(b"HTTP/1.1 2x0 OK\r\nContent-Length: 0\r\n\r\n")
