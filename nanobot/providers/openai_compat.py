@@ -90,7 +90,7 @@ class OpenAICompatProvider:
             # with orjson instead of stdlib json. The answer comes back as a
             # stream either way, so its body is read here, through the
             # transport's own reader rather than httpx's generators.
-            response = await self._client.post_json(self._url, _exact(orjson.dumps(payload)), stream=True)
+            response = await self._client.post_json(self._url, _without_slack(orjson.dumps(payload)), stream=True)
             try:
                 read = _body_reader(response)
                 if incremental:
@@ -184,7 +184,7 @@ def _status_message(exc: openai.APIStatusError) -> str:
     return exc.response.reason_phrase or "no details"
 
 
-def _exact(body: bytes) -> bytes:
+def _without_slack(body: bytes) -> bytes:
     """``body`` without orjson's spare capacity, where that capacity costs memory.
 
     orjson returns bytes with room to spare (4 KB for a short prompt); the

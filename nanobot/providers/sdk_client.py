@@ -60,12 +60,12 @@ class TemplatedOpenAI(openai.AsyncOpenAI):
 
     def json_options(self, url: str, body: bytes) -> FinalRequestOptions:
         """The options ``post`` would make for ``body``: a shallow copy of one built once."""
-        blank = self._options
-        if blank is None or blank.url != url:
-            blank = self._options = FinalRequestOptions.construct(
+        prototype = self._options
+        if prototype is None or prototype.url != url:
+            prototype = self._options = FinalRequestOptions.construct(
                 method="post", url=url, content=b"", headers=JSON_HEADERS
             )
-        options = model_copy(blank)
+        options = model_copy(prototype)
         options.content = body
         return options
 
@@ -97,11 +97,11 @@ class TemplatedOpenAI(openai.AsyncOpenAI):
 
     def _templated(self, options: FinalRequestOptions) -> bool:
         """True for ``post_json``'s shape, on a client whose requests the template still describes."""
-        blank = self._options
+        prototype = self._options
         return (
-            blank is not None
-            and options.headers is blank.headers  # a copy of json_options' (so never edited)
-            and options.url == blank.url
+            prototype is not None
+            and options.headers is prototype.headers  # a copy of json_options' (so never edited)
+            and options.url == prototype.url
             and options.method == "post"
             and isinstance(options.content, bytes)
             and options.json_data is None
@@ -114,9 +114,9 @@ class TemplatedOpenAI(openai.AsyncOpenAI):
         )
 
     def _make_template(self, options: FinalRequestOptions) -> _Template:
-        blank = model_copy(options)
-        blank.content = b""
-        request = super()._build_request(blank, retries_taken=0)
+        bodiless = model_copy(options)
+        bodiless.content = b""
+        request = super()._build_request(bodiless, retries_taken=0)
         headers = request.headers.copy()
         del headers["content-length"]
         return _Template(
