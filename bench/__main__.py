@@ -101,6 +101,7 @@ def _meta(args: argparse.Namespace, elapsed: float) -> dict[str, Any]:
 
 def _soak_from_scenarios(args: argparse.Namespace, names: list[str]) -> int:
     """`--scenarios soak`: the same run as `python -m bench soak`, with the shared options passed on."""
+    # the soak subcommand's module, loaded only when asked for
     from bench import soak
 
     if names != ["soak"]:
@@ -124,6 +125,7 @@ def _soak_from_scenarios(args: argparse.Namespace, names: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "soak":
+        # the soak subcommand's module, loaded only when asked for
         from bench import soak
 
         return soak.main(argv[1:])

@@ -23,12 +23,14 @@ from nanobot.testing.html_pages import CHROME, NEVER, Page, big, real_pages
 
 
 def _trafilatura() -> Callable[[str], str]:
+    # each candidate is loaded when it is measured
     from nanobot.tools.html_text import html_to_text
 
     return html_to_text
 
 
 def _html2text() -> Callable[[str], str]:
+    # optional: measured only where installed
     import html2text
 
     def run(html: str) -> str:
@@ -41,6 +43,7 @@ def _html2text() -> Callable[[str], str]:
 
 
 def _readability_markdownify() -> Callable[[str], str]:
+    # optional: measured only where installed
     from markdownify import markdownify
     from readability import Document
 

@@ -14,6 +14,7 @@ import argparse
 import math
 import os
 import shutil
+import socket
 import statistics
 import uuid
 from dataclasses import dataclass
@@ -272,6 +273,7 @@ class ScenarioRunner:
 
     def _run_postgres(self, sc: Scenario, up: UpstreamProcess) -> dict[str, Any]:
         """``--nodes`` servers on one fresh database of a throwaway cluster."""
+        # only with --database postgres
         from nanobot.testing.postgres import PostgresCluster
 
         if self._postgres is None:
@@ -357,7 +359,6 @@ def _noop_cost(plain: list[dict[str, Any]], noop: list[dict[str, Any]], sc: Scen
 
 
 def _free_port() -> int:
-    import socket
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

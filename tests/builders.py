@@ -17,7 +17,11 @@ import zipfile
 import zlib
 from typing import Any
 
+import docx
+import openpyxl
+import pptx
 from common import MIB
+from pptx.util import Inches
 
 from nanobot.files.extract import ExtractionError, extract_text
 from nanobot.files.limits import FileLimits
@@ -70,7 +74,6 @@ def saved(document: Any, *args: Any, **kwargs: Any) -> bytes:
 
 def make_docx(marker: str) -> bytes:
     """Paragraph, table, paragraph: the marker is spread over all three."""
-    import docx
 
     document = docx.Document()
     document.add_heading(f"Title {marker}-HEAD", level=1)
@@ -86,7 +89,6 @@ def make_docx(marker: str) -> bytes:
 
 def make_xlsx(marker: str) -> bytes:
     """Two sheets with a marker in each."""
-    import openpyxl
 
     book = openpyxl.Workbook()
     first = book.active
@@ -101,8 +103,6 @@ def make_xlsx(marker: str) -> bytes:
 
 def make_pptx(marker: str) -> bytes:
     """One slide with a text box, a table and speaker notes."""
-    import pptx
-    from pptx.util import Inches
 
     deck = pptx.Presentation()
     slide = deck.slides.add_slide(deck.slide_layouts[6])  # blank

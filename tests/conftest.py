@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from servers import ServerProcess, upstream_config
 
+from nanobot.testing.postgres import PostgresCluster, bin_dir
 from nanobot.testing.process import UpstreamProcess
 
 
@@ -64,7 +65,6 @@ def runner() -> Iterator[asyncio.Runner]:
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[Any]:
     """A PostgreSQL cluster of its own (initdb + pg_ctl in a temp dir), for the whole run."""
-    from nanobot.testing.postgres import PostgresCluster, bin_dir
 
     if bin_dir() is None:
         pytest.skip("PostgreSQL is not installed (.ci/run installs Debian's postgresql)")

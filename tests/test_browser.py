@@ -25,8 +25,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import docx
 import pytest
 from builders import saved
+from PIL import Image, ImageDraw
 from servers import ROOT, ServerProcess, merge, upstream_config
 
 from nanobot.testing.process import UpstreamProcess
@@ -215,7 +217,6 @@ def _history_text(body: dict[str, Any]) -> str:
 
 
 def _docx(marker: str) -> bytes:
-    import docx
 
     document = docx.Document()
     document.add_heading("Quarterly report", level=1)
@@ -224,7 +225,6 @@ def _docx(marker: str) -> bytes:
 
 
 def _png() -> bytes:
-    from PIL import Image, ImageDraw
 
     image = Image.new("RGB", (320, 200))
     draw = ImageDraw.Draw(image)

@@ -12,7 +12,7 @@ import pytest
 import requests
 from common import CHAT
 from fault_helpers import read_db
-from servers import merge, upstream_config
+from servers import ServerProcess, merge, upstream_config
 
 from nanobot.agent.context import FILE_TOOLS_NOTE
 from nanobot.agent.loop import DEFAULT_SYSTEM_PROMPT as BUILT_IN_PROMPT
@@ -165,7 +165,6 @@ def test_x_session_id_selects_the_session_by_default(agent_server, upstream):
 
 @pytest.fixture(scope="module")
 def use_server(upstream):
-    from servers import ServerProcess
 
     server = ServerProcess(merge(upstream_config(upstream.url), {"api": {"clientHistory": "use"}}))
     yield server

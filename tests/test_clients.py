@@ -43,6 +43,7 @@ def test_node_openai_sdk(agent_server, upstream):
 
 
 def test_langchain_chat_openai(agent_server, upstream):
+    # loaded by the test that uses it: importing LangChain takes seconds
     from langchain_openai import ChatOpenAI
 
     sid = uuid.uuid4().hex
@@ -75,6 +76,7 @@ def test_python_sdk_request_id(agent_server):
 def test_openai_agents_sdk_with_instructions(agent_server, upstream):
     """The OpenAI Agents SDK: `Agent(instructions=...)` sends a system message beside the user's."""
     agents = pytest.importorskip("agents")
+    # loaded by the test that uses it: the Agents SDK is slow to import
     from agents.models.openai_chatcompletions import OpenAIChatCompletionsModel
 
     agents.set_tracing_disabled(True)  # no export to a tracing service

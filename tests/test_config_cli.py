@@ -8,9 +8,11 @@ import subprocess
 import sys
 
 import pytest
-from servers import ROOT
+import requests
+from servers import ROOT, ServerProcess
 
 from nanobot.config import ConfigError, load_config, parse_config, to_public_dict
+from nanobot.testing.process import wait_for_ready_line
 
 
 def test_defaults_and_camel_case():
@@ -174,11 +176,8 @@ def test_agent_command_uses_cli_sessions(tmp_path, upstream):
 
 
 def test_cli_overrides_host_port_workspace(tmp_path):
-    from servers import ServerProcess
 
     with ServerProcess({}, args=("--port", "0", "--host", "127.0.0.1", "--workspace", str(tmp_path / "w2"))) as s:
-        import requests
-
         assert requests.get(s.url + "/health").status_code == 200
         assert requests.post(s.base_url + "/chat/completions", json={"messages": [{"role": "user", "content": "x"}]}).ok
     assert (tmp_path / "w2" / "nanobot.db").exists()
@@ -186,9 +185,6 @@ def test_cli_overrides_host_port_workspace(tmp_path):
 
 def test_shipped_config_serves_offline(tmp_path):
     """`nanobot serve` from the repo root picks up ./config.json (echo provider)."""
-    import requests
-
-    from nanobot.testing.process import wait_for_ready_line
 
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HOME": str(tmp_path)}
     env.pop("NANOBOT_CONFIG", None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 
 import pytest
@@ -13,8 +14,6 @@ def post(server, body=None, *, data=None, headers=None, path=CHAT):
     h = {"Content-Type": "application/json"}
     h.update(headers or {})
     if body is not None:
-        import json
-
         data = json.dumps(body).encode()
     return requests.post(server.url + path, data=data, headers=h)
 

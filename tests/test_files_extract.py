@@ -9,6 +9,8 @@ import time
 import tracemalloc
 import zipfile
 
+import openpyxl
+import pptx
 import pytest
 from builders import (
     DOC_HEAD,
@@ -27,6 +29,7 @@ from builders import (
     saved,
     write_zip,
 )
+from pypdf import PdfWriter
 
 from nanobot.files.extract import ExtractionError, extract_text, openpyxl_uses_defusedxml
 from nanobot.files.limits import MIB, FileLimits
@@ -142,7 +145,6 @@ def test_pdf_page_cap_on_a_3000_page_pdf() -> None:
 
 
 def test_blank_page_pdf_from_pypdf_writer() -> None:
-    from pypdf import PdfWriter
 
     writer = PdfWriter()
     for _ in range(3000):
@@ -156,7 +158,6 @@ def test_blank_page_pdf_from_pypdf_writer() -> None:
 
 
 def test_pptx_slide_cap() -> None:
-    import pptx
 
     deck = pptx.Presentation()
     for n in range(1, 8):
@@ -168,7 +169,6 @@ def test_pptx_slide_cap() -> None:
 
 
 def test_xlsx_cell_cap_ignores_the_declared_dimension() -> None:
-    import openpyxl
 
     book = openpyxl.Workbook()
     sheet = book.active
@@ -183,7 +183,6 @@ def test_xlsx_cell_cap_ignores_the_declared_dimension() -> None:
 
 
 def test_xlsx_sheet_cap() -> None:
-    import openpyxl
 
     book = openpyxl.Workbook()
     for n in range(1, 5):

@@ -10,6 +10,7 @@ and pinned by the tests at the bottom.
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
 import os
 import subprocess
@@ -17,6 +18,7 @@ import sys
 import uuid
 from types import SimpleNamespace
 
+import orjson
 import pytest
 import requests
 from common import CHAT
@@ -228,7 +230,6 @@ requests_bodies = st.fixed_dictionaries(
 @given(body=st.one_of(near_valid, near_valid, requests_bodies, json_values))
 def test_validate_agrees_with_the_document(body):
     """decode+validate accept a JSON body exactly when the OpenAPI document calls it valid."""
-    import orjson
 
     raw = orjson.dumps(body)
     ctx, err = run_front_stages(CONFIG, "application/json", raw)
@@ -347,8 +348,6 @@ file_bytes = st.binary(min_size=1, max_size=2048) | st.builds(
 def test_arbitrary_bytes_as_files_through_the_server(fuzz_server, data, as_image):
     """Any bytes uploaded as a file (multipart) or as an image part: 200, 413, 415 or 422, never 500."""
     if as_image:
-        import base64
-
         body = {
             "messages": [
                 {

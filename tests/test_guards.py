@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import concurrent.futures
+import socket
 import time
 
 import openai
 import pytest
 import requests
 from common import CHAT
-from servers import upstream_config
+from servers import ServerProcess, upstream_config
 
 BODY = {"messages": [{"role": "user", "content": "hi"}]}
 
 
 @pytest.fixture(scope="module")
 def keyed(request):
-    from servers import ServerProcess
 
     server = ServerProcess({"api": {"apiKey": "s3cret-key", "corsOrigins": ["https://app.example"]}})
     yield server
@@ -147,7 +147,6 @@ def test_chat_page_is_public_with_csp(keyed):
 
 def test_early_errors_say_connection_close(keyed):
     """A 401 answered before the body is read closes the connection, and says so."""
-    import socket
 
     body = b'{"messages":[{"role":"user","content":"hi"}]}'
     with socket.create_connection(("127.0.0.1", keyed.port)) as s:

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import gc
+import multiprocessing
+import sqlite3
+import tracemalloc
 
-from nanobot.sessions.locks import SessionLocks
+from nanobot.sessions.locks import SessionLocks, SharedSessionLocks
 from nanobot.sessions.store import SqliteSessionStore, trim_window
 from nanobot.storage.db import Database
 
@@ -84,6 +89,7 @@ def test_db_errors_reach_the_caller(tmp_path):
 
 def _try_lock_byte(path: str, slot: int) -> bool:
     """From another process: can the byte be locked right now?"""
+    # POSIX only
     import fcntl
     import os as os_
 
@@ -99,10 +105,6 @@ def _try_lock_byte(path: str, slot: int) -> bool:
 
 def test_shared_locks_hold_a_byte_per_session_across_processes(tmp_path):
     """Keys sharing a byte both run in this process; the byte is held until the last leaves."""
-    import concurrent.futures
-    import multiprocessing
-
-    from nanobot.sessions.locks import SharedSessionLocks
 
     class OneByte(SharedSessionLocks):
         SLOTS = 1  # every key on byte 0
@@ -142,8 +144,6 @@ def _open_together(path: str, barrier) -> str:
 
 def test_processes_opening_one_new_database_together(tmp_path):
     """As workers starting at once do: every one gets the file, in WAL mode."""
-    import multiprocessing
-    import sqlite3
 
     ctx = multiprocessing.get_context("fork")
     with ctx.Manager() as manager, ctx.Pool(6) as pool:
@@ -157,8 +157,6 @@ def test_processes_opening_one_new_database_together(tmp_path):
 
 def test_history_cache_is_bounded_in_bytes_not_sessions(tmp_path):
     """Sessions of a few huge messages are held only up to the byte budget."""
-    import gc
-    import tracemalloc
 
     budget = 8 * 1024 * 1024
     big = "x" * (1024 * 1024)

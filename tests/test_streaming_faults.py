@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import socket
 import time
 import uuid
@@ -10,9 +11,10 @@ import openai
 import pytest
 import requests
 from common import CHAT
-from servers import upstream_config
+from servers import ServerProcess, upstream_config
 
 from nanobot.protocol import parse_frames
+from nanobot.testing.process import UpstreamProcess
 
 
 def ask(server, text, **extra):
@@ -21,7 +23,6 @@ def ask(server, text, **extra):
 
 @pytest.fixture(scope="module")
 def fast_timeout_server(upstream):
-    from servers import ServerProcess
 
     cfg = upstream_config(upstream.url)
     cfg["api"] = {"timeout": 1.5, "pingInterval": 0.25}
@@ -101,7 +102,6 @@ def test_timeout_504_and_sse_timeout_frame(fast_timeout_server, upstream):
 
 def test_session_wait_counts_against_timeout(fast_timeout_server):
     """A stalled turn cannot hold the session's queue past api.timeout."""
-    import concurrent.futures
 
     sid = uuid.uuid4().hex
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
@@ -131,7 +131,6 @@ def test_ping_while_silent(fast_timeout_server):
 
 
 def test_frames_flushed_as_produced(make_server):
-    from nanobot.testing.process import UpstreamProcess
 
     with UpstreamProcess.start(tokens=6, interval_ms=150) as slow_up:
         server = make_server(upstream_config(slow_up.url))
@@ -155,7 +154,6 @@ def test_frames_flushed_as_produced(make_server):
 
 
 def test_disconnect_cancels_run(make_server, upstream):
-    from nanobot.testing.process import UpstreamProcess
 
     with UpstreamProcess.start(tokens=40, interval_ms=100) as slow_up:
         server = make_server(upstream_config(slow_up.url))

@@ -21,6 +21,7 @@ from servers import ServerProcess, upstream_config
 from nanobot.agent.tools import TurnScope
 from nanobot.files.limits import FileLimits
 from nanobot.files.pool import Extractor
+from nanobot.protocol import parse_frames
 from nanobot.tools.files import FileToolLimits, file_tools
 from nanobot.tools.paths import Workspace, safe_name
 
@@ -241,7 +242,6 @@ def test_calls_of_one_reply_answer_in_call_order(tool_server, upstream) -> None:
 
 
 def test_tool_events_say_which_call_failed(tool_server) -> None:
-    from nanobot.protocol import parse_frames
 
     r = ask(
         tool_server,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from contextlib import aclosing
@@ -40,7 +41,6 @@ class SleepTool:
 
 
 def sleep_call(seconds: float, i: int = 0, **extra) -> ToolCall:
-    import json
 
     return ToolCall(f"c{i}", "sleep", json.dumps({"seconds": seconds, **extra}))
 

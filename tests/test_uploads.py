@@ -13,7 +13,9 @@ import requests
 from builders import DOC_HEAD, DOC_TAIL, MIB, make_docx, make_pdf, make_pptx, make_xlsx, padded_xml, replace_part, saved
 from common import CHAT
 from PIL import Image
-from servers import merge, upstream_config
+from servers import ServerProcess, merge, upstream_config
+
+from nanobot.multipart import MultipartReader
 
 
 def data_url(mime: str, data: bytes) -> str:
@@ -42,7 +44,6 @@ def user_text_sent(upstream):
 
 @pytest.fixture(scope="module")
 def files_server(upstream):
-    from servers import ServerProcess
 
     server = ServerProcess(merge(upstream_config(upstream.url), {"api": {"maxFileBytes": 10 * MIB}}))
     yield server
@@ -128,7 +129,6 @@ def test_big_multipart_image_arrives_byte_exact(files_server, upstream):
 
 
 def test_multipart_reader_keeps_a_file_in_its_pieces():
-    from nanobot.multipart import MultipartReader
 
     body = (
         b'--B\r\nContent-Disposition: form-data; name="files"; filename="a.bin"\r\n\r\n'
