@@ -157,7 +157,7 @@ def doc_server(upstream):
             "api": {
                 "apiKey": KEY,
                 "corsOrigins": [ALLOWED_ORIGIN],
-                "timeout": 1.5,
+                "timeout": 3.0,  # under #slow:4000 (the 504 case), with room for a loaded machine
                 "maxConcurrentRequests": 1,
                 "maxFileBytes": 2048,
                 "maxBodyBytes": 65536,
