@@ -170,7 +170,7 @@ class Conn(asyncio.Protocol):
         self._now = time.perf_counter()
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserError as exc:
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:  # not a subclass
             reason = f"malformed response: {exc}"
             if self.waiter is not None and not self.waiter.done():
                 self.waiter.set_exception(RequestFailed(reason))
@@ -184,7 +184,11 @@ class Conn(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         assert self.resp is not None
-        self.resp.status = self.parser.get_status_code()
+        status = self.parser.get_status_code()
+        if 100 <= status < 200:  # an interim answer (100 Continue): the real one follows
+            self._framed = False
+            return
+        self.resp.status = status
         self.keep_alive = self.parser.should_keep_alive()
         self._head_done = True
 
@@ -193,7 +197,7 @@ class Conn(asyncio.Protocol):
             self.resp.feed(body, self._now)
 
     def on_message_complete(self) -> None:
-        if self.resp is not None:
+        if self.resp is not None and self._head_done:  # else the end of an interim answer
             self._finish()
 
     # -- client side ------------------------------------------------------
@@ -221,7 +225,8 @@ class Conn(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         resp = Response(time.perf_counter(), stream)
         self.resp, self._head_done, self._framed = resp, False, False
-        self.waiter = waiter = loop.create_future()
+        waiter: asyncio.Future[Response] = loop.create_future()
+        self.waiter = waiter
         timer = loop.call_later(timeout, self.abort, "timeout")
         try:
             if len(body) <= WRITE_SLICE:

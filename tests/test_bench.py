@@ -243,3 +243,62 @@ def test_conn_reads_any_valid_framing() -> None:
 def test_conn_fails_a_malformed_answer() -> None:
     with pytest.raises(RequestFailed, match="malformed"):
         _answer(b"HTTP/1.1 2x0 OK\r\nContent-Length: 0\r\n\r\n")
+
+
+async def _answering(answers: list[bytes]) -> tuple[asyncio.Server, int]:
+    """A loopback server that sends the next of `answers` for each request it reads."""
+    pending = list(answers)
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while pending:
+                await reader.readuntil(b"\r\n\r\n")
+                writer.write(pending.pop(0))
+                await writer.drain()
+            await reader.read()
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+REQUEST = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+def test_conn_reads_heads_by_http_rules_and_skips_an_interim_answer() -> None:
+    answers = [
+        b"HTTP/1.1 200 OK\r\ncontent-length:2\r\n\r\nok",
+        b"HTTP/1.1 100 Continue\r\n\r\n"
+        b"HTTP/1.1 201 Created\r\nTransfer-Encoding:  Chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        b"HTTP/1.0 200 OK\r\nContent-Length: 4\r\n\r\ndone",  # 1.0 without keep-alive: the server closes
+    ]
+
+    async def run() -> tuple[list[Any], list[bool]]:
+        server, port = await _answering(answers)
+        async with server:
+            conn = await Conn.open("127.0.0.1", port)
+            got, open_after = [], []
+            for _ in answers:
+                resp = await conn.request(REQUEST, timeout=5)
+                got.append((resp.status, bytes(resp.body)))
+                open_after.append(not conn.closed)
+            conn.close()
+            return got, open_after
+
+    got, open_after = asyncio.run(run())
+    assert got == [(200, b"ok"), (201, b"abc"), (200, b"done")]
+    assert open_after == [True, True, False]
+
+
+def test_conn_closes_on_connection_close_however_spelt() -> None:
+    async def run() -> bool:
+        server, port = await _answering([b"HTTP/1.1 200 OK\r\nConnection:Close\r\nContent-Length: 0\r\n\r\n"])
+        async with server:
+            conn = await Conn.open("127.0.0.1", port)
+            assert (await conn.request(REQUEST, timeout=5)).status == 200
+            closed = conn.closed
+            conn.close()
+            return closed
+
+    assert asyncio.run(run())
