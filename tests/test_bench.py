@@ -136,19 +136,24 @@ def test_conn_parses_chunked_sse_split_anywhere(piece: int) -> None:
     assert not conn.closed  # keep-alive: ready for the next request
 
 
-def test_conn_parses_content_length_and_connection_close() -> None:
-    body = b'{"choices":[]}'
-    raw = b"HTTP/1.1 503 Busy\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
-
+def _answer(raw: bytes, close: bool = False) -> Any:
     async def run() -> Any:
         conn = Conn()
         conn.connection_made(_Transport())
         task = asyncio.ensure_future(conn.request(b"GET / HTTP/1.1\r\n\r\n", timeout=5))
         await asyncio.sleep(0)
         conn.data_received(raw)
+        if close:
+            conn.connection_lost(None)
         return await task, conn
 
-    resp, conn = asyncio.run(run())
+    return asyncio.run(run())
+
+
+def test_conn_parses_content_length_and_connection_close() -> None:
+    body = b'{"choices":[]}'
+    raw = b"HTTP/1.1 503 Busy\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
+    resp, conn = _answer(raw)
     assert resp.status == 503 and bytes(resp.body) == body
     assert conn.closed
 
@@ -215,20 +220,6 @@ def test_html_extractors_bench_scores_the_chosen_library() -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = next(row for row in proc.stdout.splitlines() if row.startswith("trafilatura"))
     assert "kept 17/17 phrases, scripts/styles 0/9, chrome 0/15" in line
-
-
-def _answer(raw: bytes, close: bool = False) -> Any:
-    async def run() -> Any:
-        conn = Conn()
-        conn.connection_made(_Transport())
-        task = asyncio.ensure_future(conn.request(b"GET / HTTP/1.1\r\n\r\n", timeout=5))
-        await asyncio.sleep(0)
-        conn.data_received(raw)
-        if close:
-            conn.connection_lost(None)
-        return await task, conn
-
-    return asyncio.run(run())
 
 
 def test_conn_reads_any_valid_framing() -> None:
