@@ -16,10 +16,10 @@ from tornado.netutil import bind_sockets
 
 from nanobot.config import Config, ConfigError
 from nanobot.pipeline import Pipeline
+from nanobot.server.chat import ChatCompletionsHandler
 from nanobot.server.connection import MAX_HEADER_BYTES, ApiHTTPServer
 from nanobot.server.guards import BodyBudget, ConcurrencyGate, HostPolicy, KeyCheck, OriginPolicy
 from nanobot.server.handlers import (
-    ChatCompletionsHandler,
     HealthHandler,
     MetricsHandler,
     ModelsHandler,
