@@ -9,18 +9,10 @@ import time
 import uuid
 
 import openai
-import requests
-from common import CHAT
+from common import ask
 from servers import ServerProcess, upstream_config
 
 from nanobot.protocol import parse_frames
-
-
-def ask(server, text, sid=None, **extra):
-    body = {"messages": [{"role": "user", "content": text}], **extra}
-    if sid:
-        body["session_id"] = sid
-    return requests.post(server.url + CHAT, json=body, timeout=60)
 
 
 def last_sent(upstream):

@@ -10,11 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from servers import ROOT
 
 from bench.httpconn import Conn, RequestFailed
 from bench.report import pct
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_quick_bench_run_reports_sane_figures(tmp_path: Path) -> None:

@@ -19,8 +19,8 @@ from types import SimpleNamespace
 
 import pytest
 import requests
-from common import CHAT
-from fault_helpers import OpenApiDoc, data_url, png_1x1
+from common import CHAT, data_url
+from fault_helpers import OpenApiDoc, png_1x1
 from openapi_spec_validator import validate as validate_openapi
 from servers import ServerProcess, merge, upstream_config
 from tornado import web

@@ -7,7 +7,6 @@ that decides, and run in milliseconds.
 from __future__ import annotations
 
 import asyncio
-import base64
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -15,8 +14,8 @@ from typing import Any
 import orjson
 import pytest
 from builders import make_docx
-from common import CHAT_MODEL
-from fault_helpers import png_1x1
+from common import CHAT_MODEL, data_url
+from fault_helpers import png_1x1, sse_events
 
 from nanobot.errors import ApiError, ClientDisconnected
 from nanobot.pipeline import Pipeline
@@ -42,10 +41,6 @@ def services(runner: asyncio.Runner, tmp_path_factory: pytest.TempPathFactory) -
 
 def user(content: Any, **body: Any) -> dict[str, Any]:
     return {"messages": [{"role": "user", "content": content}], **body}
-
-
-def data_url(mime: str, data: bytes) -> str:
-    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
 
 
 def fails(runner: asyncio.Runner, call: Any) -> ApiError:
@@ -170,8 +165,8 @@ def test_extract_files_reads_documents_and_images(runner, services):
     body = user(
         [
             {"type": "text", "text": "look"},
-            file_part(data_url("application/octet-stream", make_docx("DOCXMARK")), "report.docx"),
-            {"type": "image_url", "image_url": {"url": data_url("image/png", png_1x1())}},
+            file_part(data_url(make_docx("DOCXMARK"), "application/octet-stream"), "report.docx"),
+            {"type": "image_url", "image_url": {"url": data_url(png_1x1(), "image/png")}},
         ]
     )
     ctx = runner.run(through(services, body, decode, validate, extract_files))
@@ -185,8 +180,8 @@ def test_extract_files_reads_documents_and_images(runner, services):
     ("url", "status", "code"),
     [
         ("data:text/plain;base64,!!!!", 400, "invalid_base64"),
-        (data_url("application/octet-stream", b"\x00\x01\x02\xff" * 64), 415, "unsupported_file_type"),
-        (data_url("text/plain", b"a" * (64 * 1024 + 1)), 413, "file_too_large"),
+        (data_url(b"\x00\x01\x02\xff" * 64, "application/octet-stream"), 415, "unsupported_file_type"),
+        (data_url(b"a" * (64 * 1024 + 1), "text/plain"), 413, "file_too_large"),
     ],
 )
 def test_extract_files_refuses(runner, services, url, status, code):
@@ -196,7 +191,7 @@ def test_extract_files_refuses(runner, services, url, status, code):
 
 
 def test_a_failed_request_takes_its_saved_uploads_with_it(runner, services):
-    ok = file_part(data_url("text/plain", b"kept only while the request lives"), "a.txt")
+    ok = file_part(data_url(b"kept only while the request lives", "text/plain"), "a.txt")
     bad = file_part("data:text/plain;base64,!!!!", "b.txt")
 
     async def run() -> tuple[list[str], bool]:
@@ -248,8 +243,8 @@ def test_the_whole_pipeline_answers_json(runner, services):
     assert doc["choices"][0]["message"]["content"] == "echo me"
 
 
-def sse_events(raw: bytes) -> list[Any]:
-    return [orjson.loads(line[6:]) for line in raw.split(b"\n\n") if line.startswith(b"data: {")]
+def chunks(raw: bytes) -> list[Any]:
+    return [orjson.loads(e["data"]) for e in sse_events(raw) if e["data"] != "[DONE]"]
 
 
 def test_encode_streams_sse_frames_ending_with_done(runner, services):
@@ -266,7 +261,7 @@ def test_encode_streams_sse_frames_ending_with_done(runner, services):
     assert ctx.headers_sent and response.flushes == 1
     raw = response.body()
     assert raw.endswith(b"data: [DONE]\n\n")
-    text = "".join(e["choices"][0]["delta"].get("content") or "" for e in sse_events(raw) if e["choices"])
+    text = "".join(e["choices"][0]["delta"].get("content") or "" for e in chunks(raw) if e["choices"])
     assert text == "stream these words"
 
 

@@ -9,14 +9,10 @@ import uuid
 import openai
 import pytest
 import requests
-from common import CHAT
+from common import CHAT, ask
 from servers import upstream_config
 
 from nanobot.protocol import parse_frames
-
-
-def ask(server, text, **extra):
-    return requests.post(server.url + CHAT, json={"messages": [{"role": "user", "content": text}], **extra}, timeout=30)
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,8 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from common import SCOPE
 
-from nanobot.agent.tools import TurnScope
 from nanobot.config import ConfigError, WebFetchConfig, parse_config
 from nanobot.files.limits import FileLimits
 from nanobot.testing.html_pages import NEVER, nested
@@ -21,8 +21,6 @@ from nanobot.testing.website import Site
 from nanobot.tools.html_text import convert
 from nanobot.tools.ssrf import parse_whitelist, refusal
 from nanobot.tools.web_fetch import WebFetchTool
-
-SCOPE = TurnScope("api", "test")
 
 
 @pytest.fixture(scope="module")
