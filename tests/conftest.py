@@ -21,9 +21,16 @@ def upstream() -> Iterator[UpstreamProcess]:
 
 @pytest.fixture(autouse=True)
 def _own_upstream_records(request: pytest.FixtureRequest) -> None:
-    """Each test reads only the upstream requests it caused (tests may run in any order, or in parallel)."""
+    """Each test reads only the upstream records it caused (tests may run in any order, or in parallel).
+
+    The chat requests, the sink's deliveries and any failure rule a test left
+    unused: the upstream process lives for the whole run, on each worker.
+    """
     if "upstream" in request.fixturenames:
-        request.getfixturevalue("upstream").clear()
+        upstream: UpstreamProcess = request.getfixturevalue("upstream")
+        upstream.clear()
+        upstream.clear_received()
+        upstream.clear_failures()
 
 
 @pytest.fixture(scope="session")

@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import orjson
 import pytest
-from builders import make_docx
-from common import CHAT_MODEL, data_url
+from builders import make_docx, make_pdf
+from common import CHAT_MODEL, data_url, free_port
 from fault_helpers import png_1x1, sse_events
+from servers import upstream_config
 
-from nanobot.errors import ApiError, ClientDisconnected
+from nanobot.errors import ApiError, ClientDisconnected, error_body
 from nanobot.pipeline import Pipeline
 from nanobot.services import Services
 from nanobot.testing.context import make_ctx, recorded, running_services
@@ -276,3 +278,83 @@ def test_encode_stops_when_the_client_is_gone(runner, services):
 
     with pytest.raises(ClientDisconnected):
         runner.run(run())
+
+
+# --- what the client reads -----------------------------------------------------------------------
+
+
+def test_a_stage_error_is_an_openai_error_document(runner, services):
+    ctx = runner.run(through(services, user("x", model="gpt-4o"), decode))
+    doc = error_body(fails(runner, validate(ctx)))
+    assert set(doc) == {"error"} and set(doc["error"]) == {"message", "type", "param", "code"}
+    err = doc["error"]
+    assert (err["type"], err["param"], err["code"]) == ("invalid_request_error", "model", "model_not_found")
+    assert "gpt-4o" in err["message"] and "Traceback" not in err["message"]
+
+
+FILE_DATA = "messages[0].content[1].file.file_data"
+CORRUPT_PDF = make_pdf(["x"])[:60] + b"garbage" * 50
+
+
+@pytest.mark.parametrize(
+    ("part", "status", "code", "param", "named"),
+    [
+        (
+            file_part(data_url(b"a" * (64 * 1024 + 1), "text/plain"), "big.txt"),
+            413,
+            "file_too_large",
+            FILE_DATA,
+            "big.txt",
+        ),
+        (
+            {"type": "image_url", "image_url": {"url": data_url(make_pdf(["x"]), "image/png")}},
+            415,
+            "unsupported_file_type",
+            "messages[0].content[1].image_url.url",
+            "application/pdf",
+        ),
+        (
+            file_part(data_url(make_pdf(["x"])[:60] + b"garbage" * 50), "broken.pdf"),
+            422,
+            "unreadable_file",
+            None,
+            "broken.pdf",
+        ),
+        (file_part(data_url(make_docx("m")[:-200]), "cut.docx"), 422, "unreadable_file", None, "cut.docx"),
+    ],
+)
+def test_extract_files_says_which_file_and_why(runner, services, part, status, code, param, named):
+    ctx = runner.run(through(services, user([{"type": "text", "text": "x"}, part]), decode, validate))
+    err = fails(runner, extract_files(ctx))
+    assert (err.status, err.code, err.param) == (status, code, param)
+    assert named in err.message, err.message
+
+
+@pytest.fixture(scope="module")
+def unreachable(runner: asyncio.Runner, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
+    """Services whose provider points at a port nothing listens on."""
+    context = running_services(
+        tmp_path_factory.mktemp("unreachable"), upstream_config(f"http://127.0.0.1:{free_port()}")
+    )
+    started = runner.run(context.__aenter__())
+    yield started
+    runner.run(context.__aexit__(None, None, None))
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_unreachable_provider_is_a_502_from_encode(runner, unreachable, stream):
+    async def run() -> Any:
+        ctx = make_ctx(unreachable, user("hello?", stream=stream))
+        async with ctx.exit_stack:
+            for stage in (decode, validate, extract_files, resolve_session, run_agent):
+                await stage(ctx)
+            with pytest.raises(ApiError) as caught:
+                await encode(ctx)
+        return ctx, caught.value
+
+    t0 = time.monotonic()
+    ctx, err = runner.run(run())
+    assert (err.status, err.type) == (502, "upstream_error")
+    assert "unreachable" in err.message and time.monotonic() - t0 < 5
+    # Streaming: the headers went out before the turn began, so the handler ends the stream with an error frame.
+    assert ctx.headers_sent is stream
