@@ -6,6 +6,7 @@ import base64
 import socket
 from typing import Any
 
+import openai
 import requests
 
 from nanobot.agent.tools import TurnScope
@@ -35,3 +36,8 @@ def ask(server: Any, text: str, sid: str | None = None, *, timeout: float = 60, 
     if sid is not None:
         body["session_id"] = sid
     return requests.post(server.url + CHAT, json=body, timeout=timeout)
+
+
+def sdk(server: Any, api_key: str = "unused", **options: Any) -> openai.OpenAI:
+    """The official client on ``server`` (a nanobot or a scripted upstream), retries off so failures show."""
+    return openai.OpenAI(base_url=server.base_url, api_key=api_key, max_retries=0, **options)

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
+import tempfile
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,6 +35,27 @@ def _own_upstream_records(request: pytest.FixtureRequest) -> None:
         upstream.clear()
         upstream.clear_received()
         upstream.clear_failures()
+
+
+@pytest.fixture(autouse=True)
+def _alone_when_marked(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Under pytest-xdist, a test marked ``alone`` runs while no other worker runs a test.
+
+    Those tests bound CPU-heavy work in seconds (the bench, the soak, extraction
+    time limits); on two cores a neighbour's test would eat their margin. Every
+    other test holds the run's lock shared, so they still run side by side.
+    """
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    if run is None:  # one process: nothing runs beside the test anyway
+        yield
+        return
+    mode = fcntl.LOCK_EX if request.node.get_closest_marker("alone") else fcntl.LOCK_SH
+    with open(Path(tempfile.gettempdir()) / f"nanobot-tests-{run}.lock", "a") as lock:
+        fcntl.flock(lock, mode)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 @pytest.fixture(scope="session")

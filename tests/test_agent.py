@@ -8,8 +8,7 @@ import sqlite3
 import time
 import uuid
 
-import openai
-from common import ask
+from common import ask, sdk
 from servers import ServerProcess, upstream_config
 
 from nanobot.protocol import parse_frames
@@ -207,7 +206,7 @@ def test_different_sessions_concurrent(agent_server):
 
 
 def test_openai_sdk_tool_turn_streaming(agent_server):
-    c = openai.OpenAI(base_url=agent_server.base_url, api_key="x", max_retries=0)
+    c = sdk(agent_server)
     chunks = list(
         c.chat.completions.create(
             model="scripted",

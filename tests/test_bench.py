@@ -15,6 +15,8 @@ from servers import ROOT
 from bench.httpconn import Conn, RequestFailed
 from bench.report import pct
 
+pytestmark = pytest.mark.alone  # its figures bound CPU time: no other test beside it
+
 
 def test_quick_bench_run_reports_sane_figures(tmp_path: Path) -> None:
     out = tmp_path / "out.json"

@@ -121,6 +121,7 @@ def test_corrupt_pdf_is_a_422_naming_the_file() -> None:
     run_with(FileLimits(), body, hooks=False)
 
 
+@pytest.mark.alone
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs Linux /proc")
 def test_zip_bombs_are_refused_quickly_with_bounded_worker_memory() -> None:
     raw = padded_xml(DOC_HEAD, DOC_TAIL, 300)

@@ -8,7 +8,7 @@ import time
 import openai
 import pytest
 import requests
-from common import CHAT, HI
+from common import CHAT, HI, sdk
 from servers import upstream_config
 
 
@@ -37,9 +37,9 @@ def test_key_required_everywhere_but_health(keyed):
 
 
 def test_sdk_with_key(keyed):
-    c = openai.OpenAI(base_url=keyed.base_url, api_key="s3cret-key", max_retries=0)
+    c = sdk(keyed, "s3cret-key")
     assert c.chat.completions.create(model="echo", messages=HI["messages"]).choices[0].message.content == "hi"
-    bad = openai.OpenAI(base_url=keyed.base_url, api_key="nope", max_retries=0)
+    bad = sdk(keyed, "nope")
     with pytest.raises(openai.AuthenticationError):
         bad.chat.completions.create(model="echo", messages=HI["messages"])
 

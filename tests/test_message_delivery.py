@@ -11,21 +11,12 @@ import uuid
 
 import common
 from common import free_port
+from fault_helpers import wait_for
 from servers import ROOT, ServerProcess, merge, upstream_config
 
 
 def ask(server, text, **extra):
     return common.ask(server, text, uuid.uuid4().hex, **extra)  # a session of its own per turn
-
-
-def wait_for(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    return predicate()
 
 
 def channels(upstream, telegram=True, webhook=True, webhook_url=None):

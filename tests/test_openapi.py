@@ -311,6 +311,7 @@ JSON_CASES = [
 ]
 
 
+@pytest.mark.alone
 @pytest.mark.parametrize("name, body, status", JSON_CASES, ids=[c[0] for c in JSON_CASES])
 def test_json_requests_and_responses_match_document(doc_server, live_doc, name, body, status):
     r = requests.post(doc_server.url + CHAT, json=body, headers={**AUTH, "X-Request-ID": f"case-{name}"}, timeout=30)

@@ -18,6 +18,8 @@ from servers import ROOT
 from bench.scrape import parse_metrics
 from bench.soak import rss_bound_mb
 
+pytestmark = pytest.mark.alone  # its figures bound CPU time: no other test beside it
+
 
 @pytest.mark.timeout(150)
 def test_short_soak_holds_with_no_errors_and_no_leak(tmp_path: Path) -> None:

@@ -91,6 +91,7 @@ def test_body_cut_at_max_bytes_and_connection_dropped(site: Site, fetch) -> None
     assert site.sent[0] - before < 20 * 1024 * 1024, "the server kept sending: the connection was not dropped"
 
 
+@pytest.mark.alone
 def test_big_page_is_read_whole(site: Site, fetch) -> None:
     out = fetch(site.url + "/big")
     assert "The long report" in out and "cut" not in out.split("\n\n", 1)[0]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from common import CHAT
+from common import CHAT, ask
 from mcp_servers import TEST_SERVER
 from servers import ROOT, ServerProcess, upstream_config
 
@@ -21,7 +21,7 @@ from nanobot.testing.website import Site
 
 
 def answer(server: ServerProcess, text: str) -> str:
-    r = answer(server, text, uuid.uuid4().hex)
+    r = ask(server, text, uuid.uuid4().hex)
     assert r.status_code == 200, r.text
     content: str = r.json()["choices"][0]["message"]["content"]
     return content
