@@ -37,23 +37,24 @@ def _own_upstream_records(request: pytest.FixtureRequest) -> None:
         upstream.clear_failures()
 
 
-@pytest.fixture(autouse=True)
-def _alone_when_marked(request: pytest.FixtureRequest) -> Iterator[None]:
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[object]:
     """Under pytest-xdist, a test marked ``alone`` runs while no other worker runs a test.
 
     Those tests bound CPU-heavy work in seconds (the bench, the soak, extraction
     time limits); on two cores a neighbour's test would eat their margin. Every
-    other test holds the run's lock shared, so they still run side by side.
+    other test holds the run's lock shared, so they still run side by side. The
+    lock spans the whole protocol, so a neighbour's module fixtures (servers
+    starting) wait too, and outside pytest-timeout's clock, so waiting is no timeout.
     """
     run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
     if run is None:  # one process: nothing runs beside the test anyway
-        yield
-        return
-    mode = fcntl.LOCK_EX if request.node.get_closest_marker("alone") else fcntl.LOCK_SH
+        return (yield)
+    mode = fcntl.LOCK_EX if item.get_closest_marker("alone") else fcntl.LOCK_SH
     with open(Path(tempfile.gettempdir()) / f"nanobot-tests-{run}.lock", "a") as lock:
         fcntl.flock(lock, mode)
         try:
-            yield
+            return (yield)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
 

@@ -168,6 +168,7 @@ def test_cpu_bound_job_is_killed_too() -> None:
     run_with(FileLimits(workers=1, timeout_seconds=0.5), body)
 
 
+@pytest.mark.alone
 def test_event_loop_keeps_ticking_during_slow_and_killed_jobs() -> None:
     async def body(ex: Extractor) -> None:
         await ex.extract("pid", b"", "warm-up")  # worker start-up is not the point here

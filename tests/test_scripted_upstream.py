@@ -36,7 +36,7 @@ def upstream() -> Iterator[UpstreamProcess]:
 
 @pytest.fixture
 def client(upstream: UpstreamProcess) -> Iterator[openai.OpenAI]:
-    with sdk(upstream) as official:
+    with sdk(upstream, "x") as official:
         yield official
 
 
@@ -267,7 +267,7 @@ def test_failure_injection_on_chat_route(upstream: UpstreamProcess, client: open
 
 def test_tokens_mode_paces_chunks_and_exits_cleanly() -> None:
     with UpstreamProcess.start(tokens=5, interval_ms=50, record=False) as process:
-        with sdk(process) as official:
+        with sdk(process, "x") as official:
             stream = official.chat.completions.create(model="s", messages=user("go"), stream=True)
             arrivals: list[float] = []
             pieces: list[str] = []
