@@ -1,7 +1,43 @@
-"""Constants the test modules share (fixtures live in conftest.py)."""
+"""Constants and small helpers the test modules share (fixtures live in conftest.py)."""
 
 from __future__ import annotations
+
+import base64
+import socket
+from typing import Any
+
+import openai
+import requests
+
+from nanobot.agent.tools import TurnScope
 
 CHAT = "/v1/chat/completions"
 CHAT_MODEL = "echo"  # the shipped default model (agents.defaults.model)
 MIB = 1024 * 1024
+HI = {"messages": [{"role": "user", "content": "hi"}]}  # the smallest valid chat request
+SCOPE = TurnScope("api", "test")  # a tool call's scope outside any server
+
+
+def data_url(data: bytes, mime: str = "application/octet-stream") -> str:
+    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+
+
+def free_port() -> int:
+    """A port nothing listens on (bound and let go: connections to it are refused)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def ask(server: Any, text: str, sid: str | None = None, *, timeout: float = 60, **extra: Any) -> requests.Response:
+    """One user turn posted to ``server`` (a session of its own when ``sid`` is given)."""
+    body: dict[str, Any] = {"messages": [{"role": "user", "content": text}], **extra}
+    if sid is not None:
+        body["session_id"] = sid
+    return requests.post(server.url + CHAT, json=body, timeout=timeout)
+
+
+def sdk(server: Any, api_key: str = "unused", **options: Any) -> openai.OpenAI:
+    """The official client on ``server`` (a nanobot or a scripted upstream), retries off so failures show."""
+    return openai.OpenAI(base_url=server.base_url, api_key=api_key, max_retries=0, **options)

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
+import tempfile
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,9 +26,38 @@ def upstream() -> Iterator[UpstreamProcess]:
 
 @pytest.fixture(autouse=True)
 def _own_upstream_records(request: pytest.FixtureRequest) -> None:
-    """Each test reads only the upstream requests it caused (tests may run in any order, or in parallel)."""
+    """Each test reads only the upstream records it caused (tests may run in any order, or in parallel).
+
+    The chat requests, the sink's deliveries and any failure rule a test left
+    unused: the upstream process lives for the whole run, on each worker.
+    """
     if "upstream" in request.fixturenames:
-        request.getfixturevalue("upstream").clear()
+        upstream: UpstreamProcess = request.getfixturevalue("upstream")
+        upstream.clear()
+        upstream.clear_received()
+        upstream.clear_failures()
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[object]:
+    """Under pytest-xdist, a test marked ``alone`` runs while no other worker runs a test.
+
+    Those tests bound CPU-heavy work in seconds (the bench, the soak, extraction
+    time limits); on two cores a neighbour's test would eat their margin. Every
+    other test holds the run's lock shared, so they still run side by side. The
+    lock spans the whole protocol, so a neighbour's module fixtures (servers
+    starting) wait too, and outside pytest-timeout's clock, so waiting is no timeout.
+    """
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    if run is None:  # one process: nothing runs beside the test anyway
+        return (yield)
+    mode = fcntl.LOCK_EX if item.get_closest_marker("alone") else fcntl.LOCK_SH
+    with open(Path(tempfile.gettempdir()) / f"nanobot-tests-{run}.lock", "a") as lock:
+        fcntl.flock(lock, mode)
+        try:
+            return (yield)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import base64
 import socket
 import sqlite3
 import struct
@@ -183,18 +182,7 @@ def png_1x1() -> bytes:
     )
 
 
-def data_url(data: bytes, mime: str = "application/octet-stream") -> str:
-    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
-
-
 # ---------------------------------------------------------------------------------------- sockets
-
-
-def dead_port() -> int:
-    """A port nothing listens on (connections to it are refused)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def raw_http(port: int, head: bytes, body: bytes = b"", timeout: float = 10.0) -> bytes:

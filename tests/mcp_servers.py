@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+from common import free_port
+
 from nanobot.testing.process import terminate
 
 TEST_SERVER = str(Path(__file__).with_name("mcp_test_server.py"))
@@ -20,12 +22,6 @@ EVERYTHING = Path(__file__).parent / "node/node_modules/@modelcontextprotocol/se
 
 def everything_installed() -> bool:
     return EVERYTHING.is_file() and shutil.which("node") is not None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class HttpMcpServer:

@@ -8,19 +8,10 @@ import sqlite3
 import time
 import uuid
 
-import openai
-import requests
-from common import CHAT
+from common import ask, sdk
 from servers import ServerProcess, upstream_config
 
 from nanobot.protocol import parse_frames
-
-
-def ask(server, text, sid=None, **extra):
-    body = {"messages": [{"role": "user", "content": text}], **extra}
-    if sid:
-        body["session_id"] = sid
-    return requests.post(server.url + CHAT, json=body, timeout=60)
 
 
 def last_sent(upstream):
@@ -215,7 +206,7 @@ def test_different_sessions_concurrent(agent_server):
 
 
 def test_openai_sdk_tool_turn_streaming(agent_server):
-    c = openai.OpenAI(base_url=agent_server.base_url, api_key="x", max_retries=0)
+    c = sdk(agent_server)
     chunks = list(
         c.chat.completions.create(
             model="scripted",

@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from servers import ROOT
 
 from bench.httpconn import Conn, RequestFailed
 from bench.report import pct
 
-ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.alone  # its figures bound CPU time: no other test beside it
 
 
 def test_quick_bench_run_reports_sane_figures(tmp_path: Path) -> None:

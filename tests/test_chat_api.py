@@ -7,18 +7,15 @@ import uuid
 
 import openai
 import requests
+from common import sdk
 
 from nanobot.protocol import parse_frames
-
-
-def client(server, **kw) -> openai.OpenAI:
-    return openai.OpenAI(base_url=server.base_url, api_key=kw.pop("api_key", "unused"), max_retries=0, **kw)
 
 
 def test_health_and_models(echo_server):
     r = requests.get(echo_server.url + "/health")
     assert r.status_code == 200 and r.json() == {"status": "ok"}
-    models = client(echo_server).models.list()
+    models = sdk(echo_server).models.list()
     assert [m.id for m in models.data] == ["echo"]
     raw = requests.get(echo_server.base_url + "/models").json()
     assert raw == {"object": "list", "data": [{"id": "echo", "object": "model", "created": 0, "owned_by": "nanobot"}]}
@@ -26,7 +23,7 @@ def test_health_and_models(echo_server):
 
 def test_sdk_non_streaming(echo_server):
     sid = uuid.uuid4().hex
-    resp = client(echo_server).chat.completions.create(
+    resp = sdk(echo_server).chat.completions.create(
         model="echo", messages=[{"role": "user", "content": "hello there world"}], extra_body={"session_id": sid}
     )
     assert resp.object == "chat.completion"
@@ -40,7 +37,7 @@ def test_sdk_non_streaming(echo_server):
 
 
 def test_sdk_streaming_sync(echo_server):
-    stream = client(echo_server).chat.completions.create(
+    stream = sdk(echo_server).chat.completions.create(
         model="echo",
         messages=[{"role": "user", "content": "one two three four"}],
         stream=True,
@@ -138,14 +135,14 @@ def test_request_id_echoed_or_generated(echo_server):
     assert r.status_code == 400 and len(r.headers["X-Request-ID"]) == 32
     r = requests.get(echo_server.url + "/nope")
     assert r.status_code == 404 and r.headers["X-Request-ID"]
-    raw = client(echo_server).chat.completions.with_raw_response.create(
+    raw = sdk(echo_server).chat.completions.with_raw_response.create(
         model="echo", messages=[{"role": "user", "content": "hi"}], extra_headers={"X-Request-ID": "rid-7"}
     )
     assert raw.headers["x-request-id"] == "rid-7"
 
 
 def test_sessions_are_keyed_and_isolated(agent_server, upstream):
-    c = client(agent_server)
+    c = sdk(agent_server)
     sid = uuid.uuid4().hex
     c.chat.completions.create(
         model="scripted", messages=[{"role": "user", "content": "first in A"}], extra_body={"session_id": sid}

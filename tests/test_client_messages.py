@@ -10,7 +10,7 @@ import uuid
 import openai
 import pytest
 import requests
-from common import CHAT
+from common import CHAT, sdk
 from fault_helpers import read_db
 from servers import ServerProcess, merge, upstream_config
 
@@ -20,10 +20,6 @@ from nanobot.client_messages import MAX_INSTRUCTION_CHARS
 
 # The server's own system prompt with the default tools (file tools on).
 DEFAULT_SYSTEM_PROMPT = f"{BUILT_IN_PROMPT}\n\n{FILE_TOOLS_NOTE}"
-
-
-def sdk(server) -> openai.OpenAI:
-    return openai.OpenAI(base_url=server.base_url, api_key="unused", max_retries=0)
 
 
 def sent(upstream) -> list[dict]:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import openai
 import pytest
+from common import sdk
 
 NODE_DIR = Path(__file__).parent / "node"
 
@@ -63,7 +64,7 @@ def test_langchain_chat_openai(agent_server, upstream):
 
 
 def test_python_sdk_request_id(agent_server):
-    c = openai.OpenAI(base_url=agent_server.base_url, api_key="x", max_retries=0)
+    c = sdk(agent_server)
     raw = c.chat.completions.with_raw_response.create(model="scripted", messages=[{"role": "user", "content": "rid"}])
     assert raw.request_id and len(raw.request_id) == 32
     assert raw.parse().choices[0].message.content == "You said: rid"

@@ -11,13 +11,11 @@ import timeit
 
 import pytest
 import requests
-from common import CHAT
+from common import CHAT, HI
 from fault_helpers import OpenApiDoc, recv_all, status_of
 from servers import ROOT, ServerProcess
 
 from nanobot import ids
-
-BODY = {"messages": [{"role": "user", "content": "hi"}]}
 
 
 def raw_request(port: int, host: str, method: str = "GET", path: str = "/health", body: bytes = b"") -> bytes:
@@ -58,14 +56,14 @@ def open_server():
 def test_hosts_that_name_the_server_are_served(open_server, host):
     host = host.format(port=open_server.port)
     assert status_of(raw_request(open_server.port, host)) == 200
-    raw = raw_request(open_server.port, host, "POST", CHAT, json.dumps(BODY).encode())
+    raw = raw_request(open_server.port, host, "POST", CHAT, json.dumps(HI).encode())
     assert status_of(raw) == 200, raw[:300]
 
 
 @pytest.mark.parametrize("path", ["/health", CHAT, "/v1/models", "/", "/static/app.js", "/metrics", "/nope"])
 def test_a_rebinding_host_is_421_on_every_route(open_server, path):
     for host in (f"evil.example:{open_server.port}", "evil.example", "127.0.0.1.evil.example", "0.0.0.0", "[::2]"):
-        raw = raw_request(open_server.port, host, "POST" if path == CHAT else "GET", path, json.dumps(BODY).encode())
+        raw = raw_request(open_server.port, host, "POST" if path == CHAT else "GET", path, json.dumps(HI).encode())
         assert status_of(raw) == 421, (host, raw[:300])
         error = json.loads(raw.split(b"\r\n\r\n", 1)[1])["error"]
         assert error["type"] == "permission_error" and error["code"] == "host_not_allowed"
@@ -96,7 +94,7 @@ def test_the_421_is_documented_on_every_route(open_server):
         ("GET", "/"),
         ("GET", "/static/app.js"),
     ):
-        r = requests.request(method, open_server.url + path, json=BODY, headers={"Host": "evil.example"}, timeout=10)
+        r = requests.request(method, open_server.url + path, json=HI, headers={"Host": "evil.example"}, timeout=10)
         assert r.status_code == 421, (path, r.status_code)
         if doc.operation(method, path) is not None:
             problems += doc.check_response(method, path, r)
@@ -130,7 +128,7 @@ def test_no_server_version_in_any_response(open_server):
         ("POST", CHAT),
         ("DELETE", "/health"),
     ):
-        r = requests.request(method, open_server.url + path, json=BODY, timeout=10)
+        r = requests.request(method, open_server.url + path, json=HI, timeout=10)
         assert "tornado" not in r.headers.get("Server", "").lower(), (path, r.headers.get("Server"))
 
 
@@ -168,7 +166,7 @@ def test_forked_children_have_their_own_prefix():
 
 
 def test_completion_ids_do_not_count_requests(open_server):
-    got = [requests.post(open_server.url + CHAT, json=BODY, timeout=10).json()["id"] for _ in range(3)]
+    got = [requests.post(open_server.url + CHAT, json=HI, timeout=10).json()["id"] for _ in range(3)]
     tails = [g.removeprefix("chatcmpl-")[16:] for g in got]
     assert _unrelated(tails[0], tails[1]) and _unrelated(tails[1], tails[2]), tails
 

@@ -19,18 +19,13 @@ import uuid
 import openai
 import pytest
 import requests
-from common import CHAT
-from fault_helpers import dead_port, established_to, history_problems, read_db, recv_all, wait_for
+from common import CHAT, ask, free_port, sdk
+from fault_helpers import established_to, history_problems, read_db, recv_all, wait_for
 from servers import ServerProcess, merge, upstream_config
 
 from nanobot.config import DEFAULT_STAGES
 from nanobot.protocol import parse_frames
 from nanobot.testing.process import UpstreamProcess
-
-
-def ask(server, text, sid, stream=False, timeout=30, **extra):
-    body = {"messages": [{"role": "user", "content": text}], "session_id": sid, "stream": stream, **extra}
-    return requests.post(server.url + CHAT, json=body, timeout=timeout)
 
 
 def session_rows(workspace, sid):
@@ -63,13 +58,13 @@ def no_tracebacks(server):
 
 
 def test_upstream_refuses_connections(make_server):
-    server = make_server(upstream_config(f"http://127.0.0.1:{dead_port()}", maxToolIterations=3))
+    server = make_server(upstream_config(f"http://127.0.0.1:{free_port()}", maxToolIterations=3))
     sid = uuid.uuid4().hex
     t0 = time.monotonic()
     err = assert_error(ask(server, "hello?", sid), 502, "upstream_error")
     assert "unreachable" in err["message"] and time.monotonic() - t0 < 5
     assert_sse_error(ask(server, "hello?", sid, stream=True), "upstream_error")
-    c = openai.OpenAI(base_url=server.base_url, api_key="x", max_retries=0)
+    c = sdk(server)
     with pytest.raises(openai.APIStatusError) as info:
         c.chat.completions.create(model="scripted", messages=[{"role": "user", "content": "sdk"}])
     assert info.value.status_code == 502
@@ -134,7 +129,7 @@ def test_upstream_dies_mid_stream(agent_server, upstream):
     # What the provider sent before dying was streamed on as it came.
     assert "".join(f["choices"][0]["delta"].get("content", "") for f in frames[1:-1]) == "You said: "
     assert_error(ask(agent_server, "#die again", sid), 502, "upstream_error")
-    c = openai.OpenAI(base_url=agent_server.base_url, api_key="x", max_retries=0)
+    c = sdk(agent_server)
     with pytest.raises(openai.APIError):
         for _ in c.chat.completions.create(
             model="scripted",

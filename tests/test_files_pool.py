@@ -121,6 +121,7 @@ def test_corrupt_pdf_is_a_422_naming_the_file() -> None:
     run_with(FileLimits(), body, hooks=False)
 
 
+@pytest.mark.alone
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs Linux /proc")
 def test_zip_bombs_are_refused_quickly_with_bounded_worker_memory() -> None:
     raw = padded_xml(DOC_HEAD, DOC_TAIL, 300)
@@ -167,6 +168,7 @@ def test_cpu_bound_job_is_killed_too() -> None:
     run_with(FileLimits(workers=1, timeout_seconds=0.5), body)
 
 
+@pytest.mark.alone
 def test_event_loop_keeps_ticking_during_slow_and_killed_jobs() -> None:
     async def body(ex: Extractor) -> None:
         await ex.extract("pid", b"", "warm-up")  # worker start-up is not the point here

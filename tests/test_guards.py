@@ -9,10 +9,8 @@ import time
 import openai
 import pytest
 import requests
-from common import CHAT
+from common import CHAT, HI, sdk
 from servers import ServerProcess, upstream_config
-
-BODY = {"messages": [{"role": "user", "content": "hi"}]}
 
 
 @pytest.fixture(scope="module")
@@ -26,12 +24,12 @@ def keyed(request):
 def test_key_required_everywhere_but_health(keyed):
     assert requests.get(keyed.url + "/health").status_code == 200
     for method, path in (("GET", "/v1/models"), ("POST", CHAT)):
-        r = requests.request(method, keyed.url + path, json=BODY)
+        r = requests.request(method, keyed.url + path, json=HI)
         assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"
         assert r.json()["error"]["code"] == "missing_api_key"
-        r = requests.request(method, keyed.url + path, json=BODY, headers={"Authorization": "Bearer wrong"})
+        r = requests.request(method, keyed.url + path, json=HI, headers={"Authorization": "Bearer wrong"})
         assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
-        r = requests.request(method, keyed.url + path, json=BODY, headers={"Authorization": "s3cret-key"})
+        r = requests.request(method, keyed.url + path, json=HI, headers={"Authorization": "s3cret-key"})
         assert r.status_code == 401
     # Unknown routes are 404 with or without a key.
     assert requests.get(keyed.url + "/nope").status_code == 404
@@ -39,11 +37,11 @@ def test_key_required_everywhere_but_health(keyed):
 
 
 def test_sdk_with_key(keyed):
-    c = openai.OpenAI(base_url=keyed.base_url, api_key="s3cret-key", max_retries=0)
-    assert c.chat.completions.create(model="echo", messages=BODY["messages"]).choices[0].message.content == "hi"
-    bad = openai.OpenAI(base_url=keyed.base_url, api_key="nope", max_retries=0)
+    c = sdk(keyed, "s3cret-key")
+    assert c.chat.completions.create(model="echo", messages=HI["messages"]).choices[0].message.content == "hi"
+    bad = sdk(keyed, "nope")
     with pytest.raises(openai.AuthenticationError):
-        bad.chat.completions.create(model="echo", messages=BODY["messages"])
+        bad.chat.completions.create(model="echo", messages=HI["messages"])
 
 
 def test_hostile_origin_is_403_before_body(keyed, echo_server):
@@ -53,16 +51,16 @@ def test_hostile_origin_is_403_before_body(keyed, echo_server):
             server.url + CHAT, files=files, data={"message": "hi"}, headers={"Origin": "https://evil.example", **auth}
         )
         assert r.status_code == 403 and r.json()["error"]["type"] == "permission_error"
-        r = requests.post(server.url + CHAT, json=BODY, headers={"Origin": "https://evil.example", **auth})
+        r = requests.post(server.url + CHAT, json=HI, headers={"Origin": "https://evil.example", **auth})
         assert r.status_code == 403
     # Without a key the origin still decides first: no 401 leak for hostile pages.
-    r = requests.post(keyed.url + CHAT, json=BODY, headers={"Origin": "https://evil.example"})
+    r = requests.post(keyed.url + CHAT, json=HI, headers={"Origin": "https://evil.example"})
     assert r.status_code == 403
     # The server's own origin and listed origins pass.
     own = f"http://127.0.0.1:{echo_server.port}"
-    assert requests.post(echo_server.url + CHAT, json=BODY, headers={"Origin": own}).status_code == 200
+    assert requests.post(echo_server.url + CHAT, json=HI, headers={"Origin": own}).status_code == 200
     r = requests.post(
-        keyed.url + CHAT, json=BODY, headers={"Origin": "https://app.example", "Authorization": "Bearer s3cret-key"}
+        keyed.url + CHAT, json=HI, headers={"Origin": "https://app.example", "Authorization": "Bearer s3cret-key"}
     )
     assert r.status_code == 200 and r.headers["Access-Control-Allow-Origin"] == "https://app.example"
 
@@ -121,11 +119,11 @@ def test_custom_stages_from_config(make_server):
         "encode",
     ]
     server = make_server({"pipeline": {"stages": stages}})
-    r = requests.post(server.url + CHAT, json={**BODY, "session_id": "s1"})
+    r = requests.post(server.url + CHAT, json={**HI, "session_id": "s1"})
     assert r.status_code == 200 and r.headers["X-Stamped-By"] == "stamp:api:s1"
-    r = requests.post(server.url + CHAT, json={**BODY, "stream": True})
+    r = requests.post(server.url + CHAT, json={**HI, "stream": True})
     assert r.status_code == 200 and r.headers["X-Stamped-By"] == "stamp:api:default"
-    r = requests.post(server.url + CHAT, json=BODY, headers={"X-Block-Me": "1"})
+    r = requests.post(server.url + CHAT, json=HI, headers={"X-Block-Me": "1"})
     assert r.status_code == 403 and r.json()["error"]["code"] == "blocked"
 
 

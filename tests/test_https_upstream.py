@@ -12,6 +12,7 @@ from pathlib import Path
 
 import openai
 import pytest
+from common import sdk
 from servers import ServerProcess, upstream_config
 
 from nanobot.testing.process import UpstreamProcess
@@ -29,19 +30,15 @@ def https_upstream(tls: TlsFiles) -> Iterator[UpstreamProcess]:
         yield upstream
 
 
-def client(server: ServerProcess) -> openai.OpenAI:
-    return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=30)
-
-
 def test_turns_over_tls_stream_and_not(https_upstream: UpstreamProcess, tls: TlsFiles) -> None:
     assert https_upstream.base_url.startswith("https://localhost:")
     https_upstream.clear()
     config = upstream_config(https_upstream.url)
     with ServerProcess(config, env={"SSL_CERT_FILE": str(tls.ca)}) as server:
-        sdk = client(server)
-        whole = sdk.chat.completions.create(model="scripted", messages=[{"role": "user", "content": "over tls"}])
+        client = sdk(server, timeout=30)
+        whole = client.chat.completions.create(model="scripted", messages=[{"role": "user", "content": "over tls"}])
         assert whole.choices[0].message.content == "You said: over tls"
-        pieces = sdk.chat.completions.create(
+        pieces = client.chat.completions.create(
             model="scripted", messages=[{"role": "user", "content": "streamed over tls"}], stream=True
         )
         text = "".join(chunk.choices[0].delta.content or "" for chunk in pieces if chunk.choices)
@@ -57,7 +54,9 @@ def test_an_untrusted_certificate_is_an_unreachable_upstream(https_upstream: Ups
     config = upstream_config(https_upstream.url)
     with ServerProcess(config, env={"SSL_CERT_FILE": str(other.ca)}) as server:
         with pytest.raises(openai.APIStatusError) as caught:
-            client(server).chat.completions.create(model="scripted", messages=[{"role": "user", "content": "x"}])
+            sdk(server, timeout=30).chat.completions.create(
+                model="scripted", messages=[{"role": "user", "content": "x"}]
+            )
     assert caught.value.status_code == 502
     error = caught.value.body
     assert isinstance(error, dict) and error["code"] == "upstream_unreachable"

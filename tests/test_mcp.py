@@ -16,15 +16,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from common import SCOPE
 from mcp_servers import EVERYTHING, TEST_SERVER, HttpMcpServer, everything_installed
 
-from nanobot.agent.tools import TurnScope
 from nanobot.config import McpServerConfig
 from nanobot.testing.server_process import ROOT
 from nanobot.tools.mcp import McpHub
 from nanobot.tools.mcp_tool import tool_name
-
-SCOPE = TurnScope("api", "test")
 
 
 def stdio(*args: str, **kw) -> McpServerConfig:

@@ -4,30 +4,19 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
 import uuid
 
-import requests
-from common import CHAT
+import common
+from common import free_port
+from fault_helpers import wait_for
 from servers import ROOT, ServerProcess, merge, upstream_config
 
 
-def ask(server, text, sid=None):
-    body = {"messages": [{"role": "user", "content": text}], "session_id": sid or uuid.uuid4().hex}
-    return requests.post(server.url + CHAT, json=body, timeout=60)
-
-
-def wait_for(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    return predicate()
+def ask(server, text, **extra):
+    return common.ask(server, text, uuid.uuid4().hex, **extra)  # a session of its own per turn
 
 
 def channels(upstream, telegram=True, webhook=True, webhook_url=None):
@@ -99,9 +88,7 @@ def test_retry_then_delivered(make_server, upstream):
 
 
 def test_pending_rows_delivered_after_restart(upstream, tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        dead = f"http://127.0.0.1:{s.getsockname()[1]}/hook/dead"
+    dead = f"http://127.0.0.1:{free_port()}/hook/dead"
     ws = tmp_path / "ws"
     upstream.clear_received()
     with ServerProcess(merge(upstream_config(upstream.url), channels(upstream, webhook_url=dead)), workspace=ws) as s:

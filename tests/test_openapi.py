@@ -19,8 +19,8 @@ from types import SimpleNamespace
 
 import pytest
 import requests
-from common import CHAT
-from fault_helpers import OpenApiDoc, data_url, png_1x1
+from common import CHAT, data_url
+from fault_helpers import OpenApiDoc, png_1x1
 from openapi_spec_validator import validate as validate_openapi
 from servers import ServerProcess, merge, upstream_config
 from tornado import web
@@ -311,6 +311,7 @@ JSON_CASES = [
 ]
 
 
+@pytest.mark.alone
 @pytest.mark.parametrize("name, body, status", JSON_CASES, ids=[c[0] for c in JSON_CASES])
 def test_json_requests_and_responses_match_document(doc_server, live_doc, name, body, status):
     r = requests.post(doc_server.url + CHAT, json=body, headers={**AUTH, "X-Request-ID": f"case-{name}"}, timeout=30)

@@ -10,8 +10,7 @@ import sys
 import time
 
 import orjson
-import requests
-from common import CHAT
+from common import ask
 from servers import ROOT, ServerProcess, merge, upstream_config
 
 
@@ -19,11 +18,6 @@ def nanobot(*args, config=None):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "nanobot", *args] + (["--config", str(config)] if config else [])
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=60)
-
-
-def ask(server, text, sid):
-    body = {"messages": [{"role": "user", "content": text}], "session_id": sid}
-    return requests.post(server.url + CHAT, json=body, timeout=60)
 
 
 def write_config(tmp_path, data, name="config.json"):

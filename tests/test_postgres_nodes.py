@@ -15,18 +15,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import orjson
 import requests
-from common import CHAT
+from common import CHAT, ask
 from servers import ServerProcess, merge, upstream_config
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
 
 def node(upstream, url, **extra):
     return ServerProcess(merge(upstream_config(upstream.url), merge({"database": {"url": url}}, extra)))
-
-
-def ask(server, text, sid, timeout=60):
-    body = {"messages": [{"role": "user", "content": text}], "session_id": sid}
-    return requests.post(server.url + CHAT, json=body, timeout=timeout)
 
 
 def llm_calls(upstream, marker):

@@ -21,8 +21,8 @@ from pathlib import Path
 import openai
 import pytest
 import requests
-from common import CHAT
-from fault_helpers import dead_port, recv_all
+from common import CHAT, free_port
+from fault_helpers import recv_all
 
 NGINX = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if os.path.exists(p)), None)
 
@@ -92,7 +92,7 @@ def nginx(agent_server) -> Iterator[str]:
     if NGINX is None:
         pytest.skip("nginx is not installed (.ci/run installs it)")
     prefix = Path(tempfile.mkdtemp(prefix="nanobot-nginx-"))
-    port = dead_port()
+    port = free_port()
     temp = "\n".join(
         f"  {kind}_temp_path {prefix / kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
     )

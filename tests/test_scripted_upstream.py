@@ -17,6 +17,7 @@ from typing import Any
 
 import openai
 import pytest
+from common import sdk
 
 from nanobot.testing.process import ProcessStartError, UpstreamProcess
 from nanobot.testing.script import ScriptConfig, ScriptError, plan
@@ -35,8 +36,8 @@ def upstream() -> Iterator[UpstreamProcess]:
 
 @pytest.fixture
 def client(upstream: UpstreamProcess) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(base_url=upstream.base_url, api_key="x", max_retries=0) as sdk:
-        yield sdk
+    with sdk(upstream, "x") as official:
+        yield official
 
 
 def user(text: str) -> list[dict[str, Any]]:
@@ -266,8 +267,8 @@ def test_failure_injection_on_chat_route(upstream: UpstreamProcess, client: open
 
 def test_tokens_mode_paces_chunks_and_exits_cleanly() -> None:
     with UpstreamProcess.start(tokens=5, interval_ms=50, record=False) as process:
-        with openai.OpenAI(base_url=process.base_url, api_key="x", max_retries=0) as sdk:
-            stream = sdk.chat.completions.create(model="s", messages=user("go"), stream=True)
+        with sdk(process, "x") as official:
+            stream = official.chat.completions.create(model="s", messages=user("go"), stream=True)
             arrivals: list[float] = []
             pieces: list[str] = []
             for chunk in stream:

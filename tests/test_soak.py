@@ -13,11 +13,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from servers import ROOT
 
 from bench.scrape import parse_metrics
 from bench.soak import rss_bound_mb
 
-ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.alone  # its figures bound CPU time: no other test beside it
 
 
 @pytest.mark.timeout(150)

@@ -7,18 +7,19 @@ that decides, and run in milliseconds.
 from __future__ import annotations
 
 import asyncio
-import base64
 import os
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import orjson
 import pytest
-from builders import make_docx
-from common import CHAT_MODEL
-from fault_helpers import png_1x1
+from builders import make_docx, make_pdf
+from common import CHAT_MODEL, data_url, free_port
+from fault_helpers import png_1x1, sse_events
+from servers import upstream_config
 
-from nanobot.errors import ApiError, ClientDisconnected
+from nanobot.errors import ApiError, ClientDisconnected, error_body
 from nanobot.pipeline import Pipeline
 from nanobot.services import Services
 from nanobot.testing.context import make_ctx, recorded, running_services
@@ -42,10 +43,6 @@ def services(runner: asyncio.Runner, tmp_path_factory: pytest.TempPathFactory) -
 
 def user(content: Any, **body: Any) -> dict[str, Any]:
     return {"messages": [{"role": "user", "content": content}], **body}
-
-
-def data_url(mime: str, data: bytes) -> str:
-    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
 
 
 def fails(runner: asyncio.Runner, call: Any) -> ApiError:
@@ -170,8 +167,8 @@ def test_extract_files_reads_documents_and_images(runner, services):
     body = user(
         [
             {"type": "text", "text": "look"},
-            file_part(data_url("application/octet-stream", make_docx("DOCXMARK")), "report.docx"),
-            {"type": "image_url", "image_url": {"url": data_url("image/png", png_1x1())}},
+            file_part(data_url(make_docx("DOCXMARK"), "application/octet-stream"), "report.docx"),
+            {"type": "image_url", "image_url": {"url": data_url(png_1x1(), "image/png")}},
         ]
     )
     ctx = runner.run(through(services, body, decode, validate, extract_files))
@@ -185,8 +182,8 @@ def test_extract_files_reads_documents_and_images(runner, services):
     ("url", "status", "code"),
     [
         ("data:text/plain;base64,!!!!", 400, "invalid_base64"),
-        (data_url("application/octet-stream", b"\x00\x01\x02\xff" * 64), 415, "unsupported_file_type"),
-        (data_url("text/plain", b"a" * (64 * 1024 + 1)), 413, "file_too_large"),
+        (data_url(b"\x00\x01\x02\xff" * 64, "application/octet-stream"), 415, "unsupported_file_type"),
+        (data_url(b"a" * (64 * 1024 + 1), "text/plain"), 413, "file_too_large"),
     ],
 )
 def test_extract_files_refuses(runner, services, url, status, code):
@@ -196,7 +193,7 @@ def test_extract_files_refuses(runner, services, url, status, code):
 
 
 def test_a_failed_request_takes_its_saved_uploads_with_it(runner, services):
-    ok = file_part(data_url("text/plain", b"kept only while the request lives"), "a.txt")
+    ok = file_part(data_url(b"kept only while the request lives", "text/plain"), "a.txt")
     bad = file_part("data:text/plain;base64,!!!!", "b.txt")
 
     async def run() -> tuple[list[str], bool]:
@@ -248,8 +245,8 @@ def test_the_whole_pipeline_answers_json(runner, services):
     assert doc["choices"][0]["message"]["content"] == "echo me"
 
 
-def sse_events(raw: bytes) -> list[Any]:
-    return [orjson.loads(line[6:]) for line in raw.split(b"\n\n") if line.startswith(b"data: {")]
+def chunks(raw: bytes) -> list[Any]:
+    return [orjson.loads(e["data"]) for e in sse_events(raw) if e["data"] != "[DONE]"]
 
 
 def test_encode_streams_sse_frames_ending_with_done(runner, services):
@@ -266,7 +263,7 @@ def test_encode_streams_sse_frames_ending_with_done(runner, services):
     assert ctx.headers_sent and response.flushes == 1
     raw = response.body()
     assert raw.endswith(b"data: [DONE]\n\n")
-    text = "".join(e["choices"][0]["delta"].get("content") or "" for e in sse_events(raw) if e["choices"])
+    text = "".join(e["choices"][0]["delta"].get("content") or "" for e in chunks(raw) if e["choices"])
     assert text == "stream these words"
 
 
@@ -281,3 +278,83 @@ def test_encode_stops_when_the_client_is_gone(runner, services):
 
     with pytest.raises(ClientDisconnected):
         runner.run(run())
+
+
+# --- what the client reads -----------------------------------------------------------------------
+
+
+def test_a_stage_error_is_an_openai_error_document(runner, services):
+    ctx = runner.run(through(services, user("x", model="gpt-4o"), decode))
+    doc = error_body(fails(runner, validate(ctx)))
+    assert set(doc) == {"error"} and set(doc["error"]) == {"message", "type", "param", "code"}
+    err = doc["error"]
+    assert (err["type"], err["param"], err["code"]) == ("invalid_request_error", "model", "model_not_found")
+    assert "gpt-4o" in err["message"] and "Traceback" not in err["message"]
+
+
+FILE_DATA = "messages[0].content[1].file.file_data"
+CORRUPT_PDF = make_pdf(["x"])[:60] + b"garbage" * 50
+
+
+@pytest.mark.parametrize(
+    ("part", "status", "code", "param", "named"),
+    [
+        (
+            file_part(data_url(b"a" * (64 * 1024 + 1), "text/plain"), "big.txt"),
+            413,
+            "file_too_large",
+            FILE_DATA,
+            "big.txt",
+        ),
+        (
+            {"type": "image_url", "image_url": {"url": data_url(make_pdf(["x"]), "image/png")}},
+            415,
+            "unsupported_file_type",
+            "messages[0].content[1].image_url.url",
+            "application/pdf",
+        ),
+        (
+            file_part(data_url(make_pdf(["x"])[:60] + b"garbage" * 50), "broken.pdf"),
+            422,
+            "unreadable_file",
+            None,
+            "broken.pdf",
+        ),
+        (file_part(data_url(make_docx("m")[:-200]), "cut.docx"), 422, "unreadable_file", None, "cut.docx"),
+    ],
+)
+def test_extract_files_says_which_file_and_why(runner, services, part, status, code, param, named):
+    ctx = runner.run(through(services, user([{"type": "text", "text": "x"}, part]), decode, validate))
+    err = fails(runner, extract_files(ctx))
+    assert (err.status, err.code, err.param) == (status, code, param)
+    assert named in err.message, err.message
+
+
+@pytest.fixture(scope="module")
+def unreachable(runner: asyncio.Runner, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
+    """Services whose provider points at a port nothing listens on."""
+    context = running_services(
+        tmp_path_factory.mktemp("unreachable"), upstream_config(f"http://127.0.0.1:{free_port()}")
+    )
+    started = runner.run(context.__aenter__())
+    yield started
+    runner.run(context.__aexit__(None, None, None))
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_unreachable_provider_is_a_502_from_encode(runner, unreachable, stream):
+    async def run() -> Any:
+        ctx = make_ctx(unreachable, user("hello?", stream=stream))
+        async with ctx.exit_stack:
+            for stage in (decode, validate, extract_files, resolve_session, run_agent):
+                await stage(ctx)
+            with pytest.raises(ApiError) as caught:
+                await encode(ctx)
+        return ctx, caught.value
+
+    t0 = time.monotonic()
+    ctx, err = runner.run(run())
+    assert (err.status, err.type) == (502, "upstream_error")
+    assert "unreachable" in err.message and time.monotonic() - t0 < 5
+    # Streaming: the headers went out before the turn began, so the handler ends the stream with an error frame.
+    assert ctx.headers_sent is stream

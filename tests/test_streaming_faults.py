@@ -10,15 +10,11 @@ import uuid
 import openai
 import pytest
 import requests
-from common import CHAT
+from common import CHAT, ask, sdk
 from servers import ServerProcess, upstream_config
 
 from nanobot.protocol import parse_frames
 from nanobot.testing.process import UpstreamProcess
-
-
-def ask(server, text, **extra):
-    return requests.post(server.url + CHAT, json={"messages": [{"role": "user", "content": text}], **extra}, timeout=30)
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +75,7 @@ def test_sse_error_frame_after_headers(agent_server, upstream):
     assert set(frames[-1]["error"]) == {"message", "type", "param", "code"}
     assert "[DONE]" not in frames
     # The openai SDK raises on such a stream.
-    c = openai.OpenAI(base_url=agent_server.base_url, api_key="x", max_retries=0)
+    c = sdk(agent_server)
     with pytest.raises(openai.APIError):
         for _ in c.chat.completions.create(
             model="scripted", messages=[{"role": "user", "content": "#status:500"}], stream=True

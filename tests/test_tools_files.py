@@ -12,10 +12,9 @@ import os
 import uuid
 from pathlib import Path
 
+import common
 import pytest
-import requests
 from builders import make_docx, make_pdf
-from common import CHAT
 from servers import ServerProcess, upstream_config
 
 from nanobot.agent.tools import TurnScope
@@ -212,8 +211,7 @@ def tool_server(upstream):
 
 
 def ask(server, text, **extra):
-    body = {"messages": [{"role": "user", "content": text}], "session_id": uuid.uuid4().hex, **extra}
-    return requests.post(server.url + CHAT, json=body, timeout=60)
+    return common.ask(server, text, uuid.uuid4().hex, **extra)  # a session of its own per turn
 
 
 def test_turns_run_real_file_tools(tool_server, upstream) -> None:

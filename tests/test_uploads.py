@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import concurrent.futures
 import os
 import time
@@ -11,15 +10,11 @@ import uuid
 import pytest
 import requests
 from builders import DOC_HEAD, DOC_TAIL, MIB, make_docx, make_pdf, make_pptx, make_xlsx, padded_xml, replace_part, saved
-from common import CHAT
+from common import CHAT, data_url
 from PIL import Image
 from servers import ServerProcess, merge, upstream_config
 
 from nanobot.multipart import MultipartReader
-
-
-def data_url(mime: str, data: bytes) -> str:
-    return f"data:{mime};base64," + base64.b64encode(data).decode()
 
 
 def image_bytes(fmt: str) -> bytes:
@@ -32,7 +27,7 @@ def post_json(server, parts, sid=None, **extra):
 
 
 def file_part(name, data, mime="application/octet-stream"):
-    return {"type": "file", "file": {"filename": name, "file_data": data_url(mime, data)}}
+    return {"type": "file", "file": {"filename": name, "file_data": data_url(data, mime)}}
 
 
 def user_text_sent(upstream):
@@ -80,12 +75,12 @@ def test_images_go_as_image_url_and_history_keeps_placeholder(files_server, upst
     # The declared MIME is wrong on purpose: the bytes decide.
     parts = [
         {"type": "text", "text": "what is this"},
-        {"type": "image_url", "image_url": {"url": data_url("application/octet-stream", data)}},
+        {"type": "image_url", "image_url": {"url": data_url(data, "application/octet-stream")}},
     ]
     assert post_json(files_server, parts, sid).status_code == 200
     content = upstream.requests()[-1]["body"]["messages"][-1]["content"]
     urls = [p["image_url"]["url"] for p in content if p["type"] == "image_url"]
-    assert urls == [data_url(mime, data)]
+    assert urls == [data_url(data, mime)]
     assert {"type": "text", "text": "[image: image]"} in content
     post_json(files_server, "and now?", sid)
     history = upstream.requests()[-1]["body"]["messages"]
@@ -125,7 +120,7 @@ def test_big_multipart_image_arrives_byte_exact(files_server, upstream):
     )
     assert r.status_code == 200, r.text
     content = upstream.requests()[-1]["body"]["messages"][-1]["content"]
-    assert [p["image_url"]["url"] for p in content if p["type"] == "image_url"] == [data_url("image/png", png)]
+    assert [p["image_url"]["url"] for p in content if p["type"] == "image_url"] == [data_url(png, "image/png")]
 
 
 def test_multipart_reader_keeps_a_file_in_its_pieces():
@@ -198,7 +193,7 @@ def test_unsupported_types(files_server):
         files_server,
         [
             {"type": "text", "text": "x"},
-            {"type": "image_url", "image_url": {"url": data_url("image/png", make_pdf(["x"]))}},
+            {"type": "image_url", "image_url": {"url": data_url(make_pdf(["x"]), "image/png")}},
         ],
     )
     assert r.status_code == 415 and "application/pdf" in r.json()["error"]["message"]

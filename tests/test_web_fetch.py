@@ -12,8 +12,8 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from common import SCOPE
 
-from nanobot.agent.tools import TurnScope
 from nanobot.config import ConfigError, WebFetchConfig, parse_config
 from nanobot.files.limits import FileLimits
 from nanobot.testing.html_pages import NEVER, nested
@@ -21,8 +21,6 @@ from nanobot.testing.website import Site
 from nanobot.tools.html_text import convert
 from nanobot.tools.ssrf import parse_whitelist, refusal
 from nanobot.tools.web_fetch import WebFetchTool
-
-SCOPE = TurnScope("api", "test")
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +91,7 @@ def test_body_cut_at_max_bytes_and_connection_dropped(site: Site, fetch) -> None
     assert site.sent[0] - before < 20 * 1024 * 1024, "the server kept sending: the connection was not dropped"
 
 
+@pytest.mark.alone
 def test_big_page_is_read_whole(site: Site, fetch) -> None:
     out = fetch(site.url + "/big")
     assert "The long report" in out and "cut" not in out.split("\n\n", 1)[0]

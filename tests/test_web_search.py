@@ -7,14 +7,12 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from common import SCOPE
 
-from nanobot.agent.tools import TurnScope
 from nanobot.config import WebSearchConfig, parse_config
 from nanobot.testing.website import Site
 from nanobot.tools.web import web_tools
 from nanobot.tools.web_search import WebSearchTool
-
-SCOPE = TurnScope("api", "test")
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from common import CHAT
+from common import CHAT, ask
 from mcp_servers import TEST_SERVER
 from servers import ROOT, ServerProcess, upstream_config
 
@@ -20,11 +20,11 @@ from nanobot.testing.process import children
 from nanobot.testing.website import Site
 
 
-def ask(server: ServerProcess, text: str) -> str:
-    body = {"messages": [{"role": "user", "content": text}], "session_id": uuid.uuid4().hex}
-    r = requests.post(server.url + CHAT, json=body, timeout=60)
+def answer(server: ServerProcess, text: str) -> str:
+    r = ask(server, text, uuid.uuid4().hex)
     assert r.status_code == 200, r.text
-    return r.json()["choices"][0]["message"]["content"]
+    content: str = r.json()["choices"][0]["message"]["content"]
+    return content
 
 
 def test_web_fetch_and_search_turns(upstream, make_server) -> None:
@@ -39,14 +39,14 @@ def test_web_fetch_and_search_turns(upstream, make_server) -> None:
             }
         )
         call = json.dumps({"url": site.url + "/page"})
-        reply = ask(server, f"#tool:web_fetch {call}")
+        reply = answer(server, f"#tool:web_fetch {call}")
         assert reply.startswith(f"tool result: URL: {site.url}/page\nStatus: 200 OK")
         assert "Growing tomatoes on a balcony" in reply and "trackPageView" not in reply
         # The same server refuses the cloud metadata address: an error result, the turn goes on.
         call = json.dumps({"url": "http://169.254.169.254/latest/meta-data/"})
-        reply = ask(server, f"#tool:web_fetch {call}")
+        reply = answer(server, f"#tool:web_fetch {call}")
         assert reply.startswith("tool result: Error: refused to connect to 169.254.169.254: link-local")
-        reply = ask(server, '#tool:web_search {"query": "kettles", "count": 1}')
+        reply = answer(server, '#tool:web_search {"query": "kettles", "count": 1}')
         assert reply == (
             "tool result: Results for 'kettles':\n1. kettles hit 1 & more\n"
             "   https://example.org/1\n   About kettles, part 1."
@@ -72,12 +72,12 @@ def test_mcp_tool_turn_and_health_while_a_server_hangs(upstream, make_server, tm
     assert time.monotonic() - started < 1.0
     deadline = time.monotonic() + 30
     while True:  # the test server connects in the background
-        reply = ask(server, '#tool:mcp_t_echo {"text": "from the model"}')
+        reply = answer(server, '#tool:mcp_t_echo {"text": "from the model"}')
         if "unknown tool" not in reply or time.monotonic() > deadline:
             break
         time.sleep(0.3)
     assert reply == "tool result: echo: from the model"
-    reply = ask(server, '#tool:mcp_t_add {"a": 20, "b": 22}')
+    reply = answer(server, '#tool:mcp_t_add {"a": 20, "b": 22}')
     assert reply == "tool result: 42"
     hanging_pid = int(pidfile.read_text())
     assert server.stop() == 0
