@@ -22,6 +22,7 @@ every upstream.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ssl
 from collections.abc import AsyncIterator
 from typing import Any
@@ -41,8 +42,13 @@ DEFAULT_PORTS = {"http": 80, "https": 443}
 _Key = tuple[str, str, int]
 
 
+@functools.cache
 def tls_context() -> ssl.SSLContext:
-    """Verifying TLS for upstreams: the system's CAs (``SSL_CERT_FILE``/``SSL_CERT_DIR`` honoured), HTTP/1.1 by ALPN."""
+    """Verifying TLS for upstreams: the system's CAs (``SSL_CERT_FILE``/``SSL_CERT_DIR`` honoured), HTTP/1.1 by ALPN.
+
+    One per process, shared by every pool: loading the CA store takes ~30 ms
+    of CPU, so it is built once, and off the event loop (see ``_checkout``).
+    """
     context = ssl.create_default_context()
     context.set_alpn_protocols(["http/1.1"])
     return context
@@ -90,7 +96,7 @@ class PooledTransport(httpx2.AsyncBaseTransport):
 
     def __init__(self, max_connections: int, keepalive_expiry: float = 15.0, tls: ssl.SSLContext | None = None) -> None:
         self._keepalive_expiry = keepalive_expiry
-        self._tls = tls  # made on the first https connection: loading the CA store costs ~60 ms
+        self._tls = tls  # None: the shared tls_context(), fetched on the first https connection
         self._slots = asyncio.Semaphore(max_connections)
         self._idle: dict[_Key, list[Connection]] = {}
         self._draining: set[Connection] = set()
@@ -157,9 +163,11 @@ class PooledTransport(httpx2.AsyncBaseTransport):
             conn.close()
         scheme, host, port = key
         tls: ssl.SSLContext | None = None
-        if scheme == "https":
-            tls = self._tls = self._tls or tls_context()
         try:
+            if scheme == "https":
+                if self._tls is None:
+                    self._tls = await asyncio.to_thread(tls_context)
+                tls = self._tls
             # A timeout scope rather than wait_for: no extra task per connection
             # (it bounds the TLS handshake too).
             async with asyncio.timeout(timeout):
