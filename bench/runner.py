@@ -14,7 +14,6 @@ import argparse
 import math
 import os
 import shutil
-import socket
 import statistics
 import uuid
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from bench.procs import PeerProcess, post_json, run_loadgens
 from bench.procstat import RssSampler, own_cpu, runqueue_wait, tree_cpu
 from bench.scenarios import Scenario
 from nanobot.config import DEFAULT_STAGES
-from nanobot.testing.process import UpstreamProcess
+from nanobot.testing.process import UpstreamProcess, free_port
 from nanobot.testing.server_process import ServerProcess, merge, upstream_config
 
 _BENCH_CONFIG: dict[str, Any] = {
@@ -93,7 +92,7 @@ class ScenarioRunner:
         peer: PeerProcess | None = None
         url = args.peer
         if args.peer_cmd:
-            port = args.peer_port or _free_port()
+            port = args.peer_port or free_port()
             url = url or f"http://127.0.0.1:{port}"
             command = args.peer_cmd
             # Plain replacement, not str.format: the command may hold JSON braces.
@@ -356,10 +355,3 @@ def _noop_cost(plain: list[dict[str, Any]], noop: list[dict[str, Any]], sc: Scen
             mad = statistics.median(abs(d - middle) for d in diffs)
             extra["noise_per_stage_us"] = round(1.4826 * mad / math.sqrt(len(diffs)) / sc.noop_stages, 2)
     return extra
-
-
-def _free_port() -> int:
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])

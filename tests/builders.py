@@ -165,41 +165,12 @@ def write_zip(parts: dict[str, bytes | Raw]) -> bytes:
         raw = part if isinstance(part, Raw) else deflate(part)
         encoded = name.encode()
         offset = len(out)
-        out += struct.pack(
-            "<4s5H3L2H",
-            b"PK\x03\x04",
-            20,
-            0,
-            raw.method,
-            0,
-            0x21,
-            raw.crc,
-            len(raw.payload),
-            raw.size,
-            len(encoded),
-            0,
-        )
+        # Both headers carry: flags, method, mod time/date, crc, sizes, name length, extra length.
+        shared = (0, raw.method, 0, 0x21, raw.crc, len(raw.payload), raw.size, len(encoded), 0)
+        out += struct.pack("<4s5H3L2H", b"PK\x03\x04", 20, *shared)  # local: version needed
         out += encoded + raw.payload
-        central += struct.pack(
-            "<4s6H3L5H2L",
-            b"PK\x01\x02",
-            20,
-            20,
-            0,
-            raw.method,
-            0,
-            0x21,
-            raw.crc,
-            len(raw.payload),
-            raw.size,
-            len(encoded),
-            0,
-            0,
-            0,
-            0,
-            0,
-            offset,
-        )
+        # central: version made by and needed, then comment, disk, attributes, the local header's offset
+        central += struct.pack("<4s6H3L5H2L", b"PK\x01\x02", 20, 20, *shared, 0, 0, 0, 0, offset)
         central += encoded
     start = len(out)
     out += central

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import base64
-import socket
+import os
+import subprocess
+import sys
 from typing import Any
 
 import openai
 import requests
 
 from nanobot.agent.tools import TurnScope
+from nanobot.testing.process import free_port
+from nanobot.testing.server_process import ROOT
+
+__all__ = ["CHAT", "CHAT_MODEL", "HI", "MIB", "SCOPE", "ask", "data_url", "free_port", "run_nanobot", "sdk"]
 
 CHAT = "/v1/chat/completions"
 CHAT_MODEL = "echo"  # the shipped default model (agents.defaults.model)
@@ -20,14 +26,6 @@ SCOPE = TurnScope("api", "test")  # a tool call's scope outside any server
 
 def data_url(data: bytes, mime: str = "application/octet-stream") -> str:
     return f"data:{mime};base64,{base64.b64encode(data).decode()}"
-
-
-def free_port() -> int:
-    """A port nothing listens on (bound and let go: connections to it are refused)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def ask(server: Any, text: str, sid: str | None = None, *, timeout: float = 60, **extra: Any) -> requests.Response:
@@ -41,3 +39,19 @@ def ask(server: Any, text: str, sid: str | None = None, *, timeout: float = 60, 
 def sdk(server: Any, api_key: str = "unused", **options: Any) -> openai.OpenAI:
     """The official client on ``server`` (a nanobot or a scripted upstream), retries off so failures show."""
     return openai.OpenAI(base_url=server.base_url, api_key=api_key, max_retries=0, **options)
+
+
+def run_nanobot(
+    *args: str, env: dict[str, str] | None = None, cwd: Any = None, stdin: str | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """``nanobot ARGS`` as a child process of this checkout: its exit code and its output."""
+    full_env = {**os.environ, **(env or {}), "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-m", "nanobot", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=cwd,
+        timeout=timeout,
+    )

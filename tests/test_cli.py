@@ -9,6 +9,7 @@ import sys
 import time
 
 from builders import make_docx
+from common import run_nanobot
 from servers import ROOT
 
 from nanobot.testing.process import UpstreamProcess
@@ -25,37 +26,32 @@ def write_config(tmp_path, upstream_url=None, **extra):
     return path
 
 
-def nanobot(*args, stdin=None, timeout=60):
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run(
-        [sys.executable, "-m", "nanobot", *args], input=stdin, capture_output=True, text=True, env=env, timeout=timeout
-    )
-
-
 def test_agent_file(tmp_path, upstream):
     doc = tmp_path / "memo.docx"
     doc.write_bytes(make_docx("CLIMARK"))
     cfg = write_config(tmp_path, upstream.url)
-    p = nanobot("agent", "-m", "read this", "--file", str(doc), "--config", str(cfg))
+    p = run_nanobot("agent", "-m", "read this", "--file", str(doc), "--config", str(cfg))
     assert p.returncode == 0, p.stderr
     assert "[file: memo.docx]" in p.stdout and "CLIMARK-CELL" in p.stdout
-    p = nanobot("agent", "--file", str(doc), "--config", str(cfg))
+    p = run_nanobot("agent", "--file", str(doc), "--config", str(cfg))
     assert p.stdout.startswith("You said: Please analyze the uploaded file(s).")
     bad = tmp_path / "x.bin"
     bad.write_bytes(b"\x7fELF" + bytes(100))
-    p = nanobot("agent", "-m", "x", "--file", str(bad), "--config", str(cfg))
+    p = run_nanobot("agent", "-m", "x", "--file", str(bad), "--config", str(cfg))
     assert p.returncode == 1 and "unsupported type" in p.stderr
-    p = nanobot("agent", "-m", "x", "--file", str(tmp_path / "missing.txt"), "--config", str(cfg))
+    p = run_nanobot("agent", "-m", "x", "--file", str(tmp_path / "missing.txt"), "--config", str(cfg))
     assert p.returncode == 1 and "cannot read" in p.stderr
 
 
 def test_agent_interactive(tmp_path, upstream):
     cfg = write_config(tmp_path, upstream.url)
-    p = nanobot("agent", "--config", str(cfg), "--session", "int", stdin="first line\n\nsecond line\n/exit\nnever\n")
+    p = run_nanobot(
+        "agent", "--config", str(cfg), "--session", "int", stdin="first line\n\nsecond line\n/exit\nnever\n"
+    )
     assert p.returncode == 0, p.stderr
     assert p.stdout.splitlines() == ["You said: first line", "You said: second line"]
     upstream.clear()
-    nanobot("agent", "-m", "third", "--config", str(cfg), "--session", "int")
+    run_nanobot("agent", "-m", "third", "--config", str(cfg), "--session", "int")
     users = [m["content"] for m in upstream.requests()[-1]["body"]["messages"] if m["role"] == "user"]
     assert users == ["first line", "second line", "third"]
 
@@ -84,7 +80,7 @@ def test_agent_streams_to_terminal(tmp_path):
 
 def test_config_check(tmp_path, upstream):
     cfg = write_config(tmp_path, upstream.url, channels={"telegram": {"enabled": True, "token": "123:tg-secret"}})
-    p = nanobot("config", "check", "--config", str(cfg))
+    p = run_nanobot("config", "check", "--config", str(cfg))
     assert p.returncode == 0, p.stderr
     resolved = json.loads(p.stdout)
     assert resolved["agents"]["defaults"]["provider"] == "scripted"
@@ -93,7 +89,7 @@ def test_config_check(tmp_path, upstream):
     assert resolved["providers"]["scripted"]["apiKey"] == "***"
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"api": {"port": "x"}}))
-    p = nanobot("config", "check", "--config", str(bad))
+    p = run_nanobot("config", "check", "--config", str(bad))
     assert p.returncode == 2 and "api.port: expected integer" in p.stderr
 
 
@@ -101,7 +97,7 @@ def test_agent_shows_tool_progress_on_stderr(tmp_path, upstream):
     cfg = write_config(tmp_path, upstream.url)
     (tmp_path / "ws").mkdir()
     (tmp_path / "ws" / "note.txt").write_text("from the workspace")
-    p = nanobot(
+    p = run_nanobot(
         "agent", "-m", '#tool:read_file {"path":"note.txt"} #tool:read_file {"path":"nope"}', "--config", str(cfg)
     )
     assert p.returncode == 0, p.stderr
@@ -115,10 +111,10 @@ def test_agent_shows_tool_progress_on_stderr(tmp_path, upstream):
 
 
 def test_config_check_lists_the_enabled_tools(tmp_path):
-    p = nanobot("config", "check", "--config", str(write_config(tmp_path)))
+    p = run_nanobot("config", "check", "--config", str(write_config(tmp_path)))
     assert "# tools: read_file, write_file, edit_file, list_dir, web_fetch, message" in p.stderr.splitlines()
     off = write_config(tmp_path, tools={"file": {"enabled": False}, "exec": {"enabled": True, "sandbox": "none"}})
-    p = nanobot("config", "check", "--config", str(off))
+    p = run_nanobot("config", "check", "--config", str(off))
     assert p.returncode == 0, p.stderr
     assert "# tools: exec, web_fetch, message" in p.stderr.splitlines()
 
@@ -131,7 +127,7 @@ def test_help_texts():
         ["outbox", "--help"],
         ["config", "check", "--help"],
     ):
-        p = nanobot(*args)
+        p = run_nanobot(*args)
         assert p.returncode == 0 and "usage: nanobot" in p.stdout
-    assert "--workspace" in nanobot("serve", "--help").stdout
-    assert "--file" in nanobot("agent", "--help").stdout
+    assert "--workspace" in run_nanobot("serve", "--help").stdout
+    assert "--file" in run_nanobot("agent", "--help").stdout

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 import requests
+from common import run_nanobot
 from servers import ROOT, ServerProcess
 
 from nanobot.config import ConfigError, load_config, parse_config, to_public_dict
@@ -103,14 +104,6 @@ def test_secrets_masked():
     assert "top" not in text and "sk-x" not in text and "123:abc" not in text and '"v"' not in text
 
 
-def run_cli(*args, env=None, cwd=None, timeout=60):
-    full_env = {**os.environ, **(env or {})}
-    full_env["PYTHONPATH"] = str(ROOT)
-    return subprocess.run(
-        [sys.executable, "-m", "nanobot", *args], capture_output=True, text=True, env=full_env, cwd=cwd, timeout=timeout
-    )
-
-
 @pytest.mark.parametrize(
     "config, needle",
     [
@@ -141,12 +134,12 @@ def test_serve_config_errors_exit_2(tmp_path, config, needle):
 def test_missing_env_var_exits_2(tmp_path):
     path = tmp_path / "c.json"
     path.write_text(json.dumps({"providers": {"o": {"apiKey": "${NB_SURELY_UNSET_VAR}"}}}))
-    p = run_cli("agent", "-m", "hi", "--config", str(path))
+    p = run_nanobot("agent", "-m", "hi", "--config", str(path))
     assert p.returncode == 2 and "NB_SURELY_UNSET_VAR" in p.stderr and "Traceback" not in p.stderr
 
 
 def test_agent_command_echo(tmp_path):
-    p = run_cli("agent", "-m", "Hello!", "--workspace", str(tmp_path / "ws"), cwd=ROOT)
+    p = run_nanobot("agent", "-m", "Hello!", "--workspace", str(tmp_path / "ws"), cwd=ROOT)
     assert p.returncode == 0, p.stderr
     assert p.stdout == "Hello!\n"
     assert (tmp_path / "ws" / "nanobot.db").exists()
@@ -164,14 +157,14 @@ def test_agent_command_uses_cli_sessions(tmp_path, upstream):
             }
         )
     )
-    p = run_cli("agent", "-m", "remember kiwi", "--config", str(cfg), "--session", "s9")
+    p = run_nanobot("agent", "-m", "remember kiwi", "--config", str(cfg), "--session", "s9")
     assert p.returncode == 0 and p.stdout.strip() == "You said: remember kiwi"
     upstream.clear()
-    p = run_cli("agent", "-m", "what fruit", "--config", str(cfg), "--session", "s9")
+    p = run_nanobot("agent", "-m", "what fruit", "--config", str(cfg), "--session", "s9")
     assert p.returncode == 0
     sent = upstream.requests()[-1]["body"]["messages"]
     assert [m["content"] for m in sent[1:]] == ["remember kiwi", "You said: remember kiwi", "what fruit"]
-    p = run_cli("agent", "-m", "#status:500 boom", "--config", str(cfg))
+    p = run_nanobot("agent", "-m", "#status:500 boom", "--config", str(cfg))
     assert p.returncode == 1 and "provider 'scripted' answered HTTP 500" in p.stderr
 
 

@@ -3,21 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
-import subprocess
-import sys
 import time
 
 import orjson
-from common import ask
-from servers import ROOT, ServerProcess, merge, upstream_config
+from common import ask, run_nanobot
+from servers import ServerProcess, merge, upstream_config
 
 
 def nanobot(*args, config=None):
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "nanobot", *args] + (["--config", str(config)] if config else [])
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=60)
+    return run_nanobot(*args, *(["--config", str(config)] if config else []))
 
 
 def write_config(tmp_path, data, name="config.json"):

@@ -10,7 +10,7 @@ import uuid
 import openai
 import pytest
 import requests
-from common import CHAT, ask, sdk
+from common import CHAT, ask, free_port, sdk
 from servers import ServerProcess, upstream_config
 
 from nanobot.protocol import parse_frames
@@ -53,10 +53,7 @@ def test_upstream_failures_non_streaming(agent_server, upstream):
 
 
 def test_upstream_unreachable_is_502(make_server):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = make_server(upstream_config(f"http://127.0.0.1:{port}"))
+    server = make_server(upstream_config(f"http://127.0.0.1:{free_port()}"))
     r = ask(server, "hi")
     assert r.status_code == 502 and "unreachable" in r.json()["error"]["message"]
     r = ask(server, "hi", stream=True)

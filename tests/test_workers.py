@@ -14,16 +14,14 @@ import json
 import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
 
 import pytest
 import requests
-from common import CHAT
-from servers import ROOT, ServerProcess, upstream_config
+from common import CHAT, run_nanobot
+from servers import ServerProcess, upstream_config
 
 from nanobot.config import Config
 from nanobot.server import app
@@ -143,14 +141,7 @@ def test_a_port_held_by_workers_is_refused_to_another_server(server: ServerProce
     cfg["api"] = {"port": server.port, "workers": workers}
     path = server.tmp / f"second-{workers}.json"
     path.write_text(json.dumps(cfg))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    p = subprocess.run(
-        [sys.executable, "-m", "nanobot", "serve", "--config", str(path)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
+    p = run_nanobot("serve", "--config", str(path))
     assert p.returncode == 2 and f"cannot listen on 127.0.0.1:{server.port}" in p.stderr, p.stderr
     assert requests.get(server.url + "/health", timeout=5).status_code == 200
 
@@ -283,13 +274,6 @@ def test_a_directory_at_the_lock_path_is_a_startup_error(upstream: UpstreamProce
     cfg["agents"]["defaults"]["workspace"] = str(workspace)
     path = tmp_path / "config.json"
     path.write_text(json.dumps(cfg))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    p = subprocess.run(
-        [sys.executable, "-m", "nanobot", "serve", "--config", str(path)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
+    p = run_nanobot("serve", "--config", str(path))
     assert p.returncode == 2, p.stderr
     assert "sessions.lock" in p.stderr and "Traceback" not in p.stderr, p.stderr

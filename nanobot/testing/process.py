@@ -11,6 +11,7 @@ import json
 import os
 import queue
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -34,6 +35,14 @@ _STDERR_TAIL_CHARS = 4000
 
 class ProcessStartError(RuntimeError):
     """A child process exited or stayed silent before announcing readiness."""
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (bound and let go: connections to it are refused)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def children(pid: int) -> set[int]:
