@@ -692,3 +692,11 @@ def test_a_certificate_that_does_not_verify_is_a_connect_error(tls_files: Any, t
             await asyncio.sleep(0.01)
 
     run()
+
+
+@aio
+async def test_a_scheme_other_than_http_and_https_is_refused_before_connecting() -> None:
+    async with client() as http:
+        for url in ("ftp://127.0.0.1:9/v1/x", "ws://127.0.0.1:9/v1/x"):
+            with pytest.raises(httpx2.UnsupportedProtocol, match="speaks http and https"):
+                await http.post(url, content=b"x")
