@@ -57,9 +57,8 @@ class Admission:
         return self.policy.reads_body and self.request.method == "POST"
 
     def run(self, phase: Phase) -> None:
-        for guard in GUARDS:
-            if guard.phase is phase:
-                guard(self)
+        for guard in _BY_PHASE[phase]:
+            guard(self)
 
     def give_back_body(self) -> None:
         """The body is in (or the request over): its bytes leave the in-flight budget."""
@@ -227,3 +226,4 @@ GUARDS: tuple[Guard, ...] = (
     ConcurrencyGuard(),
 )
 assert [g.phase for g in GUARDS] == sorted(g.phase for g in GUARDS), "GUARDS must run HEAD, then CHUNK, then BODY"
+_BY_PHASE = {phase: tuple(g for g in GUARDS if g.phase is phase) for phase in Phase}
