@@ -71,6 +71,7 @@ class RequestContext:
     deadline: float  # loop.time() by which the whole request must end
     exit_stack: AsyncExitStack = field(default_factory=AsyncExitStack)
     multipart: Any = None  # a MultipartReader fed while the body arrived
+    media_type: str | None = None  # Content-Type's media type as the server parsed it (None: decode parses it)
     # decode
     payload: dict[str, Any] | None = None  # a JSON body
     form: dict[str, list[str]] | None = None  # multipart fields

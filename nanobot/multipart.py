@@ -23,6 +23,11 @@ MAX_FIELD_BYTES = 1024 * 1024  # a form field (message, session_id ...) is text
 FILE_FIELDS = ("files", "file", "files[]")
 
 
+def media_type(content_type: str) -> str:
+    """``Content-Type``'s media type, lowercase, without parameters ("" when absent)."""
+    return content_type.split(";", 1)[0].strip().lower()
+
+
 class MultipartReader:
     """Feeds body chunks to the parser; ``result()`` gives the fields and files."""
 

@@ -13,7 +13,7 @@ import orjson
 
 from nanobot.context import RequestContext
 from nanobot.errors import InvalidRequest, UnsupportedMediaType
-from nanobot.multipart import MultipartReader
+from nanobot.multipart import MultipartReader, media_type
 
 # A chat request holds a few dozen objects and arrays; millions of tiny ones
 # ("{},{},...") would cost ~30x the body in memory. Counting brackets is
@@ -68,7 +68,8 @@ class Decode:
 
     async def __call__(self, ctx: RequestContext) -> None:
         content_type = ctx.headers.get("Content-Type", "")
-        media = content_type.split(";", 1)[0].strip().lower()
+        # The server parsed it once, before the body arrived; a context built by hand did not.
+        media = media_type(content_type) if ctx.media_type is None else ctx.media_type
         if media == "application/json":
             # In place: orjson holds the GIL for the whole parse, so a worker
             # thread would not free the loop (about 1.6 ms per MB of body,

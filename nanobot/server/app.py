@@ -13,12 +13,12 @@ from typing import Any
 
 from tornado import web
 from tornado.netutil import bind_sockets
+from tornado.routing import URLSpec
 
 from nanobot.config import Config, ConfigError
 from nanobot.pipeline import Pipeline
 from nanobot.server.chat import ChatCompletionsHandler
 from nanobot.server.connection import MAX_HEADER_BYTES, ApiHTTPServer
-from nanobot.server.guards import BodyBudget, ConcurrencyGate, HostPolicy, KeyCheck, OriginPolicy
 from nanobot.server.handlers import (
     HealthHandler,
     MetricsHandler,
@@ -27,6 +27,7 @@ from nanobot.server.handlers import (
     OpenApiHandler,
 )
 from nanobot.server.page import ChatPageHandler, PageAssetHandler
+from nanobot.server.state import API, API_BODY, PUBLIC, UNROUTED, ApiApplication, AppState, RoutePolicy
 from nanobot.server.static_files import STATIC_DIR
 from nanobot.services import Services
 
@@ -36,34 +37,33 @@ log = logging.getLogger("nanobot.server")
 LISTEN_BACKLOG = 4096
 
 
-def make_app(services: Services, pipeline: Pipeline | None = None, verbose: bool = False) -> web.Application:
-    config = services.config
-    pipeline = pipeline or Pipeline.from_names(config.pipeline.stages)
+def route(pattern: str, handler: type[web.RequestHandler], policy: RoutePolicy, **kwargs: Any) -> URLSpec:
+    """One entry of the route table: every route declares the policy its guards read."""
+    return URLSpec(pattern, handler, {"policy": policy, **kwargs})
+
+
+def routes() -> list[URLSpec]:
+    return [
+        route(r"/health", HealthHandler, PUBLIC),
+        route(r"/v1/models", ModelsHandler, API),
+        route(r"/v1/chat/completions", ChatCompletionsHandler, API_BODY),
+        route(r"/openapi.json", OpenApiHandler, API),
+        route(r"/metrics", MetricsHandler, API),
+        route(r"/", ChatPageHandler, PUBLIC),
+        route(r"/static/(.+)", PageAssetHandler, PUBLIC, path=str(STATIC_DIR)),
+    ]
+
+
+def make_app(services: Services, pipeline: Pipeline | None = None, verbose: bool = False) -> ApiApplication:
+    pipeline = pipeline or Pipeline.from_names(services.config.pipeline.stages)
     settings: dict[str, Any] = {
-        "services": services,
-        "pipeline": pipeline,
-        "hosts": HostPolicy(config.api.api_key, config.api.host, config.api.allowed_hosts),
-        "origins": OriginPolicy(config.api.cors_origins),
-        "keys": KeyCheck(config.api.api_key),
-        "gate": ConcurrencyGate(config.api.max_concurrent_requests),
-        "bodies": BodyBudget(config.api.max_body_bytes_in_flight),
         "default_handler_class": NotFoundHandler,
+        "default_handler_args": {"policy": UNROUTED},
         "compress_response": False,
     }
     if not verbose:
         settings["log_function"] = lambda handler: None
-    return web.Application(
-        [
-            (r"/health", HealthHandler),
-            (r"/v1/models", ModelsHandler),
-            (r"/v1/chat/completions", ChatCompletionsHandler),
-            (r"/openapi.json", OpenApiHandler),
-            (r"/metrics", MetricsHandler),
-            (r"/", ChatPageHandler),
-            (r"/static/(.+)", PageAssetHandler, {"path": str(STATIC_DIR)}),
-        ],
-        **settings,
-    )
+    return ApiApplication(AppState.build(services, pipeline), routes(), **settings)
 
 
 def check_bind(config: Config) -> None:
@@ -180,7 +180,7 @@ async def serve(
     grace = config.api.shutdown_grace
     log.info("shutting down: draining for up to %.0f s", grace)
     server.stop()
-    gate: ConcurrencyGate = app.settings["gate"]
+    gate = app.state.gate
     gate.closing = True
     deadline = loop.time() + grace
     while gate.in_flight and loop.time() < deadline:

@@ -17,11 +17,13 @@ from typing import Any
 from tornado.iostream import IOStream, StreamClosedError
 
 from nanobot.context import RequestContext
-from nanobot.errors import ApiError, ClientDisconnected, TooLarge, UpstreamError
-from nanobot.multipart import MultipartReader
+from nanobot.errors import ApiError, ClientDisconnected, UpstreamError
+from nanobot.server.admission import Phase
 from nanobot.server.handlers import BaseHandler
 from nanobot.server.lifecycle import CLIENT_CLOSED, Ending, ending
 from nanobot.server.render import render_error
+from nanobot.server.state import RoutePolicy
+from nanobot.server.tornado_private import client_stream, is_finished, mark_finished
 
 log = logging.getLogger("nanobot.server")
 
@@ -32,13 +34,8 @@ class ChatCompletionsHandler(BaseHandler):
     route = "/v1/chat/completions"
 
     _task: asyncio.Task[Any] | None = None
-    _gated = False
-    _held = 0  # body bytes counted against the "bodies" budget
     _ctx: RequestContext | None = None
-    _multipart: MultipartReader | None = None
-    _chunks: list[bytes]  # set by prepare() for each POST
-    _size = 0
-    _limit = 0
+    _chunks: list[bytes]  # the body so far (but for a multipart one, parsed as it comes)
     _shutdown = False
 
     def end_for_shutdown(self) -> None:
@@ -47,62 +44,45 @@ class ChatCompletionsHandler(BaseHandler):
             self._shutdown = True
             self._task.cancel()
 
-    def prepare(self) -> None:
-        super().prepare()
-        if self.request.method != "POST":
-            return
-        api = self.services.config.api
+    def initialize(self, policy: RoutePolicy) -> None:
+        super().initialize(policy)
         self._chunks = []
-        self._limit = api.max_body_bytes
-        length = self.request.headers.get("Content-Length")
-        if length and length.isdigit() and int(length) > self._limit:
-            raise self._too_large()
-        content_type = self.request.headers.get("Content-Type", "")
-        if content_type.split(";", 1)[0].strip().lower() == "multipart/form-data":
-            self._multipart = MultipartReader(content_type, api.max_file_bytes)
-
-    def _too_large(self) -> TooLarge:
-        return TooLarge(f"The request body is larger than the limit of {self._limit} bytes.", code="body_too_large")
 
     def data_received(self, chunk: bytes) -> None:
-        if self._finished or self.request.method != "POST":
+        admission = self.admission
+        if is_finished(self) or not admission.reads_body:
             return  # other methods answer 405 and their bodies are dropped
-        self._size += len(chunk)
+        admission.chunk = chunk
         try:
-            if self._size > self._limit:
-                raise self._too_large()
-            self.application.settings["bodies"].take(len(chunk))
-            self._held += len(chunk)
-            if self._multipart is not None:
-                self._multipart.feed(chunk)
+            admission.run(Phase.CHUNK)
+            if admission.multipart is not None:
+                admission.multipart.feed(chunk)
             else:
                 self._chunks.append(chunk)
         except ApiError as err:
             self._chunks.clear()
-            self._multipart = None
+            admission.multipart = None
             # Finishing now makes Tornado drop the rest and close the connection.
             self.send_api_error(err)
+        finally:
+            admission.chunk = b""
 
     async def post(self) -> None:
         self._body_read = True
-        if self._finished:
+        if is_finished(self):
             return
-        # The body is in: from now on the request counts against
-        # api.maxConcurrentRequests instead of the bytes in flight.
-        self._give_back_body()
+        admission = self.admission
         try:
-            self.application.settings["gate"].enter(self)
+            admission.run(Phase.BODY)
         except ApiError as err:
             self.send_api_error(err)
             return
-        self._gated = True
         services = self.services
-        services.metrics.in_flight.inc()
         loop = asyncio.get_running_loop()
         chunks, self._chunks = self._chunks, []
         # Joining 10 MB is a copy long enough to notice on the loop (a
         # multipart body was parsed as it came and left no chunks).
-        big = self._multipart is None and self._size >= 1024 * 1024
+        big = admission.multipart is None and admission.size >= 1024 * 1024
         body = await asyncio.to_thread(b"".join, chunks) if big else b"".join(chunks)
         now = loop.time()
         ctx = self._ctx = RequestContext(
@@ -115,32 +95,28 @@ class ChatCompletionsHandler(BaseHandler):
             request_id=self.request_id,
             started=now,
             deadline=now + services.config.api.timeout,
-            multipart=self._multipart,
+            multipart=admission.multipart,
+            media_type=admission.media_type,
         )
         task = self._task = asyncio.current_task()
         assert task is not None
         try:
             async with asyncio.timeout_at(ctx.deadline):
                 async with ctx.exit_stack:
-                    await self.application.settings["pipeline"](ctx)
+                    await self.state.pipeline(ctx)
         except BaseException as exc:
             end = ending(
                 exc,
                 timeout=services.config.api.timeout,
                 shutting_down=self._shutdown,
-                client_gone=self._stream().closed(),
+                client_gone=client_stream(self).closed(),
             )
             if end is None:
                 raise
             self._end(ctx, end, task)
             return
-        if not self._finished:
+        if not is_finished(self):
             self.finish()
-
-    def _stream(self) -> IOStream:
-        """The client's connection; Tornado types it loosely (any HTTP connection)."""
-        stream: IOStream = self.request.connection.stream  # type: ignore[union-attr]
-        return stream
 
     def _end(self, ctx: RequestContext, end: Ending, task: asyncio.Task[Any]) -> None:
         if end.consumed_cancel:
@@ -149,7 +125,7 @@ class ChatCompletionsHandler(BaseHandler):
             log.exception("turn failed (request %s)", self.request_id)
         if end.client_left:
             # The run is cancelled and the request is over: nothing to send.
-            self._finished = True
+            mark_finished(self)
             self.services.metrics.requests.labels(self.route, str(CLIENT_CLOSED)).inc()
         elif end.error is not None:
             self._fail(ctx, end.error)
@@ -166,7 +142,7 @@ class ChatCompletionsHandler(BaseHandler):
         buffer) only takes what the socket would not. Only after flush()
         has sent the headers.
         """
-        stream = self._stream()
+        stream = client_stream(self)
         data = b"%x\r\n%s\r\n" % (len(frame), frame) if self.request.version == "HTTP/1.1" else frame
         if type(stream) is IOStream and not stream.writing() and not stream.closed():
             try:
@@ -193,12 +169,12 @@ class ChatCompletionsHandler(BaseHandler):
         """
         sent = super().finish(chunk)
         if self._ctx is not None and self._ctx.headers_sent and self.request.version != "HTTP/1.1":
-            stream = self._stream()
+            stream = client_stream(self)
             sent.add_done_callback(lambda _: stream.close())
         return sent
 
     def _fail(self, ctx: RequestContext, err: ApiError) -> None:
-        if self._finished:
+        if is_finished(self):
             return
         if err.status in (502, 504):
             # One line per failed turn, at the default level (the log filter masks secrets).
@@ -225,24 +201,12 @@ class ChatCompletionsHandler(BaseHandler):
         # without it a body cut short keeps its coroutine, and everything
         # received so far, alive for good.
         super().on_connection_close()
-        if self._task is not None and not self._task.done() and not self._finished:
+        if self._task is not None and not self._task.done() and not is_finished(self):
             self._task.cancel()
         self._chunks = []
-        self._multipart = None
-        self._release()
+        self.admission.multipart = None
+        self.admission.release()
 
     def on_finish(self) -> None:
         super().on_finish()
-        self._release()
-
-    def _give_back_body(self) -> None:
-        if self._held:
-            self.application.settings["bodies"].give_back(self._held)
-            self._held = 0
-
-    def _release(self) -> None:
-        self._give_back_body()
-        if self._gated:
-            self._gated = False
-            self.application.settings["gate"].leave(self)
-            self.services.metrics.in_flight.dec()
+        self.admission.release()

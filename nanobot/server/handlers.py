@@ -19,9 +19,11 @@ from nanobot.errors import ApiError, NotFound
 from nanobot.ids import new_id
 from nanobot.metrics import CONTENT_TYPE
 from nanobot.protocol import models_body
-from nanobot.server.guards import CORS_ALLOW_HEADERS, CORS_ALLOW_METHODS, CORS_EXPOSE_HEADERS, HostPolicy
+from nanobot.server.admission import Admission, Phase, implements
+from nanobot.server.guards import CORS_ALLOW_HEADERS, CORS_ALLOW_METHODS, CORS_EXPOSE_HEADERS
 from nanobot.server.openapi import document
 from nanobot.server.render import error_for, exception_of, render_error
+from nanobot.server.state import AppState, RoutePolicy, app_state
 from nanobot.services import Services
 
 log = logging.getLogger("nanobot.server")
@@ -39,30 +41,32 @@ def request_id_header(handler: web.RequestHandler) -> str:
     return rid
 
 
-def check_host(handler: web.RequestHandler) -> None:
-    """421 for a Host that does not name this server (see :class:`HostPolicy`)."""
-    policy: HostPolicy = handler.application.settings["hosts"]
-    policy.check(handler.request.host)
-
-
 def allowed_methods(handler: web.RequestHandler) -> str:
     """The methods ``handler``'s class implements, for a 405's Allow header."""
     cls = type(handler)
     names = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
-    return ", ".join(m for m in names if getattr(cls, m.lower()) is not getattr(web.RequestHandler, m.lower()))
+    return ", ".join(m for m in names if implements(cls, m))
 
 
 @web.stream_request_body
 class BaseHandler(web.RequestHandler):
-    """Request id, CORS, auth and OpenAI-shaped errors for every route.
+    """Request id, CORS, the guards and OpenAI-shaped errors for every route.
 
     Bodies are streamed (and, but for the chat route, dropped): Tornado would
     otherwise parse the body of any request, a GET included, as a form.
     """
 
-    public = False  # True: no API key needed
-    check_origin = True
     route = "unknown"  # the metrics label
+
+    def initialize(self, policy: RoutePolicy) -> None:
+        # The policy is declared with the route (app.py). Built here, not in
+        # prepare: a method Tornado refuses itself never reaches prepare.
+        self.policy = policy
+        self.admission = Admission.start(self, policy, self.state)
+
+    @property
+    def state(self) -> AppState:
+        return app_state(self)
 
     def data_received(self, chunk: bytes) -> None:
         return None
@@ -71,30 +75,17 @@ class BaseHandler(web.RequestHandler):
         self.clear_header("Server")  # Tornado's names its version
         self.request_id = request_id_header(self)
         origin = self.request.headers.get("Origin")
-        if origin and self.application.settings["origins"].is_cross_allowed(origin):
+        if origin and self.state.origins.is_cross_allowed(origin):
             self.set_header("Access-Control-Allow-Origin", origin)
             self.set_header("Access-Control-Expose-Headers", CORS_EXPOSE_HEADERS)
             self.set_header("Vary", "Origin")
 
     @property
     def services(self) -> Services:
-        services: Services = self.application.settings["services"]
-        return services
+        return self.state.services
 
     def prepare(self) -> None:
-        settings = self.application.settings
-        check_host(self)
-        # A method the route does not have is 405 whoever asks (before the
-        # origin and key checks, so the answer does not depend on them).
-        if getattr(type(self), self.request.method.lower(), None) is getattr(
-            web.RequestHandler, self.request.method.lower(), None
-        ):
-            raise web.HTTPError(405)
-        if self.check_origin:
-            own = f"{self.request.protocol}://{self.request.host}"
-            settings["origins"].check(self.request.headers.get("Origin"), own)
-        if not self.public and self.request.method != "OPTIONS":
-            settings["keys"].check(self.request.headers.get("Authorization"))
+        self.admission.run(Phase.HEAD)
 
     def options(self, *args: Any) -> None:
         """CORS preflight: only listed origins get here (prepare refused the rest)."""
@@ -131,8 +122,6 @@ class BaseHandler(web.RequestHandler):
 
 
 class HealthHandler(BaseHandler):
-    public = True
-    check_origin = False
     route = "/health"
 
     def get(self) -> None:
@@ -171,11 +160,11 @@ class OpenApiHandler(BaseHandler):
     route = "/openapi.json"
 
     def get(self) -> None:
-        settings = self.application.settings
-        if "openapi_body" not in settings:
-            settings["openapi_body"] = orjson.dumps(document(self.services.config))
+        state = self.state
+        if state.openapi_body is None:
+            state.openapi_body = orjson.dumps(document(self.services.config))
         self.set_header("Content-Type", "application/json")
-        self.finish(settings["openapi_body"])
+        self.finish(state.openapi_body)
 
 
 class MetricsHandler(BaseHandler):
@@ -190,8 +179,8 @@ class MetricsHandler(BaseHandler):
 
 
 class NotFoundHandler(BaseHandler):
-    public = True
+    """Any path no route matches: the guards under the ``UNROUTED`` policy (the Host only), then 404."""
 
     def prepare(self) -> None:
-        check_host(self)
+        super().prepare()
         raise NotFound(f"Unknown route {self.request.path}.", code="unknown_route")

@@ -12,9 +12,12 @@ from typing import Any
 from tornado import web
 
 from nanobot.errors import ApiError, NotFound
-from nanobot.server.handlers import BaseHandler, check_host, request_id_header
+from nanobot.server.admission import Admission, Phase
+from nanobot.server.handlers import BaseHandler, request_id_header
 from nanobot.server.render import render_error
+from nanobot.server.state import RoutePolicy, app_state
 from nanobot.server.static_files import STATIC_DIR
+from nanobot.server.tornado_private import reason
 
 CSP = (
     "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; "
@@ -29,8 +32,6 @@ def _security_headers(handler: web.RequestHandler) -> None:
 
 
 class ChatPageHandler(BaseHandler):
-    public = True
-    check_origin = False
     route = "/"
 
     def get(self) -> None:
@@ -43,13 +44,18 @@ class ChatPageHandler(BaseHandler):
 class PageAssetHandler(web.StaticFileHandler):
     """The page's CSS and JavaScript; a missing file is the usual JSON 404."""
 
+    def initialize(self, path: str, policy: RoutePolicy) -> None:  # type: ignore[override]
+        super().initialize(path)
+        self.policy = policy
+
     def set_default_headers(self) -> None:
         self.clear_header("Server")
         request_id_header(self)
 
     def prepare(self) -> None:
+        # The same guards as every route, under its (public) policy.
         try:
-            check_host(self)
+            Admission.start(self, self.policy, app_state(self)).run(Phase.HEAD)
         except ApiError as err:
             render_error(self, err)
 
@@ -70,4 +76,4 @@ class PageAssetHandler(web.StaticFileHandler):
         if status_code == 404:
             render_error(self, NotFound(f"Unknown route {self.request.path}.", code="unknown_route"))
         else:
-            render_error(self, ApiError(self._reason, status=status_code))
+            render_error(self, ApiError(reason(self), status=status_code))
