@@ -145,7 +145,10 @@ class ExecTool:
             mine.users -= 1
             if mine.users == 0:
                 self._sessions.pop(scope.session_key, None)
-        why = await asyncio.to_thread(self.ws.over_quota, root)
+        try:
+            why = await asyncio.to_thread(self.ws.over_quota, root)
+        except PathError as exc:
+            why = str(exc)
         return result if why is None else f"{result}\n[Error: {why}]"
 
     def _folders(self, working_dir: object, key: str) -> tuple[str, str]:

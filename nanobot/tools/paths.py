@@ -24,6 +24,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from nanobot.agent.tools import past_deadline
+
 PROTECTED_NAMES = ("nanobot.db", "nanobot.db-wal", "nanobot.db-shm", "sessions.lock")
 MAX_PATH_CHARS = 4096
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
@@ -162,6 +164,8 @@ def tree_bytes(root: str) -> int:
     total, seen = 0, set()
     stack = [root]
     while stack:
+        if past_deadline():
+            raise PathError("measuring the workspace for its quota took longer than the tool timeout.")
         try:
             with os.scandir(stack.pop()) as it:
                 for entry in it:
