@@ -100,11 +100,11 @@ def test_host_unix_sockets_are_unreachable(ws: Workspace) -> None:
 
 @needs_python
 def test_memory_processes_tmp_and_file_size_are_bounded(ws: Workspace) -> None:
-    result = run(ws, py("b = bytearray(600 * 1024 * 1024); print(\"ALLOCATED\")"))
+    result = run(ws, py('b = bytearray(600 * 1024 * 1024); print("ALLOCATED")'))
     assert "ALLOCATED" not in result and "MemoryError" in result
     bomb = py(
         "import os, time\nn = 0\nfor i in range(300):\n try:\n  pid = os.fork()\n except OSError:\n  break\n"
-        " if pid == 0:\n  time.sleep(30)\n  os._exit(0)\n n += 1\nprint(\"FORKED\", n)"
+        ' if pid == 0:\n  time.sleep(30)\n  os._exit(0)\n n += 1\nprint("FORKED", n)'
     )
     forked = run(ws, bomb, max_processes=40)
     count = int(forked.split("FORKED ")[1].split()[0])
@@ -139,7 +139,9 @@ def test_without_bwrap_on_the_path_exec_fails_closed(ws: Workspace, tmp_path: Pa
 
 def test_sandbox_none_kills_setsid_descendants(ws: Workspace) -> None:
     marker = f"{uuid.uuid4().int % 10**6 + 10**6}.35"
-    result = run(ws, f"setsid sleep {marker} & (setsid sleep {marker} &); echo started; wait", sandbox="none", timeout=1)
+    result = run(
+        ws, f"setsid sleep {marker} & (setsid sleep {marker} &); echo started; wait", sandbox="none", timeout=1
+    )
     assert result.startswith("Error: the command took longer than 1 s") and "started" in result
     assert wait_gone(marker) == []
     # A command that ends normally takes the daemons it left with it.

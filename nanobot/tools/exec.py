@@ -164,7 +164,7 @@ class ExecTool:
 
     def _argv(self, command: str, root: str, cwd: str) -> list[str]:
         if self.bwrap is None:
-            return [sys.executable, "-I", "-S", _REAPER, *limited_command(self.cfg, command)]
+            return [sys.executable, "-I", "-S", _REAPER, *limited_command(self.cfg, command, nproc=False)]
         argv = [self.bwrap, *system_binds(self.cfg.network), "--dev", "/dev", "--proc", "/proc"]
         if self.cfg.tmp_size_mb > 0:
             argv += ["--size", str(self.cfg.tmp_size_mb * 1024 * 1024)]

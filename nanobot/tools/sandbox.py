@@ -70,8 +70,13 @@ def system_binds(network: bool) -> list[str]:
     return args
 
 
-def ulimit_prefix(cfg: ExecToolConfig) -> str:
-    """A shell prefix setting the command's hard and soft rlimits (0 in a key: no limit)."""
+def ulimit_prefix(cfg: ExecToolConfig, nproc: bool = True) -> str:
+    """A shell prefix setting the command's hard and soft rlimits (0 in a key: no limit).
+
+    ``RLIMIT_NPROC`` counts every process of the real uid in the user
+    namespace: inside bwrap's own namespace that is the command's; without a
+    sandbox it would be the server user's, so it is left out there.
+    """
     parts = []
     if cfg.max_memory_mb > 0:
         parts.append(f"-v {cfg.max_memory_mb * 1024}")  # KiB
@@ -79,14 +84,14 @@ def ulimit_prefix(cfg: ExecToolConfig) -> str:
         parts.append(f"-f {cfg.max_file_mb * 1024}")  # 1024-byte blocks in bash
     if cfg.cpu_seconds > 0:
         parts.append(f"-t {cfg.cpu_seconds}")
-    if cfg.max_processes > 0:
+    if cfg.max_processes > 0 and nproc:
         parts.append(f"-u {cfg.max_processes}")
     return f"ulimit {' '.join(parts)} || exit 125; " if parts else ""
 
 
-def limited_command(cfg: ExecToolConfig, command: str) -> list[str]:
+def limited_command(cfg: ExecToolConfig, command: str, nproc: bool = True) -> list[str]:
     """``bash -c`` running ``command`` under the configured rlimits."""
-    return ["bash", "-c", ulimit_prefix(cfg) + 'exec bash -c "$1"', "nanobot-exec", command]
+    return ["bash", "-c", ulimit_prefix(cfg, nproc) + 'exec bash -c "$1"', "nanobot-exec", command]
 
 
 @dataclass
