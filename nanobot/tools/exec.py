@@ -94,8 +94,8 @@ class ExecTool:
     schema = function_schema(
         "exec",
         "Run a shell command (bash -c) in a sandbox and return its exit code and output "
-        "(the tail when long). The workspace is writable, the rest of the filesystem "
-        "read-only; /tmp is private and emptied after each command.",
+        "(the tail when long). Only the workspace (writable) and the system's programs "
+        "(read-only) are visible; /tmp is small, private and emptied after each command.",
         {
             "command": {"type": "string", "description": "The shell command."},
             "working_dir": {"type": "string", "description": "Folder to run in, relative to the workspace."},
