@@ -109,3 +109,12 @@ def test_one_session_holds_at_most_its_share_of_a_pool() -> None:
 
     seen, quick = asyncio.run(main())
     assert seen == {"api:a": 2} and quick == "quick"
+
+
+def test_the_servers_own_files_do_not_count_against_the_quota(tmp_path: Path) -> None:
+    root = tmp_path / "ws"
+    (root / "media" / "api").mkdir(parents=True)
+    (root / "nanobot.db").write_bytes(b"d" * 2 * MIB)
+    (root / "media" / "api" / "upload.bin").write_bytes(b"u" * 2 * MIB)
+    ws = Workspace(root, quota_bytes=MIB)
+    assert run_tool(ws, "write_file", {"path": "a.txt", "content": "fits"}).startswith("Wrote")

@@ -83,7 +83,8 @@ class Workspace:
         """Why ``root`` plus ``adding`` bytes is over the quota, or None."""
         if self.quota_bytes <= 0:
             return None
-        used = tree_bytes(root)
+        # The server's own files (database, uploads) are its state, not the agent's writes.
+        used = tree_bytes(root, skip={*self._protected, os.path.join(self.base, "media", "api")})
         if used + adding <= self.quota_bytes:
             return None
         mb = 1024 * 1024
@@ -159,8 +160,8 @@ class Workspace:
                 os.close(fd)
 
 
-def tree_bytes(root: str) -> int:
-    """Bytes of the regular files under ``root`` (links not followed; each inode once)."""
+def tree_bytes(root: str, skip: set[str] | frozenset[str] = frozenset()) -> int:
+    """Bytes of the regular files under ``root`` but ``skip`` (links not followed; each inode once)."""
     total, seen = 0, set()
     stack = [root]
     while stack:
@@ -169,6 +170,8 @@ def tree_bytes(root: str) -> int:
         try:
             with os.scandir(stack.pop()) as it:
                 for entry in it:
+                    if entry.path in skip:
+                        continue
                     try:
                         st = entry.stat(follow_symlinks=False)
                     except OSError:
