@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import socket
@@ -171,3 +172,32 @@ def test_one_session_cannot_take_every_exec_slot(ws: Workspace) -> None:
 
     assert asyncio.run(main()) == "Exit code: 0\nvictim-ok\n"
     assert wait_gone(marker) == []
+
+
+def test_through_the_api_a_session_sees_neither_another_nor_the_server(make_server, upstream) -> None:
+    from common import ask
+    from servers import merge
+    from test_tools_exec import exec_config
+
+    # Not under /tmp: the sandbox's private /tmp would hide it without any other wall.
+    workspace = Path(tempfile.mkdtemp(dir="/var/tmp", prefix="nanobot-ws-"))
+    try:
+        server = make_server(
+            merge(exec_config(upstream), {"tools": {"workspaceScope": "session"}}), workspace=workspace
+        )
+        _steal(server, ask)
+    finally:
+        shutil.rmtree(workspace, ignore_errors=True)
+
+
+def _steal(server, ask) -> None:
+
+    def exec_in(sid: str, command: str) -> str:
+        content = ask(server, "#tool:exec " + json.dumps({"command": command}), sid).json()
+        return content["choices"][0]["message"]["content"]
+
+    assert exec_in("alice", "echo ALICE-PRIVATE > notes.txt; cat notes.txt").endswith("ALICE-PRIVATE\n")
+    ws = server.workspace
+    stolen = exec_in("mallory", f"cat {ws}/sessions/*/notes.txt {ws}/nanobot.db {server.config_path} | base64 -w0")
+    assert stolen.startswith("tool result: Exit code: 0\n") and "ALICE-PRIVATE" not in stolen
+    assert stolen.count("No such file or directory") == 3, stolen
