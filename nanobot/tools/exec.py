@@ -63,7 +63,9 @@ def check_exec(config: Config) -> None:
     bwrap = shutil.which("bwrap")
     if bwrap is None:
         raise ConfigError(f'tools.exec.sandbox: "bwrap" is chosen but bwrap is not installed; {INSTALL_HINT}')
-    probe = [bwrap, *_namespace_args(cfg), "--ro-bind", "/", "/", "--proc", "/proc", "--", "true"]
+    # The probe builds the same kind of sandbox a command gets (an old bwrap without --size fails here).
+    probe = [bwrap, *system_binds(cfg.network), "--proc", "/proc", "--dev", "/dev", "--size", "1048576"]
+    probe += ["--tmpfs", "/tmp", "--remount-ro", "/", *_namespace_args(cfg), "--", "true"]
     try:
         done = subprocess.run(probe, capture_output=True, timeout=20, stdin=subprocess.DEVNULL)
     except (OSError, subprocess.TimeoutExpired) as exc:
