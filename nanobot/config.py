@@ -139,6 +139,14 @@ class ExecToolConfig:
     sandbox: str = "bwrap"  # or "none"
     network: bool = False
     timeout: float = 60.0
+    # Per command (0: no limit). Memory is address space, so it is set above
+    # what runtimes reserve without using; processes count threads too.
+    max_memory_mb: int = 512
+    max_processes: int = 128
+    max_file_mb: int = 256
+    cpu_seconds: int = 60
+    tmp_size_mb: int = 64  # the private /tmp (RAM)
+    max_per_session: int = 4  # commands of one session at once (16 server-wide)
 
 
 @dataclass
@@ -180,6 +188,7 @@ class ToolsConfig:
     workspace_scope: str = "shared"  # or "session"
     timeout: float = 60.0
     max_result_chars: int = 16000
+    workspace_quota_mb: int = 1024  # bytes one turn's folder may hold (0: no quota)
     file: FileToolConfig = field(default_factory=FileToolConfig)
     exec: ExecToolConfig = field(default_factory=ExecToolConfig)
     web: WebToolsConfig = field(default_factory=WebToolsConfig)
@@ -260,6 +269,20 @@ class Config:
                 ipaddress.ip_network(cidr.strip(), strict=False)
             except ValueError:
                 raise ConfigError(f"tools.ssrfWhitelist: {cidr!r} is not a CIDR (e.g. 10.0.0.0/8)") from None
+        ex = self.tools.exec
+        not_negative = {
+            "tools.workspaceQuotaMb": self.tools.workspace_quota_mb,
+            "tools.exec.maxMemoryMb": ex.max_memory_mb,
+            "tools.exec.maxProcesses": ex.max_processes,
+            "tools.exec.maxFileMb": ex.max_file_mb,
+            "tools.exec.cpuSeconds": ex.cpu_seconds,
+            "tools.exec.tmpSizeMb": ex.tmp_size_mb,
+        }
+        for path, amount in not_negative.items():
+            if amount < 0:
+                raise ConfigError(f"{path}: must not be negative (0: no limit)")
+        if ex.max_per_session < 1:
+            raise ConfigError("tools.exec.maxPerSession: must be positive")
         if d.max_history_messages < 0:
             raise ConfigError("agents.defaults.maxHistoryMessages: must not be negative")
 

@@ -273,3 +273,27 @@ def test_config_check_lists_servers_and_their_tools(tmp_path: Path) -> None:
         line.startswith("# mcp server broken (stdio: /nonexistent/mcp-server): not connected: FileNotFoundError")
         for line in lines
     ), out.stderr
+
+
+def test_one_session_gets_a_share_of_a_server(runner, hub: McpHub) -> None:
+    from nanobot.agent.tools import TurnScope
+    from nanobot.tools.mcp import MAX_IN_FLIGHT_PER_SESSION
+
+    tools = {t.name: t for t in hub.tools()}
+    attacker, victim = TurnScope("api", "a", session_key="api:a"), TurnScope("api", "v", session_key="api:v")
+
+    async def flood() -> tuple[str, str]:
+        hogs = [
+            asyncio.create_task(tools["mcp_t_slow"].run({"seconds": 1.5}, attacker))
+            for _ in range(MAX_IN_FLIGHT_PER_SESSION)
+        ]
+        while server(hub, "t")._live is None or server(hub, "t")._live.in_flight < MAX_IN_FLIGHT_PER_SESSION:
+            await asyncio.sleep(0.02)
+        refused = await tools["mcp_t_echo"].run({"text": "more"}, attacker)
+        served = await tools["mcp_t_echo"].run({"text": "victim"}, victim)
+        await asyncio.gather(*hogs)
+        return refused, served
+
+    refused, served = runner.run(flood())
+    assert refused.startswith("Error: this session already has 8 calls to MCP server 't' running")
+    assert served == "echo: victim"

@@ -11,7 +11,9 @@ tool that owns processes kills them in its own cancellation path.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
+import time
 from collections.abc import AsyncGenerator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -25,6 +27,17 @@ log = logging.getLogger("nanobot.tools")
 # Arguments above this are parsed off the event loop; above the cap, refused.
 _INLINE_ARGS_CHARS = 64 * 1024
 MAX_ARGS_CHARS = 32 * 1024 * 1024
+
+
+# When the running tool call's time is up (monotonic). Threads started with
+# ``asyncio.to_thread`` inherit it, so a long scan in a thread, which no
+# cancellation reaches, can see it and stop (:func:`past_deadline`).
+DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar("nanobot_tool_deadline", default=None)
+
+
+def past_deadline() -> bool:
+    deadline = DEADLINE.get()
+    return deadline is not None and time.monotonic() > deadline
 
 
 @dataclass
@@ -41,7 +54,10 @@ class Tool(Protocol):
     """A callable the model may use. ``schema`` is the OpenAI ``tools`` entry.
 
     A tool may also carry ``timeout`` (seconds) to replace ``tools.timeout``
-    for its calls (``exec`` has its own).
+    for its calls (``exec`` has its own), and ``session_share`` (a pool name
+    and a count): calls of one session to tools of that pool run at most that
+    many at once, so one session cannot hold a shared pool (the file-I/O
+    threads) that every session needs.
     """
 
     name: str
@@ -100,6 +116,7 @@ class ToolRegistry:
         self._redact = redact
         self._tools: dict[str, Tool] = {}
         self.schemas: list[dict[str, Any]] = []
+        self._shares: dict[tuple[str, str], _Share] = {}
         for tool in tools:
             self._tools[tool.name] = tool
         self._recompute()
@@ -139,18 +156,37 @@ class ToolRegistry:
         if isinstance(args, str):
             return args
         timeout = getattr(tool, "timeout", None) or self.limits.timeout
+        share = getattr(tool, "session_share", None)
+        token = DEADLINE.set(time.monotonic() + timeout)
         try:
             async with asyncio.timeout(timeout):
-                result = await tool.run(args, scope)
+                if share is None:
+                    result = await tool.run(args, scope)
+                else:
+                    result = await self._run_shared(tool, args, scope, share)
         except TimeoutError:
             return f"Error: tool '{call.name}' took longer than {timeout:g} s and was stopped."
         except Exception as exc:  # the model gets the error; the turn goes on
             log.warning("tool %s failed: %s", call.name, exc, exc_info=True)
             return f"Error: tool '{call.name}' failed: {type(exc).__name__}: {exc}"
+        finally:
+            DEADLINE.reset(token)
         if not isinstance(result, str):
             return f"Error: tool '{call.name}' returned no text."
         result = cut(result, self.limits.max_result_chars)
         return self._redact(result) if self._redact is not None else result
+
+    async def _run_shared(self, tool: Tool, args: dict[str, Any], scope: TurnScope, share: tuple[str, int]) -> str:
+        key = (scope.session_key, share[0])
+        mine = self._shares.setdefault(key, _Share(asyncio.Semaphore(share[1])))
+        mine.users += 1
+        try:
+            async with mine.gate:
+                return await tool.run(args, scope)
+        finally:
+            mine.users -= 1
+            if mine.users == 0:
+                self._shares.pop(key, None)
 
     async def run_batch(self, calls: list[ToolCall], scope: TurnScope) -> AsyncGenerator[tuple[int, str], None]:
         """``(index, result)`` for every call of one reply, as each finishes.
@@ -188,6 +224,12 @@ class ToolRegistry:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+
+@dataclass
+class _Share:
+    gate: asyncio.Semaphore
+    users: int = 0
 
 
 async def _parse_args(raw: str) -> dict[str, Any] | str:

@@ -22,7 +22,8 @@ from nanobot.tools.web import web_tools
 
 def workspace_of(config: Config) -> Workspace:
     tools = config.tools
-    return Workspace(config.workspace, tools.workspace_scope, tools.restrict_to_workspace)
+    quota = tools.workspace_quota_mb * 1024 * 1024
+    return Workspace(config.workspace, tools.workspace_scope, tools.restrict_to_workspace, quota)
 
 
 def build_tools(

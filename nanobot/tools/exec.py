@@ -1,13 +1,17 @@
 """The ``exec`` tool: ``bash -c`` in a bubblewrap sandbox, off by default.
 
-The sandbox (``tools.exec.sandbox: "bwrap"``): the whole filesystem
-read-only, the turn's workspace folder read-write (with the database files
-inside it masked), a private ``/tmp``, no network unless ``tools.exec.network``,
-its own PID, IPC and UTS namespaces, no capabilities (the server may run as
-root), and an environment with nothing of the server's (no provider keys).
-The command runs in a new session; at the timeout or when the turn is
-cancelled the whole process group is killed, and with it bwrap, whose death
-takes every process of the sandbox's PID namespace along.
+The sandbox (``tools.exec.sandbox: "bwrap"``, see :mod:`nanobot.tools.sandbox`):
+the turn's folder read-write (with the database files inside it masked), a
+minimal read-only system, a private sized ``/tmp``, no network unless
+``tools.exec.network``, its own PID, IPC and UTS namespaces, no capabilities
+(the server may run as root), rlimits, and an environment with nothing of
+the server's (no provider keys). The command runs in a new session; at the
+timeout or when the turn is cancelled the whole process group is killed, and
+with it bwrap, whose death takes every process of the sandbox's PID namespace
+along. Without a sandbox a subreaper (:mod:`nanobot.tools.reaper`) does that.
+
+Slots are shared fairly: at most :data:`MAX_PROCESSES` commands server-wide
+and ``maxPerSession`` of one session, so one session cannot make another wait.
 
 Output (stdout and stderr together) is read into a bounded buffer that keeps
 only the tail, so a command that prints gigabytes costs a fixed amount of
@@ -22,17 +26,20 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 from typing import Any
 
 from nanobot.agent.tools import TurnScope, function_schema
 from nanobot.config import Config, ConfigError, ExecToolConfig
 from nanobot.tools.paths import PROTECTED_NAMES, PathError, Workspace
+from nanobot.tools.sandbox import PidsCgroup, limited_command, system_binds
 
 log = logging.getLogger("nanobot.tools")
 
 INSTALL_HINT = "install bubblewrap (Debian/Ubuntu: apt-get install bubblewrap; Fedora: dnf install bubblewrap)"
 MAX_COMMAND_CHARS = 64 * 1024
 MAX_PROCESSES = 16  # exec commands running at once, server-wide; more wait their turn
+_REAPER = os.path.join(os.path.dirname(__file__), "reaper.py")
 # Output is read in large pieces: a command that floods its pipe then costs
 # the event loop a few wake-ups per MB instead of one per 64 KB.
 _READ_BYTES = 1024 * 1024
@@ -56,7 +63,9 @@ def check_exec(config: Config) -> None:
     bwrap = shutil.which("bwrap")
     if bwrap is None:
         raise ConfigError(f'tools.exec.sandbox: "bwrap" is chosen but bwrap is not installed; {INSTALL_HINT}')
-    probe = [bwrap, *_namespace_args(cfg), "--ro-bind", "/", "/", "--proc", "/proc", "--", "true"]
+    # The probe builds the same kind of sandbox a command gets (an old bwrap without --size fails here).
+    probe = [bwrap, *system_binds(cfg.network), "--proc", "/proc", "--dev", "/dev", "--size", "1048576"]
+    probe += ["--tmpfs", "/tmp", "--remount-ro", "/", *_namespace_args(cfg), "--", "true"]
     try:
         done = subprocess.run(probe, capture_output=True, timeout=20, stdin=subprocess.DEVNULL)
     except (OSError, subprocess.TimeoutExpired) as exc:
@@ -87,8 +96,8 @@ class ExecTool:
     schema = function_schema(
         "exec",
         "Run a shell command (bash -c) in a sandbox and return its exit code and output "
-        "(the tail when long). The workspace is writable, the rest of the filesystem "
-        "read-only; /tmp is private and emptied after each command.",
+        "(the tail when long). Only the workspace (writable) and the system's programs "
+        "(read-only) are visible; /tmp is small, private and emptied after each command.",
         {
             "command": {"type": "string", "description": "The shell command."},
             "working_dir": {"type": "string", "description": "Folder to run in, relative to the workspace."},
@@ -105,6 +114,7 @@ class ExecTool:
         self.timeout = cfg.timeout + 10
         self.max_output_chars = max(200, max_output_chars - 200)
         self._slots: asyncio.Semaphore | None = None
+        self._sessions: dict[str, _SessionSlots] = {}
 
     async def run(self, args: dict[str, Any], scope: TurnScope) -> str:
         command = args.get("command")
@@ -114,17 +124,34 @@ class ExecTool:
             return "Error: 'command' contains a NUL byte."
         if len(command) > MAX_COMMAND_CHARS:
             return f"Error: 'command' is longer than {MAX_COMMAND_CHARS} characters."
+        if self.cfg.sandbox == "bwrap" and self.bwrap is None:
+            # Fail closed: an embedder that skipped the startup check gets an error, never bash unsandboxed.
+            self.bwrap = shutil.which("bwrap")
+            if self.bwrap is None:
+                return f'Error: exec is configured with sandbox "bwrap" but bwrap is not installed; {INSTALL_HINT}.'
         try:
             root, cwd = await asyncio.to_thread(self._folders, args.get("working_dir"), scope.session_key)
         except PathError as exc:
             return f"Error: {exc}"
         if self._slots is None:
             self._slots = asyncio.Semaphore(MAX_PROCESSES)
-        async with self._slots:
-            try:
-                return await self._run(self._argv(command, root, cwd), root, cwd)
-            finally:
-                self.ws.changed()  # the command may have written anything in the workspace
+        mine = self._sessions.setdefault(scope.session_key, _SessionSlots(self.cfg.max_per_session))
+        mine.users += 1
+        try:
+            async with mine.gate, self._slots:  # the session's share first, then a server-wide slot
+                try:
+                    result = await self._run(self._argv(command, root, cwd), root, cwd)
+                finally:
+                    self.ws.changed()  # the command may have written anything in the workspace
+        finally:
+            mine.users -= 1
+            if mine.users == 0:
+                self._sessions.pop(scope.session_key, None)
+        try:
+            why = await asyncio.to_thread(self.ws.over_quota, root)
+        except PathError as exc:
+            why = str(exc)
+        return result if why is None else f"{result}\n[Error: {why}]"
 
     def _folders(self, working_dir: object, key: str) -> tuple[str, str]:
         root = self.ws.root_for(key)
@@ -139,37 +166,38 @@ class ExecTool:
 
     def _argv(self, command: str, root: str, cwd: str) -> list[str]:
         if self.bwrap is None:
-            return ["bash", "-c", command]
-        argv = [
-            self.bwrap,
-            "--ro-bind",
-            "/",
-            "/",
-            "--dev",
-            "/dev",
-            "--proc",
-            "/proc",
-            "--tmpfs",
-            "/tmp",
-            "--bind",
-            root,
-            root,
-        ]
+            return [sys.executable, "-I", "-S", _REAPER, *limited_command(self.cfg, command, nproc=False)]
+        argv = [self.bwrap, *system_binds(self.cfg.network), "--dev", "/dev", "--proc", "/proc"]
+        if self.cfg.tmp_size_mb > 0:
+            argv += ["--size", str(self.cfg.tmp_size_mb * 1024 * 1024)]
+        argv += ["--tmpfs", "/tmp", "--bind", root, root]
         for name in PROTECTED_NAMES:  # present only in the shared workspace root
             path = os.path.join(root, name)
             if os.path.lexists(path):
                 argv += ["--ro-bind", "/dev/null", path]
+        argv += ["--remount-ro", "/"]  # the sandbox's own root (the parents of the binds) is read-only too
         argv += _namespace_args(self.cfg)
         argv += ["--clearenv", "--setenv", "PATH", os.environ.get("PATH", "/usr/bin:/bin"), "--setenv", "HOME", root]
         for key, value in _SANDBOX_ENV.items():
             argv += ["--setenv", key, value]
-        return argv + ["--chdir", cwd, "--", "bash", "-c", command]
+        return argv + ["--chdir", cwd, "--", *limited_command(self.cfg, command)]
 
     async def _run(self, argv: list[str], root: str, cwd: str) -> str:
         # Unsandboxed commands get the same clean environment (no provider keys).
         env = None if self.bwrap else {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": root, **_SANDBOX_ENV}
         if self.nice:
             argv = [self.nice, "-n", str(NICE), *argv]
+        cgroup = await asyncio.to_thread(PidsCgroup.create, self.cfg.max_processes)
+        if cgroup is not None:
+            argv = [*cgroup.enter_prefix(), *argv]
+        try:
+            return await self._watch(argv, cwd, env)
+        finally:
+            if cgroup is not None:  # whatever is left in it (nothing, normally) goes now
+                await asyncio.to_thread(cgroup.kill)
+
+    async def _watch(self, argv: list[str], cwd: str, env: dict[str, str] | None) -> str:
+        reaper = self.bwrap is None
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv,
@@ -191,18 +219,26 @@ class ExecTool:
                     tail.add(chunk)
                 code = await proc.wait()
         except TimeoutError:
-            await _end(proc)
+            await _end(proc, reaper)
             return f"Error: the command took longer than {self.cfg.timeout:g} s and was killed.\n" + tail.text(
                 self.max_output_chars
             )
         finally:
             if proc.returncode is None:  # cancelled: the whole tree goes
-                await _end(proc)
+                await _end(proc, reaper)
         if code < 0:
             status = f"Killed by signal {-code}"
         else:
             status = f"Exit code: {code}"
         return f"{status}\n{tail.text(self.max_output_chars)}"
+
+
+class _SessionSlots:
+    """One session's share of the exec slots, and how many of its calls hold or wait for one."""
+
+    def __init__(self, size: int) -> None:
+        self.gate = asyncio.Semaphore(size)
+        self.users = 0
 
 
 class _Tail:
@@ -234,8 +270,19 @@ class _Tail:
         return text
 
 
-async def _end(proc: asyncio.subprocess.Process) -> None:
-    """SIGKILL the command's process group (the command and everything it started), then reap it."""
+async def _end(proc: asyncio.subprocess.Process, reaper: bool) -> None:
+    """SIGKILL the command's process group (the command and everything it started), then reap it.
+
+    Without a sandbox the reaper is asked first (SIGTERM): it kills every
+    descendant, also those that left the process group with ``setsid``.
+    """
+    if reaper:
+        try:
+            proc.send_signal(signal.SIGTERM)
+            async with asyncio.timeout(5):
+                await proc.wait()
+        except (ProcessLookupError, TimeoutError):
+            pass
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):

@@ -16,7 +16,7 @@ from typing import Any
 
 import filetype
 
-from nanobot.agent.tools import TurnScope, function_schema
+from nanobot.agent.tools import TurnScope, function_schema, past_deadline
 from nanobot.errors import ApiError
 from nanobot.files.detect import UnsupportedFileType, detect
 from nanobot.files.pool import Extractor
@@ -42,6 +42,8 @@ _PATH = {"type": "string", "description": "File path, relative to the workspace.
 
 
 class _FileTool:
+    session_share = ("file-io", 2)  # of the 4 shared I/O threads, one session uses at most 2
+
     def __init__(self, ws: Workspace, limits: FileToolLimits) -> None:
         self.ws = ws
         self.limits = limits
@@ -131,6 +133,8 @@ class ReadFileTool(_FileTool):
                 count = line - 1 + (bool(last) and not last.endswith(b"\n"))
                 return f"Error: offset {offset} is past the end of '{shown}' ({count} lines)."
             scanned += len(block)
+            if past_deadline():
+                return f"Error: scanning '{shown}' took longer than the tool timeout and was stopped."
             if scanned > MAX_SCAN_BYTES:
                 return f"Error: '{shown}' is too large to scan to line {offset}; read an earlier window."
             newlines = block.count(b"\n")
@@ -279,6 +283,8 @@ class ListDirTool(_FileTool):
                 with os.scandir(dfd) as it:
                     for entry in it:
                         total += 1
+                        if total % 4096 == 0 and past_deadline():
+                            return f"Error: listing '{raw}' took longer than the tool timeout and was stopped."
                         if len(entries) < MAX_LIST_ENTRIES:
                             is_dir = stat.S_ISDIR(entry.stat(follow_symlinks=False).st_mode)
                             entries.append(entry.name + ("/" if is_dir else ""))

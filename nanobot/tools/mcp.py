@@ -37,6 +37,7 @@ log = logging.getLogger("nanobot.mcp")
 
 CONNECT_TIMEOUT = 20.0  # spawn (or reach), initialize and list the tools
 MAX_IN_FLIGHT = 32  # calls at once per server; more are refused, not queued without bound
+MAX_IN_FLIGHT_PER_SESSION = 8  # of those, one session's: it cannot take the whole server
 _STOP_TIMEOUT = 10.0  # the SDK closes stdin, waits, then kills the process tree
 
 
@@ -77,6 +78,7 @@ class McpServer:
     _task: asyncio.Task[None] | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _retiring: set[asyncio.Task[None]] = field(default_factory=set)
+    _per_session: dict[str, int] = field(default_factory=dict)
 
     @property
     def kind(self) -> str:
@@ -120,7 +122,7 @@ class McpServer:
             self.status = "connected"
             return live
 
-    async def call(self, tool: str, args: dict[str, Any]) -> types.CallToolResult | str:
+    async def call(self, tool: str, args: dict[str, Any], session: str = "") -> types.CallToolResult | str:
         """The tool's result, or an ``Error: ...`` text; never raises for a server fault.
 
         Starting a server that is down is bounded by the connect timeout, the
@@ -135,6 +137,21 @@ class McpServer:
             return f"Error: MCP server '{self.name}' is {exc}."
         if live.in_flight >= MAX_IN_FLIGHT:
             return f"Error: MCP server '{self.name}' already has {MAX_IN_FLIGHT} calls running; try again."
+        mine = self._per_session.get(session, 0)
+        if mine >= MAX_IN_FLIGHT_PER_SESSION:
+            return (
+                f"Error: this session already has {MAX_IN_FLIGHT_PER_SESSION} calls to MCP server "
+                f"'{self.name}' running; wait for them first."
+            )
+        self._per_session[session] = mine + 1
+        try:
+            return await self._call_live(live, tool, args)
+        finally:
+            left = self._per_session.pop(session) - 1
+            if left:
+                self._per_session[session] = left
+
+    async def _call_live(self, live: _Live, tool: str, args: dict[str, Any]) -> types.CallToolResult | str:
         future: asyncio.Future[types.CallToolResult] = asyncio.get_running_loop().create_future()
         live.group.start_soon(self._call, live, tool, args, future)
         timeout = self.config.tool_timeout

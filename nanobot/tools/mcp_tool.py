@@ -81,5 +81,5 @@ class McpTool:
         }
 
     async def run(self, args: dict[str, Any], scope: TurnScope) -> str:
-        outcome = await self.server.call(self.remote, args)
+        outcome = await self.server.call(self.remote, args, scope.session_key)
         return outcome if isinstance(outcome, str) else render(outcome, self._max_chars)

@@ -24,6 +24,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from nanobot.agent.tools import past_deadline
+
 PROTECTED_NAMES = ("nanobot.db", "nanobot.db-wal", "nanobot.db-shm", "sessions.lock")
 MAX_PATH_CHARS = 4096
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
@@ -42,10 +44,11 @@ def safe_name(session_key: str) -> str:
 class Workspace:
     """The folders file tools and ``exec`` work in, and the files they never touch."""
 
-    def __init__(self, root: Path, scope: str = "shared", restrict: bool = True) -> None:
+    def __init__(self, root: Path, scope: str = "shared", restrict: bool = True, quota_bytes: int = 0) -> None:
         self.base = os.path.realpath(root)
         self.scope = scope
         self.restrict = restrict
+        self.quota_bytes = quota_bytes  # what one turn's folder may hold; 0: no quota
         self._protected = tuple(os.path.join(self.base, n) for n in PROTECTED_NAMES)
         # Bumped by every tool that may have changed files, so that caches of
         # what the files say (the workspace context) look again.
@@ -68,6 +71,28 @@ class Workspace:
         if root is not self.base:
             os.makedirs(root, mode=0o700, exist_ok=True)
         return root
+
+    def quota_root(self, real: str) -> str:
+        """The turn folder whose quota a write to ``real`` counts against."""
+        sessions = os.path.join(self.base, "sessions") + os.sep
+        if self.scope == "session" and real.startswith(sessions):
+            return sessions + real[len(sessions) :].split(os.sep, 1)[0]
+        return self.base
+
+    def over_quota(self, root: str, adding: int = 0) -> str | None:
+        """Why ``root`` plus ``adding`` bytes is over the quota, or None."""
+        if self.quota_bytes <= 0:
+            return None
+        # The server's own files (database, uploads) are its state, not the agent's writes.
+        used = tree_bytes(root, skip={*self._protected, os.path.join(self.base, "media", "api")})
+        if used + adding <= self.quota_bytes:
+            return None
+        mb = 1024 * 1024
+        return (
+            f"the workspace quota is exceeded: the folder holds {used / mb:.1f} MB"
+            + (f" and this adds {adding / mb:.1f} MB" if adding > 0 else "")
+            + f"; at most {self.quota_bytes / mb:g} MB (tools.workspaceQuotaMb). Delete files to make room."
+        )
 
     def resolve(self, raw: object, session_key: str, *, name: str = "path") -> str:
         """The absolute, symlink-free path ``raw`` names, or PathError saying why not."""
@@ -135,6 +160,32 @@ class Workspace:
                 os.close(fd)
 
 
+def tree_bytes(root: str, skip: set[str] | frozenset[str] = frozenset()) -> int:
+    """Bytes of the regular files under ``root`` but ``skip`` (links not followed; each inode once)."""
+    total, seen = 0, set()
+    stack = [root]
+    while stack:
+        if past_deadline():
+            raise PathError("measuring the workspace for its quota took longer than the tool timeout.")
+        try:
+            with os.scandir(stack.pop()) as it:
+                for entry in it:
+                    if entry.path in skip:
+                        continue
+                    try:
+                        st = entry.stat(follow_symlinks=False)
+                    except OSError:
+                        continue
+                    if stat.S_ISDIR(st.st_mode):
+                        stack.append(entry.path)
+                    elif stat.S_ISREG(st.st_mode) and (st.st_dev, st.st_ino) not in seen:
+                        seen.add((st.st_dev, st.st_ino))
+                        total += max(st.st_size, st.st_blocks * 512)  # sparse files cost what they claim
+        except OSError:
+            continue
+    return total
+
+
 def os_error(exc: OSError, shown: str) -> PathError:
     """A PathError a model can act on, for an OSError on ``shown``."""
     code = exc.errno
@@ -194,6 +245,10 @@ def write_atomic(ws: Workspace, real: str, shown: str, data: bytes) -> None:
                 raise PathError(f"'{shown}' is a folder, not a file.")
             if stat.S_ISREG(st.st_mode):
                 mode = stat.S_IMODE(st.st_mode)
+        replaced = st.st_size if st is not None and stat.S_ISREG(st.st_mode) else 0
+        why = ws.over_quota(ws.quota_root(real), len(data) - replaced) if len(data) > replaced else None
+        if why is not None:
+            raise PathError(why)
         tmp = f".{name[:200]}.{os.urandom(6).hex()}.tmp"
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=dfd)
