@@ -57,8 +57,22 @@ def _cuttable(message: Message) -> bool:
     )
 
 
+def _total(messages: list[Message]) -> int:
+    """``message_chars`` summed, in one loop: this runs on every turn."""
+    total = 0
+    for m in messages:
+        content = m.get("content")
+        if type(content) is str and "tool_calls" not in m:
+            total += len(content)
+        else:
+            total += message_chars(m)
+    return total
+
+
 def bound_chars(messages: list[Message], budget: int) -> list[Message]:
     """The newest messages of ``messages`` within ``budget`` characters (the list itself when all fit)."""
+    if _total(messages) <= budget:
+        return messages  # the common case: no copy
     total = 0
     index = len(messages) - 1
     while index >= 0:
@@ -67,8 +81,6 @@ def bound_chars(messages: list[Message], budget: int) -> list[Message]:
             break
         total += size
         index -= 1
-    if index < 0:
-        return messages  # the common case: no copy
     kept = messages[index + 1 :]
     older = messages[index]
     left = budget - total
