@@ -39,6 +39,9 @@ class AgentDefaults:
     temperature: float = 0.1
     max_tool_iterations: int = 20
     max_history_messages: int = 50
+    # Characters of earlier messages sent at most (200k: about 50k tokens);
+    # the stored history keeps everything.
+    max_history_chars: int = 200_000
 
 
 @dataclass
@@ -285,6 +288,8 @@ class Config:
             raise ConfigError("tools.exec.maxPerSession: must be positive")
         if d.max_history_messages < 0:
             raise ConfigError("agents.defaults.maxHistoryMessages: must not be negative")
+        if d.max_history_chars < 0:
+            raise ConfigError("agents.defaults.maxHistoryChars: must not be negative")
 
 
 # --- loading -----------------------------------------------------------------

@@ -83,6 +83,7 @@ class RequestContext:
     session_id: str | None = None
     instructions: str | None = None  # the client's system/developer text (api.clientSystem "append")
     client_history: list[dict[str, Any]] | None = None  # api.clientHistory "use": the client's conversation
+    response_format: dict[str, Any] | None = None  # json_object / json_schema: sent to the model
     text: str = ""
     files: list[IncomingFile] = field(default_factory=list)
     # extract_files

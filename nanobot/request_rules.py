@@ -35,19 +35,40 @@ IGNORED_OPENAI_FIELDS = (
     "top_p",
     "max_tokens",
     "max_completion_tokens",
-    "n",
     "stop",
     "presence_penalty",
     "frequency_penalty",
     "logit_bias",
-    "logprobs",
-    "top_logprobs",
     "seed",
     "user",
     "tools",
     "tool_choice",
     "parallel_tool_calls",
-    "response_format",
     "metadata",
     "store",
 )
+
+# Fields that ask for what one agent turn cannot give. Each maps to the values
+# that ask for nothing more (accepted, as client libraries send them by
+# default); any other value is a 400 naming the field and saying why.
+# ``n``: a turn runs tools with side effects, so it runs once.
+REFUSED_UNLESS: dict[str, tuple[object, ...]] = {
+    "n": (None, 1),
+    "logprobs": (None, False),
+    "top_logprobs": (None, 0),
+    "audio": (None,),
+    "modalities": (None, ["text"]),
+}
+REFUSED_WHY = {
+    "n": "n must be 1 or null: a turn runs tools with side effects, so it runs once and has one answer.",
+    "logprobs": "logprobs is not supported: an agent turn's answer carries no token log probabilities.",
+    "top_logprobs": "top_logprobs is not supported: an agent turn's answer carries no token log probabilities.",
+    "audio": "audio output is not supported: the agent answers in text.",
+    "modalities": 'modalities must be ["text"] or null: the agent answers in text.',
+}
+
+# response_format: what reaches the model (the provider checks the schema itself).
+RESPONSE_FORMAT_TYPES = ("text", "json_object", "json_schema")
+STRUCTURED_TYPES = ("json_object", "json_schema")
+JSON_SCHEMA_NAME_PATTERN = "^[A-Za-z0-9_-]{1,64}$"
+JSON_SCHEMA_NAME = re.compile(JSON_SCHEMA_NAME_PATTERN)

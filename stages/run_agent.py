@@ -47,6 +47,7 @@ class RunAgent:
             incremental=ctx.stream,
             instructions=ctx.instructions,
             remember=ctx.client_history is None,
+            response_format=ctx.response_format,
         )
         events = ctx.services.agent.run(turn)
         ctx.exit_stack.push_async_callback(events.aclose)

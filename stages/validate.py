@@ -1,9 +1,11 @@
 """validate: the decoded request into one checked turn.
 
 Accepts exactly what section 4 of the design allows and names the offending
-field (``param``) of anything else. Other OpenAI fields (temperature,
-max_tokens, tools, n ...) are accepted and ignored: a client library's
-defaults must never cause an error, and the server owns those settings.
+field (``param``) of anything else. ``response_format`` reaches the model;
+``n`` > 1, ``logprobs`` and the like are refused (``request_options.py``).
+Other OpenAI fields (temperature, max_tokens, tools ...) are accepted and
+ignored: a client library's defaults must never cause an error, and the
+server owns those settings.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 from nanobot.client_messages import read_messages
 from nanobot.context import IncomingFile, RequestContext
 from nanobot.errors import InvalidRequest
+from nanobot.request_options import check_refused, check_response_format, structured_output
 from nanobot.request_rules import SESSION_ID_FORBIDDEN, SESSION_ID_MAX_CHARS, STREAM_FALSE, STREAM_TRUE
 
 DEFAULT_FILE_PROMPT = "Please analyze the uploaded file(s)."
@@ -138,6 +141,10 @@ def _validate_json(ctx: RequestContext, body: dict[str, Any]) -> None:
             raise InvalidRequest("stream_options must be an object.", param="stream_options")
         ctx.include_usage = options.get("include_usage") is True
         ctx.include_tool_events = options.get("include_tool_events") is True
+    check_refused(body)
+    fmt = body.get("response_format")
+    if fmt is not None:
+        ctx.response_format = check_response_format(fmt, structured_output(ctx.services.config))
 
 
 def _field(form: dict[str, list[str]], name: str) -> str | None:
@@ -146,6 +153,10 @@ def _field(form: dict[str, list[str]], name: str) -> str | None:
 
 
 def _validate_form(ctx: RequestContext, form: dict[str, list[str]]) -> None:
+    if "response_format" in form:  # a form's fields are text: a JSON body carries a format
+        raise InvalidRequest(
+            "response_format is supported in a JSON body only, not in a form.", param="response_format"
+        )
     message = _field(form, "message")
     if not ctx.files and not (message and message.strip()):
         raise InvalidRequest("Send a 'message' field, one or more 'files', or both.", param="message")

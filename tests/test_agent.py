@@ -21,7 +21,7 @@ def last_sent(upstream):
 def test_request_sent_upstream(agent_server, upstream):
     upstream.clear()
     sid = uuid.uuid4().hex
-    r = ask(agent_server, "what is sent", sid, temperature=1.9, max_tokens=7, tools=[], n=3)
+    r = ask(agent_server, "what is sent", sid, temperature=1.9, max_tokens=7, tools=[], n=1, seed=4)
     assert r.status_code == 200
     body = last_sent(upstream)
     assert body["model"] == "scripted"

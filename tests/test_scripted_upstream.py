@@ -80,6 +80,32 @@ def test_plan_tokens_mode_uses_configured_word() -> None:
 # --- chat completions through the SDK ---------------------------------------
 
 
+def test_plan_answers_a_response_format_with_json() -> None:
+    schema = {
+        "type": "object",
+        "required": ["who", "tags", "kind", "inner"],
+        "properties": {
+            "who": {"type": "string"},
+            "tags": {"type": "array", "items": {"type": "string"}},
+            "kind": {"enum": ["a", "b"]},
+            "inner": {"$ref": "#/$defs/Inner"},
+        },
+        "$defs": {"Inner": {"type": "object", "properties": {"n": {"type": ["integer", "null"]}}}},
+    }
+    body = {"messages": [{"role": "user", "content": "hi"}]}
+    fmt = {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}
+    assert json.loads(plan({**body, "response_format": fmt}, ScriptConfig()).text) == {
+        "who": "hi",
+        "tags": [],
+        "kind": "a",
+        "inner": {"n": 0},
+    }
+    assert json.loads(plan({**body, "response_format": {"type": "json_object"}}, ScriptConfig()).text) == {
+        "you_said": "hi"
+    }
+    assert plan({**body, "response_format": {"type": "text"}}, ScriptConfig()).text == "You said: hi"
+
+
 def test_plain_reply_with_usage(client: openai.OpenAI) -> None:
     messages = [{"role": "system", "content": "be brief"}, *user("hello there world")]
     completion = client.chat.completions.create(model="scripted", messages=messages)

@@ -9,6 +9,7 @@ import multiprocessing
 import sqlite3
 import tracemalloc
 
+from nanobot.sessions.budget import bound_chars, message_chars
 from nanobot.sessions.locks import SessionLocks, SharedSessionLocks
 from nanobot.sessions.store import SqliteSessionStore, trim_window
 from nanobot.storage.db import Database
@@ -199,3 +200,44 @@ def test_a_window_bigger_than_the_budget_is_not_cached(tmp_path):
         db.close()
 
     asyncio.run(main())
+
+
+def _call(text: str) -> dict:
+    return {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [{"id": "c", "type": "function", "function": {"name": "message", "arguments": text}}],
+    }
+
+
+def test_history_by_size_keeps_the_newest_and_whole_tool_exchanges():
+    u = {"role": "user", "content": "u" * 3000}
+    call, result, reply = (
+        _call("a" * 10),
+        {"role": "tool", "tool_call_id": "c", "content": "r" * 4000},
+        {
+            "role": "assistant",
+            "content": "done",
+        },
+    )
+    history = [u, call, result, reply]
+    assert bound_chars(history, 10_000) is history  # all fit: the list itself
+    # The tool result fits, its call does not (and cannot be cut): both go, never a result alone.
+    assert bound_chars(history, 4004 + 5) == [reply]
+    assert bound_chars(history, 4004) == [reply]
+    # A plain message that does not fit whole is cut to what is left, with a marker.
+    sent = bound_chars(history, 4021 + 2000)
+    assert sent[1:] == [call, result, reply] and sent[0]["role"] == "user"
+    assert "[... 1000 characters cut ...]" in sent[0]["content"] and len(sent[0]["content"]) < 2100
+    assert u["content"] == "u" * 3000  # the stored message is never edited
+    # Below MIN_CUT characters left, an older message is dropped, not cut to a stub.
+    assert bound_chars(history, 4021 + 10) == [call, result, reply]
+
+
+def test_one_message_over_the_whole_budget_is_cut():
+    big = {"role": "assistant", "content": "x" * 50_000}
+    (only,) = bound_chars([{"role": "user", "content": "q"}, big], 100)
+    assert only["content"].startswith("x" * 50) and only["content"].endswith("x" * 50)
+    assert "[... 49900 characters cut ...]" in only["content"]
+    assert bound_chars([big], 0)[0]["content"] == "\n[... 50000 characters cut ...]\n"
+    assert message_chars(_call("abc")) == len("message") + 3

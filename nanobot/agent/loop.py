@@ -18,6 +18,7 @@ from nanobot.agent.tools import ToolRegistry, TurnScope, is_error
 from nanobot.config import AgentDefaults
 from nanobot.protocol import Usage
 from nanobot.providers.base import Completion, Provider
+from nanobot.sessions.budget import bound_chars
 from nanobot.sessions.store import SessionStore
 
 DEFAULT_SYSTEM_PROMPT = (
@@ -52,6 +53,9 @@ class TurnInput:
     incremental: bool = True  # False: nobody reads the deltas as they come
     instructions: str | None = None  # the client's own, after the system prompt, this turn only
     remember: bool = True  # False: the history came from the client; the session's is not written
+    # The client's json_object/json_schema format, on every call of the turn:
+    # any call may be the last, whose text the client gets.
+    response_format: dict[str, Any] | None = None
 
 
 class AgentLoop:
@@ -68,11 +72,13 @@ class AgentLoop:
         self.tools = tools
         self.max_iterations = defaults.max_tool_iterations
         self.max_history = defaults.max_history_messages
+        self.max_history_chars = defaults.max_history_chars
         self.system = {"role": "system", "content": defaults.system_prompt or DEFAULT_SYSTEM_PROMPT}
         self.context = context  # the workspace's AGENTS.md, memory and skills
 
     async def history(self, session_key: str) -> list[dict[str, Any]]:
-        return await self.store.history(session_key, self.max_history)
+        """What of the session's history the model is sent: its last messages, within both limits."""
+        return bound_chars(await self.store.history(session_key, self.max_history), self.max_history_chars)
 
     async def run(self, turn: TurnInput) -> AsyncGenerator[str | ToolProgress | TurnDone, None]:
         system = self.system if self.context is None else await self.context.message(turn.scope.session_key)
@@ -85,7 +91,9 @@ class AgentLoop:
         for iteration in range(1, self.max_iterations + 1):
             schemas = self.tools.schemas or None  # tools may come and go between calls
             completion: Completion | None = None
-            async with aclosing(self.provider.stream(messages, schemas, turn.incremental)) as events:
+            async with aclosing(
+                self.provider.stream(messages, schemas, turn.incremental, turn.response_format)
+            ) as events:
                 async for event in events:
                     if type(event) is str:
                         reply.append(event)

@@ -37,9 +37,14 @@ class Provider(Protocol):
     model: str
 
     def stream(
-        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None, incremental: bool = True
+        self,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]] | None,
+        incremental: bool = True,
+        response_format: dict[str, Any] | None = None,
     ) -> AsyncGenerator[str | Completion, None]:
         """Text deltas, then the Completion. ``incremental=False``: the caller
-        only wants the whole reply, so the provider may fetch it in one piece."""
+        only wants the whole reply, so the provider may fetch it in one piece.
+        ``response_format``: the OpenAI field, sent as given (None: not sent)."""
 
     async def close(self) -> None: ...

@@ -19,6 +19,7 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
 
+from nanobot.errors import InvalidRequest
 from nanobot.protocol import Usage
 from nanobot.providers.base import Completion
 
@@ -30,6 +31,11 @@ WORD_PIECES = 1000  # a stream's first pieces are single words ...
 PIECE_CHARS = 64 * 1024  # ... then pieces of about this many characters, cut after a space
 _BIG = 64 * 1024  # characters of input past which the work leaves the event loop
 _SLICE = 1 << 20  # characters per step of a long count (the GIL is let go between steps)
+
+NO_STRUCTURED_OUTPUT = (
+    "The offline echo provider cannot produce structured output (response_format json_object or "
+    "json_schema): point agents.defaults.provider at a model that can."
+)
 
 
 def count_words(text: str) -> int:
@@ -106,8 +112,14 @@ class EchoProvider:
         self.model = model
 
     async def stream(
-        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None, incremental: bool = True
+        self,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]] | None,
+        incremental: bool = True,
+        response_format: dict[str, Any] | None = None,
     ) -> AsyncGenerator[str | Completion, None]:
+        if response_format is not None:  # validate refuses it first; this holds for any other caller
+            raise InvalidRequest(NO_STRUCTURED_OUTPUT, param="response_format", code="unsupported_parameter")
         if _size(messages) > _BIG:
             answer = await asyncio.to_thread(_answer, messages, incremental)
         else:

@@ -69,7 +69,11 @@ class OpenAICompatProvider:
         return self._tools_json
 
     async def stream(
-        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None, incremental: bool = True
+        self,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]] | None,
+        incremental: bool = True,
+        response_format: dict[str, Any] | None = None,
     ) -> AsyncGenerator[str | Completion, None]:
         payload: dict[str, Any] = {
             "model": self.model,
@@ -82,6 +86,8 @@ class OpenAICompatProvider:
             payload["stream_options"] = {"include_usage": True}
         if tools:
             payload["tools"] = self._encoded_tools(tools)
+        if response_format is not None:
+            payload["response_format"] = response_format
         try:
             # The SDK's generic post (in its cheaper form, sdk_client.py) keeps
             # its auth, retries and status errors but skips the per-call

@@ -12,6 +12,8 @@ rule that applies, in this order, picks the reply:
   #toolloop      always one call: message({"content":"again"})
   last msg tool  "tool result: <content of the last message>"
   #tool:NAME {}  one tool call per directive (arguments: the JSON after NAME)
+  response_format json_schema: the smallest instance of its schema, as JSON
+  response_format json_object: {"you_said": "<text>"}
   otherwise      --tokens N words, or "You said: <text>"
 
 Keeping this free of I/O lets the rules be unit-tested and keeps the server
@@ -141,9 +143,65 @@ def plan(body: dict[str, Any], config: ScriptConfig) -> Reply:
         reply.chunks = words("tool result: " + content_text(last.get("content")))
     elif tool_calls:
         reply.tool_calls = tool_calls
+    elif (structured := json_reply(body.get("response_format"), text)) is not None:
+        reply.chunks = [structured]
     else:
         _default_reply(reply, text, config)
     return reply
+
+
+def json_reply(response_format: Any, text: str) -> str | None:
+    """The JSON text asked for by a ``response_format``; None for plain text."""
+    if not isinstance(response_format, dict):
+        return None
+    kind = response_format.get("type")
+    if kind == "json_object":
+        return orjson.dumps({"you_said": text}).decode()
+    if kind == "json_schema":
+        spec = response_format.get("json_schema")
+        schema = spec.get("schema") if isinstance(spec, dict) else None
+        root = schema if isinstance(schema, dict) else {}
+        return orjson.dumps(instance(root, root, text)).decode()
+    return None
+
+
+def instance(schema: dict[str, Any], root: dict[str, Any], text: str, depth: int = 0) -> Any:
+    """The smallest value valid against ``schema`` that shows the user's text in its strings.
+
+    Enough of JSON Schema for what client libraries generate from their
+    models: objects with required properties, ``$ref`` into ``$defs``,
+    ``anyOf``/``oneOf``, ``enum``/``const`` and the scalar types.
+    """
+    if depth > 20:
+        raise ScriptError("response_format schema nests too deep for the scripted upstream")
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/"):
+        target: Any = root
+        for key in ref[2:].split("/"):
+            target = target.get(key, {}) if isinstance(target, dict) else {}
+        return instance(target, root, text, depth + 1)
+    if "const" in schema:
+        return schema["const"]
+    if isinstance(schema.get("enum"), list) and schema["enum"]:
+        return schema["enum"][0]
+    for key in ("anyOf", "oneOf", "allOf"):
+        options = schema.get(key)
+        if isinstance(options, list) and options and isinstance(options[0], dict):
+            return instance(options[0], root, text, depth + 1)
+    kind = schema.get("type", "object")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if kind == "object":
+        found = schema.get("properties")
+        properties: dict[str, Any] = found if isinstance(found, dict) else {}
+        wanted = schema.get("required")
+        required: list[Any] = wanted if isinstance(wanted, list) else list(properties)
+        return {
+            name: instance(properties.get(name) or {}, root, text, depth + 1)
+            for name in required
+            if isinstance(name, str)
+        }
+    return {"string": text, "integer": 0, "number": 0, "boolean": False, "array": [], "null": None}.get(kind, text)
 
 
 def _default_reply(reply: Reply, text: str, config: ScriptConfig) -> None:

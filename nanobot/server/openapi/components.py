@@ -18,6 +18,7 @@ from nanobot.server.openapi.common import (
     request_id_header,
 )
 from nanobot.server.openapi.messages import message_schemas, messages_field
+from nanobot.server.openapi.options import refused_fields, response_format
 
 
 def _error_schema_for(status: int) -> Json:
@@ -180,6 +181,8 @@ def _schemas(spec: Spec) -> Json:
     }
     for name in IGNORED_OPENAI_FIELDS:
         request_properties[name] = {"description": "Accepted and ignored: the server's config decides."}
+    request_properties["response_format"] = response_format(spec.config)
+    request_properties.update(refused_fields())
     form_session_id = {
         "type": "string",
         "maxLength": SESSION_ID_MAX_CHARS,
@@ -294,6 +297,7 @@ def _schemas(spec: Spec) -> Json:
                     "pattern": STREAM_FIELD_PATTERN,
                     "description": "true/1/yes/on or false/0/no/off (any case); empty: false.",
                 },
+                "response_format": False,  # refused (400): a format goes in a JSON body
                 "files": {
                     "type": "array",
                     "items": {
