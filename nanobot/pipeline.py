@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 from typing import Any, Protocol, cast
 
-from nanobot.config import ConfigError
+from nanobot.config import DEFAULT_STAGES, ConfigError
 from nanobot.context import RequestContext
 
 
@@ -22,17 +22,14 @@ class Stage(Protocol):
     async def __call__(self, ctx: RequestContext) -> None: ...
 
 
-BUILTIN_STAGES = ("decode", "validate", "extract_files", "resolve_session", "run_agent", "encode")
-
-
 def load_stage(entry: str) -> Stage:
     if ":" in entry:
         module_name, _, attr = entry.partition(":")
-    elif entry in BUILTIN_STAGES:
+    elif entry in DEFAULT_STAGES:
         module_name, attr = f"stages.{entry}", "stage"
     else:
         raise ConfigError(
-            f"pipeline.stages: unknown stage {entry!r} (built-in: {', '.join(BUILTIN_STAGES)}; or module:attribute)"
+            f"pipeline.stages: unknown stage {entry!r} (built-in: {', '.join(DEFAULT_STAGES)}; or module:attribute)"
         )
     try:
         obj: Any = getattr(importlib.import_module(module_name), attr)

@@ -14,8 +14,7 @@ from nanobot.client_messages import read_messages
 from nanobot.context import IncomingFile, RequestContext
 from nanobot.errors import InvalidRequest
 from nanobot.request_rules import SESSION_ID_FORBIDDEN, SESSION_ID_MAX_CHARS, STREAM_FALSE, STREAM_TRUE
-
-DEFAULT_FILE_PROMPT = "Please analyze the uploaded file(s)."
+from nanobot.turn import DEFAULT_FILE_PROMPT
 
 
 def parse_data_url(url: Any, param: str) -> str:
