@@ -16,6 +16,8 @@ from nanobot.files.storage import remove_uploads
 
 class ExtractFiles:
     name = "extract_files"
+    requires = ("files", "services", "exit_stack")
+    provides = ("attachments",)
 
     async def __call__(self, ctx: RequestContext) -> None:
         if ctx.files:

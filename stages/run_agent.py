@@ -12,6 +12,19 @@ from nanobot.turn import user_turn
 
 class RunAgent:
     name = "run_agent"
+    requires = (
+        "session_key",
+        "session_id",
+        "history",
+        "text",
+        "attachments",
+        "stream",
+        "instructions",
+        "client_history",
+        "services",
+        "exit_stack",
+    )
+    provides = ("events",)
     channel = "api"
 
     async def __call__(self, ctx: RequestContext) -> None:

@@ -161,6 +161,18 @@ def _validate_form(ctx: RequestContext, form: dict[str, list[str]]) -> None:
 
 class Validate:
     name = "validate"
+    requires = ("payload", "form", "files", "headers", "services")
+    provides = (
+        "model",
+        "stream",
+        "include_usage",
+        "include_tool_events",
+        "session_id",
+        "instructions",
+        "client_history",
+        "text",
+        "files",
+    )
 
     async def __call__(self, ctx: RequestContext) -> None:
         if ctx.payload is not None:
