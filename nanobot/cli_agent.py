@@ -11,15 +11,13 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-from nanobot.agent.loop import ToolProgress, TurnDone, TurnInput
-from nanobot.agent.tools import TurnScope
+from nanobot.agent.loop import ToolProgress, TurnDone
 from nanobot.config import Config
 from nanobot.context import IncomingFile
 from nanobot.errors import ApiError
+from nanobot.files.incoming import read_file
 from nanobot.services import Services
-from stages.extract_files import read_file
-from stages.run_agent import user_messages
-from stages.validate import DEFAULT_FILE_PROMPT
+from nanobot.turn import DEFAULT_FILE_PROMPT, user_turn
 
 PROMPT = "you> "
 
@@ -53,11 +51,10 @@ async def run_turn(
                 await read_file(services, IncomingFile(param=f"--file[{i}]", filename=path.name, data=data))
             )
         text = message if message.strip() else DEFAULT_FILE_PROMPT
-        for_llm, for_history = user_messages(text, attachments)
         async with services.locks.hold(key):
             history = await services.agent.history(key)
-            turn = TurnInput(
-                key, history, for_llm, for_history, TurnScope(channel="cli", chat_id=session, session_key=key)
+            turn = user_turn(
+                channel="cli", chat_id=session, session_key=key, history=history, text=text, attachments=attachments
             )
             events = services.agent.run(turn)
             try:

@@ -205,7 +205,9 @@ class DatabaseConfig:
     pool_size: int = 10
 
 
-DEFAULT_STAGES = ["decode", "validate", "extract_files", "resolve_session", "run_agent", "encode"]
+# The built-in stages (modules of ``stages/``) in their one working order:
+# the default pipeline, and the names ``pipeline.stages`` may use bare.
+DEFAULT_STAGES = ("decode", "validate", "extract_files", "resolve_session", "run_agent", "encode")
 
 
 @dataclass

@@ -1,7 +1,9 @@
 """The per-request state that flows through the pipeline stages.
 
-Each stage reads what earlier stages filled in and fills its own fields.
-Custom stages keep their own data in ``extras``.
+Each stage reads what earlier stages filled in and fills its own fields; a
+stage declares both (``requires``/``provides``, see ``nanobot.pipeline``) and
+the pipeline checks the order at start-up. The comments below name the stage
+that writes each group. Custom stages keep their own data in ``extras``.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ class Attachment:
 
 @dataclass(slots=True)
 class RequestContext:
+    # set by the handler (nanobot/server/chat.py) before the first stage: START_FIELDS
     services: Services
     method: str
     path: str
@@ -72,10 +75,10 @@ class RequestContext:
     exit_stack: AsyncExitStack = field(default_factory=AsyncExitStack)
     multipart: Any = None  # a MultipartReader fed while the body arrived
     media_type: str | None = None  # Content-Type's media type as the server parsed it (None: decode parses it)
-    # decode
+    # decode (stages/decode.py); validate adds a JSON body's files to ``files``
     payload: dict[str, Any] | None = None  # a JSON body
     form: dict[str, list[str]] | None = None  # multipart fields
-    # validate
+    # validate (stages/validate.py)
     model: str = ""
     stream: bool = False
     include_usage: bool = False
@@ -86,14 +89,34 @@ class RequestContext:
     response_format: dict[str, Any] | None = None  # json_object / json_schema: sent to the model
     text: str = ""
     files: list[IncomingFile] = field(default_factory=list)
-    # extract_files
+    # extract_files (stages/extract_files.py)
     attachments: list[Attachment] = field(default_factory=list)
-    # resolve_session
+    # resolve_session (stages/resolve_session.py)
     session_key: str = ""
     history: list[dict[str, Any]] = field(default_factory=list)
-    # run_agent
+    # run_agent (stages/run_agent.py)
     events: AsyncIterator[Any] | None = None
-    # encode
+    # encode (stages/encode.py); read by the handler when a request fails
     headers_sent: bool = False
-    response_headers: dict[str, str] = field(default_factory=dict)
-    extras: dict[str, Any] = field(default_factory=dict)
+    # present from the start, empty: any stage may add to them (in START_FIELDS)
+    response_headers: dict[str, str] = field(default_factory=dict)  # sent with the answer, or the error
+    extras: dict[str, Any] = field(default_factory=dict)  # custom stages' own data, unchecked
+
+
+# What every stage may read without an earlier stage writing it.
+START_FIELDS = (
+    "services",
+    "method",
+    "path",
+    "headers",
+    "body",
+    "response",
+    "request_id",
+    "started",
+    "deadline",
+    "exit_stack",
+    "multipart",
+    "media_type",
+    "response_headers",
+    "extras",
+)

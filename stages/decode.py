@@ -65,6 +65,8 @@ def _parse_json(body: bytes) -> object:
 
 class Decode:
     name = "decode"
+    requires = ("headers", "body", "multipart", "media_type", "services")
+    provides = ("payload", "form", "files", "body")
 
     async def __call__(self, ctx: RequestContext) -> None:
         content_type = ctx.headers.get("Content-Type", "")

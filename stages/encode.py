@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 from nanobot.agent.loop import ToolProgress, TurnDone
 from nanobot.context import RequestContext
@@ -53,10 +53,22 @@ class Heartbeat:
 
 class Encode:
     name = "encode"
+    requires = (
+        "events",
+        "stream",
+        "model",
+        "include_usage",
+        "include_tool_events",
+        "response",
+        "response_headers",
+        "started",
+        "services",
+    )
+    provides = ("headers_sent",)
 
     async def __call__(self, ctx: RequestContext) -> None:
-        events = ctx.events
-        assert events is not None, "encode needs run_agent before it"
+        # run_agent wrote it: the pipeline checked the order at start-up.
+        events = cast(AsyncIterator[Any], ctx.events)
         if ctx.stream:
             await self._stream(ctx, events)
         else:

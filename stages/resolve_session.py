@@ -14,6 +14,8 @@ from nanobot.context import RequestContext
 
 class ResolveSession:
     name = "resolve_session"
+    requires = ("session_id", "client_history", "services", "exit_stack")
+    provides = ("session_key", "history")
     prefix = "api"
 
     async def __call__(self, ctx: RequestContext) -> None:

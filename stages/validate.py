@@ -17,8 +17,7 @@ from nanobot.context import IncomingFile, RequestContext
 from nanobot.errors import InvalidRequest
 from nanobot.request_options import check_refused, check_response_format, structured_output
 from nanobot.request_rules import SESSION_ID_FORBIDDEN, SESSION_ID_MAX_CHARS, STREAM_FALSE, STREAM_TRUE
-
-DEFAULT_FILE_PROMPT = "Please analyze the uploaded file(s)."
+from nanobot.turn import DEFAULT_FILE_PROMPT
 
 
 def parse_data_url(url: Any, param: str) -> str:
@@ -173,6 +172,19 @@ def _validate_form(ctx: RequestContext, form: dict[str, list[str]]) -> None:
 
 class Validate:
     name = "validate"
+    requires = ("payload", "form", "files", "headers", "services")
+    provides = (
+        "model",
+        "stream",
+        "include_usage",
+        "include_tool_events",
+        "session_id",
+        "instructions",
+        "client_history",
+        "text",
+        "files",
+        "response_format",
+    )
 
     async def __call__(self, ctx: RequestContext) -> None:
         if ctx.payload is not None:

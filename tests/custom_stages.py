@@ -17,6 +17,8 @@ class RejectFlagged:
 
 class StampHeader:
     name = "stamp"
+    requires = ("session_key",)  # resolve_session must come first
+    provides = ("response_headers",)
 
     async def __call__(self, ctx) -> None:
         ctx.response_headers["X-Stamped-By"] = f"stamp:{ctx.session_key}"

@@ -113,6 +113,14 @@ def test_secrets_masked():
         ({"pipeline": {"stages": ["decode", "no_such_stage"]}}, "no_such_stage"),
         ({"pipeline": {"stages": ["decode", "no_such_module_xyz:Stage"]}}, "no_such_module_xyz:Stage"),
         ({"pipeline": {"stages": ["custom_stages:Broken"]}}, "custom_stages:Broken"),
+        (
+            {"pipeline": {"stages": ["decode", "validate", "extract_files", "resolve_session", "encode", "run_agent"]}},
+            "stage 'encode' reads 'events', which no earlier stage writes (run_agent writes it)",
+        ),
+        (
+            {"pipeline": {"stages": ["decode", "validate", "custom_stages:stamp", "extract_files", "resolve_session"]}},
+            "stage 'stamp' reads 'session_key', which no earlier stage writes (resolve_session writes it)",
+        ),
     ],
 )
 def test_serve_config_errors_exit_2(tmp_path, config, needle):

@@ -33,9 +33,9 @@ from nanobot.config import Config
 from nanobot.context import RequestContext
 from nanobot.errors import ApiError
 from nanobot.files.detect import detect
+from nanobot.files.incoming import decode_base64
 from nanobot.server.openapi import document
 from stages.decode import Decode
-from stages.extract_files import _decode_base64
 from stages.validate import Validate
 
 KEY = "fuzz-key"
@@ -131,7 +131,7 @@ def run_front_stages(config: Config, content_type: str | None, body: bytes) -> t
         await Decode()(ctx)
         await Validate()(ctx)
         for f in ctx.files:
-            if f.base64 is not None and not _decode_base64(f.base64, f.param):
+            if f.base64 is not None and not decode_base64(f.base64, f.param):
                 raise ApiError("empty", status=400)
             if f.chunks is not None and not any(f.chunks):
                 raise ApiError("empty", status=400)

@@ -13,14 +13,14 @@ REF = "#/components/schemas/"
 
 # --- patterns shared by the request schemas ----------------------------------------------------
 # The session_id and stream rules come from ``nanobot.request_rules``, which validate enforces; the
-# others mirror a check in ``stages/extract_files.py`` or Tornado, in regular-expression syntax that
+# others mirror a check in ``nanobot/files/incoming.py`` or Tornado, in regular-expression syntax that
 # Python and ECMA-262 (JSON Schema) read alike.
 
 # Some character that str.strip() would keep: the text is not empty or only whitespace.
 NOT_BLANK = r"\S"
 # ``data:<anything but a comma>;base64,<base64>``; scheme and ``;base64`` are case-insensitive. The
 # payload is standard base64 with its padding and at least one byte; whitespace may be folded in
-# anywhere (``extract_files._decode_base64`` drops it before decoding).
+# anywhere (``incoming.decode_base64`` drops it before decoding).
 _B64 = r"[A-Za-z0-9+/]\s*"
 DATA_URL_PATTERN = (
     r"^[Dd][Aa][Tt][Aa]:[^,]*;[Bb][Aa][Ss][Ee]64,\s*"
