@@ -46,6 +46,7 @@ def user_turn(
     incremental: bool = True,
     instructions: str | None = None,
     remember: bool = True,
+    response_format: dict[str, Any] | None = None,
 ) -> TurnInput:
     """One user turn on ``session_key``: the message from ``text`` and ``attachments``, the tools' scope."""
     for_llm, for_history = user_messages(text, attachments)
@@ -58,4 +59,5 @@ def user_turn(
         incremental=incremental,
         instructions=instructions,
         remember=remember,
+        response_format=response_format,
     )
