@@ -131,6 +131,7 @@ class ChannelsConfig:
 @dataclass
 class FileToolConfig:
     enabled: bool = True
+    context_writable: bool = False  # AGENTS.md, USER.md, skills/, the root's memory/MEMORY.md
 
 
 @dataclass

@@ -22,7 +22,12 @@ from nanobot.tools.web import web_tools
 
 def workspace_of(config: Config) -> Workspace:
     tools = config.tools
-    return Workspace(config.workspace, tools.workspace_scope, tools.restrict_to_workspace)
+    return Workspace(
+        config.workspace,
+        tools.workspace_scope,
+        tools.restrict_to_workspace,
+        context_writable=tools.file.context_writable,
+    )
 
 
 def build_tools(
