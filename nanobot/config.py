@@ -113,6 +113,7 @@ class TelegramConfig:
     enabled: bool = False
     token: str = ""
     api_base: str = "https://api.telegram.org"
+    allowed_chat_ids: list[str] = field(default_factory=list)  # message tool targets; "*": any
 
 
 @dataclass
@@ -120,6 +121,7 @@ class WebhookConfig:
     enabled: bool = False
     url: str = ""
     headers: dict[str, str] = field(default_factory=dict)
+    allowed_chat_ids: list[str] = field(default_factory=list)  # message tool targets; "*": any
 
 
 @dataclass

@@ -45,7 +45,7 @@ def build_tools(
     if config.tools.exec.enabled:
         tools.append(ExecTool(ws, config.tools.exec, config.tools.max_result_chars))
     tools.extend(web_tools(config))
-    tools.append(MessageTool(outbox))
+    tools.append(MessageTool(outbox, config.channels))
     return tools
 
 
