@@ -187,6 +187,7 @@ class ToolsConfig:
     exec: ExecToolConfig = field(default_factory=ExecToolConfig)
     web: WebToolsConfig = field(default_factory=WebToolsConfig)
     ssrf_whitelist: list[str] = field(default_factory=list)
+    require_user_request: list[str] = field(default_factory=list)  # tools offered only when the user asks
     mcp_servers: dict[str, McpServerConfig] = field(default_factory=dict)
 
 

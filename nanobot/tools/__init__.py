@@ -62,4 +62,4 @@ def check_tools(config: Config) -> None:
 
 def build_registry(config: Config, tools: list[Tool], redact: Callable[[str], str] | None = None) -> ToolRegistry:
     limits = ToolLimits(timeout=config.tools.timeout, max_result_chars=config.tools.max_result_chars)
-    return ToolRegistry(tools, limits, redact)
+    return ToolRegistry(tools, limits, redact, config.tools.require_user_request)
