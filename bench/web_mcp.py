@@ -42,7 +42,8 @@ def fetch_waves(server: ServerProcess, url: str, fetches: int, rounds: int) -> d
         conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=120)
         try:
             reply = post(conn, call, uuid.uuid4().hex)["choices"][0]["message"]["content"]
-            return reply.startswith("tool result: URL: ")
+            # The page comes framed as untrusted data (nanobot.agent.untrusted).
+            return reply.startswith("tool result: <<untrusted-data id=") and "from=web_fetch>>\nURL: " in reply
         finally:
             conn.close()
 

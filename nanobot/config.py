@@ -116,6 +116,7 @@ class TelegramConfig:
     enabled: bool = False
     token: str = ""
     api_base: str = "https://api.telegram.org"
+    allowed_chat_ids: list[str] = field(default_factory=list)  # message tool targets; "*": any
 
 
 @dataclass
@@ -123,6 +124,7 @@ class WebhookConfig:
     enabled: bool = False
     url: str = ""
     headers: dict[str, str] = field(default_factory=dict)
+    allowed_chat_ids: list[str] = field(default_factory=list)  # message tool targets; "*": any
 
 
 @dataclass
@@ -134,6 +136,7 @@ class ChannelsConfig:
 @dataclass
 class FileToolConfig:
     enabled: bool = True
+    context_writable: bool = False  # AGENTS.md, USER.md, skills/, the root's memory/MEMORY.md
 
 
 @dataclass
@@ -196,6 +199,7 @@ class ToolsConfig:
     exec: ExecToolConfig = field(default_factory=ExecToolConfig)
     web: WebToolsConfig = field(default_factory=WebToolsConfig)
     ssrf_whitelist: list[str] = field(default_factory=list)
+    require_user_request: list[str] = field(default_factory=list)  # tools offered only when the user asks
     mcp_servers: dict[str, McpServerConfig] = field(default_factory=dict)
 
 

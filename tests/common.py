@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import subprocess
 import sys
 from typing import Any
@@ -15,13 +16,33 @@ from nanobot.agent.tools import TurnScope
 from nanobot.testing.process import free_port
 from nanobot.testing.server_process import ROOT
 
-__all__ = ["CHAT", "CHAT_MODEL", "HI", "MIB", "SCOPE", "ask", "data_url", "free_port", "run_nanobot", "sdk"]
+__all__ = [
+    "CHAT",
+    "CHAT_MODEL",
+    "HI",
+    "MIB",
+    "SCOPE",
+    "ask",
+    "data_url",
+    "free_port",
+    "run_nanobot",
+    "sdk",
+    "unframed",
+]
 
 CHAT = "/v1/chat/completions"
 CHAT_MODEL = "echo"  # the shipped default model (agents.defaults.model)
 MIB = 1024 * 1024
 HI = {"messages": [{"role": "user", "content": "hi"}]}  # the smallest valid chat request
 SCOPE = TurnScope("api", "test")  # a tool call's scope outside any server
+
+
+_FRAME = re.compile(r"<<untrusted-data id=[0-9a-f]{8} from=\S+>>\n|\n<<end untrusted-data id=[0-9a-f]{8}>>")
+
+
+def unframed(text: str) -> str:
+    """``text`` without the untrusted-data delimiter lines around tool results."""
+    return _FRAME.sub("", text)
 
 
 def data_url(data: bytes, mime: str = "application/octet-stream") -> str:

@@ -188,7 +188,7 @@ def test_webhook_down_then_back(make_server, upstream):
     port = holder.getsockname()[1]
     cfg = merge(
         upstream_config(upstream.url),
-        {"channels": {"webhook": {"enabled": True, "url": f"http://127.0.0.1:{port}/hook"}}},
+        {"channels": {"webhook": {"enabled": True, "url": f"http://127.0.0.1:{port}/hook", "allowedChatIds": ["w1"]}}},
     )
     server = make_server(cfg)
     r = ask(server, tool("wait for me", "webhook", "w1"), uuid.uuid4().hex)
@@ -213,7 +213,11 @@ def test_telegram_down_then_back(make_server, upstream):
     path = f"/bot{token}/sendMessage"
     cfg = merge(
         upstream_config(upstream.url),
-        {"channels": {"telegram": {"enabled": True, "token": token, "apiBase": upstream.url}}},
+        {
+            "channels": {
+                "telegram": {"enabled": True, "token": token, "apiBase": upstream.url, "allowedChatIds": ["-100"]}
+            }
+        },
     )
     server = make_server(cfg)
     upstream.fail(path, 2, 502)

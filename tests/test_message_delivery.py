@@ -3,33 +3,42 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 import uuid
 
 import common
-from common import free_port
+from common import free_port, run_nanobot
 from fault_helpers import wait_for
-from servers import ROOT, ServerProcess, merge, upstream_config
+from servers import ServerProcess, merge, upstream_config
 
 
 def ask(server, text, **extra):
     return common.ask(server, text, uuid.uuid4().hex, **extra)  # a session of its own per turn
 
 
-def channels(upstream, telegram=True, webhook=True, webhook_url=None):
+def channels(upstream, telegram=True, webhook=True, webhook_url=None, allowed=("-100777", "5", "room-1", "c", "r")):
     return {
         "channels": {
-            "telegram": {"enabled": telegram, "token": "123:SECRET", "apiBase": upstream.url},
+            "telegram": {
+                "enabled": telegram,
+                "token": "123:SECRET",
+                "apiBase": upstream.url,
+                "allowedChatIds": list(allowed),
+            },
             "webhook": {
                 "enabled": webhook,
                 "url": webhook_url or upstream.url + "/hook/main",
                 "headers": {"X-Hook-Token": "hk"},
+                "allowedChatIds": list(allowed),
             },
         }
     }
+
+
+def outbox_listing(server):
+    out = run_nanobot("outbox", "--config", str(server.config_path))
+    assert out.returncode == 0, out.stderr
+    return out.stdout
 
 
 def tool(args):
@@ -61,20 +70,34 @@ def test_not_enabled_channel_is_undeliverable(make_server, upstream):
     r = ask(server, tool({"content": "nope", "channel": "telegram", "chat_id": "5"}))
     reply = r.json()["choices"][0]["message"]["content"]
     assert "not enabled: no delivery will occur" in reply
+    # An unknown channel is an error result, and no row is stored for it.
     r = ask(server, tool({"content": "nope", "channel": "slack", "chat_id": "5"}))
-    assert "not enabled: no delivery will occur" in r.json()["choices"][0]["message"]["content"]
+    reply = r.json()["choices"][0]["message"]["content"]
+    assert "Error: unknown channel 'slack' (known: telegram, webhook, api)" in reply
     time.sleep(0.5)
     assert upstream.received() == []
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    out = subprocess.run(
-        [sys.executable, "-m", "nanobot", "outbox", "--config", str(server.config_path)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.count("undeliverable") == 2 and "telegram" in out.stdout and "slack" in out.stdout
+    listing = outbox_listing(server)
+    assert listing.count("undeliverable") == 1 and "telegram" in listing and "slack" not in listing
+
+
+def test_only_allowed_chats_are_targets(make_server, upstream):
+    """By default an API session may message no chat; the operator lists the allowed ones."""
+    server = make_server(merge(upstream_config(upstream.url), channels(upstream, allowed=())))
+    upstream.clear_received()
+    for channel in ("telegram", "webhook"):
+        r = ask(server, tool({"content": "spam", "channel": channel, "chat_id": "victim"}))
+        reply = r.json()["choices"][0]["message"]["content"]
+        assert f"Error: chat_id 'victim' is not an allowed target on channel '{channel}'" in reply, reply
+        assert f"channels.{channel}.allowedChatIds" in reply
+    # The synthetic channel of another surface is no way out either.
+    r = ask(server, tool({"content": "spam", "channel": "cli", "chat_id": "x"}))
+    assert "Error: unknown channel 'cli'" in r.json()["choices"][0]["message"]["content"]
+    time.sleep(0.5)
+    assert upstream.received() == []
+    assert "spam" not in outbox_listing(server)
+    anyone = make_server(merge(upstream_config(upstream.url), channels(upstream, allowed=("*",))))
+    r = ask(anyone, tool({"content": "to anyone", "channel": "webhook", "chat_id": "any-room"}))
+    assert "queued for delivery to webhook:any-room" in r.json()["choices"][0]["message"]["content"]
 
 
 def test_retry_then_delivered(make_server, upstream):

@@ -24,7 +24,7 @@ def write_config(tmp_path, data, name="config.json"):
 def test_db_copy_moves_sessions_and_queue_once(postgres, upstream, tmp_path):
     url = postgres.new_database()
     base = upstream_config(upstream.url)
-    with ServerProcess(base) as old:  # the SQLite default
+    with ServerProcess(merge(base, {"channels": {"telegram": {"allowedChatIds": ["9"]}}})) as old:  # SQLite
         assert ask(old, "one", "moved").status_code == 200
         assert ask(old, "two", "moved").status_code == 200
         tool = '#tool:message {"content": "kept", "channel": "telegram", "chat_id": "9"} x'

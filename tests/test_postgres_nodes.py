@@ -175,7 +175,7 @@ def test_a_message_queued_by_a_node_that_dies_is_delivered_by_another(postgres, 
     url = postgres.new_database()
     hole = BlackHole()
     chat = uuid.uuid4().hex
-    hook = {"channels": {"webhook": {"enabled": True, "url": hole.url}}}
+    hook = {"channels": {"webhook": {"enabled": True, "url": hole.url, "allowedChatIds": ["*"]}}}
     tool = f'#tool:message {{"content": "from a", "channel": "webhook", "chat_id": "{chat}"}} go'
     try:
         a = node(upstream, url, **hook)

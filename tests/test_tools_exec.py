@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from common import unframed
 from servers import ROOT, TESTS_DIR, merge, upstream_config
 
 from nanobot.agent.tools import TurnScope
@@ -154,7 +155,7 @@ def test_turn_runs_exec_and_client_disconnect_kills_it(make_server, upstream) ->
         timeout=30,
         json={"messages": [{"role": "user", "content": '#tool:exec {"command":"echo from-sandbox; exit 4"}'}]},
     )
-    assert r.json()["choices"][0]["message"]["content"] == "tool result: Exit code: 4\nfrom-sandbox\n"
+    assert unframed(r.json()["choices"][0]["message"]["content"]) == "tool result: Exit code: 4\nfrom-sandbox\n"
     marker = f"{uuid.uuid4().int % 10**6 + 10**6}.5"
     body = json.dumps(
         {

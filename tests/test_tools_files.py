@@ -15,6 +15,7 @@ from pathlib import Path
 import common
 import pytest
 from builders import make_docx, make_pdf
+from common import unframed
 from servers import ServerProcess, upstream_config
 
 from nanobot.agent.tools import TurnScope
@@ -220,7 +221,8 @@ def test_turns_run_real_file_tools(tool_server, upstream) -> None:
     assert r.json()["choices"][0]["message"]["content"] == "tool result: Wrote 8 characters to t/hello.txt."
     assert (tool_server.workspace / "t/hello.txt").read_text() == "hi there"
     r = ask(tool_server, '#tool:read_file {"path":"t/hello.txt"}')
-    assert r.json()["choices"][0]["message"]["content"] == "tool result: hi there"
+    reply = r.json()["choices"][0]["message"]["content"]
+    assert unframed(reply) == "tool result: hi there" and reply != "tool result: hi there"
     r = ask(tool_server, '#tool:read_file {"path":"nanobot.db"}')
     assert "server's own database" in r.json()["choices"][0]["message"]["content"]
 
@@ -235,8 +237,8 @@ def test_calls_of_one_reply_answer_in_call_order(tool_server, upstream) -> None:
     calls = messages[-5]["tool_calls"]
     results = messages[-4:]
     assert [m["tool_call_id"] for m in results] == [c["id"] for c in calls]
-    assert [m["content"] for m in results[:3]] == ["content 0", "content 1", "content 2"]
-    assert results[3]["content"].startswith("Error: 'nope' does not exist")
+    assert [unframed(m["content"]) for m in results[:3]] == ["content 0", "content 1", "content 2"]
+    assert unframed(results[3]["content"]).startswith("Error: 'nope' does not exist")
 
 
 def test_tool_events_say_which_call_failed(tool_server) -> None:
@@ -263,5 +265,5 @@ def test_results_never_carry_a_configured_secret(tool_server, upstream) -> None:
     (tool_server.workspace / "leak.txt").write_text("key=test-key; Bearer test-key")
     upstream.clear()
     r = ask(tool_server, '#tool:read_file {"path":"leak.txt"}')
-    assert r.json()["choices"][0]["message"]["content"] == "tool result: key=***; Bearer ***"
+    assert unframed(r.json()["choices"][0]["message"]["content"]) == "tool result: key=***; Bearer ***"
     assert "test-key" not in upstream.requests()[-1]["body"]["messages"][-1]["content"]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from common import CHAT, ask
+from common import CHAT, ask, unframed
 from mcp_servers import TEST_SERVER
 from servers import ROOT, ServerProcess, upstream_config
 
@@ -24,7 +24,8 @@ def answer(server: ServerProcess, text: str) -> str:
     r = ask(server, text, uuid.uuid4().hex)
     assert r.status_code == 200, r.text
     content: str = r.json()["choices"][0]["message"]["content"]
-    return content
+    assert "<<untrusted-data id=" in content or "Error: unknown tool" in content  # fetched text is framed
+    return unframed(content)
 
 
 def test_web_fetch_and_search_turns(upstream, make_server) -> None:

@@ -1,9 +1,11 @@
 """The system prompt of a turn: the configured prompt plus the workspace's context.
 
-``AGENTS.md``, ``USER.md`` and ``memory/MEMORY.md`` of the turn's workspace
-folder are appended (each capped), and every ``skills/<name>/SKILL.md`` is
-listed by name with the ``description`` of its front matter; the agent reads
-a skill with ``read_file`` when it needs it.
+``AGENTS.md`` and ``USER.md`` of the turn's root folder, the workspace's own
+``memory/MEMORY.md`` (the operator's) and the session's ``memory/MEMORY.md``
+(in the session's folder, the agent's) are appended (each capped), and every
+``skills/<name>/SKILL.md`` is listed by name with the ``description`` of its
+front matter; the agent reads a skill with ``read_file`` when it needs it.
+One session's memory is never in another's prompt.
 
 The prompt is cached per folder and rebuilt (in a thread) only when the
 files' ``stat`` values changed. They are looked at again after any tool call
@@ -21,9 +23,9 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from nanobot.tools.paths import PathError, Workspace, open_file
+from nanobot.tools.paths import CONTEXT_NAMES, MEMORY_DIR, PathError, Workspace, open_file
 
-CONTEXT_FILES = ("AGENTS.md", "USER.md", os.path.join("memory", "MEMORY.md"))
+MEMORY_FILE = os.path.join(MEMORY_DIR, "MEMORY.md")
 MAX_FILE_CHARS = 8000
 MAX_SKILLS = 64
 MAX_DESCRIPTION_CHARS = 300
@@ -32,7 +34,8 @@ CACHED_ROOTS = 256
 FILE_TOOLS_NOTE = (
     "You work in a workspace folder: the file tools (read_file, write_file, edit_file, "
     "list_dir) take paths relative to it. Keep long-term memory in memory/MEMORY.md: "
-    "edit it to remember what should outlast this conversation."
+    "edit it to remember what should outlast this conversation (it is this session's own). "
+    "AGENTS.md, USER.md and skills/ are the operator's and read-only."
 )
 SKILLS_NOTE = "Skills you can use (read skills/<name>/SKILL.md with read_file before using one):"
 
@@ -59,9 +62,20 @@ class WorkspaceContext:
         self._plain = {"role": "system", "content": self.base}
         self._cache: OrderedDict[str, _Entry] = OrderedDict()
 
+    def _files(self, session_key: str) -> list[tuple[str, str]]:
+        """``(heading, absolute path)`` of each context file of this session's prompt."""
+        root = self.ws.root_path(session_key)
+        return [
+            *((name, os.path.join(root, name)) for name in CONTEXT_NAMES),
+            (f"{MEMORY_FILE} (the operator's, read-only)", os.path.join(self.ws.base, MEMORY_FILE)),
+            (MEMORY_FILE, os.path.join(self.ws.session_path(session_key), MEMORY_FILE)),
+        ]
+
     async def message(self, session_key: str) -> dict[str, Any]:
         root = self.ws.root_path(session_key)
-        entry = self._cache.get(root)
+        files = self._files(session_key)
+        key = files[-1][1]  # the session's memory: one entry per session
+        entry = self._cache.get(key)
         now = time.monotonic()
         generation = self.ws.generation  # read before looking, so a write meanwhile means another look
         if entry is not None and entry.generation == generation and now - entry.checked < self.recheck:
@@ -73,46 +87,49 @@ class WorkspaceContext:
         else:
             names = _skill_names(skills_dir) if listing is not None else []
         signature = (
-            *(_stat(os.path.join(root, name)) for name in CONTEXT_FILES),
+            *(_stat(path) for _, path in files),
             *(_stat(os.path.join(skills_dir, name, "SKILL.md")) for name in names),
         )
         if entry is not None and entry.signature == signature and entry.names is names:
             entry.checked, entry.generation = now, generation
-            self._cache.move_to_end(root)
+            self._cache.move_to_end(key)
             return entry.message
         if not any(signature):  # nothing there: the plain prompt, nothing to read
             message = self._plain
         else:
-            content = await asyncio.to_thread(self._build, session_key, names)
+            content = await asyncio.to_thread(self._build, session_key, files, names)
             message = {"role": "system", "content": content}
-        self._cache[root] = _Entry(listing, names, signature, message, now, generation)
+        self._cache[key] = _Entry(listing, names, signature, message, now, generation)
         if len(self._cache) > CACHED_ROOTS:
             self._cache.popitem(last=False)
         return message
 
-    def _build(self, session_key: str, names: list[str]) -> str:
+    def _build(self, session_key: str, files: list[tuple[str, str]], names: list[str]) -> str:
         parts = [self.base]
-        for name in CONTEXT_FILES:
-            text = self._read(session_key, name, MAX_FILE_CHARS)
+        for heading, path in files:
+            text = self._read(path, MAX_FILE_CHARS)
             if text and text.strip():
-                parts.append(f"## {name}\n\n{text.strip()}")
+                parts.append(f"## {heading}\n\n{text.strip()}")
         skills = []
+        root = self.ws.root_path(session_key)
         for name in names:
-            text = self._read(session_key, os.path.join("skills", name, "SKILL.md"), 4000)
+            text = self._read(os.path.join(root, "skills", name, "SKILL.md"), 4000)
             if text is not None:
                 skills.append(f"- {name}: {description(text) or '(no description)'}")
         if skills:
             parts.append(SKILLS_NOTE + "\n" + "\n".join(skills))
         return "\n\n".join(parts)
 
-    def _read(self, session_key: str, relative: str, max_chars: int) -> str | None:
+    def _read(self, path: str, max_chars: int) -> str | None:
         """At most ``max_chars`` of a UTF-8 file (with a note when cut), or None.
 
-        Through the same checks as read_file: a link that leads out of the
-        folder, to the database, or to a FIFO is not read.
+        Through the same walk as read_file: a link anywhere on the way (out of
+        the folder, to the database), or a FIFO, is not read.
         """
+        if os.path.realpath(path) != path:  # a symlink on the way: not followed
+            return None
         try:
-            fd = open_file(self.ws, self.ws.resolve(relative, session_key), relative)
+            fd = open_file(self.ws, path, path)
         except PathError:
             return None
         with os.fdopen(fd, "rb") as f:

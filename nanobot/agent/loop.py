@@ -13,6 +13,7 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
+from nanobot.agent import untrusted
 from nanobot.agent.context import WorkspaceContext
 from nanobot.agent.tools import ToolRegistry, TurnScope, is_error
 from nanobot.config import AgentDefaults
@@ -25,7 +26,7 @@ DEFAULT_SYSTEM_PROMPT = (
     "You are nanobot, a helpful assistant reached through an API. Answer clearly "
     "and concisely. Files the user sends appear as [file: NAME] blocks with their "
     "text, images as [image: NAME]. Use the message tool only to send something to "
-    "another chat channel, or when asked to message someone."
+    "another chat channel, or when asked to message someone.\n\n" + untrusted.NOTE
 )
 
 
@@ -88,8 +89,9 @@ class AgentLoop:
         new: list[dict[str, Any]] = [turn.user_for_history]
         usage = Usage()
         reply: list[str] = []
+        turn.scope.withheld = self.tools.withheld(_text(turn.user_for_history.get("content")))
         for iteration in range(1, self.max_iterations + 1):
-            schemas = self.tools.schemas or None  # tools may come and go between calls
+            schemas = self.tools.offered(turn.scope.withheld) or None  # tools may come and go between calls
             completion: Completion | None = None
             async with aclosing(
                 self.provider.stream(messages, schemas, turn.incremental, turn.response_format)
@@ -146,3 +148,11 @@ class AgentLoop:
         if turn.remember:
             await self.store.append_turn(turn.session_key, new)
         yield TurnDone(usage, "".join(reply))
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(p.get("text", "") for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
+    return ""

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from nanobot.agent import untrusted
 from nanobot.providers.base import ToolCall
 
 log = logging.getLogger("nanobot.tools")
@@ -48,6 +49,7 @@ class TurnScope:
     chat_id: str
     session_key: str = ""  # picks the folder with tools.workspaceScope "session"
     inline: list[str] = field(default_factory=list)
+    withheld: frozenset[str] = frozenset()  # tools.requireUserRequest names this turn did not ask for
 
 
 class Tool(Protocol):
@@ -107,9 +109,14 @@ class ToolRegistry:
     """
 
     def __init__(
-        self, tools: Iterable[Tool] = (), limits: ToolLimits | None = None, redact: Callable[[str], str] | None = None
+        self,
+        tools: Iterable[Tool] = (),
+        limits: ToolLimits | None = None,
+        redact: Callable[[str], str] | None = None,
+        require_request: Iterable[str] = (),
     ) -> None:
         self.limits = limits or ToolLimits()
+        self.require_request = frozenset(require_request)
         # A result goes to the model, which may repeat it to the client: a
         # command that prints the config or a file that quotes a key must not
         # hand a configured secret on.
@@ -147,11 +154,25 @@ class ToolRegistry:
     def _recompute(self) -> None:
         self.schemas = [t.schema for t in self._tools.values()]
 
+    def withheld(self, user_text: str) -> frozenset[str]:
+        """The ``require_request`` tools the turn's user message did not ask for."""
+        return frozenset(n for n in self.require_request if not untrusted.requested(n, user_text))
+
+    def offered(self, withheld: frozenset[str]) -> list[dict[str, Any]]:
+        if not withheld:
+            return self.schemas
+        return [s for s in self.schemas if s["function"]["name"] not in withheld]
+
     async def run(self, call: ToolCall, scope: TurnScope) -> str:
         """One call's result text (``Error: ...`` on any failure), cut to the limit."""
         tool = self._tools.get(call.name)
         if tool is None:
             return f"Error: unknown tool '{call.name}'."
+        if call.name in scope.withheld:
+            return (
+                f"Error: tool '{call.name}' runs only when the user's message asks for it "
+                "(tools.requireUserRequest); it was not called."
+            )
         args = await _parse_args(call.arguments)
         if isinstance(args, str):
             return args
@@ -174,7 +195,9 @@ class ToolRegistry:
         if not isinstance(result, str):
             return f"Error: tool '{call.name}' returned no text."
         result = cut(result, self.limits.max_result_chars)
-        return self._redact(result) if self._redact is not None else result
+        if self._redact is not None:
+            result = self._redact(result)
+        return untrusted.frame(call.name, result) if untrusted.is_untrusted(call.name) else result
 
     async def _run_shared(self, tool: Tool, args: dict[str, Any], scope: TurnScope, share: tuple[str, int]) -> str:
         key = (scope.session_key, share[0])

@@ -22,8 +22,13 @@ from nanobot.tools.web import web_tools
 
 def workspace_of(config: Config) -> Workspace:
     tools = config.tools
-    quota = tools.workspace_quota_mb * 1024 * 1024
-    return Workspace(config.workspace, tools.workspace_scope, tools.restrict_to_workspace, quota)
+    return Workspace(
+        config.workspace,
+        tools.workspace_scope,
+        tools.restrict_to_workspace,
+        tools.workspace_quota_mb * 1024 * 1024,
+        context_writable=tools.file.context_writable,
+    )
 
 
 def build_tools(
@@ -41,7 +46,7 @@ def build_tools(
     if config.tools.exec.enabled:
         tools.append(ExecTool(ws, config.tools.exec, config.tools.max_result_chars))
     tools.extend(web_tools(config))
-    tools.append(MessageTool(outbox))
+    tools.append(MessageTool(outbox, config.channels))
     return tools
 
 
@@ -58,4 +63,4 @@ def check_tools(config: Config) -> None:
 
 def build_registry(config: Config, tools: list[Tool], redact: Callable[[str], str] | None = None) -> ToolRegistry:
     limits = ToolLimits(timeout=config.tools.timeout, max_result_chars=config.tools.max_result_chars)
-    return ToolRegistry(tools, limits, redact)
+    return ToolRegistry(tools, limits, redact, config.tools.require_user_request)

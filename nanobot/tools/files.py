@@ -210,7 +210,7 @@ class WriteFileTool(_FileTool):
         return f"Wrote {len(content)} characters to {raw}."
 
     def _write(self, raw: object, key: str, content: str) -> None:
-        real = self.ws.resolve(raw, key)
+        real = self.ws.resolve(raw, key, write=True)
         write_atomic(self.ws, real, str(raw), _encode(content))
 
 
@@ -240,7 +240,7 @@ class EditFileTool(_FileTool):
         return await asyncio.to_thread(self._edit, raw, scope.session_key, old, new)
 
     def _edit(self, raw: object, key: str, old: str, new: str) -> str:
-        real = self.ws.resolve(raw, key)
+        real = self.ws.resolve(raw, key, write=True)
         fd = open_file(self.ws, real, str(raw))
         with os.fdopen(fd, "rb") as f:
             data = f.read(self.limits.max_edit_bytes + 1)

@@ -1,11 +1,19 @@
-"""The ``message`` tool: into this reply, or onto the outbound queue for a channel."""
+"""The ``message`` tool: into this reply, or onto the outbound queue for a channel.
+
+A model's arguments may come from a hostile page or file, so the targets are
+the operator's: a chat in ``channels.<name>.allowedChatIds`` ("*": any), or
+the chat the session itself is bound to. An unknown channel is refused before
+anything is stored.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from nanobot.agent.tools import TurnScope, function_schema
+from nanobot.config import ChannelsConfig
 from nanobot.outbound.base import UNDELIVERABLE, Outbox
+from nanobot.outbound.channels import KNOWN_CHANNELS
 
 
 class MessageTool:
@@ -24,8 +32,24 @@ class MessageTool:
         ["content"],
     )
 
-    def __init__(self, outbox: Outbox) -> None:
+    def __init__(self, outbox: Outbox, channels: ChannelsConfig | None = None) -> None:
         self._outbox = outbox
+        self._channels = channels or ChannelsConfig()
+
+    def refusal(self, channel: str, chat_id: str, scope: TurnScope) -> str | None:
+        """Why the message may not go to ``channel:chat_id``, or None."""
+        if channel not in KNOWN_CHANNELS:
+            known = ", ".join((*KNOWN_CHANNELS, scope.channel))
+            return f"Error: unknown channel '{channel}' (known: {known}); nothing was sent or stored."
+        if channel == scope.channel and chat_id == scope.chat_id:
+            return None  # the chat this session is bound to
+        allowed = getattr(self._channels, channel).allowed_chat_ids
+        if "*" in allowed or chat_id in allowed:
+            return None
+        return (
+            f"Error: chat_id '{chat_id}' is not an allowed target on channel '{channel}': "
+            f"the operator lists allowed chats in channels.{channel}.allowedChatIds; nothing was sent or stored."
+        )
 
     async def run(self, args: dict[str, Any], scope: TurnScope) -> str:
         content = args.get("content")
@@ -44,6 +68,9 @@ class MessageTool:
             chat_id = str(chat_id)
         if not isinstance(chat_id, str):
             return "Error: 'chat_id' must be a string."
+        refused = self.refusal(channel, chat_id, scope)
+        if refused is not None:
+            return refused
         queued = await self._outbox.enqueue(channel, chat_id, content)
         if queued.state == UNDELIVERABLE:
             return (

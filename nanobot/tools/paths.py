@@ -27,6 +27,12 @@ from pathlib import Path
 from nanobot.agent.tools import past_deadline
 
 PROTECTED_NAMES = ("nanobot.db", "nanobot.db-wal", "nanobot.db-shm", "sessions.lock")
+SESSIONS_DIR = "sessions"
+MEMORY_DIR = "memory"
+# The operator's context files (relative to a context folder): read into the
+# system prompt, so a tool write there would steer every later turn.
+CONTEXT_NAMES = ("AGENTS.md", "USER.md")
+SKILLS_DIR = "skills"
 MAX_PATH_CHARS = 4096
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
@@ -44,11 +50,21 @@ def safe_name(session_key: str) -> str:
 class Workspace:
     """The folders file tools and ``exec`` work in, and the files they never touch."""
 
-    def __init__(self, root: Path, scope: str = "shared", restrict: bool = True, quota_bytes: int = 0) -> None:
+    def __init__(
+        self,
+        root: Path,
+        scope: str = "shared",
+        restrict: bool = True,
+        quota_bytes: int = 0,
+        *,
+        context_writable: bool = False,
+    ) -> None:
         self.base = os.path.realpath(root)
         self.scope = scope
         self.restrict = restrict
         self.quota_bytes = quota_bytes  # what one turn's folder may hold; 0: no quota
+        self.context_writable = context_writable
+        self._sessions = os.path.join(self.base, SESSIONS_DIR)
         self._protected = tuple(os.path.join(self.base, n) for n in PROTECTED_NAMES)
         # Bumped by every tool that may have changed files, so that caches of
         # what the files say (the workspace context) look again.
@@ -59,11 +75,15 @@ class Workspace:
     def changed(self) -> None:
         self.generation += 1
 
+    def session_path(self, session_key: str) -> str:
+        """The session's own folder (its memory in every scope; its root with scope "session")."""
+        return os.path.join(self._sessions, safe_name(session_key or "default"))
+
     def root_path(self, session_key: str) -> str:
         """The turn's root folder (which may not exist yet)."""
         if self.scope != "session":
             return self.base
-        return os.path.join(self.base, "sessions", safe_name(session_key or "default"))
+        return self.session_path(session_key)
 
     def root_for(self, session_key: str) -> str:
         """The turn's root folder, created on first use."""
@@ -74,7 +94,7 @@ class Workspace:
 
     def quota_root(self, real: str) -> str:
         """The turn folder whose quota a write to ``real`` counts against."""
-        sessions = os.path.join(self.base, "sessions") + os.sep
+        sessions = self._sessions + os.sep
         if self.scope == "session" and real.startswith(sessions):
             return sessions + real[len(sessions) :].split(os.sep, 1)[0]
         return self.base
@@ -94,8 +114,13 @@ class Workspace:
             + f"; at most {self.quota_bytes / mb:g} MB (tools.workspaceQuotaMb). Delete files to make room."
         )
 
-    def resolve(self, raw: object, session_key: str, *, name: str = "path") -> str:
-        """The absolute, symlink-free path ``raw`` names, or PathError saying why not."""
+    def resolve(self, raw: object, session_key: str, *, name: str = "path", write: bool = False) -> str:
+        """The absolute, symlink-free path ``raw`` names, or PathError saying why not.
+
+        ``memory/...`` is the session's own memory folder in every scope, so
+        one session's memory never reaches another's prompt. Other sessions'
+        folders are refused; with ``write``, so are the operator's context files.
+        """
         if not isinstance(raw, str):
             raise PathError(f"'{name}' must be a string.")
         if not raw:
@@ -105,13 +130,38 @@ class Workspace:
         if len(raw) > MAX_PATH_CHARS:
             raise PathError(f"'{name}' is longer than {MAX_PATH_CHARS} characters.")
         root = self.root_for(session_key)
-        real = os.path.realpath(os.path.join(root, raw))
-        if self.restrict and real != root and not real.startswith(root + os.sep):
+        own = self.session_path(session_key)
+        joined = os.path.normpath(os.path.join(root, raw))
+        if self.scope != "session" and _inside(joined, os.path.join(root, MEMORY_DIR)):
+            # The agent's memory lives in its session's folder (created on first use).
+            os.makedirs(own, mode=0o700, exist_ok=True)
+            joined = os.path.join(own, os.path.relpath(joined, root))
+        real = os.path.realpath(joined)
+        if self.restrict and not _inside(real, root):
             limit = "the session folder" if self.scope == "session" else "workspace"
             raise PathError(f"'{raw}' is outside the workspace ({limit} is the limit).")
         if real in self._protected:
             raise PathError(f"'{raw}' is the server's own database; tools cannot read or write it.")
+        if _inside(real, self._sessions) and not _inside(real, own):
+            raise PathError(f"'{raw}' is in another session's folder; a session's tools see only its own.")
+        if write and not self.context_writable and self._is_context(real, root):
+            raise PathError(
+                f"'{raw}' is an operator context file (AGENTS.md, USER.md, skills/, the workspace's "
+                "memory/MEMORY.md): read-only to tools unless tools.files.contextWritable is true. "
+                "Keep your own notes in memory/MEMORY.md."
+            )
         return real
+
+    def _is_context(self, real: str, root: str) -> bool:
+        """``real`` is a context file of the workspace or of the turn's root folder."""
+        if real == os.path.join(self.base, MEMORY_DIR, "MEMORY.md"):
+            return True
+        for folder in {self.base, root}:
+            if real in (os.path.join(folder, n) for n in CONTEXT_NAMES) or _inside(
+                real, os.path.join(folder, SKILLS_DIR)
+            ):
+                return True
+        return False
 
     def check_not_protected(self, fd: int, shown: str) -> None:
         """Refuse an open file that is one of the protected files under another name."""
@@ -184,6 +234,10 @@ def tree_bytes(root: str, skip: set[str] | frozenset[str] = frozenset()) -> int:
         except OSError:
             continue
     return total
+
+
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder + os.sep)
 
 
 def os_error(exc: OSError, shown: str) -> PathError:
