@@ -12,6 +12,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from common import unframed
 from test_tools_exec import alive, wait_gone
 
 from nanobot.agent.tools import TurnScope
@@ -194,7 +195,7 @@ def _steal(server, ask) -> None:
 
     def exec_in(sid: str, command: str) -> str:
         content = ask(server, "#tool:exec " + json.dumps({"command": command}), sid).json()
-        return content["choices"][0]["message"]["content"]
+        return unframed(content["choices"][0]["message"]["content"])
 
     assert exec_in("alice", "echo ALICE-PRIVATE > notes.txt; cat notes.txt").endswith("ALICE-PRIVATE\n")
     ws = server.workspace

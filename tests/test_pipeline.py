@@ -63,7 +63,7 @@ def test_a_custom_stage_may_provide_what_a_builtin_reads():
     own = Declared(
         "own_input",
         provides=("text", "files", "model", "stream", "include_usage", "include_tool_events")
-        + ("session_id", "instructions", "client_history"),
+        + ("session_id", "instructions", "client_history", "response_format"),
     )
     Pipeline([own, *builtins("extract_files", "resolve_session", "run_agent", "encode")])
 
