@@ -30,7 +30,10 @@ from nanobot.tools.paths import PROTECTED_NAMES, PathError, Workspace
 
 log = logging.getLogger("nanobot.tools")
 
-INSTALL_HINT = "install bubblewrap (Debian/Ubuntu: apt-get install bubblewrap; Fedora: dnf install bubblewrap)"
+INSTALL_HINT = (
+    "install bubblewrap (Debian/Ubuntu: apt-get install bubblewrap; Fedora: dnf install bubblewrap; "
+    "Arch: pacman -S bubblewrap; Alpine: apk add bubblewrap)"
+)
 MAX_COMMAND_CHARS = 64 * 1024
 MAX_PROCESSES = 16  # exec commands running at once, server-wide; more wait their turn
 # Output is read in large pieces: a command that floods its pipe then costs
