@@ -1,4 +1,4 @@
-"""The ``nanobot`` command: serve, agent, config check, outbox, db copy.
+"""The ``nanobot`` command: serve, agent, config check, outbox, db copy (``COMMANDS``).
 
 Each command imports what it uses inside its own function, so ``nanobot
 --help`` and ``nanobot agent`` start without loading the HTTP server, the
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.metadata
 import json
 import logging
 import os
@@ -230,24 +231,55 @@ def _outbox(args: argparse.Namespace) -> int:
     return 0
 
 
+# Every command, one line each, in the README's order: ``nanobot --help`` lists these.
+COMMANDS = {
+    "serve": "run the API server (--port 0 picks a free port)",
+    "agent": 'one turn (-m "Hello!") or an interactive prompt, in session cli:ID',
+    "config check": "validate the config; print the resolved settings, secrets masked",
+    "outbox": "list queued, failed and undeliverable outbound messages",
+    "db copy": "copy an SQLite nanobot.db into database.url (PostgreSQL)",
+}
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("nanobot-ai")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (the nanobot-ai package is not installed)"
+
+
+def _command_list() -> str:
+    width = max(map(len, COMMANDS))
+    lines = [f"  {name:<{width}}  {text}" for name, text in COMMANDS.items()]
+    return "\n".join(["commands:", *lines, "", "`nanobot COMMAND --help` shows a command's options."])
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nanobot", description="A local AI agent behind an OpenAI-compatible API.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="nanobot",
+        usage="nanobot [-h] [--version] COMMAND ...",
+        description="A local AI agent behind an OpenAI-compatible API.",
+        epilog=_command_list(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,  # the list keeps one line per command
+    )
+    parser.add_argument("--version", action="version", version=f"nanobot {_version()}", help="print the version")
+    # The commands are listed by the epilog, not by argparse (which wraps lines and names only "config", "db").
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", help=argparse.SUPPRESS, prog="nanobot"
+    )
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--config", metavar="PATH", help="config file (JSON, or YAML for .yaml/.yml)")
         p.add_argument("--workspace", metavar="DIR", help="override agents.defaults.workspace")
 
-    serve = sub.add_parser("serve", help="run the HTTP API server")
+    serve = sub.add_parser("serve", description=COMMANDS["serve"])
     common(serve)
     serve.add_argument("--host", help="override api.host")
     serve.add_argument("--port", type=int, help="override api.port (0: any free port)")
     serve.add_argument("--verbose", action="store_true", help="log every request and debug details")
     serve.set_defaults(func=_serve)
 
-    agent = sub.add_parser(
-        "agent", help="chat with the agent in the terminal (one turn with -m, else an interactive prompt)"
-    )
+    agent = sub.add_parser("agent", description=COMMANDS["agent"])
     common(agent)
     agent.add_argument("-m", "--message", help="send this message, print the reply as it streams, and exit")
     agent.add_argument(
@@ -260,20 +292,20 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument("--session", default="default", help="session id, stored as cli:ID (default: default)")
     agent.set_defaults(func=_agent)
 
-    config = sub.add_parser("config", help="configuration tools")
+    config = sub.add_parser("config", description="configuration tools")
     config_sub = config.add_subparsers(dest="config_command", required=True)
-    check = config_sub.add_parser("check", help="validate the config and print the resolved settings, secrets masked")
+    check = config_sub.add_parser("check", help=COMMANDS["config check"], description=COMMANDS["config check"])
     common(check)
     check.set_defaults(func=_config_check)
 
-    outbox = sub.add_parser("outbox", help="list queued, failed and undeliverable outbound messages")
+    outbox = sub.add_parser("outbox", description=COMMANDS["outbox"])
     common(outbox)
     outbox.add_argument("--all", action="store_true", help="include delivered messages")
     outbox.add_argument("--limit", type=int, default=100)
     outbox.set_defaults(func=_outbox)
-    db = sub.add_parser("db", help="database tools")
+    db = sub.add_parser("db", description="database tools")
     db_sub = db.add_subparsers(dest="db_command", required=True)
-    copy = db_sub.add_parser("copy", help="copy an SQLite database's sessions and outbox into database.url")
+    copy = db_sub.add_parser("copy", help=COMMANDS["db copy"], description=COMMANDS["db copy"])
     common(copy)
     copy.add_argument("--from", dest="source", required=True, metavar="PATH", help="the nanobot.db to copy")
     copy.set_defaults(func=_db_copy)

@@ -99,6 +99,22 @@ def _instructions(messages: list[Any], roles: list[str], mode: str) -> str | Non
     return text if mode == "append" and text else None
 
 
+def _check_instructions_first(roles: list[str], turn: int) -> None:
+    """Where the server keeps the history, a turn's instructions come before its user message.
+
+    With "use" the list is an OpenAI conversation, where a system message may
+    stand anywhere, so this holds for the other two modes only.
+    """
+    late = next((i for i in range(turn + 1, len(roles)) if roles[i] in INSTRUCTION_ROLES), None)
+    if late is not None:
+        raise InvalidRequest(
+            f"messages holds {_summary(roles)}, and messages[{late}] is a {roles[late]} message after the user "
+            f"message (messages[{turn}]): system and developer messages come before the user message.",
+            param=f"messages[{late}]",
+            code="system_message_after_user",
+        )
+
+
 def read_messages(messages: Any, client_history: str, client_system: str) -> MessageList:
     """Check ``messages`` against the two settings; raise InvalidRequest naming what is wrong."""
     if not isinstance(messages, list) or not messages:
@@ -120,6 +136,7 @@ def read_messages(messages: Any, client_history: str, client_system: str) -> Mes
         )
     instructions = _instructions(messages, roles, client_system)
     if client_history != "use":
+        _check_instructions_first(roles, users[-1])
         return MessageList(turn=users[-1], instructions=instructions)
     if chat[-1] != users[-1]:
         raise InvalidRequest(

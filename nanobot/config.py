@@ -22,7 +22,7 @@ from typing import Any, Union
 import yaml
 
 from nanobot.files.limits import FileLimits
-from nanobot.redact import public_url, strip_userinfo
+from nanobot.url_mask import public_url, strip_userinfo
 
 
 class ConfigError(Exception):

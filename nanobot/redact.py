@@ -14,13 +14,11 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
 from urllib.parse import quote, unquote, urlsplit
 
-if TYPE_CHECKING:
-    from nanobot.config import ChannelsConfig, Config, ProviderConfig
+from nanobot.config import ChannelsConfig, Config, ProviderConfig
+from nanobot.url_mask import MASK, public_url
 
-MASK = "***"
 # Shorter values are not masked: "abc" would mangle every word containing it.
 MIN_SECRET_CHARS = 4
 # Text cut to a length ends with this (``shorten``); what precedes it may be
@@ -102,29 +100,6 @@ def channel_secrets(channels: ChannelsConfig) -> dict[str, str]:
     _add_headers(secrets, hook.headers)
     _add_url(secrets, hook.url, whole=True)
     return secrets
-
-
-def public_url(url: str) -> str:
-    """``scheme://host[:port]`` of ``url``: what a log or ``config check`` may show."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        port = f":{parts.port}" if parts.port else ""
-    except ValueError:
-        return MASK
-    if ":" in host:
-        host = f"[{host}]"
-    return f"{parts.scheme}://{host}{port}" if parts.scheme and host else MASK
-
-
-def strip_userinfo(url: str) -> str:
-    """``url`` with any ``user:password@`` replaced by ``***@``."""
-    try:
-        netloc = urlsplit(url).netloc
-    except ValueError:
-        return MASK
-    userinfo, at, _ = netloc.rpartition("@")
-    return url.replace(userinfo + at, MASK + "@", 1) if at else url
 
 
 def _add(secrets: dict[str, str], *values: str) -> None:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
+import re
 import subprocess
 import sys
 import time
+import tomllib
 
 from builders import make_docx
 from common import run_nanobot
@@ -119,15 +122,41 @@ def test_config_check_lists_the_enabled_tools(tmp_path):
     assert "# tools: exec, web_fetch, message" in p.stderr.splitlines()
 
 
-def test_help_texts():
-    for args in (
-        ["--help"],
-        ["serve", "--help"],
-        ["agent", "--help"],
-        ["outbox", "--help"],
-        ["config", "check", "--help"],
-    ):
-        p = run_nanobot(*args)
-        assert p.returncode == 0 and "usage: nanobot" in p.stdout
-    assert "--workspace" in run_nanobot("serve", "--help").stdout
-    assert "--file" in run_nanobot("agent", "--help").stdout
+def test_version_is_the_package_version():
+    p = run_nanobot("--version")
+    assert p.returncode == 0, p.stderr
+    installed = importlib.metadata.version("nanobot-ai")
+    assert p.stdout == f"nanobot {installed}\n"
+    with open(ROOT / "pyproject.toml", "rb") as f:
+        assert installed == tomllib.load(f)["project"]["version"]
+
+
+def readme_commands() -> list[str]:
+    """The commands of the README's table, in its order: `nanobot serve [...]` -> "serve"."""
+    text = (ROOT / "README.md").read_text()
+    table = text.split("## Commands", 1)[1].split("\n## ", 1)[0]
+    found: list[str] = []
+    for cell in re.findall(r"^\| `nanobot ([^`]*)`", table, re.MULTILINE):
+        words = []
+        for word in cell.split():
+            if word.startswith(("-", "[")):
+                break
+            words.append(word)
+        if " ".join(words) not in found:
+            found.append(" ".join(words))
+    return found
+
+
+def test_help_lists_every_command_in_the_readmes_order():
+    expected = readme_commands()
+    assert expected == ["serve", "agent", "config check", "outbox", "db copy"]
+    p = run_nanobot("--help", env={"COLUMNS": "40"})  # narrow: still one line per command
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.split("\ncommands:\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert [line.split("  ")[1].strip() for line in lines] == expected
+    for line, command in zip(lines, expected, strict=True):
+        assert len(line.split(command, 1)[1].strip()) > 10, line  # a description on the same line
+        sub = run_nanobot(*command.split(), "--help")
+        assert sub.returncode == 0 and sub.stdout.startswith(f"usage: nanobot {command} "), sub.stdout
+        if command in ("serve", "agent"):
+            assert ("--workspace" if command == "serve" else "--file") in sub.stdout

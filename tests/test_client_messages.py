@@ -61,8 +61,8 @@ def test_system_message_is_appended_for_this_turn_only(agent_server, upstream):
         extra_body={"session_id": sid},
         messages=[
             {"role": "developer", "content": [{"type": "text", "text": "Be brief."}]},
-            {"role": "user", "content": "again"},
             {"role": "system", "content": "No emoji."},
+            {"role": "user", "content": "again"},
         ],
     )
     assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == "You said: again"
@@ -108,6 +108,59 @@ def test_client_system_ignore_and_reject(make_server, upstream, mode):
 
 
 # ----------------------------------------------------------------------- errors about the list
+
+
+def test_instructions_after_the_user_message_are_refused(agent_server, make_server, upstream):
+    """Where the server keeps the history, system and developer messages come before the user message."""
+    ignore = make_server(merge(upstream_config(upstream.url), {"api": {"clientHistory": "ignore"}}))
+    late = [
+        (agent_server, [{"role": "user", "content": "hi"}, {"role": "system", "content": "x"}], 1, "system", 0),
+        (
+            agent_server,
+            [
+                {"role": "system", "content": "s"},
+                {"role": "user", "content": "hi"},
+                {"role": "developer", "content": [{"type": "text", "text": "x"}]},
+            ],
+            2,
+            "developer",
+            1,
+        ),
+        (
+            ignore,
+            [
+                {"role": "user", "content": "a"},
+                {"role": "assistant", "content": "b"},
+                {"role": "user", "content": "c"},
+                {"role": "system", "content": "x"},
+            ],
+            3,
+            "system",
+            2,
+        ),
+    ]
+    for server, messages, index, role, turn in late:
+        for stream in (False, True):
+            r = requests.post(server.url + CHAT, json={"messages": messages, "stream": stream}, timeout=30)
+            assert r.status_code == 400, r.text
+            err = r.json()["error"]
+            assert (err["type"], err["param"], err["code"]) == (
+                "invalid_request_error",
+                f"messages[{index}]",
+                "system_message_after_user",
+            )
+            assert f"messages[{index}] is a {role} message after the user message (messages[{turn}])" in err["message"]
+    assert upstream.requests() == []
+    # "ignore": a conversation's earlier system messages stand before the user message of the turn.
+    conversation = [
+        {"role": "user", "content": "a"},
+        {"role": "assistant", "content": "b"},
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "c"},
+    ]
+    r = requests.post(ignore.url + CHAT, json={"messages": conversation}, timeout=30)
+    assert r.status_code == 200, r.text
+    assert sent(upstream)[0] == {"role": "system", "content": f"{DEFAULT_SYSTEM_PROMPT}\n\nBe brief."}
 
 
 def test_history_refusal_says_what_was_sent_and_what_to_do(agent_server):
@@ -220,6 +273,25 @@ def test_use_sends_the_clients_conversation_and_keeps_no_history(use_server, ups
     )
     assert r.status_code == 200 and [m["role"] for m in sent(upstream)] == ["system", "user"]
     assert stored(use_server, sid) == []
+
+
+def test_use_takes_system_messages_anywhere(use_server, upstream):
+    """With "use" the list is plain OpenAI: a system message may stand after the user message too."""
+    messages = [
+        {"role": "user", "content": "a"},
+        {"role": "system", "content": "Be brief."},
+        {"role": "assistant", "content": "b"},
+        {"role": "user", "content": "c"},
+        {"role": "developer", "content": "No emoji."},
+    ]
+    reply = sdk(use_server).chat.completions.create(model="scripted", messages=messages)
+    assert reply.choices[0].message.content == "You said: c"
+    assert sent(upstream) == [
+        {"role": "system", "content": f"{DEFAULT_SYSTEM_PROMPT}\n\nBe brief.\n\nNo emoji."},
+        {"role": "user", "content": "a"},
+        {"role": "assistant", "content": "b"},
+        {"role": "user", "content": "c"},
+    ]
 
 
 @pytest.mark.parametrize(

@@ -139,6 +139,23 @@ def test_serve_config_errors_exit_2(tmp_path, config, needle):
     assert "Traceback" not in p.stderr
 
 
+def test_config_check_reports_a_missing_bwrap_as_serve_does(tmp_path):
+    """exec with the bwrap sandbox on a machine without bubblewrap: config check says so before serve would."""
+    path = tmp_path / "c.json"
+    config = {"agents": {"defaults": {"workspace": str(tmp_path / "ws")}}, "tools": {"exec": {"enabled": True}}}
+    path.write_text(json.dumps(config))
+    no_bwrap = tmp_path / "bin"  # a PATH with nothing on it
+    no_bwrap.mkdir()
+    check = run_nanobot("config", "check", "--config", str(path), env={"PATH": str(no_bwrap)})
+    serve = run_nanobot("serve", "--config", str(path), "--port", "0", env={"PATH": str(no_bwrap)})
+    assert (check.returncode, serve.returncode) == (2, 2), (check.stderr, serve.stderr)
+    assert check.stderr == serve.stderr
+    assert check.stdout == serve.stdout == ""
+    assert check.stderr.startswith('nanobot: config error: tools.exec.sandbox: "bwrap" is chosen but bwrap is not')
+    for command in ("apt-get install", "dnf install", "pacman -S", "apk add"):
+        assert f"{command} bubblewrap" in check.stderr, command
+
+
 def test_missing_env_var_exits_2(tmp_path):
     path = tmp_path / "c.json"
     path.write_text(json.dumps({"providers": {"o": {"apiKey": "${NB_SURELY_UNSET_VAR}"}}}))

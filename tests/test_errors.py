@@ -43,6 +43,7 @@ USER = {"role": "user", "content": "hi"}
         ({"messages": "hi"}, "messages"),
         ({"messages": []}, "messages"),
         ({"messages": [USER, USER]}, "messages"),
+        ({"messages": [USER, {"role": "system", "content": "x"}]}, "messages[1]"),
         ({"messages": [{"role": "system", "content": "x"}]}, "messages[0].role"),
         ({"messages": [{"role": "assistant", "content": "x"}]}, "messages[0].role"),
         ({"messages": ["hi"]}, "messages[0]"),

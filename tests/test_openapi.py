@@ -264,11 +264,16 @@ JSON_CASES = [
         "developer-parts",
         {
             "messages": [
-                {"role": "user", "content": "b"},
                 {"role": "developer", "content": [{"type": "text", "text": "a"}]},
+                {"role": "user", "content": "b"},
             ]
         },
         200,
+    ),
+    (
+        "system-after-user",
+        {"messages": [{"role": "user", "content": "b"}, {"role": "system", "content": "a"}]},
+        400,
     ),
     (
         "system-too-long",
@@ -321,6 +326,11 @@ JSON_CASES = [
 ]
 
 
+# Refused by the server, valid to the schema, which cannot say where in the list a message stands
+# (the description says it).
+SCHEMA_CANNOT_SAY = {"system-after-user"}
+
+
 @pytest.mark.alone
 @pytest.mark.parametrize("name, body, status", JSON_CASES, ids=[c[0] for c in JSON_CASES])
 def test_json_requests_and_responses_match_document(doc_server, live_doc, name, body, status):
@@ -329,7 +339,9 @@ def test_json_requests_and_responses_match_document(doc_server, live_doc, name, 
     assert r.headers["X-Request-ID"] == f"case-{name}"
     assert live_doc.check_response("POST", CHAT, r) == []
     problems = live_doc.request_body_errors("post", CHAT, "application/json", body)
-    if status == 400:
+    if name in SCHEMA_CANNOT_SAY:
+        assert problems == [], problems
+    elif status == 400:
         assert problems, "the server refused a body that the document calls valid"
     else:
         assert problems == [], "the server accepted a body that the document calls invalid"

@@ -139,6 +139,11 @@ def test_validate_takes_the_session_header_unless_the_body_names_one(runner, ser
             "remote_url_not_supported",
         ),
         (user([{"type": "file", "file": {"file_id": "f-1"}}]), "messages[0].content[0].file.file_data", None),
+        (
+            {"messages": [{"role": "user", "content": "x"}, {"role": "developer", "content": "late"}]},
+            "messages[1]",
+            "system_message_after_user",
+        ),
     ],
 )
 def test_validate_names_the_offending_field(runner, services, body, param, code):

@@ -36,7 +36,10 @@ from nanobot.tools.sandbox import PidsCgroup, limited_command, system_binds
 
 log = logging.getLogger("nanobot.tools")
 
-INSTALL_HINT = "install bubblewrap (Debian/Ubuntu: apt-get install bubblewrap; Fedora: dnf install bubblewrap)"
+INSTALL_HINT = (
+    "install bubblewrap (Debian/Ubuntu: apt-get install bubblewrap; Fedora: dnf install bubblewrap; "
+    "Arch: pacman -S bubblewrap; Alpine: apk add bubblewrap)"
+)
 MAX_COMMAND_CHARS = 64 * 1024
 MAX_PROCESSES = 16  # exec commands running at once, server-wide; more wait their turn
 _REAPER = os.path.join(os.path.dirname(__file__), "reaper.py")

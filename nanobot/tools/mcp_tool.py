@@ -1,21 +1,20 @@
 """MCP tools as the agent sees them: OpenAI-safe names, and results as text.
 
-The session side (connecting, restarting, timeouts) is :mod:`nanobot.tools.mcp`.
+The session side (connecting, restarting, timeouts) is :mod:`nanobot.tools.mcp`,
+which imports this module; a tool knows its server only as a
+:class:`ToolServer`, so this one imports nothing of that.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import orjson
 from mcp import types
 
 from nanobot.agent.tools import TurnScope
-
-if TYPE_CHECKING:
-    from nanobot.tools.mcp import McpServer
 
 MAX_NAME = 64  # OpenAI's limit for a function name
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
@@ -65,10 +64,17 @@ def render(result: types.CallToolResult, max_chars: int) -> str:
     return text or "(the tool returned no content)"
 
 
+class ToolServer(Protocol):
+    """What a tool needs of its server (``McpServer`` in :mod:`nanobot.tools.mcp`)."""
+
+    async def call(self, tool: str, args: dict[str, Any]) -> types.CallToolResult | str:
+        """The tool's result, or an ``Error: ...`` text; never raises for a server fault."""
+
+
 class McpTool:
     """One tool of one MCP server, offered to the model as ``mcp_<server>_<tool>``."""
 
-    def __init__(self, server: McpServer, spec: types.Tool, name: str, max_chars: int) -> None:
+    def __init__(self, server: ToolServer, spec: types.Tool, name: str, max_chars: int) -> None:
         self.server, self.remote, self.name, self._max_chars = server, spec.name, name, max_chars
         params = spec.input_schema if isinstance(spec.input_schema, dict) else {}
         self.schema = {

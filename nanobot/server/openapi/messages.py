@@ -1,8 +1,8 @@
 """The ``messages`` field: what each ``api.clientHistory`` / ``api.clientSystem`` setting accepts.
 
 Mirrors ``nanobot/client_messages.py``. What a schema cannot say (the last
-message is the turn, every tool call answered, the size bounds summed over
-messages) is in the descriptions.
+message is the turn, no system message after it outside "use", every tool
+call answered, the size bounds summed over messages) is in the descriptions.
 """
 
 from __future__ import annotations
@@ -110,11 +110,15 @@ def messages_field(spec: Spec) -> Json:
     """The schema of ``ChatCompletionRequest.messages``."""
     api = spec.config.api
     instructions = [ref("InstructionMessage")] if api.client_system != "reject" else []
-    system_note = (
-        " System and developer messages are refused (`api.clientSystem` is `reject`)."
-        if api.client_system == "reject"
-        else " Any number of system or developer messages may come with it."
-    )
+    if api.client_system == "reject":
+        system_note = " System and developer messages are refused (`api.clientSystem` is `reject`)."
+    elif api.client_history == "use":
+        system_note = " System and developer messages may stand anywhere, as in any OpenAI conversation."
+    else:
+        system_note = (
+            " Any number of system or developer messages may come before the user message of the turn; "
+            "one after it is a 400 (`system_message_after_user`)."
+        )
     if api.client_history == "use":
         return {
             "type": "array",
