@@ -6,6 +6,7 @@ import base64
 import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import openai
@@ -55,3 +56,8 @@ def run_nanobot(
         cwd=cwd,
         timeout=timeout,
     )
+
+
+def state_db(workspace: Path) -> Path:
+    """The database of a server whose state folder is the default ``<workspace>.state``."""
+    return workspace.with_name(workspace.name + ".state") / "nanobot.db"
