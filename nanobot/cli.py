@@ -34,7 +34,7 @@ def _load(args: argparse.Namespace, tools: bool = True) -> Config:
     config.check()
     url = config.database.url
     if url is not None and not url.startswith(("postgresql://", "postgres://")):
-        raise ConfigError("database.url: expected a postgresql:// URL, or null for SQLite in the workspace")
+        raise ConfigError("database.url: expected a postgresql:// URL, or null for SQLite in the state folder")
     if tools:
         # per-command import (module docstring)
         from nanobot.tools import check_tools
@@ -73,11 +73,13 @@ def _serve(args: argparse.Namespace) -> int:
     from nanobot.services import lock_path
     from nanobot.sessions.locks import open_lock_file
     from nanobot.storage.private import private_dir
+    from nanobot.storage.state import prepare_state
 
     Pipeline.from_names(config.pipeline.stages)  # config errors once, before forking
     # Opened once, here: every worker, and any forked later to replace one,
     # locks this inode even if the path is deleted or replaced meanwhile.
     private_dir(config.workspace)
+    prepare_state(config)  # once, before forking: a refusal is one message, exit 2
     lock_fd = open_lock_file(lock_path(config))
     shards = listen_per_worker(config, config.api.workers)
 
@@ -155,7 +157,7 @@ def _mcp_status(config: Config) -> None:
 def _database_status(config: Config) -> str:
     """Which database is in use (password masked) and whether it answers."""
     if not config.database.url:
-        return f"SQLite at {config.workspace / 'nanobot.db'}"
+        return f"SQLite at {config.state_dir / 'nanobot.db'} (state folder {config.state_dir})"
     # per-command import (module docstring)
     from nanobot.storage.pg import describe, masked_url, probe
 
@@ -187,7 +189,7 @@ def _outbox_rows(config: Config, states: tuple[str, ...] | None, limit: int) -> 
     from nanobot.outbound.sqlite_outbox import SqliteOutbox
     from nanobot.storage.db import Database
 
-    path = config.workspace / "nanobot.db"
+    path = config.state_dir / "nanobot.db"
     if not path.exists():
         return None
 

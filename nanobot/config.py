@@ -34,6 +34,7 @@ class AgentDefaults:
     provider: str = "echo"
     model: str = "echo"
     workspace: str = "~/.nanobot/workspace"
+    state_dir: str | None = None  # None: <workspace>.state (database, uploads, locks)
     system_prompt: str | None = None
     max_tokens: int = 4096
     temperature: float = 0.1
@@ -205,7 +206,7 @@ class ToolsConfig:
 
 @dataclass
 class DatabaseConfig:
-    url: str | None = None  # None: SQLite at <workspace>/nanobot.db
+    url: str | None = None  # None: SQLite at <stateDir>/nanobot.db
     pool_size: int = 10
 
 
@@ -233,12 +234,27 @@ class Config:
     def workspace(self) -> Path:
         return Path(self.agents.defaults.workspace).expanduser()
 
+    @property
+    def state_dir(self) -> Path:
+        """The server's own files, out of the agent's reach (``agents.defaults.stateDir``)."""
+        configured = self.agents.defaults.state_dir
+        if configured:
+            return Path(configured).expanduser()
+        workspace = Path(os.path.abspath(self.workspace))  # "." has no name to extend
+        return workspace.with_name(workspace.name + ".state")
+
     def check(self) -> None:
         """Cross-field rules that a type check cannot express."""
         d = self.agents.defaults
         if d.provider != "echo" and d.provider not in self.providers:
             known = ", ".join(["echo", *self.providers]) or "echo"
             raise ConfigError(f"agents.defaults.provider: unknown provider {d.provider!r} (known: {known})")
+        workspace, state = (Path(os.path.abspath(p)) for p in (self.workspace, self.state_dir))
+        if state == workspace or workspace in state.parents or state in workspace.parents:
+            raise ConfigError(
+                "agents.defaults.stateDir: must be outside the workspace (and not contain it): "
+                "the agent's tools can write anywhere in the workspace"
+            )
         choices = {
             "api.clientHistory": (self.api.client_history, ("reject", "ignore", "use")),
             "api.clientSystem": (self.api.client_system, ("append", "ignore", "reject")),

@@ -29,6 +29,8 @@ from nanobot.sessions.locks import SessionLocks, SessionOrdering, SharedSessionL
 from nanobot.sessions.store import SessionStore, SqliteSessionStore
 from nanobot.storage.db import Database
 from nanobot.storage.private import private_dir
+from nanobot.storage.safedir import SafeDir
+from nanobot.storage.state import database_path, media, prepare_state
 from nanobot.tools import build_registry, build_tools, workspace_of
 from nanobot.tools.mcp import McpHub
 
@@ -48,7 +50,7 @@ def make_provider(config: Config, redact: Redactor | None = None) -> Provider:
 
 def lock_path(config: Config) -> Path:
     """Where the workers of one server share their session locks."""
-    return config.workspace / "sessions.lock"
+    return config.state_dir / "sessions.lock"
 
 
 @dataclass
@@ -64,8 +66,8 @@ class Storage:
 
 
 def sqlite_storage(config: Config, lock_fd: int | None = None) -> Storage:
-    """The embedded default: ``<workspace>/nanobot.db``."""
-    db = Database(config.workspace / "nanobot.db")
+    """The embedded default: ``<stateDir>/nanobot.db``, checked as it opens."""
+    db = Database(database_path(config), verify=True)
     # The cache only has to cover the window sent to the LLM, and is
     # bounded in bytes (api.historyCacheBytes), not sessions.
     history = config.agents.defaults.max_history_messages
@@ -127,12 +129,11 @@ def postgres_storage(config: Config) -> Storage:
 
 
 def make_storage(config: Config, lock_fd: int | None = None) -> Storage:
-    """SQLite in the workspace, or PostgreSQL when ``database.url`` is set."""
+    """SQLite in the state folder, or PostgreSQL when ``database.url`` is set."""
     return postgres_storage(config) if config.database.url else sqlite_storage(config, lock_fd)
 
 
 CPU_THREADS = 4
-MEDIA_DIR = Path("media") / "api"  # uploads, under the workspace
 
 
 async def prestart_threads(executor: ThreadPoolExecutor, count: int) -> None:
@@ -160,8 +161,8 @@ class Services:
     @classmethod
     def build(cls, config: Config, lock_fd: int | None = None) -> Services:
         """``lock_fd``: with several workers, the session lock file their parent opened."""
-        workspace = config.workspace
-        private_dir(workspace)
+        private_dir(config.workspace)
+        prepare_state(config)  # before anything opens a file there
         storage = make_storage(config, lock_fd)
         redact = Redactor.from_config(config)
         provider = make_provider(config, redact)
@@ -186,13 +187,14 @@ class Services:
             agent=AgentLoop(provider, storage.sessions, tools, config.agents.defaults, context),
             metrics=Metrics(),
             redact=redact,
-            cleaner=UploadCleaner(workspace / MEDIA_DIR, config.api.files.retention_days),
+            cleaner=UploadCleaner(media(config), config.api.files.retention_days),
             mcp=McpHub(config.tools.mcp_servers, tools.add, max_result_chars=config.tools.max_result_chars),
         )
 
     @property
-    def media_dir(self) -> Path:
-        return self.config.workspace / MEDIA_DIR
+    def media_dir(self) -> SafeDir:
+        """Uploads: in the state folder, never reachable by the agent's tools."""
+        return media(self.config)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()

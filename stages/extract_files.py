@@ -2,7 +2,7 @@
 
 Images become data URLs for this turn's LLM call; documents become text
 (``nanobot.files.incoming``, shared with ``nanobot agent --file``). Each
-upload is kept under ``<workspace>/media/api/``, but only when its request
+upload is kept under ``<stateDir>/media/api/``, but only when its request
 succeeds: a request that fails (a later file refused, the provider down, the
 client gone) keeps none of its files.
 """

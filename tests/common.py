@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import openai
@@ -76,3 +77,8 @@ def run_nanobot(
         cwd=cwd,
         timeout=timeout,
     )
+
+
+def state_db(workspace: Path) -> Path:
+    """The database of a server whose state folder is the default ``<workspace>.state``."""
+    return workspace.with_name(workspace.name + ".state") / "nanobot.db"

@@ -166,7 +166,7 @@ def test_history_survives_restart(upstream, tmp_path):
         ask(s, "what did I say", sid)
         contents = [m["content"] for m in last_sent(upstream)["messages"][1:]]
         assert contents == ["remember the lime", "You said: remember the lime", "what did I say"]
-    db = sqlite3.connect(ws / "nanobot.db")
+    db = sqlite3.connect(s.database)
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert db.execute("SELECT count(*) FROM messages WHERE session = ?", (f"api:{sid}",)).fetchone()[0] == 4
 

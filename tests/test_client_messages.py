@@ -28,9 +28,7 @@ def sent(upstream) -> list[dict]:
 
 
 def stored(server, sid: str) -> list[str]:
-    rows = read_db(
-        server.workspace / "nanobot.db", "SELECT data FROM messages WHERE session = ? ORDER BY id", (f"api:{sid}",)
-    )
+    rows = read_db(server.database, "SELECT data FROM messages WHERE session = ? ORDER BY id", (f"api:{sid}",))
     return [bytes(r[0]).decode() for r in rows]
 
 

@@ -167,7 +167,7 @@ def test_agent_command_echo(tmp_path):
     p = run_nanobot("agent", "-m", "Hello!", "--workspace", str(tmp_path / "ws"), cwd=ROOT)
     assert p.returncode == 0, p.stderr
     assert p.stdout == "Hello!\n"
-    assert (tmp_path / "ws" / "nanobot.db").exists()
+    assert (tmp_path / "ws.state" / "nanobot.db").exists()
 
 
 def test_agent_command_uses_cli_sessions(tmp_path, upstream):
@@ -198,7 +198,7 @@ def test_cli_overrides_host_port_workspace(tmp_path):
     with ServerProcess({}, args=("--port", "0", "--host", "127.0.0.1", "--workspace", str(tmp_path / "w2"))) as s:
         assert requests.get(s.url + "/health").status_code == 200
         assert requests.post(s.base_url + "/chat/completions", json={"messages": [{"role": "user", "content": "x"}]}).ok
-    assert (tmp_path / "w2" / "nanobot.db").exists()
+    assert (tmp_path / "w2.state" / "nanobot.db").exists()
 
 
 def test_shipped_config_serves_offline(tmp_path):
@@ -219,7 +219,7 @@ def test_shipped_config_serves_offline(tmp_path):
         url = line.split()[4]
         r = requests.post(url + "/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]})
         assert r.json()["choices"][0]["message"]["content"] == "hi"
-        assert (tmp_path / ".nanobot" / "workspace" / "nanobot.db").exists()
+        assert (tmp_path / ".nanobot" / "workspace.state" / "nanobot.db").exists()
     finally:
         proc.terminate()
         assert proc.wait(timeout=15) == 0

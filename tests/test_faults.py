@@ -19,7 +19,7 @@ import uuid
 import openai
 import pytest
 import requests
-from common import CHAT, ask, free_port, sdk
+from common import CHAT, ask, free_port, sdk, state_db
 from fault_helpers import established_to, history_problems, read_db, recv_all, wait_for
 from servers import ServerProcess, merge, upstream_config
 
@@ -30,7 +30,7 @@ from nanobot.testing.process import UpstreamProcess
 
 def session_rows(workspace, sid):
     """The session's messages, read from the database file (server stopped)."""
-    rows = read_db(workspace / "nanobot.db", "SELECT data FROM messages WHERE session = ? ORDER BY id", (f"api:{sid}",))
+    rows = read_db(state_db(workspace), "SELECT data FROM messages WHERE session = ? ORDER BY id", (f"api:{sid}",))
     return [json.loads(r[0]) for r in rows]
 
 
@@ -174,7 +174,7 @@ class Sink(http.server.ThreadingHTTPServer):
 
 
 def outbox(workspace):
-    return read_db(workspace / "nanobot.db", "SELECT content, state, attempts FROM outbox ORDER BY id")
+    return read_db(state_db(workspace), "SELECT content, state, attempts FROM outbox ORDER BY id")
 
 
 def tool(content, channel, chat_id):
@@ -269,7 +269,7 @@ def test_sigkill_mid_stream_then_restart(upstream, tmp_path):
     finally:
         first.kill()
 
-    db = ws / "nanobot.db"
+    db = state_db(ws)
     assert read_db(db, "PRAGMA integrity_check") == [("ok",)]
     history = session_rows(ws, sid)
     assert history_problems(history) == [], history

@@ -29,7 +29,7 @@ def test_db_copy_moves_sessions_and_queue_once(postgres, upstream, tmp_path):
         assert ask(old, "two", "moved").status_code == 200
         tool = '#tool:message {"content": "kept", "channel": "telegram", "chat_id": "9"} x'
         assert ask(old, tool, "other").status_code == 200
-        source = old.workspace / "nanobot.db"
+        source = old.database
     # Enough sessions to see progress lines.
     with sqlite3.connect(source) as db:
         db.executemany(

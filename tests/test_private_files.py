@@ -43,8 +43,9 @@ def test_a_fresh_workspace_and_its_database_are_private(make_server: Callable[..
     server = make_server({})
     one_turn(server)
     assert mode(server.workspace) == 0o700
+    assert mode(server.state_dir) == 0o700
     for name in DB_FILES:  # -wal and -shm exist while the server has the file open
-        assert mode(server.workspace / name) == 0o600, name
+        assert mode(server.state_dir / name) == 0o600, name
 
 
 def test_files_an_older_version_left_readable_are_tightened(
@@ -63,5 +64,6 @@ def test_files_an_older_version_left_readable_are_tightened(
     server = make_server({}, workspace=workspace)
     one_turn(server)
     assert mode(workspace) == 0o700
-    for name in DB_FILES:
-        assert mode(workspace / name) == 0o600, name
+    for name in DB_FILES:  # moved into the state folder at start-up, and tightened there
+        assert not (workspace / name).exists(), name
+        assert mode(server.state_dir / name) == 0o600, name

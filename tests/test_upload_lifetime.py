@@ -27,7 +27,7 @@ DAY = 86400
 
 
 def media(server: ServerProcess) -> list[str]:
-    folder = server.workspace / "media" / "api"
+    folder = server.state_dir / "media" / "api"
     return sorted(os.listdir(folder)) if folder.is_dir() else []
 
 
@@ -65,7 +65,7 @@ def test_a_failed_request_keeps_none_of_its_uploads(
 def test_uploads_past_the_retention_are_removed_at_start(
     make_server: Callable[..., ServerProcess], tmp_path: Path
 ) -> None:
-    folder = tmp_path / "workspace" / "media" / "api"
+    folder = tmp_path / "workspace.state" / "media" / "api"
     folder.mkdir(parents=True)
     old, new = folder / "old-upload.png", folder / "new-upload.png"
     for path in (old, new):

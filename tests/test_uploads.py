@@ -244,7 +244,7 @@ def test_traversal_names_are_stored_safely(files_server, upstream):
     r = post_json(files_server, [{"type": "text", "text": "m"}, file_part(name, b"secret")])
     assert r.status_code == 200
     assert "[file: ../../etc/passwd_.txt]" in user_text_sent(upstream)
-    media = files_server.workspace / "media" / "api"
+    media = files_server.state_dir / "media" / "api"
     stored = sorted(p.name for p in media.iterdir())
     assert all("/" not in n and ".." not in n and "\x00" not in n for n in stored)
     assert sum(1 for n in stored if n.endswith("etc_passwd.txt") or "passwd" in n) >= 2

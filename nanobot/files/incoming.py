@@ -11,19 +11,22 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import logging
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from nanobot.context import Attachment, IncomingFile
-from nanobot.errors import InvalidRequest, TooLarge, UnsupportedMediaType
+from nanobot.errors import ApiError, InvalidRequest, TooLarge, UnsupportedMediaType
 from nanobot.files.detect import detect
 from nanobot.files.storage import remove_uploads, safe_display_name, save_upload
+from nanobot.storage.safedir import UnsafeDir
 
 if TYPE_CHECKING:
     from nanobot.services import Services
 
 T = TypeVar("T")
+log = logging.getLogger("nanobot.files")
 
 OFFLOAD_BYTES = 256 * 1024
 # binascii holds the GIL for a whole call: 10 MB is ~30 ms in one piece, which
@@ -89,7 +92,11 @@ async def read_file(services: Services, f: IncomingFile) -> Attachment:
             param=f.param,
             code="unsupported_file_type",
         )
-    path = await asyncio.to_thread(save_upload, services.media_dir, f.filename or name, data)
+    try:
+        path = await asyncio.to_thread(save_upload, services.media_dir, f.filename or name, data)
+    except UnsafeDir as exc:  # the folder was swapped for a link or someone else's: never written through
+        log.error("upload refused: %s", exc.strerror or exc)
+        raise ApiError("The server cannot store uploads right now (its uploads folder is unsafe).") from None
     try:
         if detected.kind == "image":
             b64 = f.base64 if f.base64 is not None and "\n" not in f.base64 else None

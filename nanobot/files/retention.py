@@ -1,6 +1,6 @@
 """Uploads older than ``api.files.retentionDays`` are removed, a bounded batch at a time.
 
-A background task sweeps ``<workspace>/media/api/`` at start-up and then
+A background task sweeps ``<stateDir>/media/api/`` at start-up and then
 hourly, in a worker thread (a directory scan and unlinks must not stall the
 event loop). One pass removes at most ``BATCH`` files; a pass cut short by
 it is followed by the next one a second later, so a large backlog drains
@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from pathlib import Path
 
 from nanobot.files.storage import remove_expired
+from nanobot.storage.safedir import SafeDir
 
 log = logging.getLogger("nanobot.files")
 
@@ -25,7 +25,7 @@ class UploadCleaner:
     BATCH = 1000  # files removed per pass at most
     BACKLOG_PAUSE = 1.0  # seconds before the next pass when one was cut short
 
-    def __init__(self, media_dir: Path, retention_days: float) -> None:
+    def __init__(self, media_dir: SafeDir, retention_days: float) -> None:
         self._media_dir = media_dir
         self._max_age = retention_days * DAY
         self._task: asyncio.Task[None] | None = None
@@ -41,8 +41,8 @@ class UploadCleaner:
                 removed, more = await asyncio.to_thread(remove_expired, self._media_dir, self._max_age, self.BATCH)
                 if removed:
                     log.info("removed %d upload(s) older than %g days", removed, self._max_age / DAY)
-            except OSError as exc:  # a directory we cannot read: try again next time
-                log.warning("upload cleanup failed: %s", exc)
+            except OSError as exc:  # unreadable, or not a real directory (refused): next time
+                log.warning("upload cleanup failed, nothing removed: %s", exc.strerror or exc)
             await asyncio.sleep(self.BACKLOG_PAUSE if more else self.INTERVAL)
 
     async def close(self) -> None:

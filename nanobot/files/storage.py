@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
+import stat
 import time
 import unicodedata
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
+
+from nanobot.storage.safedir import SafeDir
+
+# O_EXCL: a fresh file, never one already there; O_NOFOLLOW: never a link.
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 MAX_DISPLAY_CHARS = 255
 MAX_BASENAME_CHARS = 100
@@ -43,7 +48,7 @@ def _display_char(char: str) -> str:
     return char
 
 
-def save_upload(media_dir: Path, filename: str, data: bytes) -> Path:
+def save_upload(media_dir: SafeDir | Path, filename: str, data: bytes) -> Path:
     """Write ``data`` under ``media_dir`` as ``<uuid4 hex>-<safe basename>``, atomically.
 
     The bytes go to a temporary file in the same directory, which is then
@@ -51,23 +56,34 @@ def save_upload(media_dir: Path, filename: str, data: bytes) -> Path:
     failure leaves nothing behind. The random prefix makes every name unique,
     and the basename can contain no separator, so the result is always a
     direct child of ``media_dir``. Files are created with mode 0o600.
+
+    Everything happens relative to the folder's descriptor, opened without
+    following a link (:class:`SafeDir`): a folder swapped for a link to a host
+    directory is refused (:class:`UnsafeDir`), never written through.
     """
-    media_dir = Path(media_dir)
-    media_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    target = media_dir / f"{uuid.uuid4().hex}-{_safe_basename(filename)}"
-    # mkstemp creates the file 0o600 and O_EXCL, whatever the umask.
-    fd, tmp_name = tempfile.mkstemp(dir=media_dir, prefix=".upload-", suffix=".part")
+    folder = _as_safe(media_dir)
+    name = f"{uuid.uuid4().hex}-{_safe_basename(filename)}"
+    tmp = f".upload-{uuid.uuid4().hex}.part"
+    dir_fd = folder.open()
     try:
-        with os.fdopen(fd, "wb") as tmp:
-            tmp.write(data)
-        os.replace(tmp_name, target)
-    except BaseException:
+        fd = os.open(tmp, _NEW_FILE, 0o600, dir_fd=dir_fd)
         try:
-            os.unlink(tmp_name)
-        except FileNotFoundError:
-            pass
-        raise
-    return target
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+            os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except BaseException:
+            try:
+                os.unlink(tmp, dir_fd=dir_fd)
+            except FileNotFoundError:
+                pass
+            raise
+    finally:
+        os.close(dir_fd)
+    return folder.path / name
+
+
+def _as_safe(folder: SafeDir | Path) -> SafeDir:
+    return folder if isinstance(folder, SafeDir) else SafeDir(Path(folder))
 
 
 def _safe_basename(filename: str | None) -> str:
@@ -95,28 +111,34 @@ def remove_uploads(paths: Iterable[Path | str]) -> None:
             pass
 
 
-def remove_expired(media_dir: Path, max_age: float, limit: int, now: float | None = None) -> tuple[int, bool]:
+def remove_expired(media_dir: SafeDir | Path, max_age: float, limit: int, now: float | None = None) -> tuple[int, bool]:
     """Delete up to ``limit`` uploads last modified more than ``max_age`` seconds ago.
 
     Blocking (a directory scan): run it off the event loop. Entries are
     streamed, so memory stays flat however many files there are. Returns
-    how many went, and whether the limit cut the pass short.
+    how many went, and whether the limit cut the pass short. The scan and
+    every unlink go through the folder's descriptor (no link followed, see
+    :func:`save_upload`); only regular files are removed.
     """
     cutoff = (time.time() if now is None else now) - max_age
     removed = 0
     try:
-        entries = os.scandir(media_dir)
+        dir_fd = _as_safe(media_dir).open(create=False)
     except FileNotFoundError:
         return 0, False
-    with entries:
-        for entry in entries:
-            try:
-                if not entry.is_file(follow_symlinks=False) or entry.stat(follow_symlinks=False).st_mtime >= cutoff:
+    try:
+        with os.scandir(dir_fd) as entries:
+            for entry in entries:
+                try:
+                    info = os.stat(entry.name, dir_fd=dir_fd, follow_symlinks=False)
+                    if not stat.S_ISREG(info.st_mode) or info.st_mtime >= cutoff:
+                        continue
+                    os.unlink(entry.name, dir_fd=dir_fd)
+                except FileNotFoundError:  # another worker's pass took it first
                     continue
-                os.unlink(entry.path)
-            except FileNotFoundError:  # another worker's pass took it first
-                continue
-            removed += 1
-            if removed >= limit:
-                return removed, True
+                removed += 1
+                if removed >= limit:
+                    return removed, True
+    finally:
+        os.close(dir_fd)
     return removed, False

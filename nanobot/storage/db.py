@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from nanobot.storage.private import DIR_MODE, private_file, tighten_if_present
+from nanobot.storage.state import check_database
 
 T = TypeVar("T")
 
@@ -32,8 +33,10 @@ _STOP = object()
 class Database:
     """An SQLite connection owned by one worker thread."""
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, verify: bool = False) -> None:
+        """``verify``: refuse a foreign hot journal and a corrupt file (the server's start-up)."""
         self.path = Path(path)
+        self._verify = verify
         self._jobs: deque[tuple[Any, ...]] = deque()
         self._wake = threading.Condition(threading.Lock())
         self._closed = False
@@ -51,6 +54,8 @@ class Database:
 
     def _open(self) -> sqlite3.Connection:
         self.path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+        if self._verify:
+            check_database(self.path)
         # 0600 before SQLite writes a byte; SQLite gives the -wal and -shm
         # files it creates the database file's mode. Those an older version
         # left readable are tightened here.

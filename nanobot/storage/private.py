@@ -26,7 +26,7 @@ def private_dir(path: Path) -> None:
 
 def private_file(path: Path) -> None:
     """Create ``path`` empty if it is missing, and make it 0600, before anything is written to it."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NONBLOCK, FILE_MODE)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NONBLOCK | os.O_NOFOLLOW, FILE_MODE)
     try:
         if stat.S_IMODE(os.fstat(fd).st_mode) != FILE_MODE:
             os.fchmod(fd, FILE_MODE)

@@ -55,6 +55,10 @@ class ServerProcess:
         self.tmp = Path(tempfile.mkdtemp(prefix="nanobot-test-"))
         self.workspace = workspace or self.tmp / "workspace"
         self.config = merge({"agents": {"defaults": {"workspace": str(self.workspace)}}, "api": {"port": 0}}, config)
+        # The server's own files (database, uploads, locks): outside the workspace.
+        state = self.config["agents"]["defaults"].get("stateDir")
+        self.state_dir = Path(state) if state else self.workspace.with_name(self.workspace.name + ".state")
+        self.database = self.state_dir / "nanobot.db"
         self.config_path = self.tmp / "config.json"
         self.config_path.write_text(json.dumps(self.config))
         child_env = dict(os.environ)
