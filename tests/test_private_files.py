@@ -46,6 +46,7 @@ def test_a_fresh_workspace_and_its_database_are_private(make_server: Callable[..
     assert mode(server.state_dir) == 0o700
     for name in DB_FILES:  # -wal and -shm exist while the server has the file open
         assert mode(server.state_dir / name) == 0o600, name
+    assert mode(server.state_dir / "nanobot.db.open.lock") == 0o600
 
 
 def test_files_an_older_version_left_readable_are_tightened(

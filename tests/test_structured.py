@@ -186,7 +186,7 @@ def test_history_sent_is_bounded_by_size(make_server, upstream):
         cut = next(m for m in earlier if m["role"] == "user" and m["content"].startswith("#empty"))
         assert "characters cut ...]" in cut["content"]
         assert body["messages"][-1]["content"] == f"small {i}"
-    db = sqlite3.connect(server.workspace / "nanobot.db")
+    db = sqlite3.connect(server.database)
     try:
         stored = [
             json.loads(row[0]) for row in db.execute("SELECT data FROM messages WHERE session = ?", (f"api:{sid}",))

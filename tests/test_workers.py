@@ -258,7 +258,7 @@ def test_a_lock_file_replaced_after_start_does_not_split_the_workers(
     cfg = upstream_config(upstream.url)
     cfg["api"] = {"workers": 2}
     with ServerProcess(cfg) as srv:
-        lock = srv.workspace / "sessions.lock"
+        lock = srv.state_dir / "sessions.lock"
         lock.unlink()
         if replacement == "directory":
             lock.mkdir()
@@ -268,7 +268,8 @@ def test_a_lock_file_replaced_after_start_does_not_split_the_workers(
 
 def test_a_directory_at_the_lock_path_is_a_startup_error(upstream: UpstreamProcess, tmp_path) -> None:
     workspace = tmp_path / "workspace"
-    (workspace / "sessions.lock").mkdir(parents=True)
+    (tmp_path / "workspace.state" / "sessions.lock").mkdir(parents=True, mode=0o700)
+    os.chmod(tmp_path / "workspace.state", 0o700)
     cfg = upstream_config(upstream.url)
     cfg["api"] = {"workers": 2, "port": 0}
     cfg["agents"]["defaults"]["workspace"] = str(workspace)

@@ -14,15 +14,18 @@ a query costs here.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
+import os
 import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-from nanobot.storage.private import DIR_MODE, private_file, tighten_if_present
+from nanobot.storage.private import DIR_MODE, FILE_MODE, private_file, tighten_if_present
 from nanobot.storage.state import check_database
 
 T = TypeVar("T")
@@ -54,16 +57,17 @@ class Database:
 
     def _open(self) -> sqlite3.Connection:
         self.path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
-        if self._verify:
-            check_database(self.path)
-        # 0600 before SQLite writes a byte; SQLite gives the -wal and -shm
-        # files it creates the database file's mode. Those an older version
-        # left readable are tightened here.
-        private_file(self.path)
-        for suffix in ("-wal", "-shm"):
-            tighten_if_present(self.path.with_name(self.path.name + suffix))
-        conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
-        _use_wal(conn)
+        with _opening(self.path):
+            if self._verify:
+                check_database(self.path)
+            # 0600 before SQLite writes a byte; SQLite gives the -wal and -shm
+            # files it creates the database file's mode. Those an older version
+            # left readable are tightened here.
+            private_file(self.path)
+            for suffix in ("-wal", "-shm"):
+                tighten_if_present(self.path.with_name(self.path.name + suffix))
+            conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+            _use_wal(conn)
         # NORMAL under WAL: a committed transaction survives a process crash;
         # only an OS crash may lose the last moments, never corrupt the file.
         conn.execute("PRAGMA synchronous=NORMAL")
@@ -155,6 +159,33 @@ class Database:
         self._closed = True
         stopped.wait()
         self._thread.join()
+
+
+@contextlib.contextmanager
+def _opening(path: Path, timeout: float = 10.0) -> Iterator[None]:
+    """Hold ``<db>.open.lock`` while the file is checked, opened and put in WAL mode.
+
+    Switching a new file to WAL goes through a short-lived rollback journal:
+    a worker starting beside another must not take that journal for a
+    foreign one. A file of its own, because closing any descriptor of the
+    database would drop the POSIX locks SQLite holds on it.
+    """
+    fd = os.open(f"{path}.open.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(
+                        f"{path}: another process has been opening the database for {timeout:.0f} s"
+                    ) from None
+                time.sleep(0.01)
+        yield
+    finally:
+        os.close(fd)  # releases the flock
 
 
 def _use_wal(conn: sqlite3.Connection, timeout: float = 10.0) -> None:

@@ -67,7 +67,7 @@ def render(result: types.CallToolResult, max_chars: int) -> str:
 class ToolServer(Protocol):
     """What a tool needs of its server (``McpServer`` in :mod:`nanobot.tools.mcp`)."""
 
-    async def call(self, tool: str, args: dict[str, Any]) -> types.CallToolResult | str:
+    async def call(self, tool: str, args: dict[str, Any], session: str = "") -> types.CallToolResult | str:
         """The tool's result, or an ``Error: ...`` text; never raises for a server fault."""
 
 
