@@ -267,3 +267,36 @@ def test_results_never_carry_a_configured_secret(tool_server, upstream) -> None:
     r = ask(tool_server, '#tool:read_file {"path":"leak.txt"}')
     assert unframed(r.json()["choices"][0]["message"]["content"]) == "tool result: key=***; Bearer ***"
     assert "test-key" not in upstream.requests()[-1]["body"]["messages"][-1]["content"]
+
+
+def test_honest_output_that_begins_with_error_is_not_a_failure(tool_server, upstream) -> None:
+    # The ok flag comes from the result's is_error, never from its text.
+    (tool_server.workspace / "log.txt").write_text("Error: not really\nall fine\n")
+    upstream.clear()
+    r = ask(
+        tool_server,
+        '#tool:read_file {"path":"log.txt"} #tool:read_file {"path":"nope"}',
+        stream=True,
+        stream_options={"include_tool_events": True},
+    )
+    events = [
+        f["choices"][0]["delta"]["nanobot_tool"]
+        for f in parse_frames(r.content)[:-1]
+        if f["choices"] and "nanobot_tool" in f["choices"][0]["delta"]
+    ]
+    finished = [e["ok"] for e in events if e["status"] == "finished"]
+    assert sorted(finished) == [False, True]
+    results = upstream.requests()[-1]["body"]["messages"][-2:]
+    # the honest text stays inside the untrusted frame; the failure's prefix stays outside
+    assert results[0]["content"].startswith("<<untrusted-data ")
+    assert unframed(results[0]["content"]) == "Error: not really\nall fine\n"
+    assert results[1]["content"].startswith("Error: <<untrusted-data ")
+
+
+def test_bad_arguments_are_refused_before_the_call(tool_server, upstream) -> None:
+    upstream.clear()
+    r = ask(tool_server, '#tool:read_file {"path": 5} #tool:write_file {"path": "x.txt"}')
+    assert r.status_code == 200
+    results = [m["content"] for m in upstream.requests()[-1]["body"]["messages"][-2:]]
+    assert results == ["Error: argument 'path' must be a string.", "Error: argument 'content' is required."]
+    assert not (tool_server.workspace / "x.txt").exists()

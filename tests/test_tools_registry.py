@@ -144,3 +144,93 @@ def test_ten_thousand_calls_in_one_reply(agent_server, upstream) -> None:
     assert len(results) == 10_000
     assert sum(1 for m in results if m["content"].startswith("Error: this reply")) == 10_000 - 64
     assert requests.get(agent_server.url + "/health", timeout=5).status_code == 200
+
+
+class EchoTool:
+    """Answers its arguments; its schema declares one property of each JSON type."""
+
+    name = "echo"
+    schema = {
+        "type": "function",
+        "function": {
+            "name": "echo",
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "s": {"type": "string"},
+                    "i": {"type": "integer"},
+                    "n": {"type": "number"},
+                    "b": {"type": "boolean"},
+                    "a": {"type": "array"},
+                    "o": {"type": "object"},
+                    "either": {"type": ["string", "null"]},
+                },
+                "required": ["s"],
+                "additionalProperties": False,
+            },
+        },
+    }
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def run(self, args, scope) -> str:
+        self.calls += 1
+        return "Error-free echo: " + json.dumps(args, sort_keys=True)
+
+
+def test_arguments_are_checked_against_the_schema() -> None:
+    echo = EchoTool()
+    registry = ToolRegistry([echo])
+
+    def call(args: dict):
+        return asyncio.run(registry.run(ToolCall("c", "echo", json.dumps(args)), SCOPE))
+
+    bad = [
+        ({"i": 1}, "Error: argument 's' is required."),
+        ({"s": 5}, "Error: argument 's' must be a string."),
+        ({"s": "x", "i": 1.5}, "Error: argument 'i' must be an integer."),
+        ({"s": "x", "i": True}, "Error: argument 'i' must be an integer."),  # a bool is no integer in JSON
+        ({"s": "x", "n": "1"}, "Error: argument 'n' must be a number."),
+        ({"s": "x", "b": 1}, "Error: argument 'b' must be a boolean."),
+        ({"s": "x", "a": {}}, "Error: argument 'a' must be an array."),
+        ({"s": "x", "o": []}, "Error: argument 'o' must be an object."),
+        ({"s": "x", "either": 3}, "Error: argument 'either' must be a string or null."),
+        ({"s": "x", "zzz": 1}, "Error: unknown argument 'zzz' (allowed: 's', 'i', 'n', 'b', 'a', 'o', 'either')."),
+    ]
+    for args, expected in bad:
+        result = call(args)
+        assert (result, result.is_error) == (expected, True), args
+    assert echo.calls == 0  # refused before the call
+    ok = call({"s": "x", "i": 2, "n": 2.5, "b": False, "a": [], "o": {}, "either": None})
+    assert ok.startswith("Error-free echo: ") and ok.is_error is False  # honest text that starts with "Error"
+    assert call({"s": "x", "i": None}).is_error is False  # an optional argument sent as null is left out
+    assert echo.calls == 2
+
+
+def test_loose_schemas_check_only_required_keys_and_top_level_types() -> None:
+    class Remote(EchoTool):
+        name = "mcp_x_echo"
+        loose_schema = True
+
+    registry = ToolRegistry([Remote()])
+
+    def call(args: dict):
+        return asyncio.run(registry.run(ToolCall("c", "mcp_x_echo", json.dumps(args)), SCOPE))
+
+    assert call({"s": "x", "zzz": 1}).is_error is False  # the server checks what it declared beyond
+    assert call({"i": 1}) == "Error: argument 's' is required."
+    assert call({"s": 1}) == "Error: argument 's' must be a string."
+
+
+def test_registry_refusals_carry_is_error() -> None:
+    registry = ToolRegistry([SleepTool()], ToolLimits(timeout=0.2))
+    for call in (
+        ToolCall("c", "nope", "{}"),
+        ToolCall("c", "sleep", "{bad"),
+        sleep_call(5),
+        ToolCall("c", "sleep", "{}"),
+    ):
+        result = asyncio.run(registry.run(call, SCOPE))
+        assert result.startswith("Error: ") and result.is_error is True
+    assert asyncio.run(registry.run(sleep_call(0, say="Error: fine"), SCOPE)).is_error is False

@@ -16,7 +16,7 @@ from typing import Any
 
 import filetype
 
-from nanobot.agent.tools import TurnScope, function_schema, past_deadline
+from nanobot.agent.tools import TurnScope, fail, function_schema, past_deadline
 from nanobot.errors import ApiError
 from nanobot.files.detect import UnsupportedFileType, detect
 from nanobot.files.pool import Extractor
@@ -52,7 +52,7 @@ class _FileTool:
         try:
             return await self.call(args, scope)
         except PathError as exc:
-            return f"Error: {exc}"
+            return fail(f"Error: {exc}")
 
     async def call(self, args: dict[str, Any], scope: TurnScope) -> str:
         raise NotImplementedError
@@ -87,7 +87,7 @@ class ReadFileTool(_FileTool):
         try:
             return await self.extractor.extract(kind, data, os.path.basename(str(raw)))
         except ApiError as exc:
-            return f"Error: {exc.message}"
+            return fail(f"Error: {exc.message}")
 
     def _read(self, raw: object, key: str, offset: int, limit: int | None) -> str | tuple[str, bytes]:
         """The text, or ``(kind, bytes)`` of a document for the extractor."""
@@ -100,23 +100,25 @@ class ReadFileTool(_FileTool):
             if not _text_head(head):
                 guess = filetype.guess(head)
                 what = f" ({guess.mime})" if guess is not None else ""
-                return f"Error: '{raw}' is a binary file{what}; read_file reads text and PDF/DOCX/XLSX/PPTX documents."
+                return fail(
+                    f"Error: '{raw}' is a binary file{what}; read_file reads text and PDF/DOCX/XLSX/PPTX documents."
+                )
             f.seek(0)
             return self._lines(f, str(raw), offset, limit)
 
     def _document(self, f: Any, head: bytes, shown: str) -> str | tuple[str, bytes]:
         size = os.fstat(f.fileno()).st_size
         if size > self.limits.max_document_bytes:
-            return (
+            return fail(
                 f"Error: '{shown}' is a {size}-byte document; at most {self.limits.max_document_bytes} bytes are read."
             )
         data = head + f.read(self.limits.max_document_bytes + 1 - len(head))
         try:
             found = detect(data)
         except UnsupportedFileType as exc:
-            return f"Error: '{shown}' is a binary file ({exc.detected}); read_file reads text and documents."
+            return fail(f"Error: '{shown}' is a binary file ({exc.detected}); read_file reads text and documents.")
         if found.kind in ("image", "text"):
-            return f"Error: '{shown}' is a binary file ({found.mime}); read_file reads text and documents."
+            return fail(f"Error: '{shown}' is a binary file ({found.mime}); read_file reads text and documents.")
         return found.kind, data
 
     def _lines(self, f: Any, shown: str, offset: int, limit: int | None) -> str:
@@ -131,12 +133,12 @@ class ReadFileTool(_FileTool):
             block = f.read(_CHUNK_BYTES)
             if not block:
                 count = line - 1 + (bool(last) and not last.endswith(b"\n"))
-                return f"Error: offset {offset} is past the end of '{shown}' ({count} lines)."
+                return fail(f"Error: offset {offset} is past the end of '{shown}' ({count} lines).")
             scanned += len(block)
             if past_deadline():
-                return f"Error: scanning '{shown}' took longer than the tool timeout and was stopped."
+                return fail(f"Error: scanning '{shown}' took longer than the tool timeout and was stopped.")
             if scanned > MAX_SCAN_BYTES:
-                return f"Error: '{shown}' is too large to scan to line {offset}; read an earlier window."
+                return fail(f"Error: '{shown}' is too large to scan to line {offset}; read an earlier window.")
             newlines = block.count(b"\n")
             if line + newlines < offset:
                 line, last = line + newlines, block
@@ -160,17 +162,19 @@ class ReadFileTool(_FileTool):
             return (
                 "(empty file)"
                 if offset == 1
-                else f"Error: offset {offset} is past the end of '{shown}' ({offset - 1} lines)."
+                else fail(f"Error: offset {offset} is past the end of '{shown}' ({offset - 1} lines).")
             )
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             # A character cut by the window's end is fine; anything else is not text.
             if eof or exc.start < len(raw) - 3 or exc.reason != "unexpected end of data":
-                return f"Error: '{shown}' is not UTF-8 text; read_file reads text and PDF/DOCX/XLSX/PPTX documents."
+                return fail(
+                    f"Error: '{shown}' is not UTF-8 text; read_file reads text and PDF/DOCX/XLSX/PPTX documents."
+                )
             text = raw[: exc.start].decode("utf-8")
         if "\x00" in text:
-            return f"Error: '{shown}' is a binary file (it holds NUL bytes)."
+            return fail(f"Error: '{shown}' is a binary file (it holds NUL bytes).")
         more = not eof
         if limit is not None:
             parts = text.split("\n", limit)
@@ -202,9 +206,9 @@ class WriteFileTool(_FileTool):
     async def call(self, args: dict[str, Any], scope: TurnScope) -> str:
         content = args.get("content")
         if not isinstance(content, str):
-            return "Error: 'content' must be a string."
+            return fail("Error: 'content' must be a string.")
         if len(content) > self.limits.max_write_chars:
-            return f"Error: 'content' is longer than {self.limits.max_write_chars} characters."
+            return fail(f"Error: 'content' is longer than {self.limits.max_write_chars} characters.")
         raw = args.get("path")
         await asyncio.to_thread(self._write, raw, scope.session_key, content)
         return f"Wrote {len(content)} characters to {raw}."
@@ -231,11 +235,11 @@ class EditFileTool(_FileTool):
     async def call(self, args: dict[str, Any], scope: TurnScope) -> str:
         old, new = args.get("old_text"), args.get("new_text")
         if not isinstance(old, str) or not old:
-            return "Error: 'old_text' must be a non-empty string."
+            return fail("Error: 'old_text' must be a non-empty string.")
         if not isinstance(new, str):
-            return "Error: 'new_text' must be a string."
+            return fail("Error: 'new_text' must be a string.")
         if len(new) > self.limits.max_write_chars:
-            return f"Error: 'new_text' is longer than {self.limits.max_write_chars} characters."
+            return fail(f"Error: 'new_text' is longer than {self.limits.max_write_chars} characters.")
         raw = args.get("path")
         return await asyncio.to_thread(self._edit, raw, scope.session_key, old, new)
 
@@ -245,16 +249,20 @@ class EditFileTool(_FileTool):
         with os.fdopen(fd, "rb") as f:
             data = f.read(self.limits.max_edit_bytes + 1)
         if len(data) > self.limits.max_edit_bytes:
-            return f"Error: '{raw}' is larger than {self.limits.max_edit_bytes} bytes; edit_file loads files whole."
+            return fail(
+                f"Error: '{raw}' is larger than {self.limits.max_edit_bytes} bytes; edit_file loads files whole."
+            )
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError:
-            return f"Error: '{raw}' is not UTF-8 text; edit_file edits text files."
+            return fail(f"Error: '{raw}' is not UTF-8 text; edit_file edits text files.")
         count = text.count(old)
         if count == 0:
-            return f"Error: old_text was not found in {raw}."
+            return fail(f"Error: old_text was not found in {raw}.")
         if count > 1:
-            return f"Error: old_text was found {count} times in {raw}; include more context so it occurs exactly once."
+            return fail(
+                f"Error: old_text was found {count} times in {raw}; include more context so it occurs exactly once."
+            )
         write_atomic(self.ws, real, str(raw), _encode(text.replace(old, new, 1)))
         return f"Edited {raw}."
 
@@ -284,7 +292,7 @@ class ListDirTool(_FileTool):
                     for entry in it:
                         total += 1
                         if total % 4096 == 0 and past_deadline():
-                            return f"Error: listing '{raw}' took longer than the tool timeout and was stopped."
+                            return fail(f"Error: listing '{raw}' took longer than the tool timeout and was stopped.")
                         if len(entries) < MAX_LIST_ENTRIES:
                             is_dir = stat.S_ISDIR(entry.stat(follow_symlinks=False).st_mode)
                             entries.append(entry.name + ("/" if is_dir else ""))

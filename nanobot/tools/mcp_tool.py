@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from mcp import types
 
-from nanobot.agent.tools import TurnScope
+from nanobot.agent.tools import TurnScope, fail
 
 if TYPE_CHECKING:
     from nanobot.tools.mcp import McpServer
@@ -61,7 +61,7 @@ def render(result: types.CallToolResult, max_chars: int) -> str:
     if len(text) > max_chars:
         text = text[:max_chars] + f"\n[... {len(text) - max_chars} more characters left out]"
     if result.is_error:
-        return f"Error: {text or 'the MCP tool reported an error without a message'}"
+        return fail(f"Error: {text or 'the MCP tool reported an error without a message'}")
     return text or "(the tool returned no content)"
 
 

@@ -26,7 +26,7 @@ from tornado.iostream import StreamClosedError
 from tornado.netutil import DefaultLoopResolver, Resolver
 from tornado.simple_httpclient import HTTPStreamClosedError, HTTPTimeoutError, SimpleAsyncHTTPClient
 
-from nanobot.agent.tools import TurnScope
+from nanobot.agent.tools import TurnScope, fail
 from nanobot.config import WebFetchConfig
 from nanobot.errors import UnprocessableFile
 from nanobot.files.limits import FileLimits
@@ -171,16 +171,16 @@ class WebFetchTool:
     async def run(self, args: dict[str, Any], scope: TurnScope) -> str:
         url = args.get("url")
         if not isinstance(url, str) or not url.strip():
-            return "Error: 'url' must be a non-empty string."
+            return fail("Error: 'url' must be a non-empty string.")
         try:
             # The hops end themselves at the deadline; the extra second only
             # catches a resolver that hangs past it.
             async with asyncio.timeout(self._config.timeout + 1):
                 final, hop = await self._follow(url.strip())
         except TimeoutError:
-            return f"Error: fetching {url} took longer than {self._config.timeout:g} s."
+            return fail(f"Error: fetching {url} took longer than {self._config.timeout:g} s.")
         except FetchError as exc:
-            return f"Error: {exc}"
+            return fail(f"Error: {exc}")
         return await self._render(final, hop)
 
     async def close(self) -> None:
@@ -283,14 +283,16 @@ class WebFetchTool:
         body = b"".join(hop.chunks)
         media = hop.media_type
         if not media and b"\0" in body[:4096]:
-            return f"Error: {url} is binary content without a Content-Type, not a page web_fetch can read as text."
+            return fail(
+                f"Error: {url} is binary content without a Content-Type, not a page web_fetch can read as text."
+            )
         kind = html_text.kind_for(media or ("text/html" if body.lstrip()[:1] == b"<" else "text/plain"), hop.charset)
         try:
             text = await self._pages.extract(kind, body, url) if body else ""
         except UnprocessableFile as exc:
-            return f"Error: {exc.message}"
+            return fail(f"Error: {exc.message}")
         except RuntimeError as exc:  # the worker could not start, or the server is closing
-            return f"Error: could not turn {url} into text: {exc}"
+            return fail(f"Error: could not turn {url} into text: {exc}")
         head = [f"URL: {url}", f"Status: {hop.status} {hop.reason}".rstrip()]
         if media:
             head.append(f"Content-Type: {media}")

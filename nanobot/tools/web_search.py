@@ -17,7 +17,7 @@ import orjson
 from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.simple_httpclient import SimpleAsyncHTTPClient
 
-from nanobot.agent.tools import TurnScope
+from nanobot.agent.tools import TurnScope, fail
 from nanobot.config import WebSearchConfig
 
 BRAVE_URL = "https://api.search.brave.com/res/v1/web/search"
@@ -106,15 +106,15 @@ class WebSearchTool:
     async def run(self, args: dict[str, Any], scope: TurnScope) -> str:
         query, count = args.get("query"), args.get("count", self._config.max_results)
         if not isinstance(query, str) or not query.strip():
-            return "Error: 'query' must be a non-empty string."
+            return fail("Error: 'query' must be a non-empty string.")
         if isinstance(count, bool) or not isinstance(count, (int, float)):
-            return "Error: 'count' must be a number."
+            return fail("Error: 'count' must be a number.")
         count = max(1, min(int(count), self._config.max_results))
         provider = self._config.provider
         try:
             hits = parse_hits(provider, await self._ask(query.strip()[:1000], count))[:count]
         except SearchError as exc:
-            return f"Error: the search provider ({provider}) failed: {exc}."
+            return fail(f"Error: the search provider ({provider}) failed: {exc}.")
         if not hits:
             return f"No results for {query!r}."
         lines = [f"Results for {query!r}:"]
