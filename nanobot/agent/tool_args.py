@@ -3,9 +3,11 @@
 Only the subset the built-in schemas use: ``required``, the JSON type of each
 declared property, and no unknown keys when ``additionalProperties`` is false.
 A checker is compiled once when a tool is registered, not per call. MCP
-servers' schemas may use much more of JSON Schema; for those (``loose``) only
-required keys and the top-level types are checked, and the server checks the
-rest.
+servers' schemas may use much more of JSON Schema, and their servers coerce
+what their schema allows (``"2"`` for an integer, with pydantic): for those
+(``loose``) nothing past "the arguments are an object" is checked here, so a
+call the server would take is never refused; the server checks the rest and
+its refusal is an error result.
 """
 
 from __future__ import annotations
@@ -63,7 +65,9 @@ class ArgsChecker:
 
 
 def compile_checker(schema: dict[str, Any], *, loose: bool = False) -> ArgsChecker:
-    """The checker of an OpenAI ``tools`` entry's ``function.parameters``."""
+    """The checker of an OpenAI ``tools`` entry's ``function.parameters`` (``loose``: checks nothing)."""
+    if loose:
+        return ArgsChecker((), {}, False)
     fn = schema.get("function")
     params = fn.get("parameters") if isinstance(fn, dict) else None
     if not isinstance(params, dict):
@@ -79,5 +83,5 @@ def compile_checker(schema: dict[str, Any], *, loose: bool = False) -> ArgsCheck
         types[str(key)] = kinds if len(kinds) == len(listed) else ()
     required = params.get("required")
     req = tuple(str(k) for k in required) if isinstance(required, list) else ()
-    closed = not loose and params.get("additionalProperties") is False
+    closed = params.get("additionalProperties") is False
     return ArgsChecker(req, types, closed)

@@ -101,7 +101,7 @@ class Tool(Protocol):
 
 
 def loose_schema(tool: Tool) -> bool:
-    """Schemas not written here (MCP servers'): only required keys and top-level types are checked."""
+    """A schema not written here (an MCP server's): its arguments are the server's to check."""
     return bool(getattr(tool, "loose_schema", False))
 
 

@@ -68,6 +68,10 @@ def render(result: types.CallToolResult, max_chars: int) -> str:
 class McpTool:
     """One tool of one MCP server, offered to the model as ``mcp_<server>_<tool>``."""
 
+    # The server's schema may use any JSON Schema feature, and the server
+    # checks (and coerces) its own arguments: see nanobot.agent.tool_args.
+    loose_schema = True
+
     def __init__(self, server: McpServer, spec: types.Tool, name: str, max_chars: int) -> None:
         self.server, self.remote, self.name, self._max_chars = server, spec.name, name, max_chars
         params = spec.input_schema if isinstance(spec.input_schema, dict) else {}
