@@ -18,19 +18,25 @@ from builders import make_docx, make_pdf
 from common import unframed
 from servers import ServerProcess, upstream_config
 
-from nanobot.agent.tools import TurnScope
+from nanobot.agent.tools import Tool, TurnScope
 from nanobot.files.limits import FileLimits
 from nanobot.files.pool import Extractor
 from nanobot.protocol import parse_frames
-from nanobot.tools.files import FileToolLimits, file_tools
+from nanobot.tools import BUILTIN_TOOLS
+from nanobot.tools.files import FileTool, FileToolLimits
 from nanobot.tools.paths import Workspace, safe_name
+
+
+def file_tools(ws: Workspace, limits: FileToolLimits, extractor: Extractor) -> dict[str, Tool]:
+    """The registry's file tools over ``ws``, with limits of the test's choosing."""
+    return {cls.name: cls(ws, limits, extractor) for cls in BUILTIN_TOOLS if issubclass(cls, FileTool)}
 
 
 def run_tool(ws: Workspace, name: str, args: dict, key: str = "api:t", limits: FileToolLimits | None = None) -> str:
     async def main() -> str:
         extractor = Extractor(FileLimits())
         try:
-            tools = {t.name: t for t in file_tools(ws, limits or FileToolLimits(), extractor)}
+            tools = file_tools(ws, limits or FileToolLimits(), extractor)
             return await tools[name].run(args, TurnScope("api", "t", session_key=key))
         finally:
             await extractor.close()

@@ -11,7 +11,11 @@ from contextlib import aclosing
 import requests
 
 from nanobot.agent.tools import ToolLimits, ToolRegistry, TurnScope
+from nanobot.config import parse_config
+from nanobot.files.limits import FileLimits
+from nanobot.files.pool import Extractor
 from nanobot.providers.base import ToolCall
+from nanobot.tools import BUILTIN_TOOLS, build_tools, enabled_tool_names
 
 SCOPE = TurnScope("api", "t", session_key="api:t")
 
@@ -234,3 +238,29 @@ def test_registry_refusals_carry_is_error() -> None:
         result = asyncio.run(registry.run(call, SCOPE))
         assert result.startswith("Error: ") and result.is_error is True
     assert asyncio.run(registry.run(sleep_call(0, say="Error: fine"), SCOPE)).is_error is False
+
+
+def test_one_list_of_builtin_tools(tmp_path) -> None:
+    """Names, offering and building all come from BUILTIN_TOOLS, in its order."""
+    every = parse_config(
+        {
+            "agents": {"defaults": {"workspace": str(tmp_path)}},
+            "tools": {"exec": {"enabled": True}, "web": {"search": {"provider": "brave", "apiKey": "k"}}},
+        }
+    )
+    names = [spec.name for spec in BUILTIN_TOOLS]
+    assert enabled_tool_names(every) == names
+    built = build_tools(every, outbox=None, extractor=Extractor(FileLimits()))  # type: ignore[arg-type]
+    assert [t.name for t in built] == names
+    assert [t.schema["function"]["name"] for t in built] == names  # each name written once
+    assert [type(t) for t in built] == list(BUILTIN_TOOLS)
+    few = parse_config({"tools": {"file": {"enabled": False}, "web": {"fetch": {"enabled": False}}}})
+    assert enabled_tool_names(few) == ["message"]
+    assert enabled_tool_names(parse_config({})) == [
+        "read_file",
+        "write_file",
+        "edit_file",
+        "list_dir",
+        "web_fetch",
+        "message",
+    ]

@@ -29,8 +29,9 @@ import subprocess
 import sys
 from typing import Any
 
-from nanobot.agent.tools import TurnScope, fail, function_schema
+from nanobot.agent.tools import Tool, TurnScope, fail, function_schema
 from nanobot.config import Config, ConfigError, ExecToolConfig
+from nanobot.tools.base import BuiltinTool, ToolDeps
 from nanobot.tools.paths import PROTECTED_NAMES, PathError, Workspace
 from nanobot.tools.sandbox import PidsCgroup, limited_command, system_binds
 
@@ -91,10 +92,10 @@ def _namespace_args(cfg: ExecToolConfig) -> list[str]:
     return args
 
 
-class ExecTool:
+class ExecTool(BuiltinTool):
     name = "exec"
     schema = function_schema(
-        "exec",
+        name,
         "Run a shell command (bash -c) in a sandbox and return its exit code and output "
         "(the tail when long). Only the workspace (writable) and the system's programs "
         "(read-only) are visible; /tmp is small, private and emptied after each command.",
@@ -115,6 +116,19 @@ class ExecTool:
         self.max_output_chars = max(200, max_output_chars - 200)
         self._slots: asyncio.Semaphore | None = None
         self._sessions: dict[str, _SessionSlots] = {}
+
+    @classmethod
+    def enabled(cls, config: Config) -> bool:
+        return config.tools.exec.enabled
+
+    @classmethod
+    def check(cls, config: Config) -> None:
+        check_exec(config)
+
+    @classmethod
+    def build(cls, deps: ToolDeps) -> Tool:
+        tools = deps.config.tools
+        return cls(deps.workspace, tools.exec, tools.max_result_chars)
 
     async def run(self, args: dict[str, Any], scope: TurnScope) -> str:
         command = args.get("command")

@@ -12,15 +12,19 @@ import asyncio
 import os
 import stat
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import filetype
 
-from nanobot.agent.tools import TurnScope, fail, function_schema, past_deadline
+from nanobot.agent.tools import Tool, TurnScope, fail, function_schema, past_deadline
 from nanobot.errors import ApiError
 from nanobot.files.detect import UnsupportedFileType, detect
 from nanobot.files.pool import Extractor
+from nanobot.tools.base import BuiltinTool, ToolDeps
 from nanobot.tools.paths import PathError, Workspace, open_file, os_error, write_atomic
+
+if TYPE_CHECKING:
+    from nanobot.config import Config
 
 _DOCUMENT_MAGIC = (b"%PDF-", b"PK\x03\x04")
 _HEAD_BYTES = 8192
@@ -37,16 +41,31 @@ class FileToolLimits:
     max_edit_bytes: int = 16 * 1024 * 1024  # files edit_file loads whole
     max_write_chars: int = 16 * 1024 * 1024
 
+    @classmethod
+    def of(cls, config: Config) -> FileToolLimits:
+        return cls(max_chars=config.tools.max_result_chars, max_document_bytes=config.api.max_file_bytes)
+
 
 _PATH = {"type": "string", "description": "File path, relative to the workspace."}
 
 
-class _FileTool:
+class FileTool(BuiltinTool):
+    """A file tool: on with ``tools.file.enabled``; each is built over the same workspace and limits."""
+
     session_share = ("file-io", 2)  # of the 4 shared I/O threads, one session uses at most 2
 
-    def __init__(self, ws: Workspace, limits: FileToolLimits) -> None:
+    def __init__(self, ws: Workspace, limits: FileToolLimits, extractor: Extractor) -> None:
         self.ws = ws
         self.limits = limits
+        self.extractor = extractor  # read_file's documents; the others ignore it
+
+    @classmethod
+    def enabled(cls, config: Config) -> bool:
+        return config.tools.file.enabled
+
+    @classmethod
+    def build(cls, deps: ToolDeps) -> Tool:
+        return cls(deps.workspace, FileToolLimits.of(deps.config), deps.extractor)
 
     async def run(self, args: dict[str, Any], scope: TurnScope) -> str:
         try:
@@ -58,10 +77,10 @@ class _FileTool:
         raise NotImplementedError
 
 
-class ReadFileTool(_FileTool):
+class ReadFileTool(FileTool):
     name = "read_file"
     schema = function_schema(
-        "read_file",
+        name,
         "Read a file's text. PDF, DOCX, XLSX and PPTX files are converted to text. "
         "Use offset and limit to read a window of lines of a long file.",
         {
@@ -71,10 +90,6 @@ class ReadFileTool(_FileTool):
         },
         ["path"],
     )
-
-    def __init__(self, ws: Workspace, limits: FileToolLimits, extractor: Extractor) -> None:
-        super().__init__(ws, limits)
-        self.extractor = extractor
 
     async def call(self, args: dict[str, Any], scope: TurnScope) -> str:
         offset = _positive(args.get("offset"), "offset", 1) or 1
@@ -194,10 +209,10 @@ class ReadFileTool(_FileTool):
         )
 
 
-class WriteFileTool(_FileTool):
+class WriteFileTool(FileTool):
     name = "write_file"
     schema = function_schema(
-        "write_file",
+        name,
         "Write text to a file, replacing it if it exists. Parent folders are created.",
         {"path": _PATH, "content": {"type": "string", "description": "The whole new content."}},
         ["path", "content"],
@@ -218,10 +233,10 @@ class WriteFileTool(_FileTool):
         write_atomic(self.ws, real, str(raw), _encode(content))
 
 
-class EditFileTool(_FileTool):
+class EditFileTool(FileTool):
     name = "edit_file"
     schema = function_schema(
-        "edit_file",
+        name,
         "Replace old_text with new_text in a file. old_text must occur exactly once: "
         "include enough surrounding lines to make it unique.",
         {
@@ -267,10 +282,10 @@ class EditFileTool(_FileTool):
         return f"Edited {raw}."
 
 
-class ListDirTool(_FileTool):
+class ListDirTool(FileTool):
     name = "list_dir"
     schema = function_schema(
-        "list_dir",
+        name,
         "List a folder: one entry per line, folders end with '/'.",
         {"path": {"type": "string", "description": "Folder path, relative to the workspace (default '.')."}},
         [],
@@ -331,12 +346,3 @@ def _encode(text: str) -> bytes:
         return text.encode("utf-8")
     except UnicodeEncodeError:
         raise PathError("the text contains characters that are not valid Unicode (lone surrogates).") from None
-
-
-def file_tools(ws: Workspace, limits: FileToolLimits, extractor: Extractor) -> list[Any]:
-    return [
-        ReadFileTool(ws, limits, extractor),
-        WriteFileTool(ws, limits),
-        EditFileTool(ws, limits),
-        ListDirTool(ws, limits),
-    ]

@@ -10,18 +10,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from nanobot.agent.tools import TurnScope, fail, function_schema
+from nanobot.agent.tools import Tool, TurnScope, fail, function_schema
 from nanobot.config import ChannelsConfig
 from nanobot.outbound.base import UNDELIVERABLE, Outbox
 from nanobot.outbound.channels import KNOWN_CHANNELS
+from nanobot.tools.base import BuiltinTool, ToolDeps
 
 
-class MessageTool:
-    """Sends a message: into this reply, or onto the outbound queue for a channel."""
+class MessageTool(BuiltinTool):
+    """Sends a message: into this reply, or onto the outbound queue for a channel. Always offered."""
 
     name = "message"
     schema = function_schema(
-        "message",
+        name,
         "Send a message. Without channel it is shown to the user in this conversation. "
         "With channel and chat_id it is delivered to that chat channel (e.g. telegram, webhook).",
         {
@@ -35,6 +36,10 @@ class MessageTool:
     def __init__(self, outbox: Outbox, channels: ChannelsConfig | None = None) -> None:
         self._outbox = outbox
         self._channels = channels or ChannelsConfig()
+
+    @classmethod
+    def build(cls, deps: ToolDeps) -> Tool:
+        return cls(deps.outbox, deps.config.channels)
 
     def refusal(self, channel: str, chat_id: str, scope: TurnScope) -> str | None:
         """Why the message may not go to ``channel:chat_id``, or None."""

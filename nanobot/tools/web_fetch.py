@@ -26,13 +26,14 @@ from tornado.iostream import StreamClosedError
 from tornado.netutil import DefaultLoopResolver, Resolver
 from tornado.simple_httpclient import HTTPStreamClosedError, HTTPTimeoutError, SimpleAsyncHTTPClient
 
-from nanobot.agent.tools import TurnScope, fail
-from nanobot.config import WebFetchConfig
+from nanobot.agent.tools import Tool, TurnScope, fail, function_schema
+from nanobot.config import Config, WebFetchConfig
 from nanobot.errors import UnprocessableFile
 from nanobot.files.limits import FileLimits
 from nanobot.files.pool import Extractor
 from nanobot.tools import html_text
-from nanobot.tools.ssrf import IPNetwork, SsrfRefused, refusal
+from nanobot.tools.base import BuiltinTool, ToolDeps
+from nanobot.tools.ssrf import IPNetwork, SsrfRefused, parse_whitelist, refusal
 
 MAX_REDIRECTS = 5
 USER_AGENT = "Mozilla/5.0 (compatible; nanobot web_fetch)"
@@ -140,25 +141,17 @@ class _Hop:
         return None
 
 
-class WebFetchTool:
+class WebFetchTool(BuiltinTool):
     """The ``web_fetch`` tool: one page, fetched safely, as readable text."""
 
     name = "web_fetch"
-    schema = {
-        "type": "function",
-        "function": {
-            "name": "web_fetch",
-            "description": (
-                "Fetch a web page (http or https) and return it as readable text, with its final URL "
-                "and HTTP status. Scripts, styles and page navigation are left out."
-            ),
-            "parameters": {
-                "type": "object",
-                "properties": {"url": {"type": "string", "description": "The http(s) URL to fetch."}},
-                "required": ["url"],
-            },
-        },
-    }
+    schema = function_schema(
+        name,
+        "Fetch a web page (http or https) and return it as readable text, with its final URL "
+        "and HTTP status. Scripts, styles and page navigation are left out.",
+        {"url": {"type": "string", "description": "The http(s) URL to fetch."}},
+        ["url"],
+    )
 
     def __init__(self, config: WebFetchConfig, whitelist: list[IPNetwork], max_chars: int) -> None:
         self._config = config
@@ -167,6 +160,16 @@ class WebFetchTool:
             FileLimits(max_chars=max_chars, timeout_seconds=CONVERT_SECONDS, workers=2), target=html_text.convert
         )
         self._client: SimpleAsyncHTTPClient | None = None
+
+    @classmethod
+    def enabled(cls, config: Config) -> bool:
+        return config.tools.web.fetch.enabled
+
+    @classmethod
+    def build(cls, deps: ToolDeps) -> Tool:
+        """``ValueError`` for a bad ``tools.ssrfWhitelist`` entry."""
+        tools = deps.config.tools
+        return cls(tools.web.fetch, parse_whitelist(tools.ssrf_whitelist), tools.max_result_chars)
 
     async def run(self, args: dict[str, Any], scope: TurnScope) -> str:
         url = args.get("url")
