@@ -278,10 +278,12 @@ def test_results_never_carry_a_configured_secret(tool_server, upstream) -> None:
 def test_honest_output_that_begins_with_error_is_not_a_failure(tool_server, upstream) -> None:
     # The ok flag comes from the result's is_error, never from its text.
     (tool_server.workspace / "log.txt").write_text("Error: not really\nall fine\n")
+    (tool_server.workspace / "errs").mkdir(exist_ok=True)
+    (tool_server.workspace / "errs" / "Error: disk full.txt").touch()  # list_dir's result is not framed
     upstream.clear()
     r = ask(
         tool_server,
-        '#tool:read_file {"path":"log.txt"} #tool:read_file {"path":"nope"}',
+        '#tool:read_file {"path":"log.txt"} #tool:read_file {"path":"nope"} #tool:list_dir {"path":"errs"}',
         stream=True,
         stream_options={"include_tool_events": True},
     )
@@ -290,13 +292,15 @@ def test_honest_output_that_begins_with_error_is_not_a_failure(tool_server, upst
         for f in parse_frames(r.content)[:-1]
         if f["choices"] and "nanobot_tool" in f["choices"][0]["delta"]
     ]
-    finished = [e["ok"] for e in events if e["status"] == "finished"]
-    assert sorted(finished) == [False, True]
-    results = upstream.requests()[-1]["body"]["messages"][-2:]
+    finished = {e["id"]: e["ok"] for e in events if e["status"] == "finished"}
+    results = upstream.requests()[-1]["body"]["messages"][-3:]
+    ok = {m["tool_call_id"]: finished[m["tool_call_id"]] for m in results}
+    assert list(ok.values()) == [True, False, True]
     # the honest text stays inside the untrusted frame; the failure's prefix stays outside
     assert results[0]["content"].startswith("<<untrusted-data ")
     assert unframed(results[0]["content"]) == "Error: not really\nall fine\n"
     assert results[1]["content"].startswith("Error: <<untrusted-data ")
+    assert results[2]["content"] == "Error: disk full.txt"  # plain text that starts "Error", and a success
 
 
 def test_bad_arguments_are_refused_before_the_call(tool_server, upstream) -> None:
