@@ -101,7 +101,11 @@ def test_tool_errors_reach_the_model(agent_server, upstream):
     r = ask(agent_server, "#tool:nosuchtool {} go", uuid.uuid4().hex)
     assert r.status_code == 200
     assert "tool result: Error: unknown tool 'nosuchtool'" in r.json()["choices"][0]["message"]["content"]
+    # a missing argument is refused by the schema check, before the tool runs
     r = ask(agent_server, '#tool:message {"channel":"telegram","chat_id":"1"} go', uuid.uuid4().hex)
+    assert "tool result: Error: argument 'content' is required." in r.json()["choices"][0]["message"]["content"]
+    # one the schema allows but the tool refuses is the tool's own error
+    r = ask(agent_server, '#tool:message {"content":"","channel":"telegram","chat_id":"1"} go', uuid.uuid4().hex)
     assert "content' must be a non-empty string" in r.json()["choices"][0]["message"]["content"]
 
 

@@ -16,10 +16,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from common import SCOPE
+from common import SCOPE, unframed
 from mcp_servers import EVERYTHING, TEST_SERVER, HttpMcpServer, everything_installed
 
+from nanobot.agent.tool_args import compile_checker
+from nanobot.agent.tools import ToolRegistry, ToolResult
 from nanobot.config import McpServerConfig
+from nanobot.providers.base import ToolCall
 from nanobot.testing.server_process import ROOT
 from nanobot.tools.mcp import McpHub
 from nanobot.tools.mcp_tool import tool_name
@@ -114,6 +117,27 @@ def test_results_as_text(runner, hub: McpHub, name: str) -> None:
     out = call(runner, hub, f"mcp_{name}_fail", reason="disk full")
     assert out.startswith("Error: ") and "disk full" in out
     assert call(runner, hub, f"mcp_{name}_add", a="x").startswith("Error: ")
+
+
+@pytest.mark.parametrize("name", ["t", "web"])
+def test_the_server_checks_its_own_arguments(runner, hub: McpHub, name: str) -> None:
+    """The registry checks an MCP tool's arguments only for being an object: the server's
+    schema is its own (pydantic takes "2" and 2.0 for an integer), and so is its refusal."""
+    tool = {t.name: t for t in hub.tools()}[f"mcp_{name}_add"]
+    registry = ToolRegistry([tool])
+
+    def run(args: object) -> ToolResult:
+        return runner.run(registry.run(ToolCall("c", tool.name, json.dumps(args)), SCOPE))
+
+    strict = compile_checker(tool.schema)
+    for args in ({"a": "2", "b": 40}, {"a": 2.0, "b": 40}):
+        assert strict.check(args) is not None  # what a check of the schema here would refuse
+        result = run(args)
+        assert (unframed(result), result.is_error) == ("42", False), args
+    for args in ({"a": 2}, {"a": "x", "b": 1}):
+        result = run(args)  # the server's own refusal, an error result
+        assert result.startswith("Error: ") and "validation error" in result and result.is_error, args
+    assert run([1]) == "Error: the tool arguments must be a JSON object."
 
 
 def test_published_server_over_stdio(runner, hub: McpHub) -> None:

@@ -8,13 +8,13 @@ import time
 from contextlib import aclosing
 from pathlib import Path
 
-from test_tools_files import run_tool
+from test_tools_files import file_tools, run_tool
 
 from nanobot.agent.tools import DEADLINE, ToolRegistry, TurnScope
 from nanobot.files.limits import FileLimits
 from nanobot.files.pool import Extractor
 from nanobot.providers.base import ToolCall
-from nanobot.tools.files import FileToolLimits, file_tools
+from nanobot.tools.files import FileToolLimits
 from nanobot.tools.paths import Workspace
 
 MIB = 1024 * 1024
@@ -50,7 +50,7 @@ def test_file_scans_stop_at_the_deadline(tmp_path: Path) -> None:
 
     async def main() -> list[str]:
         extractor = Extractor(FileLimits())
-        tools = {t.name: t for t in file_tools(ws, FileToolLimits(), extractor)}
+        tools = file_tools(ws, FileToolLimits(), extractor)
         scope = TurnScope("api", "t", session_key="api:t")
         DEADLINE.set(time.monotonic() - 1)  # as if the call's time were up
         try:

@@ -18,19 +18,25 @@ from builders import make_docx, make_pdf
 from common import unframed
 from servers import ServerProcess, upstream_config
 
-from nanobot.agent.tools import TurnScope
+from nanobot.agent.tools import Tool, TurnScope
 from nanobot.files.limits import FileLimits
 from nanobot.files.pool import Extractor
 from nanobot.protocol import parse_frames
-from nanobot.tools.files import FileToolLimits, file_tools
+from nanobot.tools import BUILTIN_TOOLS
+from nanobot.tools.files import FileTool, FileToolLimits
 from nanobot.tools.paths import Workspace, safe_name
+
+
+def file_tools(ws: Workspace, limits: FileToolLimits, extractor: Extractor) -> dict[str, Tool]:
+    """The registry's file tools over ``ws``, with limits of the test's choosing."""
+    return {cls.name: cls(ws, limits, extractor) for cls in BUILTIN_TOOLS if issubclass(cls, FileTool)}
 
 
 def run_tool(ws: Workspace, name: str, args: dict, key: str = "api:t", limits: FileToolLimits | None = None) -> str:
     async def main() -> str:
         extractor = Extractor(FileLimits())
         try:
-            tools = {t.name: t for t in file_tools(ws, limits or FileToolLimits(), extractor)}
+            tools = file_tools(ws, limits or FileToolLimits(), extractor)
             return await tools[name].run(args, TurnScope("api", "t", session_key=key))
         finally:
             await extractor.close()
@@ -267,3 +273,40 @@ def test_results_never_carry_a_configured_secret(tool_server, upstream) -> None:
     r = ask(tool_server, '#tool:read_file {"path":"leak.txt"}')
     assert unframed(r.json()["choices"][0]["message"]["content"]) == "tool result: key=***; Bearer ***"
     assert "test-key" not in upstream.requests()[-1]["body"]["messages"][-1]["content"]
+
+
+def test_honest_output_that_begins_with_error_is_not_a_failure(tool_server, upstream) -> None:
+    # The ok flag comes from the result's is_error, never from its text.
+    (tool_server.workspace / "log.txt").write_text("Error: not really\nall fine\n")
+    (tool_server.workspace / "errs").mkdir(exist_ok=True)
+    (tool_server.workspace / "errs" / "Error: disk full.txt").touch()  # list_dir's result is not framed
+    upstream.clear()
+    r = ask(
+        tool_server,
+        '#tool:read_file {"path":"log.txt"} #tool:read_file {"path":"nope"} #tool:list_dir {"path":"errs"}',
+        stream=True,
+        stream_options={"include_tool_events": True},
+    )
+    events = [
+        f["choices"][0]["delta"]["nanobot_tool"]
+        for f in parse_frames(r.content)[:-1]
+        if f["choices"] and "nanobot_tool" in f["choices"][0]["delta"]
+    ]
+    finished = {e["id"]: e["ok"] for e in events if e["status"] == "finished"}
+    results = upstream.requests()[-1]["body"]["messages"][-3:]
+    ok = {m["tool_call_id"]: finished[m["tool_call_id"]] for m in results}
+    assert list(ok.values()) == [True, False, True]
+    # the honest text stays inside the untrusted frame; the failure's prefix stays outside
+    assert results[0]["content"].startswith("<<untrusted-data ")
+    assert unframed(results[0]["content"]) == "Error: not really\nall fine\n"
+    assert results[1]["content"].startswith("Error: <<untrusted-data ")
+    assert results[2]["content"] == "Error: disk full.txt"  # plain text that starts "Error", and a success
+
+
+def test_bad_arguments_are_refused_before_the_call(tool_server, upstream) -> None:
+    upstream.clear()
+    r = ask(tool_server, '#tool:read_file {"path": 5} #tool:write_file {"path": "x.txt"}')
+    assert r.status_code == 200
+    results = [m["content"] for m in upstream.requests()[-1]["body"]["messages"][-2:]]
+    assert results == ["Error: argument 'path' must be a string.", "Error: argument 'content' is required."]
+    assert not (tool_server.workspace / "x.txt").exists()

@@ -11,7 +11,11 @@ from contextlib import aclosing
 import requests
 
 from nanobot.agent.tools import ToolLimits, ToolRegistry, TurnScope
+from nanobot.config import parse_config
+from nanobot.files.limits import FileLimits
+from nanobot.files.pool import Extractor
 from nanobot.providers.base import ToolCall
+from nanobot.tools import BUILTIN_TOOLS, build_tools, enabled_tool_names
 
 SCOPE = TurnScope("api", "t", session_key="api:t")
 
@@ -144,3 +148,119 @@ def test_ten_thousand_calls_in_one_reply(agent_server, upstream) -> None:
     assert len(results) == 10_000
     assert sum(1 for m in results if m["content"].startswith("Error: this reply")) == 10_000 - 64
     assert requests.get(agent_server.url + "/health", timeout=5).status_code == 200
+
+
+class EchoTool:
+    """Answers its arguments; its schema declares one property of each JSON type."""
+
+    name = "echo"
+    schema = {
+        "type": "function",
+        "function": {
+            "name": "echo",
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "s": {"type": "string"},
+                    "i": {"type": "integer"},
+                    "n": {"type": "number"},
+                    "b": {"type": "boolean"},
+                    "a": {"type": "array"},
+                    "o": {"type": "object"},
+                    "either": {"type": ["string", "null"]},
+                },
+                "required": ["s"],
+                "additionalProperties": False,
+            },
+        },
+    }
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def run(self, args, scope) -> str:
+        self.calls += 1
+        return "Error-free echo: " + json.dumps(args, sort_keys=True)
+
+
+def test_arguments_are_checked_against_the_schema() -> None:
+    echo = EchoTool()
+    registry = ToolRegistry([echo])
+
+    def call(args: dict):
+        return asyncio.run(registry.run(ToolCall("c", "echo", json.dumps(args)), SCOPE))
+
+    bad = [
+        ({"i": 1}, "Error: argument 's' is required."),
+        ({"s": 5}, "Error: argument 's' must be a string."),
+        ({"s": "x", "i": 1.5}, "Error: argument 'i' must be an integer."),
+        ({"s": "x", "i": True}, "Error: argument 'i' must be an integer."),  # a bool is no integer in JSON
+        ({"s": "x", "n": "1"}, "Error: argument 'n' must be a number."),
+        ({"s": "x", "b": 1}, "Error: argument 'b' must be a boolean."),
+        ({"s": "x", "a": {}}, "Error: argument 'a' must be an array."),
+        ({"s": "x", "o": []}, "Error: argument 'o' must be an object."),
+        ({"s": "x", "either": 3}, "Error: argument 'either' must be a string or null."),
+        ({"s": "x", "zzz": 1}, "Error: unknown argument 'zzz' (allowed: 's', 'i', 'n', 'b', 'a', 'o', 'either')."),
+    ]
+    for args, expected in bad:
+        result = call(args)
+        assert (result, result.is_error) == (expected, True), args
+    assert echo.calls == 0  # refused before the call
+    ok = call({"s": "x", "i": 2, "n": 2.5, "b": False, "a": [], "o": {}, "either": None})
+    assert ok.startswith("Error-free echo: ") and ok.is_error is False  # honest text that starts with "Error"
+    assert call({"s": "x", "i": None}).is_error is False  # an optional argument sent as null is left out
+    assert echo.calls == 2
+
+
+def test_loose_schemas_are_left_to_their_server() -> None:
+    class Remote(EchoTool):
+        name = "mcp_x_echo"
+        loose_schema = True
+
+    registry = ToolRegistry([Remote()])
+
+    def call(args: object):
+        return asyncio.run(registry.run(ToolCall("c", "mcp_x_echo", json.dumps(args)), SCOPE))
+
+    for args in ({"s": "x", "zzz": 1}, {"i": 1}, {"s": 1}):  # each refused by the strict check above
+        assert call(args).is_error is False, args
+    assert call([1]) == "Error: the tool arguments must be a JSON object."
+
+
+def test_registry_refusals_carry_is_error() -> None:
+    registry = ToolRegistry([SleepTool()], ToolLimits(timeout=0.2))
+    for call in (
+        ToolCall("c", "nope", "{}"),
+        ToolCall("c", "sleep", "{bad"),
+        sleep_call(5),
+        ToolCall("c", "sleep", "{}"),
+    ):
+        result = asyncio.run(registry.run(call, SCOPE))
+        assert result.startswith("Error: ") and result.is_error is True
+    assert asyncio.run(registry.run(sleep_call(0, say="Error: fine"), SCOPE)).is_error is False
+
+
+def test_one_list_of_builtin_tools(tmp_path) -> None:
+    """Names, offering and building all come from BUILTIN_TOOLS, in its order."""
+    every = parse_config(
+        {
+            "agents": {"defaults": {"workspace": str(tmp_path)}},
+            "tools": {"exec": {"enabled": True}, "web": {"search": {"provider": "brave", "apiKey": "k"}}},
+        }
+    )
+    names = [spec.name for spec in BUILTIN_TOOLS]
+    assert enabled_tool_names(every) == names
+    built = build_tools(every, outbox=None, extractor=Extractor(FileLimits()))  # type: ignore[arg-type]
+    assert [t.name for t in built] == names
+    assert [t.schema["function"]["name"] for t in built] == names  # each name written once
+    assert [type(t) for t in built] == list(BUILTIN_TOOLS)
+    few = parse_config({"tools": {"file": {"enabled": False}, "web": {"fetch": {"enabled": False}}}})
+    assert enabled_tool_names(few) == ["message"]
+    assert enabled_tool_names(parse_config({})) == [
+        "read_file",
+        "write_file",
+        "edit_file",
+        "list_dir",
+        "web_fetch",
+        "message",
+    ]

@@ -11,7 +11,7 @@ from common import SCOPE
 
 from nanobot.config import WebSearchConfig, parse_config
 from nanobot.testing.website import Site
-from nanobot.tools.web import web_tools
+from nanobot.tools import enabled_tool_names
 from nanobot.tools.web_search import WebSearchTool
 
 
@@ -96,8 +96,11 @@ def test_provider_down_or_slow(site: Site) -> None:
 
 
 def test_offered_only_when_configured() -> None:
+    def web(config) -> list[str]:
+        return [n for n in enabled_tool_names(config) if n.startswith("web_")]
+
     def names(search: dict) -> list[str]:
-        return [t.name for t in web_tools(parse_config({"tools": {"web": {"search": search}}}))]
+        return web(parse_config({"tools": {"web": {"search": search}}}))
 
     assert names({}) == ["web_fetch"]
     assert names({"provider": "brave"}) == ["web_fetch"]  # no apiKey
@@ -105,4 +108,4 @@ def test_offered_only_when_configured() -> None:
     assert names({"provider": "brave", "apiKey": "k"}) == ["web_fetch", "web_search"]
     assert names({"provider": "searxng", "apiBase": "http://searx.local"}) == ["web_fetch", "web_search"]
     config = parse_config({"tools": {"web": {"fetch": {"enabled": False}}}})
-    assert web_tools(config) == []
+    assert web(config) == []

@@ -15,7 +15,7 @@ from typing import Any
 
 from nanobot.agent import untrusted
 from nanobot.agent.context import WorkspaceContext
-from nanobot.agent.tools import ToolRegistry, TurnScope, is_error
+from nanobot.agent.tools import ToolRegistry, TurnScope
 from nanobot.config import AgentDefaults
 from nanobot.protocol import Usage
 from nanobot.providers.base import Completion, Provider
@@ -129,10 +129,10 @@ class AgentLoop:
             calls = completion.tool_calls
             for call in calls:
                 yield ToolProgress(call.name, "started", call.id)
-            results = [""] * len(calls)
+            results: list[str] = [""] * len(calls)
             async with aclosing(self.tools.run_batch(calls, turn.scope)) as finished:
                 async for index, result in finished:
-                    results[index] = result
+                    results[index] = result.text  # plain text into the session
                     while turn.scope.inline:
                         piece = turn.scope.inline.pop(0)
                         if reply and not reply[-1].endswith("\n"):
@@ -140,9 +140,9 @@ class AgentLoop:
                         reply.append(piece)
                         yield piece
                     call = calls[index]
-                    yield ToolProgress(call.name, "finished", call.id, not is_error(result))
-            for call, result in zip(calls, results, strict=False):
-                result_msg = {"role": "tool", "tool_call_id": call.id, "content": result}
+                    yield ToolProgress(call.name, "finished", call.id, not result.is_error)
+            for call, text in zip(calls, results, strict=False):
+                result_msg = {"role": "tool", "tool_call_id": call.id, "content": text}
                 messages.append(result_msg)
                 new.append(result_msg)
         if turn.remember:

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import orjson
 
 from nanobot.agent import untrusted
+from nanobot.agent.tool_args import ArgsChecker, compile_checker
 from nanobot.providers.base import ToolCall
 
 log = logging.getLogger("nanobot.tools")
@@ -52,6 +53,37 @@ class TurnScope:
     withheld: frozenset[str] = frozenset()  # tools.requireUserRequest names this turn did not ask for
 
 
+class ToolResult(str):
+    """A result's text that says whether the call failed.
+
+    A ``str``, so it goes to the model and the session as it is; ``is_error``
+    is set by whoever knows (the tool, or the registry for its own refusals),
+    never read off the text, so honest output that begins with "Error" is not
+    a failure. Failures still start with ``Error:`` toward the model (DESIGN).
+    """
+
+    is_error: bool
+
+    def __new__(cls, text: str, is_error: bool = False) -> ToolResult:
+        made = super().__new__(cls, text)
+        made.is_error = is_error
+        return made
+
+    @property
+    def text(self) -> str:
+        return str.__str__(self)
+
+
+def fail(text: str) -> ToolResult:
+    """A failed call's result; ``text`` starts with ``Error:``."""
+    return ToolResult(text, True)
+
+
+def failed(result: str) -> bool:
+    """The call failed: only a :class:`ToolResult` marked so (plain text is output)."""
+    return isinstance(result, ToolResult) and result.is_error
+
+
 class Tool(Protocol):
     """A callable the model may use. ``schema`` is the OpenAI ``tools`` entry.
 
@@ -66,6 +98,11 @@ class Tool(Protocol):
     schema: dict[str, Any]
 
     async def run(self, args: dict[str, Any], scope: TurnScope) -> str: ...
+
+
+def loose_schema(tool: Tool) -> bool:
+    """A schema not written here (an MCP server's): its arguments are the server's to check."""
+    return bool(getattr(tool, "loose_schema", False))
 
 
 @dataclass(frozen=True)
@@ -86,10 +123,6 @@ def function_schema(name: str, description: str, properties: dict[str, Any], req
             "parameters": {"type": "object", "properties": properties, "required": required},
         },
     }
-
-
-def is_error(result: str) -> bool:
-    return result.startswith("Error")
 
 
 def cut(result: str, limit: int) -> str:
@@ -122,10 +155,11 @@ class ToolRegistry:
         # hand a configured secret on.
         self._redact = redact
         self._tools: dict[str, Tool] = {}
+        self._checkers: dict[str, ArgsChecker] = {}
         self.schemas: list[dict[str, Any]] = []
         self._shares: dict[tuple[str, str], _Share] = {}
         for tool in tools:
-            self._tools[tool.name] = tool
+            self._put(tool)
         self._recompute()
 
     @property
@@ -137,10 +171,16 @@ class ToolRegistry:
 
     def add(self, tool: Tool) -> None:
         """Offer ``tool`` from the next model call on (replaces one of the same name)."""
-        self._tools[tool.name] = tool
+        self._put(tool)
         self._recompute()
 
+    def _put(self, tool: Tool) -> None:
+        # compiled here, once per tool, so a call only runs the checks
+        self._checkers[tool.name] = compile_checker(tool.schema, loose=loose_schema(tool))
+        self._tools[tool.name] = tool
+
     def remove(self, name: str) -> None:
+        self._checkers.pop(name, None)
         if self._tools.pop(name, None) is not None:
             self._recompute()
 
@@ -163,19 +203,23 @@ class ToolRegistry:
             return self.schemas
         return [s for s in self.schemas if s["function"]["name"] not in withheld]
 
-    async def run(self, call: ToolCall, scope: TurnScope) -> str:
-        """One call's result text (``Error: ...`` on any failure), cut to the limit."""
+    async def run(self, call: ToolCall, scope: TurnScope) -> ToolResult:
+        """One call's result (``Error: ...`` and ``is_error`` on any failure), cut to the limit."""
         tool = self._tools.get(call.name)
         if tool is None:
-            return f"Error: unknown tool '{call.name}'."
+            return fail(f"Error: unknown tool '{call.name}'.")
         if call.name in scope.withheld:
-            return (
+            return fail(
                 f"Error: tool '{call.name}' runs only when the user's message asks for it "
                 "(tools.requireUserRequest); it was not called."
             )
         args = await _parse_args(call.arguments)
         if isinstance(args, str):
-            return args
+            return fail(args)
+        checker = self._checkers.get(call.name)
+        bad = checker.check(args) if checker is not None else None
+        if bad is not None:
+            return fail(bad)
         timeout = getattr(tool, "timeout", None) or self.limits.timeout
         share = getattr(tool, "session_share", None)
         token = DEADLINE.set(time.monotonic() + timeout)
@@ -186,18 +230,21 @@ class ToolRegistry:
                 else:
                     result = await self._run_shared(tool, args, scope, share)
         except TimeoutError:
-            return f"Error: tool '{call.name}' took longer than {timeout:g} s and was stopped."
+            return fail(f"Error: tool '{call.name}' took longer than {timeout:g} s and was stopped.")
         except Exception as exc:  # the model gets the error; the turn goes on
             log.warning("tool %s failed: %s", call.name, exc, exc_info=True)
-            return f"Error: tool '{call.name}' failed: {type(exc).__name__}: {exc}"
+            return fail(f"Error: tool '{call.name}' failed: {type(exc).__name__}: {exc}")
         finally:
             DEADLINE.reset(token)
         if not isinstance(result, str):
-            return f"Error: tool '{call.name}' returned no text."
-        result = cut(result, self.limits.max_result_chars)
+            return fail(f"Error: tool '{call.name}' returned no text.")
+        error = failed(result)
+        text = cut(str.__str__(result), self.limits.max_result_chars)
         if self._redact is not None:
-            result = self._redact(result)
-        return untrusted.frame(call.name, result) if untrusted.is_untrusted(call.name) else result
+            text = self._redact(text)
+        if untrusted.is_untrusted(call.name):
+            text = untrusted.frame(call.name, text, error)
+        return ToolResult(text, error)
 
     async def _run_shared(self, tool: Tool, args: dict[str, Any], scope: TurnScope, share: tuple[str, int]) -> str:
         key = (scope.session_key, share[0])
@@ -211,7 +258,7 @@ class ToolRegistry:
             if mine.users == 0:
                 self._shares.pop(key, None)
 
-    async def run_batch(self, calls: list[ToolCall], scope: TurnScope) -> AsyncGenerator[tuple[int, str], None]:
+    async def run_batch(self, calls: list[ToolCall], scope: TurnScope) -> AsyncGenerator[tuple[int, ToolResult], None]:
         """``(index, result)`` for every call of one reply, as each finishes.
 
         Calls past ``max_calls`` are answered at once with an error; the others
@@ -222,7 +269,7 @@ class ToolRegistry:
         for index in range(limits.max_calls, len(calls)):
             yield (
                 index,
-                (
+                fail(
                     f"Error: this reply asked for {len(calls)} tool calls; only the first "
                     f"{limits.max_calls} run, so this one (#{index + 1}) did not. Ask for fewer at once."
                 ),
@@ -232,7 +279,7 @@ class ToolRegistry:
             yield 0, await self.run(running[0], scope)
             return
         gate = asyncio.Semaphore(limits.concurrency)
-        finished: asyncio.Queue[tuple[int, str]] = asyncio.Queue()
+        finished: asyncio.Queue[tuple[int, ToolResult]] = asyncio.Queue()
 
         async def one(index: int, call: ToolCall) -> None:
             async with gate:

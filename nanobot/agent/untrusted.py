@@ -44,10 +44,10 @@ def is_untrusted(name: str) -> bool:
     return name in UNTRUSTED_TOOLS or name.startswith("mcp_")
 
 
-def frame(name: str, result: str) -> str:
-    """``result`` between delimiter lines; an error keeps its ``Error:`` prefix outside."""
+def frame(name: str, result: str, is_error: bool = False) -> str:
+    """``result`` between delimiter lines; a failed call's ``Error:`` prefix stays outside."""
     head = ""
-    if result.startswith("Error:"):
+    if is_error and result.startswith("Error:"):
         head, result = "Error: ", result[len("Error:") :].lstrip(" ")
     tag = secrets.token_hex(4)
     return f"{head}<<untrusted-data id={tag} from={name}>>\n{result}\n<<end untrusted-data id={tag}>>"

@@ -1,8 +1,11 @@
 """The agent's tools, built once at startup from ``config.tools``.
 
-:func:`build_tools` returns the enabled tools; :func:`build_registry` wraps
-them with the limits of ``tools.*``. Tools that appear later (servers that
-connect in the background) go in through ``ToolRegistry.add``.
+:data:`BUILTIN_TOOLS` is the one list of built-in tools, in the order they
+are offered to the model; each class says whether the config enables it,
+checks its environment at startup and builds itself (:mod:`nanobot.tools.base`).
+:func:`build_registry` wraps the built tools with the limits of ``tools.*``.
+Tools that appear later (servers that connect in the background) go in
+through ``ToolRegistry.add``.
 """
 
 from __future__ import annotations
@@ -13,11 +16,25 @@ from nanobot.agent.tools import Tool, ToolLimits, ToolRegistry
 from nanobot.config import Config
 from nanobot.files.pool import Extractor
 from nanobot.outbound.base import Outbox
-from nanobot.tools.exec import ExecTool, check_exec
-from nanobot.tools.files import FileToolLimits, file_tools
+from nanobot.tools.base import BuiltinTool, ToolDeps
+from nanobot.tools.exec import ExecTool
+from nanobot.tools.files import EditFileTool, ListDirTool, ReadFileTool, WriteFileTool
 from nanobot.tools.message import MessageTool
 from nanobot.tools.paths import Workspace
-from nanobot.tools.web import web_tools
+from nanobot.tools.web_fetch import WebFetchTool
+from nanobot.tools.web_search import WebSearchTool
+
+# One line per tool; the order is the order the model sees them in.
+BUILTIN_TOOLS: tuple[type[BuiltinTool], ...] = (
+    ReadFileTool,
+    WriteFileTool,
+    EditFileTool,
+    ListDirTool,
+    ExecTool,
+    WebFetchTool,
+    WebSearchTool,
+    MessageTool,
+)
 
 
 def workspace_of(config: Config) -> Workspace:
@@ -35,30 +52,19 @@ def build_tools(
     config: Config, *, outbox: Outbox, extractor: Extractor, workspace: Workspace | None = None
 ) -> list[Tool]:
     """The enabled tools, in the order they are offered to the model."""
-    ws = workspace or workspace_of(config)
-    tools: list[Tool] = []
-    if config.tools.file.enabled:
-        limits = FileToolLimits(
-            max_chars=config.tools.max_result_chars,
-            max_document_bytes=config.api.max_file_bytes,
-        )
-        tools.extend(file_tools(ws, limits, extractor))
-    if config.tools.exec.enabled:
-        tools.append(ExecTool(ws, config.tools.exec, config.tools.max_result_chars))
-    tools.extend(web_tools(config))
-    tools.append(MessageTool(outbox, config.channels))
-    return tools
+    deps = ToolDeps(config, workspace or workspace_of(config), outbox, extractor)
+    return [spec.build(deps) for spec in BUILTIN_TOOLS if spec.enabled(config)]
 
 
 def enabled_tool_names(config: Config) -> list[str]:
-    """The names :func:`build_tools` would offer (nothing is started)."""
-    tools = build_tools(config, outbox=None, extractor=Extractor(config.api.files.limits()))  # type: ignore[arg-type]
-    return [t.name for t in tools]
+    """The names :func:`build_tools` would offer (nothing is built or started)."""
+    return [spec.name for spec in BUILTIN_TOOLS if spec.enabled(config)]
 
 
 def check_tools(config: Config) -> None:
     """Startup checks of the tools' environment; raises ConfigError (exit 2)."""
-    check_exec(config)
+    for spec in BUILTIN_TOOLS:
+        spec.check(config)
 
 
 def build_registry(config: Config, tools: list[Tool], redact: Callable[[str], str] | None = None) -> ToolRegistry:

@@ -29,8 +29,9 @@ import subprocess
 import sys
 from typing import Any
 
-from nanobot.agent.tools import TurnScope, function_schema
+from nanobot.agent.tools import Tool, TurnScope, fail, function_schema
 from nanobot.config import Config, ConfigError, ExecToolConfig
+from nanobot.tools.base import BuiltinTool, ToolDeps
 from nanobot.tools.paths import PROTECTED_NAMES, PathError, Workspace
 from nanobot.tools.sandbox import PidsCgroup, limited_command, system_binds
 
@@ -94,10 +95,10 @@ def _namespace_args(cfg: ExecToolConfig) -> list[str]:
     return args
 
 
-class ExecTool:
+class ExecTool(BuiltinTool):
     name = "exec"
     schema = function_schema(
-        "exec",
+        name,
         "Run a shell command (bash -c) in a sandbox and return its exit code and output "
         "(the tail when long). Only the workspace (writable) and the system's programs "
         "(read-only) are visible; /tmp is small, private and emptied after each command.",
@@ -119,23 +120,38 @@ class ExecTool:
         self._slots: asyncio.Semaphore | None = None
         self._sessions: dict[str, _SessionSlots] = {}
 
+    @classmethod
+    def enabled(cls, config: Config) -> bool:
+        return config.tools.exec.enabled
+
+    @classmethod
+    def check(cls, config: Config) -> None:
+        check_exec(config)
+
+    @classmethod
+    def build(cls, deps: ToolDeps) -> Tool:
+        tools = deps.config.tools
+        return cls(deps.workspace, tools.exec, tools.max_result_chars)
+
     async def run(self, args: dict[str, Any], scope: TurnScope) -> str:
         command = args.get("command")
         if not isinstance(command, str) or not command.strip():
-            return "Error: 'command' must be a non-empty string."
+            return fail("Error: 'command' must be a non-empty string.")
         if "\x00" in command:
-            return "Error: 'command' contains a NUL byte."
+            return fail("Error: 'command' contains a NUL byte.")
         if len(command) > MAX_COMMAND_CHARS:
-            return f"Error: 'command' is longer than {MAX_COMMAND_CHARS} characters."
+            return fail(f"Error: 'command' is longer than {MAX_COMMAND_CHARS} characters.")
         if self.cfg.sandbox == "bwrap" and self.bwrap is None:
             # Fail closed: an embedder that skipped the startup check gets an error, never bash unsandboxed.
             self.bwrap = shutil.which("bwrap")
             if self.bwrap is None:
-                return f'Error: exec is configured with sandbox "bwrap" but bwrap is not installed; {INSTALL_HINT}.'
+                return fail(
+                    f'Error: exec is configured with sandbox "bwrap" but bwrap is not installed; {INSTALL_HINT}.'
+                )
         try:
             root, cwd = await asyncio.to_thread(self._folders, args.get("working_dir"), scope.session_key)
         except PathError as exc:
-            return f"Error: {exc}"
+            return fail(f"Error: {exc}")
         if self._slots is None:
             self._slots = asyncio.Semaphore(MAX_PROCESSES)
         mine = self._sessions.setdefault(scope.session_key, _SessionSlots(self.cfg.max_per_session))
@@ -213,7 +229,7 @@ class ExecTool:
                 limit=_READ_BYTES,
             )
         except OSError as exc:
-            return f"Error: the command could not be started: {exc.strerror or exc}."
+            return fail(f"Error: the command could not be started: {exc.strerror or exc}.")
         tail = _Tail(self.max_output_chars * 4)
         try:
             async with asyncio.timeout(self.cfg.timeout):
@@ -223,8 +239,9 @@ class ExecTool:
                 code = await proc.wait()
         except TimeoutError:
             await _end(proc, reaper)
-            return f"Error: the command took longer than {self.cfg.timeout:g} s and was killed.\n" + tail.text(
-                self.max_output_chars
+            return fail(
+                f"Error: the command took longer than {self.cfg.timeout:g} s and was killed.\n"
+                + tail.text(self.max_output_chars)
             )
         finally:
             if proc.returncode is None:  # cancelled: the whole tree goes

@@ -12,15 +12,19 @@ import asyncio
 import os
 import stat
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import filetype
 
-from nanobot.agent.tools import TurnScope, function_schema, past_deadline
+from nanobot.agent.tools import Tool, TurnScope, fail, function_schema, past_deadline
 from nanobot.errors import ApiError
 from nanobot.files.detect import UnsupportedFileType, detect
 from nanobot.files.pool import Extractor
+from nanobot.tools.base import BuiltinTool, ToolDeps
 from nanobot.tools.paths import PathError, Workspace, open_file, os_error, write_atomic
+
+if TYPE_CHECKING:
+    from nanobot.config import Config
 
 _DOCUMENT_MAGIC = (b"%PDF-", b"PK\x03\x04")
 _HEAD_BYTES = 8192
@@ -37,31 +41,46 @@ class FileToolLimits:
     max_edit_bytes: int = 16 * 1024 * 1024  # files edit_file loads whole
     max_write_chars: int = 16 * 1024 * 1024
 
+    @classmethod
+    def of(cls, config: Config) -> FileToolLimits:
+        return cls(max_chars=config.tools.max_result_chars, max_document_bytes=config.api.max_file_bytes)
+
 
 _PATH = {"type": "string", "description": "File path, relative to the workspace."}
 
 
-class _FileTool:
+class FileTool(BuiltinTool):
+    """A file tool: on with ``tools.file.enabled``; each is built over the same workspace and limits."""
+
     session_share = ("file-io", 2)  # of the 4 shared I/O threads, one session uses at most 2
 
-    def __init__(self, ws: Workspace, limits: FileToolLimits) -> None:
+    def __init__(self, ws: Workspace, limits: FileToolLimits, extractor: Extractor) -> None:
         self.ws = ws
         self.limits = limits
+        self.extractor = extractor  # read_file's documents; the others ignore it
+
+    @classmethod
+    def enabled(cls, config: Config) -> bool:
+        return config.tools.file.enabled
+
+    @classmethod
+    def build(cls, deps: ToolDeps) -> Tool:
+        return cls(deps.workspace, FileToolLimits.of(deps.config), deps.extractor)
 
     async def run(self, args: dict[str, Any], scope: TurnScope) -> str:
         try:
             return await self.call(args, scope)
         except PathError as exc:
-            return f"Error: {exc}"
+            return fail(f"Error: {exc}")
 
     async def call(self, args: dict[str, Any], scope: TurnScope) -> str:
         raise NotImplementedError
 
 
-class ReadFileTool(_FileTool):
+class ReadFileTool(FileTool):
     name = "read_file"
     schema = function_schema(
-        "read_file",
+        name,
         "Read a file's text. PDF, DOCX, XLSX and PPTX files are converted to text. "
         "Use offset and limit to read a window of lines of a long file.",
         {
@@ -71,10 +90,6 @@ class ReadFileTool(_FileTool):
         },
         ["path"],
     )
-
-    def __init__(self, ws: Workspace, limits: FileToolLimits, extractor: Extractor) -> None:
-        super().__init__(ws, limits)
-        self.extractor = extractor
 
     async def call(self, args: dict[str, Any], scope: TurnScope) -> str:
         offset = _positive(args.get("offset"), "offset", 1) or 1
@@ -87,7 +102,7 @@ class ReadFileTool(_FileTool):
         try:
             return await self.extractor.extract(kind, data, os.path.basename(str(raw)))
         except ApiError as exc:
-            return f"Error: {exc.message}"
+            return fail(f"Error: {exc.message}")
 
     def _read(self, raw: object, key: str, offset: int, limit: int | None) -> str | tuple[str, bytes]:
         """The text, or ``(kind, bytes)`` of a document for the extractor."""
@@ -100,23 +115,25 @@ class ReadFileTool(_FileTool):
             if not _text_head(head):
                 guess = filetype.guess(head)
                 what = f" ({guess.mime})" if guess is not None else ""
-                return f"Error: '{raw}' is a binary file{what}; read_file reads text and PDF/DOCX/XLSX/PPTX documents."
+                return fail(
+                    f"Error: '{raw}' is a binary file{what}; read_file reads text and PDF/DOCX/XLSX/PPTX documents."
+                )
             f.seek(0)
             return self._lines(f, str(raw), offset, limit)
 
     def _document(self, f: Any, head: bytes, shown: str) -> str | tuple[str, bytes]:
         size = os.fstat(f.fileno()).st_size
         if size > self.limits.max_document_bytes:
-            return (
+            return fail(
                 f"Error: '{shown}' is a {size}-byte document; at most {self.limits.max_document_bytes} bytes are read."
             )
         data = head + f.read(self.limits.max_document_bytes + 1 - len(head))
         try:
             found = detect(data)
         except UnsupportedFileType as exc:
-            return f"Error: '{shown}' is a binary file ({exc.detected}); read_file reads text and documents."
+            return fail(f"Error: '{shown}' is a binary file ({exc.detected}); read_file reads text and documents.")
         if found.kind in ("image", "text"):
-            return f"Error: '{shown}' is a binary file ({found.mime}); read_file reads text and documents."
+            return fail(f"Error: '{shown}' is a binary file ({found.mime}); read_file reads text and documents.")
         return found.kind, data
 
     def _lines(self, f: Any, shown: str, offset: int, limit: int | None) -> str:
@@ -131,12 +148,12 @@ class ReadFileTool(_FileTool):
             block = f.read(_CHUNK_BYTES)
             if not block:
                 count = line - 1 + (bool(last) and not last.endswith(b"\n"))
-                return f"Error: offset {offset} is past the end of '{shown}' ({count} lines)."
+                return fail(f"Error: offset {offset} is past the end of '{shown}' ({count} lines).")
             scanned += len(block)
             if past_deadline():
-                return f"Error: scanning '{shown}' took longer than the tool timeout and was stopped."
+                return fail(f"Error: scanning '{shown}' took longer than the tool timeout and was stopped.")
             if scanned > MAX_SCAN_BYTES:
-                return f"Error: '{shown}' is too large to scan to line {offset}; read an earlier window."
+                return fail(f"Error: '{shown}' is too large to scan to line {offset}; read an earlier window.")
             newlines = block.count(b"\n")
             if line + newlines < offset:
                 line, last = line + newlines, block
@@ -160,17 +177,19 @@ class ReadFileTool(_FileTool):
             return (
                 "(empty file)"
                 if offset == 1
-                else f"Error: offset {offset} is past the end of '{shown}' ({offset - 1} lines)."
+                else fail(f"Error: offset {offset} is past the end of '{shown}' ({offset - 1} lines).")
             )
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             # A character cut by the window's end is fine; anything else is not text.
             if eof or exc.start < len(raw) - 3 or exc.reason != "unexpected end of data":
-                return f"Error: '{shown}' is not UTF-8 text; read_file reads text and PDF/DOCX/XLSX/PPTX documents."
+                return fail(
+                    f"Error: '{shown}' is not UTF-8 text; read_file reads text and PDF/DOCX/XLSX/PPTX documents."
+                )
             text = raw[: exc.start].decode("utf-8")
         if "\x00" in text:
-            return f"Error: '{shown}' is a binary file (it holds NUL bytes)."
+            return fail(f"Error: '{shown}' is a binary file (it holds NUL bytes).")
         more = not eof
         if limit is not None:
             parts = text.split("\n", limit)
@@ -190,10 +209,10 @@ class ReadFileTool(_FileTool):
         )
 
 
-class WriteFileTool(_FileTool):
+class WriteFileTool(FileTool):
     name = "write_file"
     schema = function_schema(
-        "write_file",
+        name,
         "Write text to a file, replacing it if it exists. Parent folders are created.",
         {"path": _PATH, "content": {"type": "string", "description": "The whole new content."}},
         ["path", "content"],
@@ -202,9 +221,9 @@ class WriteFileTool(_FileTool):
     async def call(self, args: dict[str, Any], scope: TurnScope) -> str:
         content = args.get("content")
         if not isinstance(content, str):
-            return "Error: 'content' must be a string."
+            return fail("Error: 'content' must be a string.")
         if len(content) > self.limits.max_write_chars:
-            return f"Error: 'content' is longer than {self.limits.max_write_chars} characters."
+            return fail(f"Error: 'content' is longer than {self.limits.max_write_chars} characters.")
         raw = args.get("path")
         await asyncio.to_thread(self._write, raw, scope.session_key, content)
         return f"Wrote {len(content)} characters to {raw}."
@@ -214,10 +233,10 @@ class WriteFileTool(_FileTool):
         write_atomic(self.ws, real, str(raw), _encode(content))
 
 
-class EditFileTool(_FileTool):
+class EditFileTool(FileTool):
     name = "edit_file"
     schema = function_schema(
-        "edit_file",
+        name,
         "Replace old_text with new_text in a file. old_text must occur exactly once: "
         "include enough surrounding lines to make it unique.",
         {
@@ -231,11 +250,11 @@ class EditFileTool(_FileTool):
     async def call(self, args: dict[str, Any], scope: TurnScope) -> str:
         old, new = args.get("old_text"), args.get("new_text")
         if not isinstance(old, str) or not old:
-            return "Error: 'old_text' must be a non-empty string."
+            return fail("Error: 'old_text' must be a non-empty string.")
         if not isinstance(new, str):
-            return "Error: 'new_text' must be a string."
+            return fail("Error: 'new_text' must be a string.")
         if len(new) > self.limits.max_write_chars:
-            return f"Error: 'new_text' is longer than {self.limits.max_write_chars} characters."
+            return fail(f"Error: 'new_text' is longer than {self.limits.max_write_chars} characters.")
         raw = args.get("path")
         return await asyncio.to_thread(self._edit, raw, scope.session_key, old, new)
 
@@ -245,24 +264,28 @@ class EditFileTool(_FileTool):
         with os.fdopen(fd, "rb") as f:
             data = f.read(self.limits.max_edit_bytes + 1)
         if len(data) > self.limits.max_edit_bytes:
-            return f"Error: '{raw}' is larger than {self.limits.max_edit_bytes} bytes; edit_file loads files whole."
+            return fail(
+                f"Error: '{raw}' is larger than {self.limits.max_edit_bytes} bytes; edit_file loads files whole."
+            )
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError:
-            return f"Error: '{raw}' is not UTF-8 text; edit_file edits text files."
+            return fail(f"Error: '{raw}' is not UTF-8 text; edit_file edits text files.")
         count = text.count(old)
         if count == 0:
-            return f"Error: old_text was not found in {raw}."
+            return fail(f"Error: old_text was not found in {raw}.")
         if count > 1:
-            return f"Error: old_text was found {count} times in {raw}; include more context so it occurs exactly once."
+            return fail(
+                f"Error: old_text was found {count} times in {raw}; include more context so it occurs exactly once."
+            )
         write_atomic(self.ws, real, str(raw), _encode(text.replace(old, new, 1)))
         return f"Edited {raw}."
 
 
-class ListDirTool(_FileTool):
+class ListDirTool(FileTool):
     name = "list_dir"
     schema = function_schema(
-        "list_dir",
+        name,
         "List a folder: one entry per line, folders end with '/'.",
         {"path": {"type": "string", "description": "Folder path, relative to the workspace (default '.')."}},
         [],
@@ -284,7 +307,7 @@ class ListDirTool(_FileTool):
                     for entry in it:
                         total += 1
                         if total % 4096 == 0 and past_deadline():
-                            return f"Error: listing '{raw}' took longer than the tool timeout and was stopped."
+                            return fail(f"Error: listing '{raw}' took longer than the tool timeout and was stopped.")
                         if len(entries) < MAX_LIST_ENTRIES:
                             is_dir = stat.S_ISDIR(entry.stat(follow_symlinks=False).st_mode)
                             entries.append(entry.name + ("/" if is_dir else ""))
@@ -323,12 +346,3 @@ def _encode(text: str) -> bytes:
         return text.encode("utf-8")
     except UnicodeEncodeError:
         raise PathError("the text contains characters that are not valid Unicode (lone surrogates).") from None
-
-
-def file_tools(ws: Workspace, limits: FileToolLimits, extractor: Extractor) -> list[Any]:
-    return [
-        ReadFileTool(ws, limits, extractor),
-        WriteFileTool(ws, limits),
-        EditFileTool(ws, limits),
-        ListDirTool(ws, limits),
-    ]

@@ -29,7 +29,7 @@ from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.exceptions import MCPError
 from mcp_types.jsonrpc import CONNECTION_CLOSED
 
-from nanobot.agent.tools import Tool
+from nanobot.agent.tools import Tool, fail
 from nanobot.config import McpServerConfig
 from nanobot.tools.mcp_tool import McpTool, tool_name
 
@@ -134,12 +134,12 @@ class McpServer:
             if live is None or live.stop.is_set():  # never connected, or the session ended
                 live = await self.start()
         except McpDown as exc:
-            return f"Error: MCP server '{self.name}' is {exc}."
+            return fail(f"Error: MCP server '{self.name}' is {exc}.")
         if live.in_flight >= MAX_IN_FLIGHT:
-            return f"Error: MCP server '{self.name}' already has {MAX_IN_FLIGHT} calls running; try again."
+            return fail(f"Error: MCP server '{self.name}' already has {MAX_IN_FLIGHT} calls running; try again.")
         mine = self._per_session.get(session, 0)
         if mine >= MAX_IN_FLIGHT_PER_SESSION:
-            return (
+            return fail(
                 f"Error: this session already has {MAX_IN_FLIGHT_PER_SESSION} calls to MCP server "
                 f"'{self.name}' running; wait for them first."
             )
@@ -159,13 +159,13 @@ class McpServer:
             async with asyncio.timeout(timeout):
                 return await future
         except TimeoutError:
-            return (
+            return fail(
                 f"Error: MCP tool '{tool}' of server '{self.name}' did not answer within {timeout:g} s (toolTimeout)."
             )
         except McpDown as exc:
-            return f"Error: MCP server '{self.name}' {exc}."
+            return fail(f"Error: MCP server '{self.name}' {exc}.")
         except MCPError as exc:
-            return f"Error: MCP server '{self.name}' refused the call: {exc.message}"
+            return fail(f"Error: MCP server '{self.name}' refused the call: {exc.message}")
 
     async def close(self) -> None:
         """End the session; a stdio server's process tree is stopped and reaped."""

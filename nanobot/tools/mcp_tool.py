@@ -14,7 +14,7 @@ from typing import Any, Protocol
 import orjson
 from mcp import types
 
-from nanobot.agent.tools import TurnScope
+from nanobot.agent.tools import TurnScope, fail
 
 MAX_NAME = 64  # OpenAI's limit for a function name
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
@@ -60,7 +60,7 @@ def render(result: types.CallToolResult, max_chars: int) -> str:
     if len(text) > max_chars:
         text = text[:max_chars] + f"\n[... {len(text) - max_chars} more characters left out]"
     if result.is_error:
-        return f"Error: {text or 'the MCP tool reported an error without a message'}"
+        return fail(f"Error: {text or 'the MCP tool reported an error without a message'}")
     return text or "(the tool returned no content)"
 
 
@@ -73,6 +73,10 @@ class ToolServer(Protocol):
 
 class McpTool:
     """One tool of one MCP server, offered to the model as ``mcp_<server>_<tool>``."""
+
+    # The server's schema may use any JSON Schema feature, and the server
+    # checks (and coerces) its own arguments: see nanobot.agent.tool_args.
+    loose_schema = True
 
     def __init__(self, server: ToolServer, spec: types.Tool, name: str, max_chars: int) -> None:
         self.server, self.remote, self.name, self._max_chars = server, spec.name, name, max_chars

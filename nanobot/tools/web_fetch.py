@@ -26,13 +26,14 @@ from tornado.iostream import StreamClosedError
 from tornado.netutil import DefaultLoopResolver, Resolver
 from tornado.simple_httpclient import HTTPStreamClosedError, HTTPTimeoutError, SimpleAsyncHTTPClient
 
-from nanobot.agent.tools import TurnScope
-from nanobot.config import WebFetchConfig
+from nanobot.agent.tools import Tool, TurnScope, fail, function_schema
+from nanobot.config import Config, WebFetchConfig
 from nanobot.errors import UnprocessableFile
 from nanobot.files.limits import FileLimits
 from nanobot.files.pool import Extractor
 from nanobot.tools import html_text
-from nanobot.tools.ssrf import IPNetwork, SsrfRefused, refusal
+from nanobot.tools.base import BuiltinTool, ToolDeps
+from nanobot.tools.ssrf import IPNetwork, SsrfRefused, parse_whitelist, refusal
 
 MAX_REDIRECTS = 5
 USER_AGENT = "Mozilla/5.0 (compatible; nanobot web_fetch)"
@@ -140,25 +141,17 @@ class _Hop:
         return None
 
 
-class WebFetchTool:
+class WebFetchTool(BuiltinTool):
     """The ``web_fetch`` tool: one page, fetched safely, as readable text."""
 
     name = "web_fetch"
-    schema = {
-        "type": "function",
-        "function": {
-            "name": "web_fetch",
-            "description": (
-                "Fetch a web page (http or https) and return it as readable text, with its final URL "
-                "and HTTP status. Scripts, styles and page navigation are left out."
-            ),
-            "parameters": {
-                "type": "object",
-                "properties": {"url": {"type": "string", "description": "The http(s) URL to fetch."}},
-                "required": ["url"],
-            },
-        },
-    }
+    schema = function_schema(
+        name,
+        "Fetch a web page (http or https) and return it as readable text, with its final URL "
+        "and HTTP status. Scripts, styles and page navigation are left out.",
+        {"url": {"type": "string", "description": "The http(s) URL to fetch."}},
+        ["url"],
+    )
 
     def __init__(self, config: WebFetchConfig, whitelist: list[IPNetwork], max_chars: int) -> None:
         self._config = config
@@ -168,19 +161,29 @@ class WebFetchTool:
         )
         self._client: SimpleAsyncHTTPClient | None = None
 
+    @classmethod
+    def enabled(cls, config: Config) -> bool:
+        return config.tools.web.fetch.enabled
+
+    @classmethod
+    def build(cls, deps: ToolDeps) -> Tool:
+        """``ValueError`` for a bad ``tools.ssrfWhitelist`` entry."""
+        tools = deps.config.tools
+        return cls(tools.web.fetch, parse_whitelist(tools.ssrf_whitelist), tools.max_result_chars)
+
     async def run(self, args: dict[str, Any], scope: TurnScope) -> str:
         url = args.get("url")
         if not isinstance(url, str) or not url.strip():
-            return "Error: 'url' must be a non-empty string."
+            return fail("Error: 'url' must be a non-empty string.")
         try:
             # The hops end themselves at the deadline; the extra second only
             # catches a resolver that hangs past it.
             async with asyncio.timeout(self._config.timeout + 1):
                 final, hop = await self._follow(url.strip())
         except TimeoutError:
-            return f"Error: fetching {url} took longer than {self._config.timeout:g} s."
+            return fail(f"Error: fetching {url} took longer than {self._config.timeout:g} s.")
         except FetchError as exc:
-            return f"Error: {exc}"
+            return fail(f"Error: {exc}")
         return await self._render(final, hop)
 
     async def close(self) -> None:
@@ -283,14 +286,16 @@ class WebFetchTool:
         body = b"".join(hop.chunks)
         media = hop.media_type
         if not media and b"\0" in body[:4096]:
-            return f"Error: {url} is binary content without a Content-Type, not a page web_fetch can read as text."
+            return fail(
+                f"Error: {url} is binary content without a Content-Type, not a page web_fetch can read as text."
+            )
         kind = html_text.kind_for(media or ("text/html" if body.lstrip()[:1] == b"<" else "text/plain"), hop.charset)
         try:
             text = await self._pages.extract(kind, body, url) if body else ""
         except UnprocessableFile as exc:
-            return f"Error: {exc.message}"
+            return fail(f"Error: {exc.message}")
         except RuntimeError as exc:  # the worker could not start, or the server is closing
-            return f"Error: could not turn {url} into text: {exc}"
+            return fail(f"Error: could not turn {url} into text: {exc}")
         head = [f"URL: {url}", f"Status: {hop.status} {hop.reason}".rstrip()]
         if media:
             head.append(f"Content-Type: {media}")

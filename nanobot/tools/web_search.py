@@ -8,6 +8,7 @@ status, an answer that is not the provider's JSON) is an ``Error:`` result.
 from __future__ import annotations
 
 import html
+import logging
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -17,8 +18,11 @@ import orjson
 from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.simple_httpclient import SimpleAsyncHTTPClient
 
-from nanobot.agent.tools import TurnScope
-from nanobot.config import WebSearchConfig
+from nanobot.agent.tools import Tool, TurnScope, fail, function_schema
+from nanobot.config import Config, WebSearchConfig
+from nanobot.tools.base import BuiltinTool, ToolDeps
+
+log = logging.getLogger(__name__)
 
 BRAVE_URL = "https://api.search.brave.com/res/v1/web/search"
 SEARCH_TIMEOUT = 20.0
@@ -71,8 +75,8 @@ def parse_hits(provider: str, answer: Any) -> list[Hit]:
     return hits
 
 
-class WebSearchTool:
-    """The ``web_search`` tool; build it only when :func:`search_endpoint` is set."""
+class WebSearchTool(BuiltinTool):
+    """The ``web_search`` tool; offered only when :func:`search_endpoint` is set."""
 
     name = "web_search"
 
@@ -82,39 +86,45 @@ class WebSearchTool:
             raise ValueError("tools.web.search is not configured")
         self._config, self._endpoint, self._timeout = config, endpoint, timeout
         self._client: SimpleAsyncHTTPClient | None = None
-        self.schema = {
-            "type": "function",
-            "function": {
-                "name": "web_search",
-                "description": "Search the web. Returns the title, URL and a snippet of each hit.",
-                "parameters": {
-                    "type": "object",
-                    "properties": {
-                        "query": {"type": "string", "description": "What to search for."},
-                        "count": {
-                            "type": "integer",
-                            "minimum": 1,
-                            "maximum": config.max_results,
-                            "description": f"How many hits (at most {config.max_results}).",
-                        },
-                    },
-                    "required": ["query"],
-                },
-            },
+        count = {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": config.max_results,
+            "description": f"How many hits (at most {config.max_results}).",
         }
+        self.schema = function_schema(
+            self.name,
+            "Search the web. Returns the title, URL and a snippet of each hit.",
+            {"query": {"type": "string", "description": "What to search for."}, "count": count},
+            ["query"],
+        )
+
+    @classmethod
+    def enabled(cls, config: Config) -> bool:
+        search = config.tools.web.search
+        if search_endpoint(search) is not None:
+            return True
+        if search.provider:  # logged whenever the tool list is made: at startup and by ``config check``
+            needs = "apiKey" if search.provider == "brave" else "apiBase"
+            log.warning("web_search is off: tools.web.search.provider is %r but %s is empty", search.provider, needs)
+        return False
+
+    @classmethod
+    def build(cls, deps: ToolDeps) -> Tool:
+        return cls(deps.config.tools.web.search)
 
     async def run(self, args: dict[str, Any], scope: TurnScope) -> str:
         query, count = args.get("query"), args.get("count", self._config.max_results)
         if not isinstance(query, str) or not query.strip():
-            return "Error: 'query' must be a non-empty string."
+            return fail("Error: 'query' must be a non-empty string.")
         if isinstance(count, bool) or not isinstance(count, (int, float)):
-            return "Error: 'count' must be a number."
+            return fail("Error: 'count' must be a number.")
         count = max(1, min(int(count), self._config.max_results))
         provider = self._config.provider
         try:
             hits = parse_hits(provider, await self._ask(query.strip()[:1000], count))[:count]
         except SearchError as exc:
-            return f"Error: the search provider ({provider}) failed: {exc}."
+            return fail(f"Error: the search provider ({provider}) failed: {exc}.")
         if not hits:
             return f"No results for {query!r}."
         lines = [f"Results for {query!r}:"]
