@@ -243,7 +243,7 @@ def test_sigkill_mid_stream_then_restart(upstream, tmp_path):
     dead = f"http://127.0.0.1:{holder.getsockname()[1]}/hook"
     ws = tmp_path / "ws"
     sid = "crash-" + uuid.uuid4().hex[:8]
-    channels = lambda url: {"channels": {"webhook": {"enabled": True, "url": url}}}  # noqa: E731
+    channels = lambda url: {"channels": {"webhook": {"enabled": True, "url": url, "allowedChatIds": ["k1", "k2"]}}}  # noqa: E731
     first = ServerProcess(merge(upstream_config(upstream.url), channels(dead)), workspace=ws)
     try:
         assert ask(first, "a whole turn", sid).status_code == 200
