@@ -177,7 +177,7 @@ class ScenarioRunner:
         # A peer started through a shell, or a server with workers: the whole tree.
         tree = target.name == "peer" or (target.name != "direct" and self.args.server_workers > 1)
         sampler = RssSampler(target.pid, tree=tree).start() if target.pid else None
-        pids = target.pids or [target.pid]
+        pids = target.pids or ([target.pid] if target.pid else [])
         cpu0 = sum(tree_cpu(p) for p in pids) if target.pid else None
         db0 = tree_cpu(target.db_pid) if target.db_pid else None
         main0 = own_cpu(target.pid)

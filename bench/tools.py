@@ -83,13 +83,13 @@ class HealthProbe:
             self._stop.wait(max(0.0, self.interval - (time.perf_counter() - started)))
         conn.close()
 
-    def measure(self, seconds: float) -> dict[str, float]:
+    def measure(self, seconds: float) -> dict[str, float | None]:
         self.samples = []
         self._thread.start()
         time.sleep(seconds)
         return self.finish()
 
-    def finish(self) -> dict[str, float]:
+    def finish(self) -> dict[str, float | None]:
         self._stop.set()
         self._thread.join(timeout=30)
         s = sorted(self.samples)

@@ -17,12 +17,20 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Literal, Union
 
 import yaml
 
 from nanobot.files.limits import FileLimits
 from nanobot.url_mask import public_url, strip_userinfo
+
+# The allowed values of the choice keys: the loader checks a value against the
+# Literal (``api.clientHistory: expected one of 'reject', 'ignore', 'use'``).
+ClientHistory = Literal["reject", "ignore", "use"]
+ClientSystem = Literal["append", "ignore", "reject"]
+WorkspaceScope = Literal["shared", "session"]
+Sandbox = Literal["bwrap", "none"]
+SearchProvider = Literal["", "brave", "searxng"]
 
 
 class ConfigError(Exception):
@@ -100,8 +108,8 @@ class ApiConfig:
     cors_origins: list[str] = field(default_factory=list)
     max_concurrent_requests: int = 1000  # counted once a request's body is in
     max_body_bytes_in_flight: int = 256 * 1024 * 1024  # bodies still arriving, all together
-    client_history: str = "reject"  # or "ignore", "use"
-    client_system: str = "append"  # or "ignore", "reject"
+    client_history: ClientHistory = "reject"
+    client_system: ClientSystem = "append"
     allowed_hosts: list[str] = field(default_factory=list)  # Host values served without an apiKey
     ping_interval: float = 15.0
     header_timeout: float = 15.0  # request line + headers, and idle keep-alive
@@ -143,7 +151,7 @@ class FileToolConfig:
 @dataclass
 class ExecToolConfig:
     enabled: bool = False
-    sandbox: str = "bwrap"  # or "none"
+    sandbox: Sandbox = "bwrap"
     network: bool = False
     timeout: float = 60.0
     # Per command (0: no limit). Memory is address space, so it is set above
@@ -165,7 +173,7 @@ class WebFetchConfig:
 
 @dataclass
 class WebSearchConfig:
-    provider: str = ""  # "", "brave" or "searxng"
+    provider: SearchProvider = ""
     api_key: str = ""
     api_base: str | None = None
     max_results: int = 5
@@ -192,7 +200,7 @@ class McpServerConfig:
 @dataclass
 class ToolsConfig:
     restrict_to_workspace: bool = True
-    workspace_scope: str = "shared"  # or "session"
+    workspace_scope: WorkspaceScope = "shared"
     timeout: float = 60.0
     max_result_chars: int = 16000
     workspace_quota_mb: int = 1024  # bytes one turn's folder may hold (0: no quota)
@@ -255,16 +263,6 @@ class Config:
                 "agents.defaults.stateDir: must be outside the workspace (and not contain it): "
                 "the agent's tools can write anywhere in the workspace"
             )
-        choices = {
-            "api.clientHistory": (self.api.client_history, ("reject", "ignore", "use")),
-            "api.clientSystem": (self.api.client_system, ("append", "ignore", "reject")),
-            "tools.workspaceScope": (self.tools.workspace_scope, ("shared", "session")),
-            "tools.exec.sandbox": (self.tools.exec.sandbox, ("bwrap", "none")),
-            "tools.web.search.provider": (self.tools.web.search.provider, ("", "brave", "searxng")),
-        }
-        for path, (value, allowed) in choices.items():
-            if value not in allowed:
-                raise ConfigError(f"{path}: expected one of {', '.join(map(repr, allowed))}")
         if self.api.workers > 1 and not hasattr(os, "fork"):
             raise ConfigError("api.workers: more than one worker needs a POSIX system (fork)")
         if not 0 <= self.api.port <= 65535:
@@ -357,6 +355,12 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
             return None
         inner = [a for a in args if a is not type(None)]
         return _convert(inner[0], value, path)
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        # A JSON true must not pass as 1, nor 1 as True.
+        if any(type(value) is type(a) and value == a for a in allowed):
+            return value
+        raise ConfigError(f"{path}: expected one of {', '.join(map(repr, allowed))}")
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{path or 'config'}: expected object")

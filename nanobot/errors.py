@@ -3,11 +3,30 @@
 Every failure a client can see is an :class:`ApiError`. Subclasses only fix
 the status and the ``type``; ``error_body`` is the single place where an error
 becomes the ``{"error": {...}}`` document of the OpenAI wire format.
+
+The classes (status, then the ``type`` from :data:`ERROR_TYPES`)::
+
+    Exception
+    ├── ApiError                    500 server_error (any status when given one)
+    │   ├── InvalidRequest          400 invalid_request_error
+    │   ├── AuthenticationFailed    401 authentication_error
+    │   ├── PermissionDenied        403 permission_error
+    │   ├── NotFound                404 not_found_error
+    │   ├── MethodNotAllowed        405 invalid_request_error
+    │   ├── TooLarge                413 request_too_large
+    │   ├── UnsupportedMediaType    415 unsupported_media_type
+    │   ├── MisdirectedRequest      421 permission_error
+    │   ├── UnprocessableFile       422 unprocessable_file
+    │   ├── UpstreamError           502 upstream_error, code an UpstreamCode
+    │   ├── Overloaded              503 overloaded_error
+    │   │   └── DatabaseUnavailable 503, code database_unavailable, Retry-After
+    │   └── Timeout                 504 timeout_error
+    └── ClientDisconnected          not an ApiError: nobody is left to answer
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 # The OpenAI-style ``type`` for each status we emit.
 ERROR_TYPES: dict[int, str] = {
@@ -89,8 +108,24 @@ class UnprocessableFile(ApiError):
     status = 422
 
 
+# What went wrong with the LLM call: the ``code`` of a 502 and the ``kind``
+# label of ``nanobot_upstream_errors_total``.
+UpstreamCode = Literal[
+    "upstream_status",  # an error status (after the SDK's retries)
+    "upstream_reported",  # an error sent inside an answer
+    "upstream_timeout",
+    "upstream_unreachable",
+    "upstream_broken_stream",
+    "upstream_malformed",
+]
+
+
 class UpstreamError(ApiError):
     status = 502
+
+    def __init__(self, message: str, *, code: UpstreamCode) -> None:
+        super().__init__(message, code=code)
+        self.code: UpstreamCode = code
 
 
 class Overloaded(ApiError):

@@ -15,6 +15,7 @@ import struct
 import time
 import zipfile
 import zlib
+from collections.abc import Mapping
 from typing import Any
 
 import docx
@@ -92,6 +93,7 @@ def make_xlsx(marker: str) -> bytes:
 
     book = openpyxl.Workbook()
     first = book.active
+    assert first is not None  # a new workbook has one sheet
     first.title = "Sales"
     first.append(["region", "amount"])
     first.append([f"{marker}-S1", 12.5])
@@ -157,7 +159,7 @@ def members(zip_bytes: bytes) -> dict[str, bytes]:
         return {info.filename: archive.read(info) for info in archive.infolist()}
 
 
-def write_zip(parts: dict[str, bytes | Raw]) -> bytes:
+def write_zip(parts: Mapping[str, bytes | Raw]) -> bytes:
     """A zip with exactly the given headers (no data descriptors, no zip64)."""
     out = bytearray()
     central = bytearray()

@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 from jsonschema import Draft202012Validator
-from referencing import Registry, Resource
+from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 
 DOC_URI = "urn:nanobot:openapi"
@@ -65,7 +65,7 @@ class OpenApiDoc:
             # Placed inside (a shallow copy of) the document, so its "#/components/..." refs resolve.
             resource = dict(self.doc)
             resource["__check"] = schema
-            registry = Registry().with_resource(DOC_URI, Resource(contents=resource, specification=DRAFT202012))
+            registry = Registry().with_resource(DOC_URI, DRAFT202012.create_resource(resource))
             self._validators[key] = Draft202012Validator({"$ref": DOC_URI + "#/__check"}, registry=registry)
         return self._validators[key]
 

@@ -81,7 +81,7 @@ def _trickle(port: int, first: bytes, drip: bytes, limit: float) -> dict:
     """Send ``first``, then ``drip`` one byte a second; note when the server answers or hangs up."""
     s = socket.create_connection(("127.0.0.1", port))
     t0 = time.monotonic()
-    out = {"closed_after": None, "response": b""}
+    out: dict = {"closed_after": None, "response": b""}
     try:
         s.sendall(first)
         for byte in drip:

@@ -11,6 +11,7 @@ from common import CHAT, HI
 from servers import ServerProcess
 from tornado import web
 from tornado.httputil import HTTPHeaders, HTTPServerRequest, RequestStartLine
+from tornado.routing import PathMatches
 
 from nanobot.config import Config
 from nanobot.errors import AuthenticationFailed, MisdirectedRequest, PermissionDenied, TooLarge
@@ -119,6 +120,7 @@ def _routes() -> list[tuple[str, str, RoutePolicy]]:
     found = []
     for rule in app.wildcard_router.rules:
         policy = rule.target_kwargs.get("policy")
+        assert isinstance(rule.matcher, PathMatches)  # every route is a path pattern
         assert isinstance(policy, RoutePolicy), f"route {rule.matcher.regex.pattern} declares no policy"
         handler = rule.target
         assert isinstance(handler, type) and issubclass(handler, web.RequestHandler)

@@ -36,7 +36,7 @@ from nanobot.testing.process import UpstreamProcess
 API_KEY = "browser-test-key"
 TOKENS = 8
 SCREENSHOT = ROOT / "docs" / "chat-page.png"
-VIEWPORT = {"width": 1100, "height": 750}
+VIEWPORT: ViewportSize = {"width": 1100, "height": 750}
 CHROMIUM_ARGS = [
     "--headless=new",
     "--no-sandbox",
@@ -57,7 +57,7 @@ def _unavailable(reason: str) -> None:
 
 
 try:
-    from playwright.sync_api import Browser, Page, expect, sync_playwright
+    from playwright.sync_api import Browser, Page, ViewportSize, expect, sync_playwright
 except ImportError:  # pragma: no cover - depends on the machine
     sync_playwright = None  # type: ignore[assignment]
 

@@ -39,7 +39,15 @@ def test_defaults_and_camel_case():
         ({"api": {"corsOrigins": [1]}}, "api.corsOrigins[0]: expected string"),
         ({"channels": {"telegram": []}}, "channels.telegram: expected object"),
         ({"agents": {"defaults": {"provider": "nope"}}}, "agents.defaults.provider: unknown provider"),
-        ({"api": {"clientHistory": "keep"}}, "api.clientHistory"),
+        ({"api": {"clientHistory": "keep"}}, "api.clientHistory: expected one of 'reject', 'ignore', 'use'"),
+        ({"api": {"clientHistory": 1}}, "api.clientHistory: expected one of 'reject', 'ignore', 'use'"),
+        ({"api": {"clientSystem": "drop"}}, "api.clientSystem: expected one of 'append', 'ignore', 'reject'"),
+        ({"tools": {"workspaceScope": "user"}}, "tools.workspaceScope: expected one of 'shared', 'session'"),
+        ({"tools": {"exec": {"sandbox": "docker"}}}, "tools.exec.sandbox: expected one of 'bwrap', 'none'"),
+        (
+            {"tools": {"web": {"search": {"provider": "bing"}}}},
+            "tools.web.search.provider: expected one of '', 'brave', 'searxng'",
+        ),
         ({"pipeline": {"stages": "decode"}}, "pipeline.stages: expected array"),
         ({"api": {"port": 70000}}, "api.port: must be between 0 and 65535"),
         ({"api": {"maxConcurrentRequests": 0}}, "api.maxConcurrentRequests: must be positive"),
@@ -54,6 +62,13 @@ def test_defaults_and_camel_case():
 def test_errors_name_the_key_path(data, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
         parse_config(data)
+
+
+def test_choice_keys_keep_an_allowed_value():
+    c = parse_config(
+        {"api": {"clientHistory": "use"}, "tools": {"exec": {"sandbox": "none"}, "workspaceScope": "session"}}
+    )
+    assert (c.api.client_history, c.tools.exec.sandbox, c.tools.workspace_scope) == ("use", "none", "session")
 
 
 def test_files_config_reaches_the_extractor_limits():

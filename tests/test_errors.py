@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
+import typing
 
 import pytest
 import requests
@@ -239,3 +241,23 @@ def test_too_many_multipart_parts(echo_server):
         echo_server.url + CHAT, data=parts + b"--b--\r\n", headers={"Content-Type": "multipart/form-data; boundary=b"}
     )
     assert_error(r, 400, "invalid_request_error", code="too_many_parts")
+
+
+def test_the_class_tree_in_the_docstring_names_every_error():
+    """errors.py draws its class tree; a new error class must appear in it, with its status."""
+    import nanobot.errors as errors
+
+    drawn = errors.__doc__ or ""
+    for name, cls in vars(errors).items():
+        if isinstance(cls, type) and issubclass(cls, errors.ApiError) and cls.__module__ == errors.__name__:
+            assert re.search(rf"\b{name}\s+{cls.status}\b", drawn), name
+
+
+def test_every_upstream_code_is_documented():
+    from servers import ROOT
+
+    from nanobot.errors import UpstreamCode
+
+    reliability = (ROOT / "docs" / "reliability.md").read_text()
+    for code in typing.get_args(UpstreamCode):
+        assert f"`{code}`" in reliability, code

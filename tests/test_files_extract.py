@@ -172,6 +172,7 @@ def test_xlsx_cell_cap_ignores_the_declared_dimension() -> None:
 
     book = openpyxl.Workbook()
     sheet = book.active
+    assert sheet is not None
     sheet["A1"] = "CELLMARK-FIRST"
     sheet.cell(row=1_048_576, column=16_384, value="CELLMARK-LAST")  # dimension A1:XFD1048576
     data = saved(book)
@@ -187,6 +188,7 @@ def test_xlsx_sheet_cap() -> None:
     book = openpyxl.Workbook()
     for n in range(1, 5):
         sheet = book.active if n == 1 else book.create_sheet()
+        assert sheet is not None
         sheet.title = f"S{n}"
         sheet["A1"] = f"SHEETMARK-{n}-END"
     text = extract_text("xlsx", saved(book), FileLimits(max_pages=2))
@@ -333,8 +335,8 @@ def test_exotic_or_contradictory_xml_encoding_is_refused(xml: bytes) -> None:
 
 def test_utf16_document_without_dtd_passes_the_check() -> None:
     xml = (DOC_HEAD + b"<w:p><w:r><w:t>UTF16MARK</w:t></w:r></w:p>" + DOC_TAIL).decode()
-    xml = xml.replace('encoding="UTF-8"', 'encoding="UTF-16"').encode("utf-16")
-    check_ooxml(replace_part(make_docx("B"), "word/document.xml", xml), LIMITS)
+    utf16 = xml.replace('encoding="UTF-8"', 'encoding="UTF-16"').encode("utf-16")
+    check_ooxml(replace_part(make_docx("B"), "word/document.xml", utf16), LIMITS)
 
 
 def test_dtd_in_a_part_not_named_xml_is_refused() -> None:

@@ -113,7 +113,7 @@ def _context(config: Config, content_type: str | None, body: bytes) -> RequestCo
     headers = HTTPHeaders()
     if content_type is not None:
         headers["Content-Type"] = content_type
-    values = dict(
+    values: dict = dict(  # a SimpleNamespace stands in for Services
         services=SimpleNamespace(config=config),
         method="POST",
         path=CHAT,

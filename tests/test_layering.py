@@ -12,8 +12,8 @@ from pathlib import Path
 from servers import ROOT
 
 
-def _is_stages(module: str | None) -> bool:
-    return module is not None and (module == "stages" or module.startswith("stages."))
+def _is_stages(module: object) -> bool:  # a module name, or any ast.Constant's value
+    return isinstance(module, str) and (module == "stages" or module.startswith("stages."))
 
 
 def stage_imports(tree: ast.AST) -> list[tuple[int, str]]:

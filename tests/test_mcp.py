@@ -86,7 +86,7 @@ def test_tools_offered_named_and_filtered(hub: McpHub) -> None:
     assert {"mcp_t_echo", "mcp_t_add", "mcp_t_parts", "mcp_web_echo", "mcp_time_get_current_time"} <= names
     assert [n for n in names if n.startswith("mcp_only_")] == ["mcp_only_echo"]  # enabledTools
     assert not any(n.startswith("mcp_broken_") for n in names)
-    assert sorted(hub.added) == sorted(names)  # each was handed to the registry as it came
+    assert sorted(hub.added) == sorted(names)  # type: ignore[attr-defined]  # each was handed to the registry as it came
     for name in names:
         assert re.fullmatch(r"[A-Za-z0-9_-]{1,64}", name), name
     long = [n for n in names if n.startswith("mcp_t_fetch_page")]
@@ -130,11 +130,13 @@ def test_the_server_checks_its_own_arguments(runner, hub: McpHub, name: str) -> 
         return runner.run(registry.run(ToolCall("c", tool.name, json.dumps(args)), SCOPE))
 
     strict = compile_checker(tool.schema)
-    for args in ({"a": "2", "b": 40}, {"a": 2.0, "b": 40}):
+    coerced: tuple[dict[str, object], ...] = ({"a": "2", "b": 40}, {"a": 2.0, "b": 40})
+    for args in coerced:
         assert strict.check(args) is not None  # what a check of the schema here would refuse
         result = run(args)
         assert (unframed(result), result.is_error) == ("42", False), args
-    for args in ({"a": 2}, {"a": "x", "b": 1}):
+    refused: tuple[dict[str, object], ...] = ({"a": 2}, {"a": "x", "b": 1})
+    for args in refused:
         result = run(args)  # the server's own refusal, an error result
         assert result.startswith("Error: ") and "validation error" in result and result.is_error, args
     assert run([1]) == "Error: the tool arguments must be a JSON object."
@@ -229,7 +231,7 @@ def test_http_server_down_then_back(runner, hub: McpHub, http_server: HttpMcpSer
     out = call(runner, hub, "mcp_web_echo", text="x")
     assert out.startswith("Error: MCP server 'web' "), out
     assert call(runner, hub, "mcp_web_echo", text="x").startswith("Error: MCP server 'web' is not connected")
-    http_server.__init__(http_server.port)  # the same address again
+    http_server.__init__(http_server.port)  # type: ignore[misc]  # the same address again
     assert call(runner, hub, "mcp_web_echo", text="again") == "echo: again"
 
 

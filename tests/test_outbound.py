@@ -11,7 +11,7 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -141,7 +141,7 @@ def make(path: Path, config: ChannelsConfig, **kw: Any) -> tuple[Database, Sqlit
     return db, SqliteOutbox(db, config, **(opts | kw))
 
 
-def against(script: Script, main: Callable[[str], Awaitable[None]]) -> Script:
+def against(script: Script, main: Callable[[str], Coroutine[Any, Any, None]]) -> Script:
     """Run ``main(base_url)`` with a receiver following ``script`` at that URL."""
     with Receiver(script) as rx:
         asyncio.run(main(rx.base))

@@ -161,7 +161,7 @@ def test_bad_arguments_are_error_results(ws: Workspace) -> None:
     (Path(ws.base) / "image.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 100)
     (Path(ws.base) / "latin1.txt").write_bytes(b"caf\xe9 " * 10)
     os.mkfifo(Path(ws.base) / "fifo")
-    cases = [
+    cases: list[tuple[str, dict, str]] = [
         ("read_file", {"path": "missing.txt"}, "does not exist"),
         ("read_file", {"path": "bin.dat"}, "binary file"),
         ("read_file", {"path": "image.png"}, "binary file (image/png)"),

@@ -190,7 +190,7 @@ def test_arguments_are_checked_against_the_schema() -> None:
     def call(args: dict):
         return asyncio.run(registry.run(ToolCall("c", "echo", json.dumps(args)), SCOPE))
 
-    bad = [
+    bad: list[tuple[dict[str, object], str]] = [
         ({"i": 1}, "Error: argument 's' is required."),
         ({"s": 5}, "Error: argument 's' must be a string."),
         ({"s": "x", "i": 1.5}, "Error: argument 'i' must be an integer."),

@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 from nanobot.config import AgentDefaults, ProviderConfig
 from nanobot.errors import UpstreamError
+from nanobot.providers.base import Completion
 from nanobot.providers.openai_compat import OpenAICompatProvider
 from nanobot.providers.parse import Malformed
 from nanobot.providers.transport import DRAIN_SECONDS, MAX_BUFFER_BYTES, MAX_HEAD_BYTES, PooledTransport
@@ -358,7 +359,7 @@ async def test_flow_control_bounds_buffer_and_keeps_body_intact() -> None:
 
     async with Upstream(handler) as up, client(read=0.3) as http:
         async with http.stream("GET", up.url) as resp:
-            conn = resp.stream._stream._conn  # type: ignore[attr-defined]  # BoundAsyncStream -> _Body
+            conn = resp.stream._stream._conn  # type: ignore[union-attr]  # BoundAsyncStream -> _Body
             await asyncio.sleep(0.5)  # longer than the read timeout: the transport, not the upstream, waits
             assert conn._paused and MAX_BUFFER_BYTES < conn._buffered <= MAX_BUFFER_BYTES + READ_SIZE
             digest, sizes = hashlib.sha256(), []
@@ -475,7 +476,7 @@ async def test_provider_streams_through_the_transport(gzipped: bool) -> None:
         try:
             for _ in range(2):  # and the connection is reused for the next call
                 texts = [e async for e in provider.stream([{"role": "user", "content": "go"}], None)]
-                assert texts[:-1] == words and texts[-1].text == "".join(words)
+                assert texts[:-1] == words and isinstance(texts[-1], Completion) and texts[-1].text == "".join(words)
         finally:
             await provider.close()
     assert up.connections == 1
@@ -495,7 +496,7 @@ async def test_provider_reads_a_whole_reply_through_the_transport(gzipped: bool)
         try:
             for _ in range(2):
                 out = [e async for e in provider.stream([{"role": "user", "content": "go"}], None, incremental=False)]
-                assert out[0] == "all at once" and out[-1].text == "all at once"
+                assert out[0] == "all at once" and isinstance(out[-1], Completion) and out[-1].text == "all at once"
         finally:
             await provider.close()
     assert up.connections == 1
@@ -536,6 +537,7 @@ async def ask_provider(url: str, **config: Any) -> tuple[str, float]:
     try:
         start = time.monotonic()
         events = [e async for e in provider.stream([{"role": "user", "content": "go"}], None)]
+        assert isinstance(events[-1], Completion)
         return events[-1].text, time.monotonic() - start
     finally:
         await provider.close()
@@ -557,7 +559,7 @@ async def test_done_ends_the_turn_and_a_late_body_end_still_pools() -> None:
         try:
             for _ in range(2):
                 events = [e async for e in provider.stream([{"role": "user", "content": "go"}], None)]
-                assert events[-1].text == "a b"
+                assert isinstance(events[-1], Completion) and events[-1].text == "a b"
                 turn_over.set()
                 await asyncio.sleep(0.02)
                 turn_over.clear()

@@ -184,7 +184,7 @@ async def ask(client: openai.AsyncOpenAI, case: Case, key: str, request_id: str 
     except Exception as exc:
         if isinstance(exc, openai.APIError) and isinstance(exc.body, dict) and exc.body.get("code"):
             code = exc.body["code"]  # the server's error
-            outcome = Outcome(SERVER_KINDS.get(code, code), message=exc.body.get("message") or "")
+            outcome = Outcome(SERVER_KINDS.get(code, str(code)), message=exc.body.get("message") or "")
         else:
             outcome = Outcome(sdk_kind(exc), message=upstream_message(exc))
     outcome.elapsed = time.monotonic() - started

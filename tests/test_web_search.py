@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 from common import SCOPE
 
-from nanobot.config import WebSearchConfig, parse_config
+from nanobot.config import SearchProvider, WebSearchConfig, parse_config
 from nanobot.testing.website import Site
 from nanobot.tools import enabled_tool_names
 from nanobot.tools.web_search import WebSearchTool
@@ -23,7 +23,7 @@ def site() -> Iterator[Site]:
 
 def search(
     site: Site,
-    provider: str,
+    provider: SearchProvider,
     args: dict,
     *,
     key: str = "brave-key",
@@ -46,7 +46,7 @@ def search(
 
 
 @pytest.mark.parametrize("provider", ["brave", "searxng"])
-def test_title_url_snippet_per_hit(site: Site, provider: str) -> None:
+def test_title_url_snippet_per_hit(site: Site, provider: SearchProvider) -> None:
     out = search(site, provider, {"query": "tomatoes"})
     assert out.splitlines()[:4] == [
         "Results for 'tomatoes':",
@@ -81,7 +81,7 @@ def test_no_results(site: Site) -> None:
 
 @pytest.mark.parametrize("provider", ["brave", "searxng"])
 @pytest.mark.parametrize("query, expect", [("garbage", "not JSON"), ("shape", "not a list")])
-def test_garbage_answers_are_errors(site: Site, provider: str, query: str, expect: str) -> None:
+def test_garbage_answers_are_errors(site: Site, provider: SearchProvider, query: str, expect: str) -> None:
     out = search(site, provider, {"query": query})
     assert out.startswith(f"Error: the search provider ({provider}) failed: ") and expect in out, out
 

@@ -94,7 +94,7 @@ def test_progress_of_web_and_mcp_tools_in_the_stream_and_the_terminal(upstream, 
         server = make_server(
             {**upstream_config(upstream.url), "tools": {"ssrfWhitelist": ["127.0.0.0/8"], "mcpServers": mcp}}
         )
-        body = {
+        body: dict = {
             "messages": [{"role": "user", "content": f"#tool:web_fetch {fetch}"}],
             "stream": True,
             "session_id": uuid.uuid4().hex,

@@ -17,7 +17,7 @@ import openai
 import orjson
 
 from nanobot.config import AgentDefaults, ProviderConfig
-from nanobot.errors import UpstreamError
+from nanobot.errors import UpstreamCode, UpstreamError
 from nanobot.providers.base import Completion
 from nanobot.providers.parse import Malformed, Reported, StreamParser, parse_completion, shorten
 from nanobot.providers.sdk_client import TemplatedOpenAI
@@ -56,8 +56,8 @@ class OpenAICompatProvider:
         self._tools_source: list[dict[str, Any]] | None = None
         self._tools_json: orjson.Fragment | None = None
 
-    def _fail(self, what: str, kind: str) -> UpstreamError:
-        return UpstreamError(self._redact(f"provider '{self.name}' {what}"), code=f"upstream_{kind}")
+    def _fail(self, what: str, code: UpstreamCode) -> UpstreamError:
+        return UpstreamError(self._redact(f"provider '{self.name}' {what}"), code=code)
 
     def _encoded_tools(self, tools: list[dict[str, Any]]) -> orjson.Fragment:
         """The tools' JSON, encoded once per tool set: the registry hands the same
@@ -128,25 +128,25 @@ class OpenAICompatProvider:
                 if completion.text:
                     yield completion.text
         except httpx2.TimeoutException:  # the body stalled past the read timeout
-            raise self._fail("timed out", "timeout") from None
+            raise self._fail("timed out", "upstream_timeout") from None
         except openai.APIStatusError as exc:
-            raise self._fail(f"answered HTTP {exc.status_code}: {_status_message(exc)}", "status") from None
+            raise self._fail(f"answered HTTP {exc.status_code}: {_status_message(exc)}", "upstream_status") from None
         except Reported as exc:
-            raise self._fail(f"reported an error: {exc.message}", "reported") from None
+            raise self._fail(f"reported an error: {exc.message}", "upstream_reported") from None
         except openai.APIConnectionError as exc:
             refused = _refused(exc)
             if isinstance(exc, openai.APITimeoutError) and refused is None:
-                raise self._fail("timed out", "timeout") from None
+                raise self._fail("timed out", "upstream_timeout") from None
             raise self._fail(
-                f"is unreachable: {shorten(str(refused or exc.__cause__ or exc))}", "unreachable"
+                f"is unreachable: {shorten(str(refused or exc.__cause__ or exc))}", "upstream_unreachable"
             ) from None
         except Malformed as exc:
-            raise self._fail(f"sent a malformed answer: {exc}", "malformed") from None
+            raise self._fail(f"sent a malformed answer: {exc}", "upstream_malformed") from None
         except UpstreamError:
             raise
         except Exception as exc:  # a body cut mid-stream surfaces as a transport error
             detail = shorten(f"{type(exc).__name__}: {exc}")
-            raise self._fail(f"failed mid-answer: {detail}", "broken_stream") from None
+            raise self._fail(f"failed mid-answer: {detail}", "upstream_broken_stream") from None
         yield completion
 
     async def close(self) -> None:
