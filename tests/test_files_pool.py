@@ -267,7 +267,7 @@ def test_close_reaps_workers_and_threads() -> None:
 
     started = time.monotonic()
     pids, _ = asyncio.run(body())
-    assert time.monotonic() - started < 10
+    assert time.monotonic() - started < 25  # the busy job's 30 s were not waited for
     assert all(pid_gone(pid) for pid in set(pids))
     assert not [t for t in threading.enumerate() if t.name.startswith("nanobot-extract")]
 

@@ -142,8 +142,9 @@ def test_frames_flushed_as_produced(make_server):
                 if b'"content":"tok' in frame:
                     arrivals.append(time.monotonic())
         assert len(arrivals) == 6
-        gaps = [b - a for a, b in zip(arrivals, arrivals[1:], strict=False)]
-        assert min(gaps) > 0.08, gaps  # not buffered up and sent at the end
+        # Produced over 6 x 150 ms: frames buffered up and sent at the end would
+        # arrive together; a busy machine may bunch two, never spread them.
+        assert arrivals[-1] - arrivals[0] > 0.45, arrivals
 
 
 def test_disconnect_cancels_run(make_server, upstream):
