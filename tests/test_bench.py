@@ -78,7 +78,7 @@ def test_quick_bench_run_reports_sane_figures(tmp_path: Path) -> None:
 
 
 def test_compare_runs_a_revision_and_a_checkout_side_by_side(tmp_path: Path) -> None:
-    out = tmp_path / "out.json"
+    out, profiles = tmp_path / "out.json", tmp_path / "prof"
     proc = subprocess.run(
         [
             sys.executable,
@@ -98,6 +98,9 @@ def test_compare_runs_a_revision_and_a_checkout_side_by_side(tmp_path: Path) -> 
             "2",
             "--targets",
             "direct",
+            "--phases",
+            "--profile",
+            str(profiles),
             "--json",
             str(out),
             "--silent",
@@ -120,8 +123,22 @@ def test_compare_runs_a_revision_and_a_checkout_side_by_side(tmp_path: Path) -> 
         cpu = rows["cpu_per_token_us" if sc["config"]["stream"] else "cpu_per_req_us"]
         assert cpu[a] > 0 and cpu[b] > 0 and cpu["ratio"] == round(cpu[b] / cpu[a], 3)
         assert len(cpu["round_ratios"]) == 2
+        # this checkout's servers ran with their phase timers
+        assert sc["phases_us_per_request"][b]["agent"] > 0
     stream_rows = {r["figure"] for r in results["stream-s100"]["rows"]}
     assert {"ttft_p99_over_direct_ms", "rss_mb_per_100_streams"} <= stream_rows
+    # this checkout's servers each left a profile (2 scenarios x 2 rounds)
+    dumps = sorted(profiles.glob(f"*{b.replace('/', '_')}-r*.prof"))
+    assert len(dumps) == 4
+    table = subprocess.run(
+        [sys.executable, "-m", "bench.profiles", *map(str, dumps[:2]), "--top", "5"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert table.returncode == 0, table.stderr
+    assert table.stdout.count("\n| `") == 5 and "calls/turn" in table.stdout
 
 
 def test_pct_is_nearest_rank() -> None:
