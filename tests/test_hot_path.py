@@ -1,0 +1,65 @@
+"""The hot path's shortcuts stay taken: counted in a profile of a real server (NANOBOT_PROFILE).
+
+Call counts are exact where times are not, so each test names what a turn or
+a streamed token must not do, and counts it in the server's own profile.
+"""
+
+from __future__ import annotations
+
+import pstats
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from common import CHAT
+from servers import ServerProcess, upstream_config
+
+from nanobot.server.measure import PROFILE_ENV
+from nanobot.testing.process import UpstreamProcess
+
+TOKENS = 60
+
+
+@pytest.fixture(scope="module")
+def slow_upstream() -> Iterator[UpstreamProcess]:
+    """Words a few milliseconds apart: the client keeps up, so no frame ever has to queue."""
+    up = UpstreamProcess.start(tokens=TOKENS, interval_ms=3, record=False)
+    yield up
+    up.stop()
+
+
+def calls(profile: Path, filename_end: str, name: str) -> int:
+    stats: dict[Any, Any] = pstats.Stats(str(profile)).stats  # type: ignore[attr-defined]
+    return sum(
+        entry[1] for (filename, _, func), entry in stats.items() if filename.endswith(filename_end) and func == name
+    )
+
+
+def profiled_turns(
+    tmp_path: Path, make_server: Callable[..., ServerProcess], up: UpstreamProcess, *bodies: dict[str, Any]
+) -> Path:
+    profile = tmp_path / "loop.prof"
+    srv = make_server(upstream_config(up.url), env={PROFILE_ENV: str(profile)})
+    for body in bodies:
+        reply = requests.post(srv.url + CHAT, json=body, timeout=60)
+        assert reply.status_code == 200, reply.text
+        if body.get("stream"):
+            assert reply.text.count('"content":"') >= TOKENS and reply.text.rstrip().endswith("data: [DONE]")
+    assert srv.stop() == 0
+    return profile
+
+
+def test_streamed_frames_go_straight_to_the_socket(
+    tmp_path: Path, slow_upstream: UpstreamProcess, make_server: Callable[..., ServerProcess]
+) -> None:
+    # Every plain connection is a HeaderLimitStream (the 431 answer): the
+    # one-send path must hold for it, not only for a bare IOStream.
+    body = {"messages": [{"role": "user", "content": "hi"}], "stream": True, "session_id": "frames"}
+    profile = profiled_turns(tmp_path, make_server, slow_upstream, body, body)
+    frames = 2 * TOKENS
+    # Tornado's write path only for the headers with the role chunk and the
+    # last frames of each of the two streams (a few calls), never once per token.
+    assert calls(profile, "tornado/iostream.py", "write") < 10 < frames
+    assert calls(profile, "nanobot/server/chat.py", "send_frame") >= frames
