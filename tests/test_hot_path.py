@@ -63,3 +63,24 @@ def test_streamed_frames_go_straight_to_the_socket(
     # last frames of each of the two streams (a few calls), never once per token.
     assert calls(profile, "tornado/iostream.py", "write") < 10 < frames
     assert calls(profile, "nanobot/server/chat.py", "send_frame") >= frames
+
+
+TURNS = 10
+
+
+@pytest.fixture(scope="module")
+def plain_turns_profile(tmp_path_factory: pytest.TempPathFactory, upstream: UpstreamProcess) -> Iterator[Path]:
+    """The profile of a server that answered TURNS plain turns on one session, and nothing else."""
+    profile = tmp_path_factory.mktemp("plain") / "loop.prof"
+    with ServerProcess(upstream_config(upstream.url), env={PROFILE_ENV: str(profile)}) as srv:
+        for _ in range(TURNS):
+            body = {"messages": [{"role": "user", "content": "hi"}], "session_id": "plain"}
+            reply = requests.post(srv.url + CHAT, json=body, timeout=60)
+            assert reply.status_code == 200, reply.text
+    yield profile
+
+
+def test_an_unchanged_workspace_costs_its_prompt_no_path_work(plain_turns_profile: Path) -> None:
+    # The system prompt's cache is found by the session key; the session's
+    # folder name (a sha256 and a regex) is worked out only to look at files.
+    assert calls(plain_turns_profile, "nanobot/tools/paths.py", "safe_name") < TURNS
