@@ -84,3 +84,9 @@ def test_an_unchanged_workspace_costs_its_prompt_no_path_work(plain_turns_profil
     # The system prompt's cache is found by the session key; the session's
     # folder name (a sha256 and a regex) is worked out only to look at files.
     assert calls(plain_turns_profile, "nanobot/tools/paths.py", "safe_name") < TURNS
+
+
+def test_request_metrics_find_their_series_once(plain_turns_profile: Path) -> None:
+    # labels() builds a key and takes a lock: once per (route, status), not per request.
+    assert calls(plain_turns_profile, "prometheus_client/metrics.py", "labels") <= 2
+    assert calls(plain_turns_profile, "nanobot/server/handlers.py", "on_finish") >= TURNS

@@ -95,9 +95,7 @@ class BaseHandler(web.RequestHandler):
         self.set_header("Access-Control-Max-Age", "600")
 
     def on_finish(self) -> None:
-        metrics = self.services.metrics
-        metrics.requests.labels(self.route, str(self.get_status())).inc()
-        metrics.latency.labels(self.route).observe(self.request.request_time())
+        self.services.metrics.answered(self.route, self.get_status(), self.request.request_time())
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         if status_code == 405:
