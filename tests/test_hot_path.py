@@ -6,16 +6,21 @@ a streamed token must not do, and counts it in the server's own profile.
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import pstats
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import pytest
 import requests
 from common import CHAT
 from servers import ServerProcess, upstream_config
 
+from nanobot.config import AgentDefaults, ProviderConfig
+from nanobot.providers.openai_compat import OpenAICompatProvider
 from nanobot.server.measure import PROFILE_ENV
 from nanobot.testing.process import UpstreamProcess
 
@@ -90,3 +95,32 @@ def test_request_metrics_find_their_series_once(plain_turns_profile: Path) -> No
     # labels() builds a key and takes a lock: once per (route, status), not per request.
     assert calls(plain_turns_profile, "prometheus_client/metrics.py", "labels") <= 2
     assert calls(plain_turns_profile, "nanobot/server/handlers.py", "on_finish") >= TURNS
+
+
+def test_an_open_stream_does_not_keep_the_prompt_it_sent(slow_upstream: UpstreamProcess) -> None:
+    # The response keeps its request while the stream is open; the request
+    # kept the body (the whole prompt, the tools' schemas), a few KB a stream.
+    marker = "prompt-marker-" + "x" * 2000
+
+    async def run() -> tuple[int, int]:
+        provider = OpenAICompatProvider(
+            "up", ProviderConfig(api_key="k", api_base=f"{slow_upstream.url}/v1"), AgentDefaults()
+        )
+        events = provider.stream([{"role": "user", "content": marker}], None, incremental=True)
+        try:
+            first = await anext(events)
+            assert isinstance(first, str)
+            held = sum(
+                1
+                for obj in gc.get_objects()
+                if isinstance(obj, httpx2.Request) and marker.encode() in (getattr(obj, "_content", None) or b"")
+            )
+            rest = [e async for e in events]
+            return held, len(rest)
+        finally:
+            await events.aclose()
+            await provider.close()
+
+    held, rest = asyncio.run(run())
+    assert rest >= TOKENS - 1  # the stream went on to its end
+    assert held == 0
