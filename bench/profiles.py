@@ -64,9 +64,15 @@ def rows(stats: pstats.Stats, divisor: int, key: str, top: int) -> list[dict[str
     return out
 
 
-def markdown(title: str, table: list[dict[str, Any]], per: str) -> str:
+def total_calls(stats: pstats.Stats) -> int:
+    """Every function call recorded (a coroutine's resumptions count as calls)."""
+    raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
+    return sum(calls for _, calls, _, _, _ in raw.values())
+
+
+def markdown(title: str, table: list[dict[str, Any]], per: str, calls: float | None = None) -> str:
     lines = [
-        f"**{title}**",
+        f"**{title}**" + ("" if calls is None else f" ({calls:.0f} function calls per {per} in all)"),
         "",
         f"| function | calls/{per} | own µs/{per} | own % | cumulative % |",
         "|---|---:|---:|---:|---:|",
@@ -91,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     divisor = (tokens if args.per == "token" else turns) or 1
     table = rows(stats, divisor, args.sort, args.top)
     title = args.title or f"{', '.join(f.name for f in args.files)}: by {args.sort}, {turns} turns, {tokens} tokens"
-    print(markdown(title, table, args.per))
+    print(markdown(title, table, args.per, total_calls(stats) / divisor))
     return 0
 
 
