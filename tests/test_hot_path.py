@@ -68,6 +68,8 @@ def test_streamed_frames_go_straight_to_the_socket(
     # last frames of each of the two streams (a few calls), never once per token.
     assert calls(profile, "tornado/iostream.py", "write") < 10 < frames
     assert calls(profile, "nanobot/server/chat.py", "send_frame") >= frames
+    # where a stream's frames go is looked up once per stream, not per frame
+    assert calls(profile, "nanobot/server/tornado_private.py", "client_stream") < 10
 
 
 TURNS = 10
