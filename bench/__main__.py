@@ -79,6 +79,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--peer-api-key", help="bearer key for the peer")
     p.add_argument("--peer-pid", type=int, help="pid of an externally started peer, to measure its CPU/RSS")
     p.add_argument("--peer-timeout", type=float, default=60.0, help="seconds to wait for --peer-cmd to answer")
+    p.add_argument(
+        "--compare",
+        nargs=2,
+        metavar=("A", "B"),
+        help="run two git revisions or directories (checkouts, installs) side by side, interleaved "
+        "in --rounds rounds (default 3, quick 1), and report B/A ratios (see bench/compare.py)",
+    )
+    p.add_argument("--phases", action="store_true", help="with --compare: the servers' per-phase timers")
+    p.add_argument("--profile", metavar="DIR", help="with --compare: a cProfile dump per server into DIR")
     p.add_argument("--json", metavar="FILE", help="write machine-readable results here")
     p.add_argument("--silent", action="store_true", help="no progress lines, only the table")
     args = p.parse_args(argv)
@@ -96,6 +105,7 @@ def _meta(args: argparse.Namespace, elapsed: float) -> dict[str, Any]:
         "loadavg": os.getloadavg(),
         "elapsed_s": round(elapsed, 1),
         "peer": args.peer_cmd or args.peer,
+        "compare": args.compare,
     }
 
 
@@ -137,9 +147,25 @@ def main(argv: list[str] | None = None) -> int:
     runner = ScenarioRunner(args)
     started = time.monotonic()
     try:
+        if args.compare:
+            return _run_compare(args, scenarios, runner, started)
         return _run(args, scenarios, runner, started)
     finally:
         runner.close()
+
+
+def _run_compare(args: argparse.Namespace, scenarios: list[Any], runner: ScenarioRunner, started: float) -> int:
+    # only for --compare
+    from bench import compare
+
+    results = compare.run(args, scenarios, runner)
+    print()
+    print(compare.table(results))
+    print(f"(total {time.monotonic() - started:.1f} s; medians over rounds, (min-max) beside them)")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"meta": _meta(args, time.monotonic() - started), "compare": results}, fh, indent=1)
+    return 1 if any(any(sc["errors"].values()) for sc in results) else 0
 
 
 def _run(args: argparse.Namespace, scenarios: list[Any], runner: ScenarioRunner, started: float) -> int:

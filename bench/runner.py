@@ -70,7 +70,11 @@ class ScenarioRunner:
         return UpstreamProcess.start(tokens=sc.tokens, interval_ms=sc.interval_ms, record=False, extra_args=extra)
 
     def _server(
-        self, up: UpstreamProcess, stages: list[str] | None = None, database: str | None = None
+        self,
+        up: UpstreamProcess,
+        stages: list[str] | None = None,
+        database: str | None = None,
+        env: dict[str, str] | None = None,
     ) -> ServerProcess:
         config = merge(upstream_config(up.url), _BENCH_CONFIG)
         if database is not None:
@@ -80,7 +84,7 @@ class ScenarioRunner:
             config = merge(config, {"pipeline": {"stages": stages}})
         if self.args.server_workers > 1:
             config = merge(config, {"api": {"workers": self.args.server_workers}})
-        return ServerProcess(config)
+        return ServerProcess(config, env=env)
 
     @staticmethod
     def _stop_server(srv: ServerProcess) -> None:

@@ -8,6 +8,7 @@ live elsewhere (queue depth, task count) are read when scraped.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -59,6 +60,18 @@ class Metrics:
             "nanobot_outbox_rows", "Outbound queue rows by channel and state.", ["channel", "state"], registry=r
         )
         self.tasks = Gauge("nanobot_asyncio_tasks", "Tasks alive on the server's event loop.", registry=r)
+        # labels() builds a key and takes a lock on every call: the children
+        # of the few (route, status) pairs are looked up once, then kept.
+        self._answered: dict[tuple[str, int], tuple[Any, Any]] = {}
+
+    def answered(self, route: str, status: int, seconds: float) -> None:
+        """One request answered: counted by route and status, its time by route."""
+        children = self._answered.get((route, status))
+        if children is None:
+            children = self.requests.labels(route, str(status)), self.latency.labels(route)
+            self._answered[(route, status)] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     async def render(self, outbox: Outbox) -> bytes:
         """The exposition text, with scrape-time values refreshed first (``outbox``: the queue's depth)."""

@@ -77,6 +77,70 @@ def test_quick_bench_run_reports_sane_figures(tmp_path: Path) -> None:
     assert any(c["target"].startswith("stream-s100") for c in data["checks"])
 
 
+def test_compare_runs_a_revision_and_a_checkout_side_by_side(tmp_path: Path) -> None:
+    out, profiles = tmp_path / "out.json", tmp_path / "prof"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--compare",
+            "HEAD",
+            str(ROOT),
+            "--scenarios",
+            "nonstream-c1,stream-s100",
+            "--quick",
+            "--duration",
+            "1",
+            "--streams",
+            "10",
+            "--rounds",
+            "2",
+            "--targets",
+            "direct",
+            "--phases",
+            "--profile",
+            str(profiles),
+            "--json",
+            str(out),
+            "--silent",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=150,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "B/A" in proc.stdout and "server CPU per turn (us)" in proc.stdout
+    results = {sc["name"]: sc for sc in json.loads(out.read_text())["compare"]}
+    assert set(results) == {"nonstream-c1", "stream-s100"}
+    a, b = results["nonstream-c1"]["sides"]
+    assert a == "HEAD" and b == str(ROOT)
+    for sc in results.values():
+        assert sc["errors"] == {a: 0, b: 0}
+        assert all(len(rounds) == 2 for rounds in sc["rounds"].values())
+        rows = {r["figure"]: r for r in sc["rows"]}
+        cpu = rows["cpu_per_token_us" if sc["config"]["stream"] else "cpu_per_req_us"]
+        assert cpu[a] > 0 and cpu[b] > 0 and cpu["ratio"] == round(cpu[b] / cpu[a], 3)
+        assert len(cpu["round_ratios"]) == 2
+        # this checkout's servers ran with their phase timers
+        assert sc["phases_us_per_request"][b]["agent"] > 0
+    stream_rows = {r["figure"] for r in results["stream-s100"]["rows"]}
+    assert {"ttft_p99_over_direct_ms", "rss_mb_per_100_streams"} <= stream_rows
+    # this checkout's servers each left a profile (2 scenarios x 2 rounds)
+    dumps = sorted(profiles.glob(f"*{b.replace('/', '_')}-r*.prof"))
+    assert len(dumps) == 4
+    table = subprocess.run(
+        [sys.executable, "-m", "bench.profiles", *map(str, dumps[:2]), "--top", "5"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert table.returncode == 0, table.stderr
+    assert table.stdout.count("\n| `") == 5 and "calls/turn" in table.stdout
+
+
 def test_pct_is_nearest_rank() -> None:
     samples = [float(x) for x in range(1, 101)]
     assert pct(samples, 0.5) == 50.0

@@ -9,15 +9,25 @@ assumes, so an upgrade that drops one fails here, not on a live request.
 from __future__ import annotations
 
 import asyncio
+import copy
 import socket
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import tornado
-from tornado import web
+from tornado import httputil, web
 from tornado.httpserver import HTTPServer
 from tornado.iostream import IOStream
 
-from nanobot.server.tornado_private import client_stream, is_finished, mark_finished, reason
+from nanobot.server.tornado_private import (
+    CLEARED_ATTRIBUTES,
+    client_stream,
+    http_date,
+    is_finished,
+    mark_finished,
+    reason,
+    reset_response,
+)
 
 
 class Probe(web.RequestHandler):
@@ -48,8 +58,31 @@ class Gone(web.RequestHandler):
         client_stream(self).close()
 
 
+class Cleared(web.RequestHandler):
+    """Tornado's clear() and reset_response() on one handler: what each leaves behind."""
+
+    seen: dict[str, Any] = {}
+
+    def set_default_headers(self) -> None:
+        self.set_header("X-Default", "1")
+
+    def get(self) -> None:
+        self.set_status(404)
+        self.set_header("X-Later", "1")
+        self.write(b"dropped")
+        before = set(vars(self))
+        self.clear()  # Tornado's own
+        tornados = {name: copy.copy(getattr(self, name)) for name in CLEARED_ATTRIBUTES}
+        self.set_status(404)
+        self.write(b"dropped")
+        reset_response(self)
+        ours = {name: copy.copy(getattr(self, name)) for name in CLEARED_ATTRIBUTES}
+        Cleared.seen.update(tornados=tornados, ours=ours, new=set(vars(self)) - before)
+        self.finish(b"ok")
+
+
 async def _fetch(path: str) -> tuple[bytes, int]:
-    server = HTTPServer(web.Application([("/probe", Probe), ("/gone", Gone)]))
+    server = HTTPServer(web.Application([("/probe", Probe), ("/gone", Gone), ("/cleared", Cleared)]))
     sock = socket.create_server(("127.0.0.1", 0))
     sock.setblocking(False)
     server.add_sockets([sock])
@@ -80,3 +113,24 @@ def test_marking_finished_is_tornados_own_flag():
     answer, _ = asyncio.run(_fetch("/gone"))
     assert answer == b""  # nothing was sent: the connection just closed
     assert "finish() called twice" in Gone.seen["refused"], tornado.version
+
+
+def test_reset_response_is_tornados_clear_with_a_date_of_the_second():
+    answer, _ = asyncio.run(_fetch("/cleared"))
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n") and answer.endswith(b"\r\n\r\nok")
+    tornados, ours = Cleared.seen["tornados"], Cleared.seen["ours"]
+    assert Cleared.seen["new"] == set(), tornado.version  # clear() sets nothing we do not set
+    for name in ("_write_buffer", "_status_code", "_reason"):
+        assert ours[name] == tornados[name], (name, tornado.version)
+    theirs = dict(tornados["_headers"].get_all())
+    assert theirs.pop("Server").startswith("TornadoServer/")  # the one header left out
+    mine = dict(ours["_headers"].get_all())
+    assert abs(parsedate_to_datetime(mine.pop("Date")) - parsedate_to_datetime(theirs.pop("Date"))).total_seconds() <= 1
+    assert mine == theirs == {"Content-Type": "text/html; charset=UTF-8", "X-Default": "1"}
+
+
+def test_http_date_is_the_formatted_second():
+    now = 1_800_000_000.7
+    assert http_date(now) == httputil.format_timestamp(1_800_000_000) == "Fri, 15 Jan 2027 08:00:00 GMT"
+    assert http_date(now + 0.2) is http_date(now)  # formatted once for the second
+    assert http_date(now + 1) == httputil.format_timestamp(now + 1)

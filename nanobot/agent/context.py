@@ -72,14 +72,16 @@ class WorkspaceContext:
         ]
 
     async def message(self, session_key: str) -> dict[str, Any]:
-        root = self.ws.root_path(session_key)
-        files = self._files(session_key)
-        key = files[-1][1]  # the session's memory: one entry per session
+        # One entry per session (distinct keys have distinct folders): the
+        # fresh case is a dict lookup, before any path is worked out.
+        key = session_key
         entry = self._cache.get(key)
         now = time.monotonic()
         generation = self.ws.generation  # read before looking, so a write meanwhile means another look
         if entry is not None and entry.generation == generation and now - entry.checked < self.recheck:
             return entry.message
+        root = self.ws.root_path(session_key)
+        files = self._files(session_key)
         skills_dir = os.path.join(root, "skills")
         listing = _stat(skills_dir)
         if entry is not None and entry.listing == listing:

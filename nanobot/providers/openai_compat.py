@@ -55,6 +55,22 @@ class OpenAICompatProvider:
         self._url = str(self._client.base_url).rstrip("/") + "/chat/completions"
         self._tools_source: list[dict[str, Any]] | None = None
         self._tools_json: orjson.Fragment | None = None
+        self._sent: httpx2.Request | None = None  # the stand-in for a sent request (_forget_body)
+
+    def _forget_body(self, response: httpx2.Response) -> None:
+        """Let go of the request's body (the whole prompt) once it is sent and answered.
+
+        The response keeps its request for as long as a stream is open: a few
+        KB per open stream (the tools' schemas alone are 2.5 KB) that nothing
+        reads after the answer began (the SDK's retries are over by then).
+        Every call is a POST to one URL, so one bodiless stand-in, made once,
+        replaces them all.
+        """
+        sent = response.request
+        stand_in = self._sent
+        if stand_in is None or stand_in.url != sent.url or stand_in.method != sent.method:
+            stand_in = self._sent = httpx2.Request(sent.method, sent.url, extensions=sent.extensions)
+        response.request = stand_in
 
     def _fail(self, what: str, code: UpstreamCode) -> UpstreamError:
         return UpstreamError(self._redact(f"provider '{self.name}' {what}"), code=code)
@@ -100,6 +116,7 @@ class OpenAICompatProvider:
             try:
                 read = _body_reader(response)
                 if incremental:
+                    self._forget_body(response)
                     parser = StreamParser()
                     # Bytes, not aiter_lines(): the parser splits lines itself.
                     while (data := await read()) is not None:

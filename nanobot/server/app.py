@@ -26,6 +26,7 @@ from nanobot.server.handlers import (
     NotFoundHandler,
     OpenApiHandler,
 )
+from nanobot.server.measure import Measuring
 from nanobot.server.page import ChatPageHandler, PageAssetHandler
 from nanobot.server.state import API, API_BODY, PUBLIC, UNROUTED, ApiApplication, AppState, RoutePolicy
 from nanobot.server.static_files import STATIC_DIR
@@ -148,6 +149,8 @@ async def serve(
     # low while they run, at no cost when they are idle.
     sys.setswitchinterval(0.001)
     services = Services.build(config, lock_fd)
+    measuring = Measuring()  # the benchmark's timers and profiler: off unless the environment asks
+    measuring.install(pipeline, services)
     app = make_app(services, pipeline, verbose)
     # Body limits are enforced by the handlers (to answer 413 in JSON); Tornado's
     # own cap only guards against bodies far past them.
@@ -176,7 +179,9 @@ async def serve(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    measuring.start()
     await stop.wait()
+    measuring.finish()
     grace = config.api.shutdown_grace
     log.info("shutting down: draining for up to %.0f s", grace)
     server.stop()

@@ -19,6 +19,7 @@ from tornado.iostream import IOStream, StreamClosedError
 from nanobot.context import RequestContext
 from nanobot.errors import ApiError, ClientDisconnected, UpstreamError
 from nanobot.server.admission import Phase
+from nanobot.server.connection import HeaderLimitStream
 from nanobot.server.handlers import BaseHandler
 from nanobot.server.lifecycle import CLIENT_CLOSED, Ending, ending
 from nanobot.server.render import render_error
@@ -26,6 +27,11 @@ from nanobot.server.state import RoutePolicy
 from nanobot.server.tornado_private import client_stream, is_finished, mark_finished
 
 log = logging.getLogger("nanobot.server")
+
+# Plain TCP streams, whose socket takes a frame as it is (not TLS: an
+# SSLIOStream's socket must go through its own write). The server wraps every
+# plain connection in HeaderLimitStream; a bare IOStream is the other kind.
+_PLAIN_STREAMS = (HeaderLimitStream, IOStream)
 
 
 class ChatCompletionsHandler(BaseHandler):
@@ -37,6 +43,7 @@ class ChatCompletionsHandler(BaseHandler):
     _ctx: RequestContext | None = None
     _chunks: list[bytes]  # the body so far (but for a multipart one, parsed as it comes)
     _shutdown = False
+    _frame_target: tuple[IOStream, bool, bool] | None = None  # send_frame's stream, chunked?, plain TCP?
 
     def end_for_shutdown(self) -> None:
         """Cancel this request's run; it answers 503 (or an SSE error frame)."""
@@ -142,9 +149,13 @@ class ChatCompletionsHandler(BaseHandler):
         buffer) only takes what the socket would not. Only after flush()
         has sent the headers.
         """
-        stream = client_stream(self)
-        data = b"%x\r\n%s\r\n" % (len(frame), frame) if self.request.version == "HTTP/1.1" else frame
-        if type(stream) is IOStream and not stream.writing() and not stream.closed():
+        target = self._frame_target
+        if target is None:  # what a stream's frames go to is the same for all of them: looked up once
+            stream = client_stream(self)
+            target = self._frame_target = (stream, self.request.version == "HTTP/1.1", type(stream) in _PLAIN_STREAMS)
+        stream, chunked, plain = target
+        data = b"%x\r\n%s\r\n" % (len(frame), frame) if chunked else frame
+        if plain and not stream.writing() and not stream.closed():
             try:
                 sent = stream.socket.send(data)
             except BlockingIOError:

@@ -24,6 +24,7 @@ from nanobot.server.guards import CORS_ALLOW_HEADERS, CORS_ALLOW_METHODS, CORS_E
 from nanobot.server.openapi import document
 from nanobot.server.render import error_for, exception_of, render_error
 from nanobot.server.state import AppState, RoutePolicy, app_state
+from nanobot.server.tornado_private import reset_response
 from nanobot.services import Services
 
 log = logging.getLogger("nanobot.server")
@@ -71,8 +72,11 @@ class BaseHandler(web.RequestHandler):
     def data_received(self, chunk: bytes) -> None:
         return None
 
+    def clear(self) -> None:
+        reset_response(self)  # Tornado's clear(), the Date formatted once a second
+
     def set_default_headers(self) -> None:
-        self.clear_header("Server")  # Tornado's names its version
+        self.clear_header("Server")  # Tornado's names its version (reset_response sets none)
         self.request_id = request_id_header(self)
         origin = self.request.headers.get("Origin")
         if origin and self.state.origins.is_cross_allowed(origin):
@@ -95,9 +99,7 @@ class BaseHandler(web.RequestHandler):
         self.set_header("Access-Control-Max-Age", "600")
 
     def on_finish(self) -> None:
-        metrics = self.services.metrics
-        metrics.requests.labels(self.route, str(self.get_status())).inc()
-        metrics.latency.labels(self.route).observe(self.request.request_time())
+        self.services.metrics.answered(self.route, self.get_status(), self.request.request_time())
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         if status_code == 405:
