@@ -81,7 +81,7 @@ def plain_turns_profile(tmp_path_factory: pytest.TempPathFactory, upstream: Upst
     profile = tmp_path_factory.mktemp("plain") / "loop.prof"
     with ServerProcess(upstream_config(upstream.url), env={PROFILE_ENV: str(profile)}) as srv:
         for _ in range(TURNS):
-            body = {"messages": [{"role": "user", "content": "hi"}], "session_id": "plain"}
+            body: dict[str, Any] = {"messages": [{"role": "user", "content": "hi"}], "session_id": "plain"}
             reply = requests.post(srv.url + CHAT, json=body, timeout=60)
             assert reply.status_code == 200, reply.text
     yield profile
