@@ -123,10 +123,17 @@ def client_tool(
     return tool, encoded
 
 
-def collect(
-    tools: list[tuple[ClientTool, bytes]], tool_choice: Any, parallel_tool_calls: Any, forced: str | None
-) -> ClientTools:
-    """The request's tools as one object; ``forced`` the tool a named ``tool_choice`` picks."""
+@dataclass(frozen=True, slots=True)
+class ToolSet:
+    """A checked list of client tools, whatever ``tool_choice`` a request pairs it with."""
+
+    tools: tuple[ClientTool, ...]
+    names: frozenset[str]
+    encoded: bytes  # the JSON list items, without the brackets
+
+
+def tool_set(tools: list[tuple[ClientTool, bytes]]) -> ToolSet:
+    """The tools of one request (each checked by :func:`client_tool`) as one set, within the limits."""
     if len(tools) > MAX_CLIENT_TOOLS:
         raise InvalidRequest(
             f"tools holds {len(tools)} tools; at most {MAX_CLIENT_TOOLS} are accepted.",
@@ -140,8 +147,12 @@ def collect(
             param="tools",
             code="tool_schema_too_large",
         )
-    names = frozenset(t.name for t, _ in tools)
-    if forced is not None and forced not in names:
+    return ToolSet(tuple(t for t, _ in tools), frozenset(t.name for t, _ in tools), encoded)
+
+
+def with_choice(tools: ToolSet, tool_choice: Any, parallel_tool_calls: Any, forced: str | None) -> ClientTools:
+    """``tools`` with a request's ``tool_choice`` (``forced``: the tool a named choice picks)."""
+    if forced is not None and forced not in tools.names:
         raise InvalidRequest(
             f"tool_choice names the tool {forced!r}, which is not in this request's tools.",
             param="tool_choice",
@@ -152,9 +163,9 @@ def collect(
     if parallel_tool_calls is not None and not isinstance(parallel_tool_calls, bool):
         raise InvalidRequest("parallel_tool_calls must be a boolean.", param="parallel_tool_calls")
     return ClientTools(
-        tools=tuple(t for t, _ in tools),
-        names=names,
-        encoded=encoded,
+        tools=tools.tools,
+        names=tools.names,
+        encoded=tools.encoded,
         tool_choice=tool_choice,
         forced=forced,
         parallel_tool_calls=parallel_tool_calls,

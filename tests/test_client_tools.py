@@ -266,3 +266,15 @@ def test_a_user_message_closes_the_paused_turn(agent_server, upstream):
     post(agent_server, user("and now"), sid)
     roles = [m["role"] for m in upstream.requests()[-1]["body"]["messages"][1:]]
     assert roles == ["user", "assistant", "tool", "tool", "user", "assistant", "user"]
+
+
+def test_a_remembered_tool_set_is_checked_against_the_server_tools_of_now():
+    """The same tools are checked once, but a server tool that appeared since (MCP) still collides."""
+    from stages.chat_tools import read_tools
+
+    body = {"tools": [tool("mcp_late_tool"), WEATHER]}
+    first = read_tools(body, ["message"])
+    assert first is not None and read_tools(body, ["message"]).encoded == first.encoded
+    with pytest.raises(Exception, match="one of this server's own tools") as refused:
+        read_tools(body, ["message", "mcp_late_tool"])
+    assert getattr(refused.value, "param", None) == "tools"

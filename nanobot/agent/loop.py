@@ -102,11 +102,13 @@ class AgentLoop:
         usage = Usage()
         reply: list[str] = []
         turn.scope.withheld = self.tools.withheld(_user_text(new) or _user_text(turn.history))
-        offers = _offers(turn.client_tools)
+        client = turn.client_tools
+        offer = ClientOffer(client.encoded, client.choice(True), client.parallel_tool_calls) if client else None
         for iteration in range(first, self.max_iterations + 1):
             schemas = self.tools.offered(turn.scope.withheld) or None  # tools may come and go between calls
             completion: Completion | None = None
-            offer = offers[0 if iteration == first else 1] if offers else None
+            if client is not None and iteration == first + 1:  # a forced choice held for the first call only
+                offer = ClientOffer(client.encoded, client.choice(False), client.parallel_tool_calls)
             async with aclosing(
                 self.provider.stream(messages, schemas, turn.incremental, turn.response_format, offer)
             ) as events:
@@ -210,15 +212,6 @@ def _keep_user(paused: PausedTurn, turn: TurnInput) -> None:
         paused.user_at -= 1
     if turn.user_for_llm is not turn.user_for_history:
         paused.llm_user = turn.user_for_llm
-
-
-def _offers(client: ClientTools | None) -> tuple[ClientOffer, ClientOffer] | None:
-    """The client's offer on a request's first LLM call, and on the calls after it."""
-    if client is None:
-        return None
-    first = ClientOffer(client.encoded, client.choice(True), client.parallel_tool_calls)
-    later = ClientOffer(client.encoded, client.choice(False), client.parallel_tool_calls)
-    return first, later
 
 
 def _user_text(new: list[dict[str, Any]]) -> str:

@@ -32,7 +32,7 @@ class Completion:
     finish_reason: str = "stop"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ClientOffer:
     """What a call offers beside the server's tools: the client's tools and the tool fields.
 
