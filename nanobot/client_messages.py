@@ -107,7 +107,10 @@ def read_messages(messages: Any, client_history: str, client_system: str) -> Mes
         raise InvalidRequest("messages must be a non-empty list.", param="messages")
     roles = _roles(messages)
     chat = [i for i, r in enumerate(roles) if r not in INSTRUCTION_ROLES]
-    if chat and roles[chat[-1]] == "tool":
+    # Tool results after the last user message resume a paused turn (server history); with "use",
+    # a conversation that ends with them goes on from there.
+    last = max((i for i in chat if roles[i] in ("user", "tool")), default=None)
+    if last is not None and roles[last] == "tool" and (client_history != "use" or chat[-1] == last):
         return _continuation(messages, roles, chat, client_history, client_system)
     users = [i for i in chat if roles[i] == "user"]
     if not users:
@@ -154,20 +157,19 @@ def _continuation(
                     param=f"messages[{i}]",
                 )
         return MessageList(turn=None, instructions=instructions, history=ConversationReader().read(messages, chat))
-    start = len(chat)
-    while start > 0 and roles[chat[start - 1]] == "tool":
-        start -= 1
-    before = chat[:start]
-    # The echoed assistant message with the calls may come first; "ignore" drops any earlier conversation too.
-    if client_history == "reject" and (len(before) > 1 or (before and roles[before[0]] != "assistant")):
+    users = [i for i in chat if roles[i] == "user"]
+    answers = [i for i in chat if roles[i] == "tool" and (not users or i > users[-1])]
+    # Echoed assistant messages with the calls may come with them (not read); "ignore" reads nothing else.
+    others = [i for i in chat if roles[i] != "tool"]
+    if client_history == "reject" and any(roles[i] != "assistant" or not _has_calls(messages[i]) for i in others):
         raise InvalidRequest(
             f"messages holds {_summary(roles)}: to resume a turn waiting for tool results, send only the tool "
-            "messages (optionally after the assistant message with the tool_calls)." + _HINT,
+            "messages (optionally with the assistant message that has the tool_calls)." + _HINT,
             param="messages",
             code="client_history_not_allowed",
         )
     results = []
-    for i in chat[start:]:
+    for i in answers:
         m, param = messages[i], f"messages[{i}]"
         call_id = m.get("tool_call_id")
         if not isinstance(call_id, str) or not 1 <= len(call_id) <= MAX_TOOL_CALL_ID:
@@ -181,6 +183,10 @@ def _continuation(
             )
         results.append(ClientResult(call_id, text, f"{param}.tool_call_id"))
     return MessageList(turn=None, instructions=instructions, results=results)
+
+
+def _has_calls(message: dict[str, Any]) -> bool:
+    return isinstance(message.get("tool_calls"), list)
 
 
 class ConversationReader:

@@ -10,7 +10,7 @@ request with the same tools is one encode and a lookup.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any
 
 import orjson
@@ -80,8 +80,9 @@ def _tool_set(tools: list[Any], server_names: Collection[str]) -> ToolSet:
     return checked
 
 
-def read_tools(body: dict[str, Any], server_names: Collection[str]) -> ClientTools | None:
-    """The request's client tools (None: it sent none and chose nothing)."""
+def read_tools(body: dict[str, Any], server_names: Callable[[], Collection[str]]) -> ClientTools | None:
+    """The request's client tools (None: it sent none and chose nothing); ``server_names`` gives the
+    server's tool names, asked for only when there are tools to check."""
     tools = body.get("tools")
     choice = body.get("tool_choice")
     parallel = body.get("parallel_tool_calls")
@@ -90,4 +91,5 @@ def read_tools(body: dict[str, Any], server_names: Collection[str]) -> ClientToo
     if tools is not None and not isinstance(tools, list):
         raise InvalidRequest("tools must be a list of function tools.", param="tools")
     mode, forced = _forced(choice)
-    return with_choice(_tool_set(tools or [], server_names), mode, parallel, forced)
+    checked = _tool_set(tools, server_names()) if tools else tool_set([])
+    return with_choice(checked, mode, parallel, forced)

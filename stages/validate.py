@@ -147,7 +147,7 @@ def _validate_json(ctx: RequestContext, body: dict[str, Any]) -> None:
         ctx.include_usage = options.get("include_usage") is True
         ctx.include_tool_events = options.get("include_tool_events") is True
     check_refused(body)
-    ctx.client_tools = read_tools(body, ctx.services.agent.tools.names)
+    ctx.client_tools = read_tools(body, lambda: ctx.services.agent.tools.names)
     fmt = body.get("response_format")
     if fmt is not None:
         ctx.response_format = check_response_format(fmt, structured_output(ctx.services.config))

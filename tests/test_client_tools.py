@@ -273,8 +273,22 @@ def test_a_remembered_tool_set_is_checked_against_the_server_tools_of_now():
     from stages.chat_tools import read_tools
 
     body = {"tools": [tool("mcp_late_tool"), WEATHER]}
-    first = read_tools(body, ["message"])
-    assert first is not None and read_tools(body, ["message"]).encoded == first.encoded
+    first = read_tools(body, lambda: ["message"])
+    again = read_tools(body, lambda: ["message"])
+    assert first is not None and again is not None and again.encoded == first.encoded
     with pytest.raises(Exception, match="one of this server's own tools") as refused:
-        read_tools(body, ["message", "mcp_late_tool"])
+        read_tools(body, lambda: ["message", "mcp_late_tool"])
     assert getattr(refused.value, "param", None) == "tools"
+
+
+def test_results_may_come_before_the_echoed_calls(agent_server):
+    """What the document allows in reject mode (found by fuzzing): results and echoes in any order."""
+    sid = uuid.uuid4().hex
+    first, second = _paused(agent_server, sid)
+    echo = {"role": "assistant", "content": None, "tool_calls": []}
+    r = post(agent_server, [*results((first, "a")), echo, *results((second, "b"))], sid)
+    assert r.status_code == 200, r.text
+    # An assistant message without tool_calls is conversation, not an echo: refused in reject mode.
+    first, second = _paused(agent_server, sid)
+    r = post(agent_server, [{"role": "assistant", "content": "hi"}, *results((first, "a"), (second, "b"))], sid)
+    assert error(r)["code"] == "client_history_not_allowed"
