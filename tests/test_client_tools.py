@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Any
+from typing import Any, TypeGuard
 
 import pytest
 import requests
 from common import CHAT, sdk
+from openai.types.chat import ChatCompletionMessageFunctionToolCall
 
 from nanobot.protocol import parse_frames
 
-WEATHER = {
+WEATHER: Any = {
     "type": "function",
     "function": {
         "name": "get_weather",
@@ -35,7 +36,7 @@ def post(server: Any, messages: list[dict[str, Any]], sid: str, **extra: Any) ->
     return requests.post(server.url + CHAT, json={"messages": messages, "session_id": sid, **extra}, timeout=60)
 
 
-def user(text: str) -> list[dict[str, Any]]:
+def user(text: str) -> list[Any]:
     return [{"role": "user", "content": text}]
 
 
@@ -158,6 +159,10 @@ def test_json_pause_resume_reads_as_one_turn(agent_server, upstream):
     assert history[3]["content"] == "sunny, 21 C" and history[4]["content"] == "tool result: sunny, 21 C"
 
 
+def _fn(call: Any) -> TypeGuard[ChatCompletionMessageFunctionToolCall]:
+    return isinstance(call, ChatCompletionMessageFunctionToolCall)
+
+
 def test_streamed_calls_rebuild_like_the_json_answer(agent_server):
     """The SDK's stream accumulator rebuilds the same calls the JSON answer carries."""
     client = sdk(agent_server)
@@ -174,10 +179,11 @@ def test_streamed_calls_rebuild_like_the_json_answer(agent_server):
         final = stream.get_final_completion()
     for done in (plain, final):
         assert done.choices[0].finish_reason == "tool_calls"
-    got = [(c.function.name, c.function.arguments) for c in final.choices[0].message.tool_calls or []]
-    want = [(c.function.name, c.function.arguments) for c in plain.choices[0].message.tool_calls or []]
+    got = [(c.function.name, c.function.arguments) for c in final.choices[0].message.tool_calls or [] if _fn(c)]
+    want = [(c.function.name, c.function.arguments) for c in plain.choices[0].message.tool_calls or [] if _fn(c)]
     assert got == want and len(got) == 2
-    assert final.usage is not None and final.usage.total_tokens == plain.usage.total_tokens
+    assert final.usage is not None and plain.usage is not None
+    assert final.usage.total_tokens == plain.usage.total_tokens
 
 
 def test_stream_frames_are_framed_as_openai(agent_server):
@@ -285,7 +291,7 @@ def test_results_may_come_before_the_echoed_calls(agent_server):
     """What the document allows in reject mode (found by fuzzing): results and echoes in any order."""
     sid = uuid.uuid4().hex
     first, second = _paused(agent_server, sid)
-    echo = {"role": "assistant", "content": None, "tool_calls": []}
+    echo: dict[str, Any] = {"role": "assistant", "content": None, "tool_calls": []}
     r = post(agent_server, [*results((first, "a")), echo, *results((second, "b"))], sid)
     assert r.status_code == 200, r.text
     # An assistant message without tool_calls is conversation, not an echo: refused in reject mode.

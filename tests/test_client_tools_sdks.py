@@ -15,6 +15,7 @@ from typing import Any
 
 import openai
 import pytest
+from pydantic import SecretStr
 from servers import merge, upstream_config
 
 ASK = '#call:get_weather {"city": "Paris"} what is the weather?'
@@ -96,7 +97,7 @@ def test_langchain_bind_tools_loop(servers, upstream, mode):
 
     llm = ChatOpenAI(
         base_url=servers[mode].base_url,
-        api_key="unused",
+        api_key=SecretStr("unused"),
         model="scripted",
         max_retries=0,
         extra_body={"session_id": uuid.uuid4().hex},

@@ -17,7 +17,7 @@ from common import CHAT
 from mcp_servers import TEST_SERVER
 from servers import ServerProcess, merge, upstream_config
 
-TOOLS = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
+TOOLS: Any = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
 
 
 def pause(server: Any, sid: str, text: str = '#call:lookup {"q": "x"} find it') -> str:
@@ -32,7 +32,7 @@ def pause(server: Any, sid: str, text: str = '#call:lookup {"q": "x"} find it') 
 
 
 def resume(server: Any, sid: str, call_id: str, result: str = "found") -> requests.Response:
-    body = {"messages": [{"role": "tool", "tool_call_id": call_id, "content": result}], "session_id": sid}
+    body: Any = {"messages": [{"role": "tool", "tool_call_id": call_id, "content": result}], "session_id": sid}
     return requests.post(server.url + CHAT, json=body, timeout=60)
 
 
