@@ -55,6 +55,7 @@ class Spec:
     file: str | None = None
     hz: float = 50.0
     sync: bool = False
+    tools: list[dict[str, Any]] | None = None  # chat: client function tools offered with each request
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> Spec:

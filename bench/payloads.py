@@ -25,6 +25,7 @@ class RequestSpec(Protocol):
     send_session: bool
     api_key: str | None
     file: str | None
+    tools: list[dict[str, Any]] | None
 
 
 def build_request(spec: RequestSpec, host: str, index: int) -> tuple[bytes, bytes]:
@@ -58,6 +59,8 @@ def build_request(spec: RequestSpec, host: str, index: int) -> tuple[bytes, byte
             payload["model"] = spec.model
         if spec.send_session:
             payload["session_id"] = session
+        if spec.tools:
+            payload["tools"] = spec.tools
         if spec.stream:
             payload["stream"] = True
             payload["stream_options"] = {"include_usage": True}

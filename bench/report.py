@@ -174,6 +174,13 @@ def checks(scenarios: list[dict[str, Any]]) -> list[dict[str, Any]]:
             else:  # decided only when +-2 standard errors stay on one side of the limit
                 verdict = True if v + 2 * noise <= 5 else False if v - 2 * noise > 5 else None
                 add(f"{name}: CPU per no-op stage per request (us, +-{noise})", v, "<= 5", verdict)
+        if name == "client-tools" and sc.get("extra", {}).get("client_tools_overhead_pct") is not None:
+            v, noise = sc["extra"]["client_tools_overhead_pct"], sc["extra"].get("noise_pct")
+            if noise is None:
+                add(f"{name}: server CPU per turn, 3 client tools vs none (%, 1 round: noise unknown)", v, "<= 5", None)
+            else:
+                verdict = True if v + 2 * noise <= 5 else False if v - 2 * noise > 5 else None
+                add(f"{name}: server CPU per turn, 3 client tools vs none (%, +-{noise})", v, "<= 5", verdict)
     return out
 
 

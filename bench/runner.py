@@ -19,7 +19,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from bench import report
+from bench import client_tools, report
 from bench.pdfgen import cached_pdf
 from bench.procs import PeerProcess, post_json, run_loadgens
 from bench.procstat import RssSampler, own_cpu, runqueue_wait, tree_cpu
@@ -127,7 +127,9 @@ class ScenarioRunner:
         if sc.kind == "upload":
             self._measure(sc, target, clients=1, file=str(cached_pdf(200_000, 2)), warm=True)
 
-    def _specs(self, sc: Scenario, target: Target, clients: int, file: str | None) -> list[dict[str, Any]]:
+    def _specs(
+        self, sc: Scenario, target: Target, clients: int, file: str | None, tools: list[Any] | None = None
+    ) -> list[dict[str, Any]]:
         procs = self.args.loadgen_procs or (2 if clients >= 1000 else 1)
         urls = target.urls or [target.url]
         procs = max(1, min(max(procs, len(urls)), clients))
@@ -154,18 +156,25 @@ class ScenarioRunner:
                     "client_offset": offset,
                     "api_key": target.api_key,
                     "file": file,
+                    "tools": tools,
                 }
             )
             offset += share
         return specs
 
     def _measure(
-        self, sc: Scenario, target: Target, clients: int | None = None, file: str | None = None, warm: bool = False
+        self,
+        sc: Scenario,
+        target: Target,
+        clients: int | None = None,
+        file: str | None = None,
+        warm: bool = False,
+        tools: list[Any] | None = None,
     ) -> dict[str, Any]:
         clients = clients or sc.clients
         if sc.kind == "upload" and file is None:
             file = str(cached_pdf(sc.upload_bytes))
-        specs = self._specs(sc, target, clients, file)
+        specs = self._specs(sc, target, clients, file, tools)
         probe = None
         if sc.kind == "upload" and not warm:
             probe = {
@@ -241,7 +250,9 @@ class ScenarioRunner:
         try:
             if sc.kind == "noop":
                 results, extra = self._run_noop(sc, up)
-            for name in wanted if sc.kind != "noop" else ():
+            if sc.kind == "tools":
+                results, extra = client_tools.run(self, sc, up)
+            for name in wanted if sc.kind not in ("noop", "tools") else ():
                 results[name] = self._run_named(sc, name, up)
         finally:
             up.stop()

@@ -18,7 +18,7 @@ QUICK_DURATION = 1.5
 @dataclass
 class Scenario:
     name: str
-    kind: str  # chat | upload | noop
+    kind: str  # chat | upload | noop | tools
     description: str
     stream: bool = False
     clients: int = 1
@@ -46,12 +46,23 @@ class Scenario:
         }
         if self.kind == "noop":
             out.update(rounds=self.rounds, noop_stages=self.noop_stages)
+        if self.kind == "tools":
+            out.update(rounds=self.rounds)
         if self.kind == "upload":
             out.update(upload_bytes=self.upload_bytes, probe_hz=self.probe_hz)
         return out
 
 
-ALL = ("nonstream-c1", "nonstream-c32", "stream-s100", "stream-s500", "stream-s2000", "uploads", "noop-stage")
+ALL = (
+    "nonstream-c1",
+    "nonstream-c32",
+    "stream-s100",
+    "stream-s500",
+    "stream-s2000",
+    "uploads",
+    "noop-stage",
+    "client-tools",
+)
 ALIASES = {"health-under-uploads": "uploads", "noop": "noop-stage"}
 
 
@@ -132,6 +143,16 @@ def build(args: argparse.Namespace) -> list[Scenario]:
             requests=requests,
             rounds=args.rounds or (1 if quick else 8),
             noop_stages=args.noop_stages,
+            targets=("server",),
+        ),
+        "client-tools": Scenario(
+            "client-tools",
+            "tools",
+            "non-streaming C=32, one server: plain turns vs turns offering 3 client tools (none called)",
+            clients=32,
+            duration=noop_duration,
+            requests=requests,
+            rounds=args.rounds or (1 if quick else 8),
             targets=("server",),
         ),
     }

@@ -15,6 +15,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+from nanobot.client_tools import ClientResult
 from nanobot.errors import InvalidRequest
 
 INSTRUCTION_ROLES = ("system", "developer")
@@ -37,9 +38,10 @@ _HINT = (
 class MessageList:
     """What the server takes from ``messages``."""
 
-    turn: int  # the index of the user message that is this turn
+    turn: int | None  # the index of the user message that is this turn (None: the messages end with tool results)
     instructions: str | None = None  # the client's system/developer text, for this turn only
     history: list[dict[str, Any]] | None = None  # "use": the conversation before the turn
+    results: list[ClientResult] | None = None  # server history: the results that resume a paused turn
 
 
 def _summary(roles: list[str]) -> str:
@@ -121,6 +123,11 @@ def read_messages(messages: Any, client_history: str, client_system: str) -> Mes
         raise InvalidRequest("messages must be a non-empty list.", param="messages")
     roles = _roles(messages)
     chat = [i for i, r in enumerate(roles) if r not in INSTRUCTION_ROLES]
+    # Tool results after the last user message resume a paused turn (server history); with "use",
+    # a conversation that ends with them goes on from there.
+    last = max((i for i in chat if roles[i] in ("user", "tool")), default=None)
+    if last is not None and roles[last] == "tool" and (client_history != "use" or chat[-1] == last):
+        return _continuation(messages, roles, chat, client_history, client_system)
     users = [i for i in chat if roles[i] == "user"]
     if not users:
         param = "messages"
@@ -152,6 +159,51 @@ def read_messages(messages: Any, client_history: str, client_system: str) -> Mes
             )
     history = ConversationReader().read(messages, chat[:-1])
     return MessageList(turn=users[-1], instructions=instructions, history=history)
+
+
+def _continuation(
+    messages: list[Any], roles: list[str], chat: list[int], client_history: str, client_system: str
+) -> MessageList:
+    """Messages that end with ``tool`` results: a paused turn's answers, or ("use") the client's tool loop."""
+    instructions = _instructions(messages, roles, client_system)
+    if client_history == "use":
+        for i in chat:
+            if roles[i] == "invalid":
+                raise InvalidRequest(
+                    "Each message must be an object whose role is system, developer, user, assistant or tool.",
+                    param=f"messages[{i}]",
+                )
+        return MessageList(turn=None, instructions=instructions, history=ConversationReader().read(messages, chat))
+    users = [i for i in chat if roles[i] == "user"]
+    answers = [i for i in chat if roles[i] == "tool" and (not users or i > users[-1])]
+    # Echoed assistant messages with the calls may come with them (not read); "ignore" reads nothing else.
+    others = [i for i in chat if roles[i] != "tool"]
+    if client_history == "reject" and any(roles[i] != "assistant" or not _has_calls(messages[i]) for i in others):
+        raise InvalidRequest(
+            f"messages holds {_summary(roles)}: to resume a turn waiting for tool results, send only the tool "
+            "messages (optionally with the assistant message that has the tool_calls)." + _HINT,
+            param="messages",
+            code="client_history_not_allowed",
+        )
+    results = []
+    for i in answers:
+        m, param = messages[i], f"messages[{i}]"
+        call_id = m.get("tool_call_id")
+        if not isinstance(call_id, str) or not 1 <= len(call_id) <= MAX_TOOL_CALL_ID:
+            raise InvalidRequest("A tool message needs the tool_call_id it answers.", param=f"{param}.tool_call_id")
+        text = _text_parts(m.get("content"), f"{param}.content")
+        if len(text) > MAX_HISTORY_CHARS:
+            raise InvalidRequest(
+                f"A tool result holds more than {MAX_HISTORY_CHARS} characters.",
+                param=f"{param}.content",
+                code="tool_result_too_long",
+            )
+        results.append(ClientResult(call_id, text, f"{param}.tool_call_id"))
+    return MessageList(turn=None, instructions=instructions, results=results)
+
+
+def _has_calls(message: dict[str, Any]) -> bool:
+    return isinstance(message.get("tool_calls"), list)
 
 
 class ConversationReader:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from nanobot.client_tools import ClientResult, ClientTools, PausedTurn
     from nanobot.services import Services
 
 
@@ -87,6 +88,11 @@ class RequestContext:
     instructions: str | None = None  # the client's system/developer text (api.clientSystem "append")
     client_history: list[dict[str, Any]] | None = None  # api.clientHistory "use": the client's conversation
     response_format: dict[str, Any] | None = None  # json_object / json_schema: sent to the model
+    client_tools: ClientTools | None = None  # the client's function tools, tool_choice, parallel_tool_calls
+    # The messages end with tool results, no user message: a paused turn resumed
+    # (server history: ``tool_results``), or the client's own tool loop ("use").
+    resumes: bool = False
+    tool_results: list[ClientResult] | None = None
     text: str = ""
     files: list[IncomingFile] = field(default_factory=list)
     # extract_files (stages/extract_files.py)
@@ -94,6 +100,8 @@ class RequestContext:
     # resolve_session (stages/resolve_session.py)
     session_key: str = ""
     history: list[dict[str, Any]] = field(default_factory=list)
+    paused: PausedTurn | None = None  # the session's turn waiting for client tool results
+    client_results: dict[str, str] | None = None  # ``tool_results`` checked against it: resume it
     # run_agent (stages/run_agent.py)
     events: AsyncIterator[Any] | None = None
     # encode (stages/encode.py); read by the handler when a request fails
@@ -119,4 +127,9 @@ START_FIELDS = (
     "media_type",
     "response_headers",
     "extras",
+    # Written by validate, but neutral as they start (no client tools, no
+    # results): a stage that replaces validate without knowing them still fits.
+    "client_tools",
+    "resumes",
+    "tool_results",
 )

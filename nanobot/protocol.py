@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from nanobot.errors import ApiError, error_body
 from nanobot.ids import new_id
+
+if TYPE_CHECKING:
+    from nanobot.providers.base import ToolCall
 
 DONE_FRAME = b"data: [DONE]\n\n"
 PING_FRAME = b": ping\n\n"
@@ -40,8 +43,15 @@ def new_completion_id() -> str:
     return "chatcmpl-" + new_id()
 
 
-def completion_body(model: str, text: str, usage: Usage) -> bytes:
-    """A whole non-streaming ``chat.completion`` response."""
+def completion_body(model: str, text: str, usage: Usage, tool_calls: list[ToolCall] | None = None) -> bytes:
+    """A whole non-streaming ``chat.completion`` response (``tool_calls``: the client's, the turn paused)."""
+    if tool_calls:
+        message: dict[str, Any] = {
+            "role": "assistant",
+            "content": text or None,
+            "tool_calls": [c.as_message_part() for c in tool_calls],
+        }
+        return _completion(model, message, "tool_calls", usage)
     return orjson.dumps(
         {
             "id": new_completion_id(),
@@ -55,6 +65,19 @@ def completion_body(model: str, text: str, usage: Usage) -> bytes:
                     "finish_reason": "stop",
                 }
             ],
+            "usage": usage.as_dict(),
+        }
+    )
+
+
+def _completion(model: str, message: dict[str, Any], finish_reason: str, usage: Usage) -> bytes:
+    return orjson.dumps(
+        {
+            "id": new_completion_id(),
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [{"index": 0, "message": message, "finish_reason": finish_reason}],
             "usage": usage.as_dict(),
         }
     )
@@ -108,8 +131,21 @@ class ChunkEncoder:
         delta = orjson.dumps({"nanobot_tool": event})
         return self._head + delta + self._tail
 
-    def stop(self) -> bytes:
-        tail = b',"finish_reason":"stop"}]' + (b',"usage":null' if self._include_usage else b"") + b"}\n\n"
+    def tool_calls(self, calls: list[ToolCall]) -> bytes:
+        """The client's calls as OpenAI streams them: per call, a chunk with its index, id,
+        type, name and empty arguments, then one with the arguments."""
+        frames = []
+        for index, call in enumerate(calls):
+            head = {"index": index, "id": call.id, "type": "function", "function": {"name": call.name, "arguments": ""}}
+            frames.append(self._head + orjson.dumps({"tool_calls": [head]}) + self._tail)
+            if call.arguments:
+                args = {"index": index, "function": {"arguments": call.arguments}}
+                frames.append(self._head + orjson.dumps({"tool_calls": [args]}) + self._tail)
+        return b"".join(frames)
+
+    def stop(self, finish_reason: str = "stop") -> bytes:
+        reason = b'"tool_calls"' if finish_reason == "tool_calls" else b'"stop"'
+        tail = b',"finish_reason":' + reason + b"}]" + (b',"usage":null' if self._include_usage else b"") + b"}\n\n"
         return self._head + b"{}" + tail
 
     def usage(self, usage: Usage) -> bytes:

@@ -41,9 +41,6 @@ IGNORED_OPENAI_FIELDS = (
     "logit_bias",
     "seed",
     "user",
-    "tools",
-    "tool_choice",
-    "parallel_tool_calls",
     "metadata",
     "store",
 )

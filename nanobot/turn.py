@@ -10,6 +10,7 @@ from typing import Any
 
 from nanobot.agent.loop import TurnInput
 from nanobot.agent.tools import TurnScope
+from nanobot.client_tools import ClientTools, PausedTurn
 from nanobot.context import Attachment
 
 # The text of a turn that sends files and no words.
@@ -47,9 +48,20 @@ def user_turn(
     instructions: str | None = None,
     remember: bool = True,
     response_format: dict[str, Any] | None = None,
+    client_tools: ClientTools | None = None,
+    paused: PausedTurn | None = None,
+    results: dict[str, str] | None = None,
+    resumes: bool = False,
 ) -> TurnInput:
-    """One user turn on ``session_key``: the message from ``text`` and ``attachments``, the tools' scope."""
-    for_llm, for_history = user_messages(text, attachments)
+    """One user turn on ``session_key``: the message from ``text`` and ``attachments``, the tools' scope.
+
+    ``resumes``: no user message, the turn goes on from tool results (the
+    paused turn's with ``results``, else those at the end of ``history``).
+    """
+    for_llm: dict[str, Any] | None = None
+    for_history: dict[str, Any] | None = None
+    if not resumes:
+        for_llm, for_history = user_messages(text, attachments)
     return TurnInput(
         session_key=session_key,
         history=history,
@@ -60,4 +72,7 @@ def user_turn(
         instructions=instructions,
         remember=remember,
         response_format=response_format,
+        client_tools=client_tools,
+        paused=paused,
+        results=results,
     )

@@ -84,7 +84,7 @@ class Encode:
         for name, value in ctx.response_headers.items():
             response.set_header(name, value)
         response.set_header("Content-Type", "application/json")
-        response.write(completion_body(ctx.model, done.text, done.usage))
+        response.write(completion_body(ctx.model, done.text, done.usage, done.tool_calls))
 
     async def _stream(self, ctx: RequestContext, events: AsyncIterator[Any]) -> None:
         response = ctx.response
@@ -100,6 +100,7 @@ class Encode:
         heartbeat = Heartbeat(ctx, ctx.services.config.api.ping_interval)
         tool_events = ctx.include_tool_events
         usage = Usage()
+        calls = None
         metrics = ctx.services.metrics
         metrics.open_streams.inc()
         deltas = 0
@@ -116,6 +117,7 @@ class Encode:
                     frame = encoder.tool_event(event.name, event.status, event.id, event.ok)
                 else:
                     usage = event.usage
+                    calls = event.tool_calls
                     continue
                 heartbeat.touch()
                 backlog = response.send_frame(frame)
@@ -126,7 +128,10 @@ class Encode:
             metrics.open_streams.dec()
             metrics.tokens.inc(deltas)
             metrics.completion_tokens.inc(usage.completion_tokens or deltas)
-        tail = encoder.stop()
+        if calls:  # the turn paused on the client's calls
+            tail = encoder.tool_calls(calls) + encoder.stop("tool_calls")
+        else:
+            tail = encoder.stop()
         if ctx.include_usage:
             tail += encoder.usage(usage)
         response.write(tail + DONE_FRAME)

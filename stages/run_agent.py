@@ -22,6 +22,10 @@ class RunAgent:
         "instructions",
         "client_history",
         "response_format",
+        "client_tools",
+        "resumes",
+        "paused",
+        "client_results",
         "services",
         "exit_stack",
     )
@@ -40,6 +44,10 @@ class RunAgent:
             instructions=ctx.instructions,
             remember=ctx.client_history is None,
             response_format=ctx.response_format,
+            client_tools=ctx.client_tools,
+            paused=ctx.paused,
+            results=ctx.client_results,
+            resumes=ctx.resumes,
         )
         events = ctx.services.agent.run(turn)
         ctx.exit_stack.push_async_callback(events.aclose)

@@ -3,9 +3,10 @@
 Accepts exactly what section 4 of the design allows and names the offending
 field (``param``) of anything else. ``response_format`` reaches the model;
 ``n`` > 1, ``logprobs`` and the like are refused (``request_options.py``).
-Other OpenAI fields (temperature, max_tokens, tools ...) are accepted and
-ignored: a client library's defaults must never cause an error, and the
-server owns those settings.
+Client function tools (``tools``, ``tool_choice``, ``parallel_tool_calls``)
+reach the model too (``chat_tools.py``). Other OpenAI fields (temperature,
+max_tokens ...) are accepted and ignored: a client library's defaults must
+never cause an error, and the server owns those settings.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from nanobot.errors import InvalidRequest
 from nanobot.request_options import check_refused, check_response_format, structured_output
 from nanobot.request_rules import SESSION_ID_FORBIDDEN, SESSION_ID_MAX_CHARS, STREAM_FALSE, STREAM_TRUE
 from nanobot.turn import DEFAULT_FILE_PROMPT
+from stages.chat_tools import read_tools
 
 
 def parse_data_url(url: Any, param: str) -> str:
@@ -122,12 +124,16 @@ def _validate_json(ctx: RequestContext, body: dict[str, Any]) -> None:
     found = read_messages(messages, api.client_history, api.client_system)
     ctx.instructions = found.instructions
     ctx.client_history = found.history
-    base = f"messages[{found.turn}]"
-    _content_parts(messages[found.turn].get("content"), f"{base}.content", ctx)
-    if not ctx.text.strip():
-        if not ctx.files:
-            raise InvalidRequest("The message has no text and no file.", param=f"{base}.content")
-        ctx.text = DEFAULT_FILE_PROMPT
+    ctx.tool_results = found.results
+    if found.turn is not None:
+        base = f"messages[{found.turn}]"
+        _content_parts(messages[found.turn].get("content"), f"{base}.content", ctx)
+        if not ctx.text.strip():
+            if not ctx.files:
+                raise InvalidRequest("The message has no text and no file.", param=f"{base}.content")
+            ctx.text = DEFAULT_FILE_PROMPT
+    else:
+        ctx.resumes = True
     _check_model(ctx, body.get("model"))
     ctx.session_id = _check_session_id(body.get("session_id"))
     stream = body.get("stream")
@@ -141,6 +147,7 @@ def _validate_json(ctx: RequestContext, body: dict[str, Any]) -> None:
         ctx.include_usage = options.get("include_usage") is True
         ctx.include_tool_events = options.get("include_tool_events") is True
     check_refused(body)
+    ctx.client_tools = read_tools(body, lambda: ctx.services.agent.tools.names)
     fmt = body.get("response_format")
     if fmt is not None:
         ctx.response_format = check_response_format(fmt, structured_output(ctx.services.config))
@@ -184,6 +191,9 @@ class Validate:
         "text",
         "files",
         "response_format",
+        "client_tools",
+        "tool_results",
+        "resumes",
     )
 
     async def __call__(self, ctx: RequestContext) -> None:

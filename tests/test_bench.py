@@ -358,3 +358,28 @@ def test_conn_closes_on_connection_close_however_spelt() -> None:
             return closed
 
     assert asyncio.run(run())
+
+
+def test_client_tools_bench_offers_the_tools_and_reports_the_overhead(tmp_path: Path) -> None:
+    from bench.client_tools import TOOLS
+    from bench.loadgen import Spec
+    from bench.payloads import build_request
+
+    _, body = build_request(Spec(url="http://x", tools=TOOLS), "x", 0)
+    assert json.loads(body)["tools"] == TOOLS
+    out = tmp_path / "out.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--scenarios", "client-tools", "--duration", "1"]
+        + ["--json", str(out), "--silent"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    [sc] = json.loads(out.read_text())["scenarios"]
+    assert set(sc["results"]) == {"server", "server+3tools"}
+    for m in sc["results"].values():
+        assert m["errors"] == 0 and m["completed"] > 0 and m["cpu_per_req_us"] > 0
+    assert isinstance(sc["extra"]["client_tools_overhead_pct"], float)
+    assert "3 client tools vs none" in proc.stdout

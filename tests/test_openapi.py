@@ -67,7 +67,8 @@ def test_document_is_valid_openapi_31(config):
         assert "security" not in doc and "securitySchemes" not in doc["components"]
         assert "401" not in doc["paths"]["/v1/models"]["get"]["responses"]
     messages = doc["components"]["schemas"]["ChatCompletionRequest"]["properties"]["messages"]
-    assert ("maxContains" in messages) == (config.api.client_history == "reject" != config.api.client_system)
+    turn = messages["anyOf"][0] if config.api.client_history == "reject" else messages
+    assert ("maxContains" in turn) == (config.api.client_history == "reject" != config.api.client_system)
     assert "X-Session-Id" in json.dumps(doc["paths"]["/v1/chat/completions"]["post"]["parameters"])
 
 
@@ -197,6 +198,8 @@ def _file_part(data: bytes, name="a.txt"):
 PNG = png_1x1()
 # (id, JSON body, expected status). The status decides what the document must say of the body:
 # 400 means "invalid against the request schema", anything else "valid".
+CLIENT_TOOL = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+
 JSON_CASES = [
     ("plain", _user("hello"), 200),
     (
@@ -245,6 +248,22 @@ JSON_CASES = [
         200,
     ),
     ("stream-error-frame", _user("#die", stream=True), 200),
+    ("client-tool-call", _user('#call:f {"a": 1} go', tools=[CLIENT_TOOL], parallel_tool_calls=True), 200),
+    (
+        "client-tool-stream",
+        _user(
+            "#call:f go",
+            tools=[CLIENT_TOOL],
+            tool_choice="required",
+            stream=True,
+            stream_options={"include_usage": True},
+        ),
+        200,
+    ),
+    ("tools-not-list", _user("x", tools={"f": CLIENT_TOOL}), 400),
+    ("tool-bad-name", _user("x", tools=[{"type": "function", "function": {"name": "a b"}}]), 400),
+    ("tool-not-function", _user("x", tools=[{"type": "web_search"}]), 400),
+    ("tool-choice-word", _user("x", tools=[CLIENT_TOOL], tool_choice="always"), 400),
     (
         "response-format",
         _user("x", response_format={"type": "json_schema", "json_schema": {"name": "a", "schema": {"type": "object"}}}),
@@ -497,3 +516,25 @@ def test_page_assets_match_document(doc_server, live_doc):
     assert r.status_code == 404
     problems += live_doc.check_response("GET", template, r)
     assert problems == []
+
+
+def test_resuming_a_paused_turn_matches_document(doc_server, live_doc):
+    """The results that resume a paused turn, and the answer, fit the document (reject mode)."""
+    body = _user("#call:f {} go", tools=[CLIENT_TOOL])
+    r = requests.post(doc_server.url + CHAT, json=body, headers=AUTH, timeout=30)
+    assert r.status_code == 200 and live_doc.check_response("POST", CHAT, r) == []
+    message = r.json()["choices"][0]["message"]
+    resume = {
+        "session_id": body["session_id"],
+        "messages": [
+            {"role": "assistant", "content": None, "tool_calls": message["tool_calls"]},
+            {
+                "role": "tool",
+                "tool_call_id": message["tool_calls"][0]["id"],
+                "content": [{"type": "text", "text": "r"}],
+            },
+        ],
+    }
+    assert live_doc.request_body_errors("post", CHAT, "application/json", resume) == []
+    r = requests.post(doc_server.url + CHAT, json=resume, headers=AUTH, timeout=30)
+    assert r.status_code == 200 and live_doc.check_response("POST", CHAT, r) == []

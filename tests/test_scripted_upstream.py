@@ -73,6 +73,20 @@ def test_plan_rejects_malformed_directives() -> None:
             plan({"messages": user(text)}, ScriptConfig())
 
 
+def test_plan_calls_an_offered_client_tool_only() -> None:
+    tools = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
+    reply = plan({"messages": user('#call:lookup {"q": 1} please'), "tools": tools}, ScriptConfig())
+    assert [(c.name, json.loads(c.arguments)) for c in reply.tool_calls] == [("lookup", {"q": 1})]
+    with pytest.raises(ScriptError, match="offered no such tool"):
+        plan({"messages": user("#call:lookup go")}, ScriptConfig())
+    # A tool_choice naming a function is obeyed; a tool result is still answered with text.
+    forced = {"type": "function", "function": {"name": "lookup"}}
+    reply = plan({"messages": user("anything"), "tools": tools, "tool_choice": forced}, ScriptConfig())
+    assert [(c.name, c.arguments) for c in reply.tool_calls] == [("lookup", "{}")]
+    result = [*user("#call:lookup"), {"role": "tool", "tool_call_id": "c", "content": "42"}]
+    assert plan({"messages": result, "tools": tools}, ScriptConfig()).text == "tool result: 42"
+
+
 def test_plan_tokens_mode_uses_configured_word() -> None:
     reply = plan({"messages": user("hi")}, ScriptConfig(tokens=3, interval_ms=5, token_text="w"))
     assert reply.chunks == ["w "] * 3 and reply.interval == 0.005
@@ -247,6 +261,7 @@ def test_requests_are_recorded(upstream: UpstreamProcess, client: openai.OpenAI)
     )
     [record] = upstream.requests()
     assert record["body"]["messages"] == user("record me")
+    assert "tools" not in record["body"]  # what a request offered is recorded as it came (none here)
     assert record["body"]["temperature"] == 0.5
     assert record["headers"]["Authorization"] == "Bearer x"
     assert record["headers"]["X-Test"] == "1"

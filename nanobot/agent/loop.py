@@ -4,21 +4,28 @@ It yields events as they happen (``str`` text deltas, :class:`ToolProgress`,
 then one :class:`TurnDone`), and commits the whole turn to the session in one
 transaction just before ``TurnDone``. A failed or cancelled turn commits
 nothing, so history is always as it was or one whole turn longer.
+
+A reply that calls the client's tools (``TurnInput.client_tools``) pauses the
+turn once the server tools of that reply have run: the turn so far is kept
+as the session's :class:`~nanobot.client_tools.PausedTurn` (not yet history)
+and ``TurnDone.tool_calls`` hands the calls to the client. The request that
+brings their results resumes it (``TurnInput.paused`` and ``results``).
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from nanobot.agent import untrusted
 from nanobot.agent.context import WorkspaceContext
 from nanobot.agent.tools import ToolRegistry, TurnScope
+from nanobot.client_tools import ClientTools, PausedTurn
 from nanobot.config import AgentDefaults
 from nanobot.protocol import Usage
-from nanobot.providers.base import Completion, Provider
+from nanobot.providers.base import ClientOffer, Completion, Provider, ToolCall
 from nanobot.sessions.budget import bound_chars
 from nanobot.sessions.store import SessionStore
 
@@ -42,14 +49,15 @@ class ToolProgress:
 class TurnDone:
     usage: Usage
     text: str
+    tool_calls: list[ToolCall] = field(default_factory=list)  # the client's calls: the turn paused on them
 
 
 @dataclass(slots=True)
 class TurnInput:
     session_key: str
     history: list[dict[str, Any]]
-    user_for_llm: dict[str, Any]  # may carry image parts
-    user_for_history: dict[str, Any]  # images replaced by [image: NAME]
+    user_for_llm: dict[str, Any] | None  # may carry image parts; None: the turn goes on from tool results
+    user_for_history: dict[str, Any] | None  # images replaced by [image: NAME]
     scope: TurnScope
     incremental: bool = True  # False: nobody reads the deltas as they come
     instructions: str | None = None  # the client's own, after the system prompt, this turn only
@@ -57,6 +65,11 @@ class TurnInput:
     # The client's json_object/json_schema format, on every call of the turn:
     # any call may be the last, whose text the client gets.
     response_format: dict[str, Any] | None = None
+    client_tools: ClientTools | None = None  # offered beside the server's tools
+    # A session's paused turn: resumed with ``results`` (call id -> the
+    # client's result), else closed before this turn's user message.
+    paused: PausedTurn | None = None
+    results: dict[str, str] | None = None
 
 
 class AgentLoop:
@@ -85,16 +98,19 @@ class AgentLoop:
         system = self.system if self.context is None else await self.context.message(turn.scope.session_key)
         if turn.instructions:
             system = {"role": "system", "content": f"{system['content']}\n\n{turn.instructions}"}
-        messages = [system, *turn.history, turn.user_for_llm]
-        new: list[dict[str, Any]] = [turn.user_for_history]
+        messages, new, first = _start(system, turn)
         usage = Usage()
         reply: list[str] = []
-        turn.scope.withheld = self.tools.withheld(_text(turn.user_for_history.get("content")))
-        for iteration in range(1, self.max_iterations + 1):
+        turn.scope.withheld = self.tools.withheld(_user_text(new) or _user_text(turn.history))
+        client = turn.client_tools
+        offer = ClientOffer(client.encoded, client.choice(True), client.parallel_tool_calls) if client else None
+        for iteration in range(first, self.max_iterations + 1):
             schemas = self.tools.offered(turn.scope.withheld) or None  # tools may come and go between calls
             completion: Completion | None = None
+            if client is not None and iteration == first + 1:  # a forced choice held for the first call only
+                offer = ClientOffer(client.encoded, client.choice(False), client.parallel_tool_calls)
             async with aclosing(
-                self.provider.stream(messages, schemas, turn.incremental, turn.response_format)
+                self.provider.stream(messages, schemas, turn.incremental, turn.response_format, offer)
             ) as events:
                 async for event in events:
                     if type(event) is str:
@@ -127,6 +143,12 @@ class AgentLoop:
             messages.append(call_msg)
             new.append(call_msg)
             calls = completion.tool_calls
+            client_calls: list[ToolCall] = []
+            if turn.client_tools is not None:
+                names = turn.client_tools.names
+                client_calls = [c for c in calls if c.name in names]
+                if client_calls:
+                    calls = [c for c in calls if c.name not in names]
             for call in calls:
                 yield ToolProgress(call.name, "started", call.id)
             results: list[str] = [""] * len(calls)
@@ -141,13 +163,63 @@ class AgentLoop:
                         yield piece
                     call = calls[index]
                     yield ToolProgress(call.name, "finished", call.id, not result.is_error)
+            if client_calls:
+                paused = PausedTurn(
+                    messages=new,
+                    results={call.id: result for call, result in zip(calls, results, strict=False)},
+                    pending=[c.id for c in client_calls],
+                    iterations=iteration,
+                    names={c.id: c.name for c in client_calls},
+                )
+                if turn.remember:
+                    _keep_user(paused, turn)
+                    await self.store.pause_turn(turn.session_key, paused.to_json())
+                yield TurnDone(usage, "".join(reply), client_calls)
+                return
             for call, text in zip(calls, results, strict=False):
                 result_msg = {"role": "tool", "tool_call_id": call.id, "content": text}
                 messages.append(result_msg)
                 new.append(result_msg)
         if turn.remember:
-            await self.store.append_turn(turn.session_key, new)
+            await self.store.append_turn(turn.session_key, new, closes_paused=turn.paused is not None)
         yield TurnDone(usage, "".join(reply))
+
+
+def _start(system: dict[str, Any], turn: TurnInput) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
+    """The model's messages, the turn's new messages so far, and the number of its first LLM call."""
+    paused = turn.paused
+    if paused is not None and turn.results is not None:  # resumed with the client's results
+        new = paused.closed(turn.results)
+        return [system, *turn.history, *paused.for_llm(new)], new, paused.iterations + 1
+    # A paused turn the client did not answer is closed first, its calls
+    # answered with an error, and goes into history with this turn.
+    before = paused.closed({}) if paused is not None else []
+    llm_before = paused.for_llm(before) if paused is not None else []
+    if turn.user_for_llm is None or turn.user_for_history is None:  # the client's own tool loop ("use")
+        return [system, *turn.history, *llm_before], before, 1
+    return [system, *turn.history, *llm_before, turn.user_for_llm], [*before, turn.user_for_history], 1
+
+
+def _keep_user(paused: PausedTurn, turn: TurnInput) -> None:
+    """Where the turn's user message is in the paused turn, and its images for the model."""
+    if turn.paused is not None and turn.results is not None:  # paused again: as it was
+        paused.user_at, paused.llm_user = turn.paused.user_at, turn.paused.llm_user
+        return
+    if turn.user_for_history is None:
+        return
+    paused.user_at = len(paused.messages) - 1
+    while paused.user_at >= 0 and paused.messages[paused.user_at] is not turn.user_for_history:
+        paused.user_at -= 1
+    if turn.user_for_llm is not turn.user_for_history:
+        paused.llm_user = turn.user_for_llm
+
+
+def _user_text(new: list[dict[str, Any]]) -> str:
+    """The text of the turn's user message (for tools.requireUserRequest)."""
+    for m in reversed(new):
+        if m.get("role") == "user":
+            return _text(m.get("content"))
+    return ""
 
 
 def _text(content: Any) -> str:

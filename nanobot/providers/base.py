@@ -32,6 +32,20 @@ class Completion:
     finish_reason: str = "stop"
 
 
+@dataclass(slots=True)
+class ClientOffer:
+    """What a call offers beside the server's tools: the client's tools and the tool fields.
+
+    ``tools`` is the client tools' JSON list items (no brackets), encoded
+    once per request; ``tool_choice`` and ``parallel_tool_calls`` are the
+    OpenAI fields, sent as given (None: not sent).
+    """
+
+    tools: bytes = b""
+    tool_choice: Any = None
+    parallel_tool_calls: bool | None = None
+
+
 class Provider(Protocol):
     name: str
     model: str
@@ -42,9 +56,11 @@ class Provider(Protocol):
         tools: list[dict[str, Any]] | None,
         incremental: bool = True,
         response_format: dict[str, Any] | None = None,
+        client: ClientOffer | None = None,
     ) -> AsyncGenerator[str | Completion, None]:
         """Text deltas, then the Completion. ``incremental=False``: the caller
         only wants the whole reply, so the provider may fetch it in one piece.
-        ``response_format``: the OpenAI field, sent as given (None: not sent)."""
+        ``response_format``: the OpenAI field, sent as given (None: not sent).
+        ``client``: the client's tools, offered after the server's ``tools``."""
 
     async def close(self) -> None: ...

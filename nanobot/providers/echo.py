@@ -21,7 +21,7 @@ from typing import Any
 
 from nanobot.errors import InvalidRequest
 from nanobot.protocol import Usage
-from nanobot.providers.base import Completion
+from nanobot.providers.base import ClientOffer, Completion
 
 _FILE_BLOCK = re.compile(r"\[file: ([^\]\n]*)\]\n.*?\n\[/file\]", re.S)
 _IMAGE = re.compile(r"\[image: ([^\]\n]*)\]")
@@ -117,7 +117,9 @@ class EchoProvider:
         tools: list[dict[str, Any]] | None,
         incremental: bool = True,
         response_format: dict[str, Any] | None = None,
+        client: ClientOffer | None = None,
     ) -> AsyncGenerator[str | Completion, None]:
+        # The client's tools are never called: echo calls no tools at all.
         if response_format is not None:  # validate refuses it first; this holds for any other caller
             raise InvalidRequest(NO_STRUCTURED_OUTPUT, param="response_format", code="unsupported_parameter")
         if _size(messages) > _BIG:

@@ -18,7 +18,7 @@ import orjson
 
 from nanobot.config import AgentDefaults, ProviderConfig
 from nanobot.errors import UpstreamCode, UpstreamError
-from nanobot.providers.base import Completion
+from nanobot.providers.base import ClientOffer, Completion
 from nanobot.providers.parse import Malformed, Reported, StreamParser, parse_completion, shorten
 from nanobot.providers.sdk_client import TemplatedOpenAI
 from nanobot.providers.transport import BODY_EXTENSION, PooledTransport
@@ -55,6 +55,7 @@ class OpenAICompatProvider:
         self._url = str(self._client.base_url).rstrip("/") + "/chat/completions"
         self._tools_source: list[dict[str, Any]] | None = None
         self._tools_json: orjson.Fragment | None = None
+        self._tools_bytes = b"[]"
         self._sent: httpx2.Request | None = None  # the stand-in for a sent request (_forget_body)
 
     def _forget_body(self, response: httpx2.Response) -> None:
@@ -79,10 +80,18 @@ class OpenAICompatProvider:
         """The tools' JSON, encoded once per tool set: the registry hands the same
         list until its set changes (it replaces the list then, never edits it)."""
         if tools is not self._tools_source:
-            self._tools_json = orjson.Fragment(orjson.dumps(tools))
+            self._tools_bytes = orjson.dumps(tools)
+            self._tools_json = orjson.Fragment(self._tools_bytes)
             self._tools_source = tools
         assert self._tools_json is not None
         return self._tools_json
+
+    def _with_client(self, tools: list[dict[str, Any]] | None, client: bytes) -> orjson.Fragment:
+        """The server tools' JSON (encoded once per set) and the client's (once per request), joined as bytes."""
+        if not tools:
+            return orjson.Fragment(b"[" + client + b"]")
+        self._encoded_tools(tools)
+        return orjson.Fragment(self._tools_bytes[:-1] + b"," + client + b"]")
 
     async def stream(
         self,
@@ -90,6 +99,7 @@ class OpenAICompatProvider:
         tools: list[dict[str, Any]] | None,
         incremental: bool = True,
         response_format: dict[str, Any] | None = None,
+        client: ClientOffer | None = None,
     ) -> AsyncGenerator[str | Completion, None]:
         payload: dict[str, Any] = {
             "model": self.model,
@@ -100,8 +110,15 @@ class OpenAICompatProvider:
         }
         if incremental:
             payload["stream_options"] = {"include_usage": True}
-        if tools:
+        if client is not None and client.tools:
+            payload["tools"] = self._with_client(tools, client.tools)
+        elif tools:
             payload["tools"] = self._encoded_tools(tools)
+        if client is not None:
+            if client.tool_choice is not None and "tools" in payload:
+                payload["tool_choice"] = client.tool_choice
+            if client.parallel_tool_calls is not None and "tools" in payload:
+                payload["parallel_tool_calls"] = client.parallel_tool_calls
         if response_format is not None:
             payload["response_format"] = response_format
         try:

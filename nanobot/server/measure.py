@@ -117,10 +117,10 @@ def _time_store(services: Services, totals: PhaseTotals) -> None:
     store = services.agent.store
     append = store.append_turn
 
-    async def append_turn(key: str, messages: list[dict[str, Any]]) -> None:
+    async def append_turn(key: str, messages: list[dict[str, Any]], closes_paused: bool = False) -> None:
         t0 = time.perf_counter()
         try:
-            await append(key, messages)
+            await append(key, messages, closes_paused)
         finally:
             spent = time.perf_counter() - t0
             totals.seconds["store"] += spent

@@ -53,6 +53,12 @@ SELECT $1, $2 + m.o, m.data, $5 FROM moved, unnest($4::bytea[]) WITH ORDINALITY 
 READ_AT_LIMIT = 65536
 
 _LENGTH = "SELECT length FROM nanobot_sessions WHERE key = $1"
+_PAUSED = "SELECT data FROM nanobot_paused WHERE session = $1"
+_PAUSE = """
+INSERT INTO nanobot_paused (session, data, created) VALUES ($1, $2, $3)
+ON CONFLICT (session) DO UPDATE SET data = $2, created = $3
+"""
+_UNPAUSE = "DELETE FROM nanobot_paused WHERE session = $1"
 
 
 class TurnFence(Protocol):
@@ -116,7 +122,16 @@ class PgSessionStore:
             return []
         return trim_window(window[-limit:])
 
-    async def append_turn(self, key: str, messages: list[Message]) -> None:
+    async def paused(self, key: str) -> bytes | None:
+        # Its own round trip: another node may pause the session without moving its length.
+        return await self._db.run(_paused, key)
+
+    async def pause_turn(self, key: str, data: bytes) -> None:
+        if self._fence is not None:
+            await self._fence.confirm(key)
+        await self._db.run(_pause, key, data)
+
+    async def append_turn(self, key: str, messages: list[Message], closes_paused: bool = False) -> None:
         if not messages:
             return
         expected = self._read_at.pop(key, None)
@@ -126,7 +141,7 @@ class PgSessionStore:
             await self._fence.confirm(key)
         blobs = [orjson.dumps(m) for m in messages]
         try:
-            done = await self._db.run(_append, key, expected, blobs)
+            done = await self._db.run(_append_closing if closes_paused else _append, key, expected, blobs)
         except DatabaseUnavailable:
             # The commit may have landed before the connection went: the
             # length says which (nobody else can move it while we hold the lock).
@@ -162,6 +177,24 @@ async def _fetch(conn: asyncpg.Connection, key: str, limit: int, cached_length: 
 
 async def _length(conn: asyncpg.Connection, key: str) -> int:
     return int(await conn.fetchval(_LENGTH, key) or 0)
+
+
+async def _paused(conn: asyncpg.Connection, key: str) -> bytes | None:
+    data = await conn.fetchval(_PAUSED, key)
+    return bytes(data) if data is not None else None
+
+
+async def _pause(conn: asyncpg.Connection, key: str, data: bytes) -> None:
+    await conn.execute(_PAUSE, key, data, time.time())
+
+
+async def _append_closing(conn: asyncpg.Connection, key: str, expected: int, blobs: list[bytes]) -> bool:
+    """The turn, and the paused turn it closes forgotten, in one transaction."""
+    async with conn.transaction():
+        done = await _append(conn, key, expected, blobs)
+        if done:
+            await conn.execute(_UNPAUSE, key)
+    return done
 
 
 async def _append(conn: asyncpg.Connection, key: str, expected: int, blobs: list[bytes]) -> bool:

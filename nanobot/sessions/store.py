@@ -28,8 +28,14 @@ class SessionStore(Protocol):
     async def history(self, key: str, limit: int) -> list[Message]:
         """The last ``limit`` messages of ``key``, trimmed to a valid window."""
 
-    async def append_turn(self, key: str, messages: list[Message]) -> None:
-        """Append one whole turn atomically."""
+    async def append_turn(self, key: str, messages: list[Message], closes_paused: bool = False) -> None:
+        """Append one whole turn atomically (``closes_paused``: and forget the paused turn it ends)."""
+
+    async def paused(self, key: str) -> bytes | None:
+        """``key``'s turn waiting for client tool results (``PausedTurn`` JSON), if any."""
+
+    async def pause_turn(self, key: str, data: bytes) -> None:
+        """Keep ``data`` as ``key``'s paused turn (replacing any), its history unchanged."""
 
     async def close(self) -> None: ...
 
@@ -67,6 +73,11 @@ CREATE TABLE IF NOT EXISTS messages (
     created REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS messages_session ON messages(session, id);
+CREATE TABLE IF NOT EXISTS paused_turns (
+    session TEXT PRIMARY KEY,
+    data BLOB NOT NULL,
+    created REAL NOT NULL
+);
 """
 
 
@@ -103,33 +114,62 @@ class SqliteSessionStore:
             if len(rows) >= limit or len(rows) < self._cache_messages:
                 # Either the cache holds more than asked, or it holds the whole session.
                 return trim_window(rows[-limit:])
-        rows, sizes = await self._db.run(_load, key, max(limit, self._cache_messages))
-        self._cache.remember(key, version, rows, sizes)
+        rows, sizes, paused = await self._db.run(_load, key, max(limit, self._cache_messages))
+        self._cache.remember(key, version, rows, sizes, paused)
         return trim_window(rows[-limit:])
 
-    async def append_turn(self, key: str, messages: list[Message]) -> None:
+    async def paused(self, key: str) -> bytes | None:
+        # Read with the window (``history`` came first in this turn): no query of its own.
+        version = self._versions.current(key) if self._versions is not None else 0
+        cached = self._cache.get(key)
+        if cached is not None and cached.version == version:
+            return cached.paused
+        return await self._db.run(_paused, key)
+
+    async def pause_turn(self, key: str, data: bytes) -> None:
+        version = self._versions.bump(key) if self._versions is not None else 0
+        await self._db.run(_pause, key, data)
+        cached = self._cache.get(key)
+        if cached is not None:
+            self._cache.remember(key, version, cached.rows, cached.sizes, data)
+
+    async def append_turn(self, key: str, messages: list[Message], closes_paused: bool = False) -> None:
         if not messages:
             return
         # Moved on before the commit: a worker that dies between the two
         # leaves the others re-reading, never trusting a window it outdated.
         version = self._versions.bump(key) if self._versions is not None else 0
         # Serialised in the database's thread: a turn can be tens of MB.
-        sizes = await self._db.run(_append, key, messages)
+        sizes = await self._db.run(_append, key, messages, closes_paused)
         cached = self._cache.get(key)
         if cached is not None:
+            # A turn appended leaves nothing paused: it closed the paused turn, or there was none.
             self._cache.remember(key, version, cached.rows + messages, cached.sizes + sizes)
 
     async def close(self) -> None:
         self._cache.clear()
 
 
-def _load(conn: sqlite3.Connection, key: str, limit: int) -> tuple[list[Message], list[int]]:
+def _load(conn: sqlite3.Connection, key: str, limit: int) -> tuple[list[Message], list[int], bytes | None]:
     rows = conn.execute("SELECT data FROM messages WHERE session = ? ORDER BY id DESC LIMIT ?", (key, limit)).fetchall()
     rows.reverse()
-    return [orjson.loads(r[0]) for r in rows], [len(r[0]) for r in rows]
+    return [orjson.loads(r[0]) for r in rows], [len(r[0]) for r in rows], _paused(conn, key)
 
 
-def _append(conn: sqlite3.Connection, key: str, messages: list[Message]) -> list[int]:
+def _paused(conn: sqlite3.Connection, key: str) -> bytes | None:
+    row = conn.execute("SELECT data FROM paused_turns WHERE session = ?", (key,)).fetchone()
+    return bytes(row[0]) if row else None
+
+
+def _pause(conn: sqlite3.Connection, key: str, data: bytes) -> None:
+    conn.execute(
+        "INSERT INTO paused_turns (session, data, created) VALUES (?, ?, ?) "
+        "ON CONFLICT (session) DO UPDATE SET data = excluded.data, created = excluded.created",
+        (key, data, time.time()),
+    )
+
+
+def _append(conn: sqlite3.Connection, key: str, messages: list[Message], closes_paused: bool) -> list[int]:
     """Insert one turn in one transaction; the size of each message's JSON."""
     blobs = [orjson.dumps(m) for m in messages]
     now = time.time()
@@ -139,6 +179,8 @@ def _append(conn: sqlite3.Connection, key: str, messages: list[Message]) -> list
             "INSERT INTO messages (session, data, created) VALUES (?, ?, ?)",
             [(key, b, now) for b in blobs],
         )
+        if closes_paused:
+            conn.execute("DELETE FROM paused_turns WHERE session = ?", (key,))
     except BaseException:
         conn.execute("ROLLBACK")
         raise

@@ -29,6 +29,7 @@ class Window:
     rows: list[Message]
     sizes: list[int]
     cost: int
+    paused: bytes | None = None  # the session's paused turn at this version (a store that reads it with the window)
 
 
 class WindowCache:
@@ -50,13 +51,17 @@ class WindowCache:
             self._windows.move_to_end(key)
         return window
 
-    def remember(self, key: str, version: int, rows: list[Message], sizes: list[int]) -> None:
+    def remember(
+        self, key: str, version: int, rows: list[Message], sizes: list[int], paused: bytes | None = None
+    ) -> None:
         rows, sizes = rows[-self.keep :], sizes[-self.keep :]
         cost = SESSION_OVERHEAD + sum(sizes) + MESSAGE_OVERHEAD * len(sizes)  # at most ``keep`` numbers
+        if paused is not None:
+            cost += len(paused)
         self.drop(key)
         if cost > self._budget:
             return  # bigger than the whole budget: read from the database each time
-        self._windows[key] = Window(version, rows, sizes, cost)
+        self._windows[key] = Window(version, rows, sizes, cost, paused)
         self.cached_bytes += cost
         while self.cached_bytes > self._budget:
             _, evicted = self._windows.popitem(last=False)

@@ -84,6 +84,14 @@ MIGRATIONS: list[str] = [
     END;
     $$;
     """,
+    # 2: a session's turn waiting for the client's tool results (its JSON).
+    """
+    CREATE TABLE nanobot_paused (
+        session text PRIMARY KEY,
+        data bytea NOT NULL,
+        created double precision NOT NULL
+    );
+    """,
 ]
 
 # SQLSTATE classes that mean "no usable connection": 08 connection

@@ -12,6 +12,9 @@ rule that applies, in this order, picks the reply:
   #toolloop      always one call: message({"content":"again"})
   last msg tool  "tool result: <content of the last message>"
   #tool:NAME {}  one tool call per directive (arguments: the JSON after NAME)
+  #call:NAME {}  the same, but NAME must be among the request's offered `tools`
+                 (a client tool reached the model), else HTTP 400
+  tool_choice    a named function: one call of it ({} arguments)
   response_format json_schema: the smallest instance of its schema, as JSON
   response_format json_object: {"you_said": "<text>"}
   otherwise      --tokens N words, or "You said: <text>"
@@ -32,7 +35,7 @@ import orjson
 # `#tool:NAME` is matched first so that JSON arguments following it (which
 # may contain "#die" and the like as plain data) can be masked out before the
 # other directives are looked for.
-_TOOL_RE = re.compile(r"(?<!\S)#tool:([A-Za-z0-9_.\-]+)")
+_TOOL_RE = re.compile(r"(?<!\S)#(tool|call):([A-Za-z0-9_.\-]+)")
 _FLAG_RE = re.compile(r"(?<!\S)#([a-z]+)(?::(\S*))?(?!\S)")
 _WORD_RE = re.compile(r"\S+\s*")
 _DECODER = json.JSONDecoder()
@@ -63,6 +66,7 @@ class ToolCall:
 
     name: str
     arguments: str
+    offered_only: bool = False  # #call: the request must offer the tool
 
 
 @dataclass(slots=True)
@@ -142,7 +146,15 @@ def plan(body: dict[str, Any], config: ScriptConfig) -> Reply:
     elif last.get("role") == "tool":
         reply.chunks = words("tool result: " + content_text(last.get("content")))
     elif tool_calls:
+        offered = offered_tools(body)
+        for call in tool_calls:
+            if call.offered_only and call.name not in offered:
+                raise ScriptError(
+                    f"#call:{call.name}: the request offered no such tool (offered: {', '.join(offered)})"
+                )
         reply.tool_calls = tool_calls
+    elif (forced := _forced_tool(body)) is not None:
+        reply.tool_calls = [ToolCall(forced, "{}")]
     elif (structured := json_reply(body.get("response_format"), text)) is not None:
         reply.chunks = [structured]
     else:
@@ -221,15 +233,34 @@ def _last_user_text(messages: list[Any]) -> str:
     return ""
 
 
+def offered_tools(body: dict[str, Any]) -> list[str]:
+    """The names of the function tools a request offered the model."""
+    tools = body.get("tools")
+    names = []
+    for tool in tools if isinstance(tools, list) else ():
+        fn = tool.get("function") if isinstance(tool, dict) else None
+        if isinstance(fn, dict) and isinstance(fn.get("name"), str):
+            names.append(fn["name"])
+    return names
+
+
+def _forced_tool(body: dict[str, Any]) -> str | None:
+    choice = body.get("tool_choice")
+    fn = choice.get("function") if isinstance(choice, dict) else None
+    name = fn.get("name") if isinstance(fn, dict) else None
+    return name if isinstance(name, str) else None
+
+
 def _parse_tool_directives(text: str) -> tuple[list[ToolCall], str]:
-    """Extract `#tool:NAME {json}` calls; return them and the text without them."""
+    """Extract `#tool:NAME {json}` and `#call:NAME {json}` calls; return them and the text without them."""
     calls: list[ToolCall] = []
     kept: list[str] = []
     pos = 0
     while match := _TOOL_RE.search(text, pos):
         kept.append(text[pos : match.start()])
-        args, pos = _parse_tool_args(text, match.end(), match.group(1))
-        calls.append(ToolCall(match.group(1), orjson.dumps(args).decode()))
+        name = match.group(2)
+        args, pos = _parse_tool_args(text, match.end(), name)
+        calls.append(ToolCall(name, orjson.dumps(args).decode(), match.group(1) == "call"))
         kept.append(" ")
     kept.append(text[pos:])
     return calls, "".join(kept)

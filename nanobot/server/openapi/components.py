@@ -19,6 +19,7 @@ from nanobot.server.openapi.common import (
 )
 from nanobot.server.openapi.messages import message_schemas, messages_field
 from nanobot.server.openapi.options import refused_fields, response_format
+from nanobot.server.openapi.tools import request_fields, tool_call, tool_call_delta
 
 
 def _error_schema_for(status: int) -> Json:
@@ -181,6 +182,7 @@ def _schemas(spec: Spec) -> Json:
     }
     for name in IGNORED_OPENAI_FIELDS:
         request_properties[name] = {"description": "Accepted and ignored: the server's config decides."}
+    request_properties.update(request_fields())
     request_properties["response_format"] = response_format(spec.config)
     request_properties.update(refused_fields())
     form_session_id = {
@@ -207,6 +209,7 @@ def _schemas(spec: Spec) -> Json:
         "properties": {
             "role": {"const": "assistant"},
             "content": {"type": "string"},
+            "tool_calls": tool_call_delta(),
             "nanobot_tool": {
                 "type": "object",
                 "required": ["name", "status", "id"],
@@ -322,6 +325,7 @@ def _schemas(spec: Spec) -> Json:
             "parts in all (400 past it).",
         },
         "Usage": usage,
+        "ToolCall": tool_call(),
         "ChatCompletion": {
             "type": "object",
             "required": ["id", "object", "created", "model", "choices", "usage"],
@@ -345,9 +349,16 @@ def _schemas(spec: Spec) -> Json:
                                 "type": "object",
                                 "required": ["role", "content"],
                                 "additionalProperties": False,
-                                "properties": {"role": {"const": "assistant"}, "content": {"type": "string"}},
+                                "properties": {
+                                    "role": {"const": "assistant"},
+                                    "content": {"type": ["string", "null"]},
+                                    "tool_calls": {"type": "array", "minItems": 1, "items": ref("ToolCall")},
+                                },
                             },
-                            "finish_reason": {"const": "stop"},
+                            "finish_reason": {
+                                "enum": ["stop", "tool_calls"],
+                                "description": "`tool_calls`: the turn paused on calls of the client's tools.",
+                            },
                         },
                     },
                 },
@@ -373,7 +384,7 @@ def _schemas(spec: Spec) -> Json:
                         "properties": {
                             "index": {"const": 0},
                             "delta": delta,
-                            "finish_reason": {"enum": [None, "stop"]},
+                            "finish_reason": {"enum": [None, "stop", "tool_calls"]},
                         },
                     },
                     "description": "Empty only in the last chunk, the one with `usage`.",

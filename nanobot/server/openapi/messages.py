@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from nanobot.client_messages import MAX_HISTORY_CHARS, MAX_HISTORY_MESSAGES, MAX_INSTRUCTION_CHARS
 from nanobot.server.openapi.common import Json, Spec, ref
+from nanobot.server.openapi.tools import result_messages, resume_messages
 
 _TEXT_PART = {
     "type": "object",
@@ -103,6 +104,8 @@ def message_schemas(spec: Spec) -> Json:
                 "content": _text_content("text"),
             },
         }
+    if api.client_history != "use":
+        schemas.update(result_messages())
     return schemas
 
 
@@ -123,10 +126,11 @@ def messages_field(spec: Spec) -> Json:
         return {
             "type": "array",
             "minItems": 1,
-            "contains": _role_is("user"),
+            "anyOf": [{"contains": _role_is("user")}, {"contains": ref("ToolMessage")}],
             "items": {"anyOf": [ref("HistoryUserMessage"), *instructions, ref("AssistantMessage"), ref("ToolMessage")]},
             "description": "The conversation (`api.clientHistory` is `use`): the last message other than "
-            "system/developer is the user message this turn answers (a `UserMessage`: its files are read). "
+            "system/developer is the user message this turn answers (a `UserMessage`: its files are read), "
+            "or the `tool` results of the client's tool calls, which the model then goes on from. "
             "The server neither reads nor writes the session's history for this request. At most "
             f"{MAX_HISTORY_MESSAGES} earlier messages and {MAX_HISTORY_CHARS} characters." + system_note,
         }
@@ -134,14 +138,15 @@ def messages_field(spec: Spec) -> Json:
         return {
             "type": "array",
             "minItems": 1,
-            "contains": _role_is("user"),
+            "anyOf": [{"contains": _role_is("user")}, {"contains": ref("ToolResultMessage")}],
             "items": {"anyOf": [ref("UserMessage"), *instructions, {"not": _role_is("user", "system", "developer")}]},
             "description": "The conversation as the client has it: only the last `user` message is used "
             "(the server reads no other; send them well-formed all the same), and the server keeps its "
-            "own history." + system_note,
+            "own history. Messages that end with `tool` messages resume the session's paused turn with "
+            "those results." + system_note,
         }
     if not instructions:
-        return {
+        turn: Json = {
             "type": "array",
             "minItems": 1,
             "maxItems": 1,
@@ -149,12 +154,15 @@ def messages_field(spec: Spec) -> Json:
             "description": "Exactly one user message: the server keeps the conversation (see `session_id`)."
             + system_note,
         }
-    return {
-        "type": "array",
-        "minItems": 1,
-        "items": {"anyOf": [ref("UserMessage"), *instructions]},
-        "contains": _role_is("user"),
-        "minContains": 1,
-        "maxContains": 1,
-        "description": "Exactly one user message: the server keeps the conversation (see `session_id`)." + system_note,
-    }
+    else:
+        turn = {
+            "type": "array",
+            "minItems": 1,
+            "items": {"anyOf": [ref("UserMessage"), *instructions]},
+            "contains": _role_is("user"),
+            "minContains": 1,
+            "maxContains": 1,
+            "description": "Exactly one user message: the server keeps the conversation (see `session_id`)."
+            + system_note,
+        }
+    return {"anyOf": [turn, resume_messages(instructions)]}
