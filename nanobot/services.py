@@ -16,6 +16,8 @@ from pathlib import Path
 from nanobot.agent.context import WorkspaceContext
 from nanobot.agent.loop import DEFAULT_SYSTEM_PROMPT, AgentLoop
 from nanobot.config import Config
+from nanobot.cron.sqlite_store import SqliteCronStore
+from nanobot.cron.store import CronStore
 from nanobot.files.pool import Extractor
 from nanobot.files.retention import UploadCleaner
 from nanobot.metrics import Metrics
@@ -53,11 +55,12 @@ def lock_path(config: Config) -> Path:
 
 @dataclass
 class Storage:
-    """Where sessions, their ordering and the outbound queue live."""
+    """Where sessions, their ordering, the outbound queue and the scheduled jobs live."""
 
     sessions: SessionStore
     locks: SessionOrdering
     outbox: Outbox
+    cron: CronStore
     start: Callable[[], Awaitable[None]]  # after the fork: pools, schema
     close: Callable[[], Awaitable[None]]
     problem: Callable[[], str | None]  # why the database cannot be used, or None
@@ -80,6 +83,7 @@ def sqlite_storage(config: Config, lock_fd: int | None = None) -> Storage:
     )
     locks: SessionOrdering = shared if shared is not None else SessionLocks()
     outbox = SqliteOutbox(db, config.channels)
+    cron = SqliteCronStore(db)
 
     async def start() -> None:
         await outbox.start()
@@ -89,12 +93,13 @@ def sqlite_storage(config: Config, lock_fd: int | None = None) -> Storage:
         await sessions.close()
         db.close()
 
-    return Storage(sessions, locks, outbox, start, close, lambda: None)
+    return Storage(sessions, locks, outbox, cron, start, close, lambda: None)
 
 
 def postgres_storage(config: Config) -> Storage:
     """Sessions, ordering and the queue shared by every node (``database.url``)."""
     # Imported here: only a PostgreSQL deployment loads asyncpg and these modules.
+    from nanobot.cron.pg_store import PgCronStore
     from nanobot.outbound.pg_outbox import CHANNEL, PgOutbox
     from nanobot.sessions.pg_locks import PgSessionOrdering
     from nanobot.sessions.pg_store import PgSessionStore
@@ -123,7 +128,7 @@ def postgres_storage(config: Config) -> Storage:
         await sessions.close()
         await db.close()
 
-    return Storage(sessions, locks, outbox, start, close, lambda: db.problem)
+    return Storage(sessions, locks, outbox, PgCronStore(db), start, close, lambda: db.problem)
 
 
 def make_storage(config: Config, lock_fd: int | None = None) -> Storage:
