@@ -59,6 +59,11 @@ class Metrics:
             "nanobot_outbox_rows", "Outbound queue rows by channel and state.", ["channel", "state"], registry=r
         )
         self.tasks = Gauge("nanobot_asyncio_tasks", "Tasks alive on the server's event loop.", registry=r)
+        self.cron_fired = Counter("nanobot_cron_jobs_fired", "Scheduled jobs this process fired.", registry=r)
+        self.cron_failures = Counter(
+            "nanobot_cron_job_failures", "Fired jobs whose turn failed or timed out.", registry=r
+        )
+        self.subagents = Gauge("nanobot_subagents_running", "Subagents running in this process.", registry=r)
 
     async def render(self, outbox: Outbox) -> bytes:
         """The exposition text, with scrape-time values refreshed first (``outbox``: the queue's depth)."""

@@ -13,9 +13,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from nanobot.agent.background import BackgroundTurns
 from nanobot.agent.context import WorkspaceContext
 from nanobot.agent.loop import DEFAULT_SYSTEM_PROMPT, AgentLoop
 from nanobot.config import Config
+from nanobot.cron.scheduler import Scheduler
 from nanobot.cron.sqlite_store import SqliteCronStore
 from nanobot.cron.store import CronStore
 from nanobot.files.pool import Extractor
@@ -32,6 +34,7 @@ from nanobot.sessions.store import SessionStore, SqliteSessionStore
 from nanobot.storage.db import Database
 from nanobot.storage.private import private_dir
 from nanobot.tools import build_registry, build_tools, workspace_of
+from nanobot.tools.cron import CronTool
 from nanobot.tools.mcp import McpHub
 
 
@@ -161,6 +164,7 @@ class Services:
     redact: Redactor  # every configured secret out of client-visible text
     cleaner: UploadCleaner
     mcp: McpHub  # tools.mcpServers, connected in the background
+    scheduler: Scheduler  # fires cron jobs; started by the server only (start_background)
 
     @classmethod
     def build(cls, config: Config, lock_fd: int | None = None) -> Services:
@@ -172,7 +176,14 @@ class Services:
         provider = make_provider(config, redact)
         extractor = Extractor(config.api.files.limits())
         ws = workspace_of(config)
-        built = build_tools(config, outbox=storage.outbox, extractor=extractor, workspace=ws)
+        metrics = Metrics()
+        # Jobs and subagents run turns of the agent whose tools start them: bound below.
+        turns = BackgroundTurns(storage.locks, storage.outbox)
+        scheduler = Scheduler(storage.cron, turns, metrics, config.api.timeout)
+        built = build_tools(config, outbox=storage.outbox, extractor=extractor, workspace=ws, cron=storage.cron)
+        for tool in built:
+            if isinstance(tool, CronTool):
+                tool.on_added = scheduler.wake
         tools = build_registry(config, built, redact if redact else None)
         # A configured prompt is sent as written (plus the workspace files); the
         # built-in one also tells the model about its workspace and memory.
@@ -180,6 +191,8 @@ class Services:
         context = WorkspaceContext(
             custom or DEFAULT_SYSTEM_PROMPT, ws, file_tools=config.tools.file.enabled and not custom
         )
+        agent = AgentLoop(provider, storage.sessions, tools, config.agents.defaults, context)
+        turns.agent = agent
         return cls(
             config=config,
             storage=storage,
@@ -188,11 +201,12 @@ class Services:
             locks=storage.locks,
             outbox=storage.outbox,
             extractor=extractor,
-            agent=AgentLoop(provider, storage.sessions, tools, config.agents.defaults, context),
-            metrics=Metrics(),
+            agent=agent,
+            metrics=metrics,
             redact=redact,
             cleaner=UploadCleaner(workspace / MEDIA_DIR, config.api.files.retention_days),
             mcp=McpHub(config.tools.mcp_servers, tools.add, max_result_chars=config.tools.max_result_chars),
+            scheduler=scheduler,
         )
 
     @property
@@ -212,11 +226,18 @@ class Services:
         self.cleaner.start()
         await self.mcp.start()  # in the background; after the fork, so each worker has its own sessions
 
+    async def start_background(self) -> None:
+        """Fire scheduled jobs from this process (the server; ``nanobot agent`` does not, it
+        would cut short the fires it claimed when it exits)."""
+        await self.scheduler.start()
+
     def database_problem(self) -> str | None:
         """Why the database cannot be used now (for ``/health``), or None."""
         return self.storage.problem()
 
     async def close(self) -> None:
+        # First, while the store and queue are open: cut-short fires record that.
+        await self.scheduler.close()
         await self.mcp.close()
         await self.agent.tools.close()
         await self.cleaner.close()

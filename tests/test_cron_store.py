@@ -136,3 +136,21 @@ def test_postgres_store_two_nodes(postgres):
 
     asyncio.run(main())
     assert postgres.psql("SELECT max(version) FROM nanobot_schema_version", url.rsplit("/", 1)[1]).strip() == "2"
+
+
+@pytest.mark.parametrize(
+    "tools",
+    [
+        {"cron": {"maxJobsPerSession": 0}},
+        {"cron": {"minIntervalSeconds": 0}},
+        {"spawn": {"maxConcurrent": 0}},
+        {"spawn": {"timeout": -1}},
+    ],
+)
+def test_bounds_must_be_positive(tools):
+    from nanobot.config import ConfigError, parse_config
+
+    with pytest.raises(ConfigError, match="must be positive"):
+        parse_config({"tools": tools})
+    with pytest.raises(ConfigError, match="tools.cron.every: unknown key"):
+        parse_config({"tools": {"cron": {"every": 1}}})

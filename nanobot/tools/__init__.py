@@ -11,8 +11,10 @@ from collections.abc import Callable
 
 from nanobot.agent.tools import Tool, ToolLimits, ToolRegistry
 from nanobot.config import Config
+from nanobot.cron.store import CronStore
 from nanobot.files.pool import Extractor
 from nanobot.outbound.base import Outbox
+from nanobot.tools.cron import CronTool
 from nanobot.tools.exec import ExecTool, check_exec
 from nanobot.tools.files import FileToolLimits, file_tools
 from nanobot.tools.message import MessageTool
@@ -32,7 +34,12 @@ def workspace_of(config: Config) -> Workspace:
 
 
 def build_tools(
-    config: Config, *, outbox: Outbox, extractor: Extractor, workspace: Workspace | None = None
+    config: Config,
+    *,
+    outbox: Outbox,
+    extractor: Extractor,
+    workspace: Workspace | None = None,
+    cron: CronStore | None = None,
 ) -> list[Tool]:
     """The enabled tools, in the order they are offered to the model."""
     ws = workspace or workspace_of(config)
@@ -47,6 +54,8 @@ def build_tools(
         tools.append(ExecTool(ws, config.tools.exec, config.tools.max_result_chars))
     tools.extend(web_tools(config))
     tools.append(MessageTool(outbox, config.channels))
+    if config.tools.cron.enabled:
+        tools.append(CronTool(cron, config.tools.cron, config.channels))  # type: ignore[arg-type]  # None: names only
     return tools
 
 
