@@ -1,4 +1,4 @@
-"""The ``nanobot`` command: serve, agent, config check, outbox, db copy.
+"""The ``nanobot`` command: serve, agent, config check, outbox, cron, db copy.
 
 Each command imports what it uses inside its own function, so ``nanobot
 --help`` and ``nanobot agent`` start without loading the HTTP server, the
@@ -271,6 +271,15 @@ def build_parser() -> argparse.ArgumentParser:
     outbox.add_argument("--all", action="store_true", help="include delivered messages")
     outbox.add_argument("--limit", type=int, default=100)
     outbox.set_defaults(func=_outbox)
+    cron = sub.add_parser("cron", help="list or remove the agent's scheduled jobs (every session)")
+    cron_sub = cron.add_subparsers(dest="cron_command", required=True)
+    cron_list = cron_sub.add_parser("list", help="every job: session, schedule, next run, target, last status")
+    common(cron_list)
+    cron_list.set_defaults(func=_cron)
+    cron_remove = cron_sub.add_parser("remove", help="delete a job by its id")
+    common(cron_remove)
+    cron_remove.add_argument("job_id", metavar="JOB_ID")
+    cron_remove.set_defaults(func=_cron)
     db = sub.add_parser("db", help="database tools")
     db_sub = db.add_subparsers(dest="db_command", required=True)
     copy = db_sub.add_parser("copy", help="copy an SQLite database's sessions and outbox into database.url")
@@ -278,6 +287,16 @@ def build_parser() -> argparse.ArgumentParser:
     copy.add_argument("--from", dest="source", required=True, metavar="PATH", help="the nanobot.db to copy")
     copy.set_defaults(func=_db_copy)
     return parser
+
+
+def _cron(args: argparse.Namespace) -> int:
+    # per-command import (module docstring)
+    from nanobot.cron.admin import list_jobs, remove_job
+
+    config = _load(args, tools=False)
+    if args.cron_command == "list":
+        return int(asyncio.run(list_jobs(config)))
+    return int(asyncio.run(remove_job(config, args.job_id)))
 
 
 def _db_copy(args: argparse.Namespace) -> int:

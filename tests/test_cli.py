@@ -132,6 +132,8 @@ def test_help_texts():
         ["serve", "--help"],
         ["agent", "--help"],
         ["outbox", "--help"],
+        ["cron", "list", "--help"],
+        ["cron", "remove", "--help"],
         ["config", "check", "--help"],
     ):
         p = run_nanobot(*args)

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import requests
+from common import run_nanobot
 from cron_helpers import call, cron_config, fires, job_id
 from croniter import croniter
 from fault_helpers import wait_for
@@ -104,6 +105,23 @@ def test_cron_expression_in_a_time_zone_gets_its_next_time_there(make_server, up
     expected = croniter("30 7 * * 1-5", datetime.now(ZoneInfo("America/New_York"))).get_next(datetime)
     assert f"next run {expected.isoformat(timespec='seconds')}" in reply, reply
     assert expected.isoformat().endswith(("-05:00", "-04:00"))  # a New York offset, not UTC
+
+
+def test_cli_lists_and_removes_jobs_with_secrets_masked(make_server, upstream):
+    server = make_server(cron_config(upstream))
+    sid = uuid.uuid4().hex
+    job = job_id(call(server, sid, "cron", action="add", every_seconds=3600, message="say 123:SECRET"))
+    out = run_nanobot("cron", "list", "--config", str(server.config_path))
+    assert out.returncode == 0, out.stderr
+    assert job in out.stdout and f"api:{sid}" in out.stdout and "every 3600 s" in out.stdout
+    assert "123:SECRET" not in out.stdout and "say ***" in out.stdout
+    out = run_nanobot("cron", "remove", job, "--config", str(server.config_path))
+    assert out.returncode == 0 and f"removed job {job}" in out.stdout, out.stderr
+    out = run_nanobot("cron", "remove", job, "--config", str(server.config_path))
+    assert out.returncode == 1 and f"no cron job '{job}'" in out.stderr
+    assert "No scheduled jobs" in call(server, sid, "cron", action="list")
+    out = run_nanobot("cron", "list", "--config", str(server.config_path))
+    assert out.returncode == 0 and "no cron jobs" in out.stdout
 
 
 def test_restart_after_downtime_fires_a_missed_job_once(upstream, tmp_path):
