@@ -36,6 +36,7 @@ from nanobot.storage.private import private_dir
 from nanobot.tools import build_registry, build_tools, workspace_of
 from nanobot.tools.cron import CronTool
 from nanobot.tools.mcp import McpHub
+from nanobot.tools.spawn import HiddenTools, Subagents
 
 
 def make_provider(config: Config, redact: Redactor | None = None) -> Provider:
@@ -165,6 +166,7 @@ class Services:
     cleaner: UploadCleaner
     mcp: McpHub  # tools.mcpServers, connected in the background
     scheduler: Scheduler  # fires cron jobs; started by the server only (start_background)
+    subagents: Subagents
 
     @classmethod
     def build(cls, config: Config, lock_fd: int | None = None) -> Services:
@@ -180,7 +182,10 @@ class Services:
         # Jobs and subagents run turns of the agent whose tools start them: bound below.
         turns = BackgroundTurns(storage.locks, storage.outbox)
         scheduler = Scheduler(storage.cron, turns, metrics, config.api.timeout)
-        built = build_tools(config, outbox=storage.outbox, extractor=extractor, workspace=ws, cron=storage.cron)
+        subagents = Subagents(config.tools.spawn, turns, metrics)
+        built = build_tools(
+            config, outbox=storage.outbox, extractor=extractor, workspace=ws, cron=storage.cron, subagents=subagents
+        )
         for tool in built:
             if isinstance(tool, CronTool):
                 tool.on_added = scheduler.wake
@@ -193,6 +198,7 @@ class Services:
         )
         agent = AgentLoop(provider, storage.sessions, tools, config.agents.defaults, context)
         turns.agent = agent
+        subagents.agent = AgentLoop(provider, storage.sessions, HiddenTools(tools), config.agents.defaults, context)
         return cls(
             config=config,
             storage=storage,
@@ -207,6 +213,7 @@ class Services:
             cleaner=UploadCleaner(workspace / MEDIA_DIR, config.api.files.retention_days),
             mcp=McpHub(config.tools.mcp_servers, tools.add, max_result_chars=config.tools.max_result_chars),
             scheduler=scheduler,
+            subagents=subagents,
         )
 
     @property
@@ -236,8 +243,9 @@ class Services:
         return self.storage.problem()
 
     async def close(self) -> None:
-        # First, while the store and queue are open: cut-short fires record that.
+        # First, while the store and queue are open: cut-short fires and subagents record that.
         await self.scheduler.close()
+        await self.subagents.close()
         await self.mcp.close()
         await self.agent.tools.close()
         await self.cleaner.close()

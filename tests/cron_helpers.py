@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 from typing import Any
 
 from common import ask
@@ -62,3 +63,13 @@ def fires(upstream: Any, job: str) -> list[tuple[str, str]]:
             if found.group(1) == job:
                 out.append((record["path"], found.group(2)))
     return out
+
+
+def session_messages(workspace: Any, key: str) -> list[dict[str, Any]]:
+    """The stored messages of session ``key`` in the server's SQLite file."""
+    db = sqlite3.connect(workspace / "nanobot.db")
+    try:
+        rows = db.execute("SELECT data FROM messages WHERE session = ? ORDER BY id", (key,)).fetchall()
+    finally:
+        db.close()
+    return [json.loads(r[0]) for r in rows]

@@ -112,13 +112,16 @@ def test_agent_shows_tool_progress_on_stderr(tmp_path, upstream):
 
 def test_config_check_lists_the_enabled_tools(tmp_path):
     p = run_nanobot("config", "check", "--config", str(write_config(tmp_path)))
-    assert "# tools: read_file, write_file, edit_file, list_dir, web_fetch, message, cron" in p.stderr.splitlines()
+    assert (
+        "# tools: read_file, write_file, edit_file, list_dir, web_fetch, message, cron, spawn" in p.stderr.splitlines()
+    )
     off = write_config(
         tmp_path,
         tools={
             "file": {"enabled": False},
             "exec": {"enabled": True, "sandbox": "none"},
             "cron": {"enabled": False},
+            "spawn": {"enabled": False},
         },
     )
     p = run_nanobot("config", "check", "--config", str(off))

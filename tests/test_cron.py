@@ -11,16 +11,10 @@ from zoneinfo import ZoneInfo
 
 import requests
 from common import run_nanobot
-from cron_helpers import call, cron_config, fires, job_id
+from cron_helpers import call, cron_config, fires, job_id, session_messages
 from croniter import croniter
 from fault_helpers import wait_for
 from servers import ServerProcess
-
-
-def session_messages(server, sid):
-    db = sqlite3.connect(server.workspace / "nanobot.db")
-    rows = db.execute("SELECT data FROM messages WHERE session = ? ORDER BY id", (f"api:{sid}",)).fetchall()
-    return [r[0].decode() for r in rows]
 
 
 def test_a_job_every_second_fires_in_its_session_and_reaches_both_channels(make_server, upstream):
@@ -41,8 +35,8 @@ def test_a_job_every_second_fires_in_its_session_and_reaches_both_channels(make_
     assert hooked[0]["body"]["chat_id"] == "room-1" and "You said: [scheduled job" in hooked[0]["body"]["content"]
     assert {path for path, _ in fires(upstream, tg)} == {"/bot123:SECRET/sendMessage"}
     # Each fire was a turn of the session that made the job: recorded there.
-    recorded = session_messages(server, sid)
-    assert sum(f"[scheduled job {hook}" in m and '"role":"user"' in m for m in recorded) >= 3
+    recorded = session_messages(server.workspace, f"api:{sid}")
+    assert sum(m["role"] == "user" and m["content"].startswith(f"[scheduled job {hook}") for m in recorded) >= 3
     # Due times fired once each, and nothing fires once removed.
     for job in (hook, tg):
         dues = [due for _, due in fires(upstream, job)]

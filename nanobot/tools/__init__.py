@@ -19,6 +19,7 @@ from nanobot.tools.exec import ExecTool, check_exec
 from nanobot.tools.files import FileToolLimits, file_tools
 from nanobot.tools.message import MessageTool
 from nanobot.tools.paths import Workspace
+from nanobot.tools.spawn import SpawnTool, Subagents
 from nanobot.tools.web import web_tools
 
 
@@ -40,6 +41,7 @@ def build_tools(
     extractor: Extractor,
     workspace: Workspace | None = None,
     cron: CronStore | None = None,
+    subagents: Subagents | None = None,
 ) -> list[Tool]:
     """The enabled tools, in the order they are offered to the model."""
     ws = workspace or workspace_of(config)
@@ -56,6 +58,8 @@ def build_tools(
     tools.append(MessageTool(outbox, config.channels))
     if config.tools.cron.enabled:
         tools.append(CronTool(cron, config.tools.cron, config.channels))  # type: ignore[arg-type]  # None: names only
+    if config.tools.spawn.enabled:
+        tools.append(SpawnTool(subagents))  # type: ignore[arg-type]
     return tools
 
 
