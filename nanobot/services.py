@@ -34,7 +34,6 @@ from nanobot.sessions.store import SessionStore, SqliteSessionStore
 from nanobot.storage.db import Database
 from nanobot.storage.private import private_dir
 from nanobot.tools import build_registry, build_tools, workspace_of
-from nanobot.tools.cron import CronTool
 from nanobot.tools.mcp import McpHub
 from nanobot.tools.spawn import HiddenTools, Subagents
 
@@ -103,6 +102,7 @@ def sqlite_storage(config: Config, lock_fd: int | None = None) -> Storage:
 def postgres_storage(config: Config) -> Storage:
     """Sessions, ordering and the queue shared by every node (``database.url``)."""
     # Imported here: only a PostgreSQL deployment loads asyncpg and these modules.
+    from nanobot.cron.pg_store import CHANNEL as CRON_CHANNEL
     from nanobot.cron.pg_store import PgCronStore
     from nanobot.outbound.pg_outbox import CHANNEL, PgOutbox
     from nanobot.sessions.pg_locks import PgSessionOrdering
@@ -132,7 +132,10 @@ def postgres_storage(config: Config) -> Storage:
         await sessions.close()
         await db.close()
 
-    return Storage(sessions, locks, outbox, PgCronStore(db), start, close, lambda: db.problem)
+    cron = PgCronStore(db)
+    locks.connection.listen(CRON_CHANNEL, cron.notified)
+    db.on_up(cron.notified)  # due times passed during an outage fire at once
+    return Storage(sessions, locks, outbox, cron, start, close, lambda: db.problem)
 
 
 def make_storage(config: Config, lock_fd: int | None = None) -> Storage:
@@ -182,13 +185,11 @@ class Services:
         # Jobs and subagents run turns of the agent whose tools start them: bound below.
         turns = BackgroundTurns(storage.locks, storage.outbox)
         scheduler = Scheduler(storage.cron, turns, metrics, config.api.timeout)
+        storage.cron.watch(scheduler.wake)
         subagents = Subagents(config.tools.spawn, turns, metrics)
         built = build_tools(
             config, outbox=storage.outbox, extractor=extractor, workspace=ws, cron=storage.cron, subagents=subagents
         )
-        for tool in built:
-            if isinstance(tool, CronTool):
-                tool.on_added = scheduler.wake
         tools = build_registry(config, built, redact if redact else None)
         # A configured prompt is sent as written (plus the workspace files); the
         # built-in one also tells the model about its workspace and memory.

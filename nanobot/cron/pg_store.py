@@ -7,6 +7,7 @@ race for a due time serialise on the row, and all but the first find
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg
@@ -14,10 +15,18 @@ import asyncpg
 from nanobot.cron.store import COLUMNS, CronJob
 from nanobot.storage.pg import PgDatabase
 
+CHANNEL = "nanobot_cron"
+
+# Every node's scheduler hears of the new job (LISTEN on the lock
+# connection), so its first fire is on time even if this node dies.
 _ADD = f"""
-INSERT INTO nanobot_cron_jobs ({COLUMNS})
-SELECT {", ".join(f"${i}" for i in range(1, 16))}
-WHERE (SELECT count(*) FROM nanobot_cron_jobs WHERE session = $2) < $16
+WITH row AS (
+    INSERT INTO nanobot_cron_jobs ({COLUMNS})
+    SELECT {", ".join(f"${i}" for i in range(1, 16))}
+    WHERE (SELECT count(*) FROM nanobot_cron_jobs WHERE session = $2) < $16
+    RETURNING id
+)
+SELECT id, pg_notify('{CHANNEL}', '') FROM row
 """
 
 
@@ -26,11 +35,20 @@ class PgCronStore:
 
     def __init__(self, db: PgDatabase) -> None:
         self._db = db
+        self._watchers: list[Callable[[], None]] = []
+
+    def watch(self, callback: Callable[[], None]) -> None:
+        self._watchers.append(callback)
+
+    def notified(self, *_: Any) -> None:
+        """LISTEN callback (a node added a job), and the database being back."""
+        for callback in self._watchers:
+            callback()
 
     async def add(self, job: CronJob, max_per_session: int) -> bool:
         # Turns of one session never overlap, so two adds of one session do not race.
-        status = await self._db.run(_execute, _ADD, *job.values(), max_per_session)
-        return status == "INSERT 0 1"
+        rows = await self._db.run(_fetch, _ADD, *job.values(), max_per_session)
+        return len(rows) == 1
 
     async def jobs(self, session: str | None = None) -> list[CronJob]:
         if session is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 
 from nanobot.cron.store import COLUMNS, CronJob
 from nanobot.storage.db import Database
@@ -39,10 +40,21 @@ class SqliteCronStore:
 
     def __init__(self, db: Database) -> None:
         self._db = db
+        self._watchers: list[Callable[[], None]] = []
         db.call(migrate, "cron_jobs", MIGRATIONS)
 
+    def watch(self, callback: Callable[[], None]) -> None:
+        # Adds in this process only: another worker's new job is seen at the
+        # scheduler's next poll, and a worker that dies is replaced by one
+        # whose scheduler looks at once.
+        self._watchers.append(callback)
+
     async def add(self, job: CronJob, max_per_session: int) -> bool:
-        return await self._db.run(_add, job, max_per_session)
+        added = await self._db.run(_add, job, max_per_session)
+        if added:
+            for callback in self._watchers:
+                callback()
+        return added
 
     async def jobs(self, session: str | None = None) -> list[CronJob]:
         return await self._db.run(_jobs, session)

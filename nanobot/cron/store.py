@@ -11,6 +11,7 @@ next due time, never twice for one and never lost for the next.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -69,6 +70,9 @@ class CronJob:
 
 
 class CronStore(Protocol):
+    def watch(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` whenever a job was added, here or (PostgreSQL) on any node."""
+
     async def add(self, job: CronJob, max_per_session: int) -> bool:
         """Store ``job`` unless its session has ``max_per_session`` jobs already."""
 

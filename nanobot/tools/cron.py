@@ -11,7 +11,6 @@ session means it is only recorded in the session. The scheduler
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import Any
 
 from nanobot.agent.tools import TurnScope, function_schema
@@ -45,17 +44,10 @@ class CronTool:
         ["action"],
     )
 
-    def __init__(
-        self,
-        store: CronStore,
-        config: CronToolConfig,
-        channels: ChannelsConfig,
-        on_added: Callable[[], None] | None = None,
-    ) -> None:
-        self._store = store
+    def __init__(self, store: CronStore, config: CronToolConfig, channels: ChannelsConfig) -> None:
+        self._store = store  # an add wakes the schedulers (CronStore.watch)
         self._config = config
         self._channels = channels
-        self.on_added = on_added  # the scheduler's wake, bound once it exists
 
     async def run(self, args: dict[str, Any], scope: TurnScope) -> str:
         action = args.get("action")
@@ -86,8 +78,6 @@ class CronTool:
                 f"Error: this session has {cap} jobs already (tools.cron.maxJobsPerSession); "
                 "remove one first (cron list shows them)."
             )
-        if self.on_added is not None:
-            self.on_added()
         where = (
             f"replies go to {channel}:{chat_id}"
             if channel in KNOWN_CHANNELS
