@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import time
@@ -9,9 +10,10 @@ import uuid
 from datetime import UTC, datetime
 
 import requests
-from common import ask
+from common import ask, run_nanobot
 from cron_helpers import call, cron_config, directive, session_messages
 from fault_helpers import wait_for
+from servers import merge, upstream_config
 
 from nanobot.tools.spawn import INSTRUCTIONS
 
@@ -119,3 +121,16 @@ def test_shutdown_cancels_running_subagents_and_records_it_keeping_the_parent_hi
     assert after[:4] == before
     assert after[4]["content"].startswith("[subagent ") and "'endless' cancelled" in after[4]["content"]
     assert after[5] == {"role": "assistant", "content": "It was cancelled: the server shut down before it finished."}
+
+
+def test_nanobot_agent_waits_for_the_subagents_it_spawned(tmp_path, upstream):
+    config = merge(upstream_config(upstream.url), {"agents": {"defaults": {"workspace": str(tmp_path / "ws")}}})
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    out = run_nanobot(
+        "agent", "-m", directive("spawn", {"task": "#slow:1000 in the terminal", "label": "cli"}), "--config", str(path)
+    )
+    assert out.returncode == 0, out.stderr
+    assert "started in the background" in out.stdout
+    assert "Subagent 'cli' finished:\n\nYou said: #slow:1000 in the terminal" in out.stdout
+    assert "[waiting for 1 subagent(s)" in out.stderr

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -92,6 +93,7 @@ class Subagents:
         self._metrics = metrics
         self.agent: AgentLoop | None = None  # the loop with HiddenTools, bound once built
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self.on_report: Callable[[str], None] | None = None  # nanobot agent prints each result
 
     def __len__(self) -> int:
         return len(self._tasks)
@@ -109,6 +111,11 @@ class Subagents:
         self._tasks[run.id] = asyncio.create_task(self._run(run), name=f"nanobot-subagent-{run.id}")
         self._metrics.subagents.set(len(self._tasks))
         return run
+
+    async def wait(self) -> None:
+        """Until every running subagent has ended (``nanobot agent -m`` before it exits)."""
+        while self._tasks:
+            await asyncio.gather(*self._tasks.values(), return_exceptions=True)
 
     async def close(self) -> None:
         """Cancel every running subagent; each records that in its parent session."""
@@ -149,9 +156,10 @@ class Subagents:
         head = f"[subagent {run.id} '{run.label}' {outcome}] task: {run.task}"
         messages = [{"role": "user", "content": head}, {"role": "assistant", "content": result}]
         await self._turns.record(run.parent.session_key, messages, wait)
-        await self._turns.deliver(
-            run.parent.channel, run.parent.chat_id, f"Subagent '{run.label}' {outcome}:\n\n{result}"
-        )
+        text = f"Subagent '{run.label}' {outcome}:\n\n{result}"
+        await self._turns.deliver(run.parent.channel, run.parent.chat_id, text)
+        if self.on_report is not None:
+            self.on_report(text)
 
 
 class SpawnTool:
