@@ -322,7 +322,8 @@ def _db_copy(args: argparse.Namespace) -> int:
         print(f"nanobot: database {masked_url(config.database.url)} unavailable: {describe(exc)}", file=sys.stderr)
         return 1
     print(
-        f"copied {result.sessions} sessions ({result.messages} messages) and {result.outbox} outbound rows"
+        f"copied {result.sessions} sessions ({result.messages} messages), {result.outbox} outbound rows"
+        f" and {result.cron} cron jobs"
         f" into {masked_url(config.database.url)}"
         + (f"; {result.skipped} sessions were there already" if result.skipped else "")
     )
