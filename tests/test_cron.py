@@ -146,3 +146,30 @@ def test_restart_after_downtime_fires_a_missed_job_once(upstream, tmp_path):
     runs, next_run = db.execute("SELECT runs, next_run FROM cron_jobs WHERE id = ?", (job,)).fetchone()
     assert runs == 1 and time.time() < next_run < time.time() + 3600
     assert (next_run - missed) % 3600 == 0  # still on the job's own phase
+
+
+def test_two_workers_on_one_sqlite_file_fire_each_due_time_once(make_server, upstream):
+    server = make_server(cron_config(upstream, api={"workers": 2}))
+    jobs = [
+        job_id(
+            call(
+                server,
+                uuid.uuid4().hex,
+                "cron",
+                action="add",
+                every_seconds=1,
+                message="w",
+                channel="webhook",
+                chat_id="room-1",
+            )
+        )
+        for _ in range(2)
+    ]
+    assert wait_for(lambda: all(len(fires(upstream, j)) >= 5 for j in jobs), timeout=30)
+    for j in jobs:
+        removed = run_nanobot("cron", "remove", j, "--config", str(server.config_path))
+        assert removed.returncode == 0, removed.stderr
+    time.sleep(1.5)
+    for j in jobs:
+        dues = [due for _, due in fires(upstream, j)]
+        assert len(dues) == len(set(dues)), dues
