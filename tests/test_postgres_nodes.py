@@ -212,7 +212,7 @@ def test_three_nodes_racing_to_create_the_schema(postgres, upstream):
             assert ask(n, "hello", uuid.uuid4().hex).status_code == 200
             assert "Traceback" not in n.stderr_text()
         database = url.rsplit("/", 1)[1]
-        assert postgres.psql("SELECT version FROM nanobot_schema_version", database).split() == ["1"]
+        assert postgres.psql("SELECT version FROM nanobot_schema_version", database).split() == ["1", "2"]
     finally:
         for n in nodes:
             n.stop()
