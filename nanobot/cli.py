@@ -1,4 +1,4 @@
-"""The ``nanobot`` command: serve, agent, config check, outbox, db copy (``COMMANDS``).
+"""The ``nanobot`` command: serve, agent, config check, outbox, cron, db copy (``COMMANDS``).
 
 Each command imports what it uses inside its own function, so ``nanobot
 --help`` and ``nanobot agent`` start without loading the HTTP server, the
@@ -239,6 +239,8 @@ COMMANDS = {
     "agent": 'one turn (-m "Hello!") or an interactive prompt, in session cli:ID',
     "config check": "validate the config; print the resolved settings, secrets masked",
     "outbox": "list queued, failed and undeliverable outbound messages",
+    "cron list": "list the agent's scheduled jobs of every session, secrets masked",
+    "cron remove": "delete a scheduled job by its id",
     "db copy": "copy an SQLite nanobot.db into database.url (PostgreSQL)",
 }
 
@@ -305,6 +307,15 @@ def build_parser() -> argparse.ArgumentParser:
     outbox.add_argument("--all", action="store_true", help="include delivered messages")
     outbox.add_argument("--limit", type=int, default=100)
     outbox.set_defaults(func=_outbox)
+    cron = sub.add_parser("cron", description="the agent's scheduled jobs")
+    cron_sub = cron.add_subparsers(dest="cron_command", required=True)
+    cron_list = cron_sub.add_parser("list", help=COMMANDS["cron list"], description=COMMANDS["cron list"])
+    common(cron_list)
+    cron_list.set_defaults(func=_cron)
+    cron_remove = cron_sub.add_parser("remove", help=COMMANDS["cron remove"], description=COMMANDS["cron remove"])
+    common(cron_remove)
+    cron_remove.add_argument("job_id", metavar="JOB_ID")
+    cron_remove.set_defaults(func=_cron)
     db = sub.add_parser("db", description="database tools")
     db_sub = db.add_subparsers(dest="db_command", required=True)
     copy = db_sub.add_parser("copy", help=COMMANDS["db copy"], description=COMMANDS["db copy"])
@@ -312,6 +323,16 @@ def build_parser() -> argparse.ArgumentParser:
     copy.add_argument("--from", dest="source", required=True, metavar="PATH", help="the nanobot.db to copy")
     copy.set_defaults(func=_db_copy)
     return parser
+
+
+def _cron(args: argparse.Namespace) -> int:
+    # per-command import (module docstring)
+    from nanobot.cron.admin import list_jobs, remove_job
+
+    config = _load(args, tools=False)
+    if args.cron_command == "list":
+        return int(asyncio.run(list_jobs(config)))
+    return int(asyncio.run(remove_job(config, args.job_id)))
 
 
 def _db_copy(args: argparse.Namespace) -> int:
@@ -337,7 +358,8 @@ def _db_copy(args: argparse.Namespace) -> int:
         print(f"nanobot: database {masked_url(config.database.url)} unavailable: {describe(exc)}", file=sys.stderr)
         return 1
     print(
-        f"copied {result.sessions} sessions ({result.messages} messages) and {result.outbox} outbound rows"
+        f"copied {result.sessions} sessions ({result.messages} messages), {result.outbox} outbound rows"
+        f" and {result.cron} cron jobs"
         f" into {masked_url(config.database.url)}"
         + (f"; {result.skipped} sessions were there already" if result.skipped else "")
     )

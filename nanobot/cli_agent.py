@@ -83,12 +83,16 @@ async def agent_main(config: Config, message: str | None, session: str, files: l
     try:
         await services.start()
         await services.mcp.wait()  # one turn from the terminal: offer the MCP tools from the start
+        services.subagents.on_report = lambda text: print(f"\n{text}", flush=True)
         if message is not None or files:
             try:
                 await run_turn(services, session, message or "", files, sys.stdout)
             except (ApiError, TimeoutError) as exc:
                 _report(exc, config)
                 return 1
+            if len(services.subagents):  # spawned in this turn: their results are the rest of the answer
+                print(f"[waiting for {len(services.subagents)} subagent(s); Ctrl-C stops them]", file=sys.stderr)
+                await services.subagents.wait()
             return 0
         return await _interactive(services, session)
     finally:

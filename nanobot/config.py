@@ -198,6 +198,20 @@ class McpServerConfig:
 
 
 @dataclass
+class CronToolConfig:
+    enabled: bool = True
+    max_jobs_per_session: int = 20
+    min_interval_seconds: float = 60.0  # every_seconds, and the gaps of a cron expression
+
+
+@dataclass
+class SpawnToolConfig:
+    enabled: bool = True
+    max_concurrent: int = 4  # subagents running at once in one server process
+    timeout: float = 600.0  # seconds per subagent (api.timeout does not apply)
+
+
+@dataclass
 class ToolsConfig:
     restrict_to_workspace: bool = True
     workspace_scope: WorkspaceScope = "shared"
@@ -207,6 +221,8 @@ class ToolsConfig:
     file: FileToolConfig = field(default_factory=FileToolConfig)
     exec: ExecToolConfig = field(default_factory=ExecToolConfig)
     web: WebToolsConfig = field(default_factory=WebToolsConfig)
+    cron: CronToolConfig = field(default_factory=CronToolConfig)
+    spawn: SpawnToolConfig = field(default_factory=SpawnToolConfig)
     ssrf_whitelist: list[str] = field(default_factory=list)
     require_user_request: list[str] = field(default_factory=list)  # tools offered only when the user asks
     mcp_servers: dict[str, McpServerConfig] = field(default_factory=dict)
@@ -277,6 +293,10 @@ class Config:
             "api.files.timeout": files.timeout,
             "api.files.workers": files.workers,
             "agents.defaults.maxToolIterations": d.max_tool_iterations,
+            "tools.cron.maxJobsPerSession": self.tools.cron.max_jobs_per_session,
+            "tools.cron.minIntervalSeconds": self.tools.cron.min_interval_seconds,
+            "tools.spawn.maxConcurrent": self.tools.spawn.max_concurrent,
+            "tools.spawn.timeout": self.tools.spawn.timeout,
         }
         for path, amount in positive.items():
             if amount <= 0:

@@ -60,6 +60,11 @@ class Metrics:
             "nanobot_outbox_rows", "Outbound queue rows by channel and state.", ["channel", "state"], registry=r
         )
         self.tasks = Gauge("nanobot_asyncio_tasks", "Tasks alive on the server's event loop.", registry=r)
+        self.cron_fired = Counter("nanobot_cron_jobs_fired", "Scheduled jobs this process fired.", registry=r)
+        self.cron_failures = Counter(
+            "nanobot_cron_job_failures", "Fired jobs whose turn failed or timed out.", registry=r
+        )
+        self.subagents = Gauge("nanobot_subagents_running", "Subagents running in this process.", registry=r)
         # labels() builds a key and takes a lock on every call: the children
         # of the few (route, status) pairs are looked up once, then kept.
         self._answered: dict[tuple[str, int], tuple[Any, Any]] = {}

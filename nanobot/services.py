@@ -13,9 +13,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from nanobot.agent.background import BackgroundTurns
 from nanobot.agent.context import WorkspaceContext
 from nanobot.agent.loop import DEFAULT_SYSTEM_PROMPT, AgentLoop
 from nanobot.config import Config
+from nanobot.cron.scheduler import Scheduler
+from nanobot.cron.sqlite_store import SqliteCronStore
+from nanobot.cron.store import CronStore
 from nanobot.files.pool import Extractor
 from nanobot.files.retention import UploadCleaner
 from nanobot.metrics import Metrics
@@ -33,6 +37,7 @@ from nanobot.storage.safedir import SafeDir
 from nanobot.storage.state import database_path, media, prepare_state
 from nanobot.tools import build_registry, build_tools, workspace_of
 from nanobot.tools.mcp import McpHub
+from nanobot.tools.spawn import HiddenTools, Subagents
 
 
 def make_provider(config: Config, redact: Redactor | None = None) -> Provider:
@@ -55,11 +60,12 @@ def lock_path(config: Config) -> Path:
 
 @dataclass
 class Storage:
-    """Where sessions, their ordering and the outbound queue live."""
+    """Where sessions, their ordering, the outbound queue and the scheduled jobs live."""
 
     sessions: SessionStore
     locks: SessionOrdering
     outbox: Outbox
+    cron: CronStore
     start: Callable[[], Awaitable[None]]  # after the fork: pools, schema
     close: Callable[[], Awaitable[None]]
     problem: Callable[[], str | None]  # why the database cannot be used, or None
@@ -82,6 +88,7 @@ def sqlite_storage(config: Config, lock_fd: int | None = None) -> Storage:
     )
     locks: SessionOrdering = shared if shared is not None else SessionLocks()
     outbox = SqliteOutbox(db, config.channels)
+    cron = SqliteCronStore(db)
 
     async def start() -> None:
         await outbox.start()
@@ -91,12 +98,14 @@ def sqlite_storage(config: Config, lock_fd: int | None = None) -> Storage:
         await sessions.close()
         db.close()
 
-    return Storage(sessions, locks, outbox, start, close, lambda: None)
+    return Storage(sessions, locks, outbox, cron, start, close, lambda: None)
 
 
 def postgres_storage(config: Config) -> Storage:
     """Sessions, ordering and the queue shared by every node (``database.url``)."""
     # Imported here: only a PostgreSQL deployment loads asyncpg and these modules.
+    from nanobot.cron.pg_store import CHANNEL as CRON_CHANNEL
+    from nanobot.cron.pg_store import PgCronStore
     from nanobot.outbound.pg_outbox import CHANNEL, PgOutbox
     from nanobot.sessions.pg_locks import PgSessionOrdering
     from nanobot.sessions.pg_store import PgSessionStore
@@ -125,7 +134,10 @@ def postgres_storage(config: Config) -> Storage:
         await sessions.close()
         await db.close()
 
-    return Storage(sessions, locks, outbox, start, close, lambda: db.problem)
+    cron = PgCronStore(db)
+    locks.connection.listen(CRON_CHANNEL, cron.notified)
+    db.on_up(cron.notified)  # due times passed during an outage fire at once
+    return Storage(sessions, locks, outbox, cron, start, close, lambda: db.problem)
 
 
 def make_storage(config: Config, lock_fd: int | None = None) -> Storage:
@@ -157,6 +169,8 @@ class Services:
     redact: Redactor  # every configured secret out of client-visible text
     cleaner: UploadCleaner
     mcp: McpHub  # tools.mcpServers, connected in the background
+    scheduler: Scheduler  # fires cron jobs; started by the server only (start_background)
+    subagents: Subagents
 
     @classmethod
     def build(cls, config: Config, lock_fd: int | None = None) -> Services:
@@ -168,7 +182,15 @@ class Services:
         provider = make_provider(config, redact)
         extractor = Extractor(config.api.files.limits())
         ws = workspace_of(config)
-        built = build_tools(config, outbox=storage.outbox, extractor=extractor, workspace=ws)
+        metrics = Metrics()
+        # Jobs and subagents run turns of the agent whose tools start them: bound below.
+        turns = BackgroundTurns(storage.locks, storage.outbox)
+        scheduler = Scheduler(storage.cron, turns, metrics, config.api.timeout)
+        storage.cron.watch(scheduler.wake)
+        subagents = Subagents(config.tools.spawn, turns, metrics)
+        built = build_tools(
+            config, outbox=storage.outbox, extractor=extractor, workspace=ws, cron=storage.cron, subagents=subagents
+        )
         tools = build_registry(config, built, redact if redact else None)
         # A configured prompt is sent as written (plus the workspace files); the
         # built-in one also tells the model about its workspace and memory.
@@ -176,6 +198,9 @@ class Services:
         context = WorkspaceContext(
             custom or DEFAULT_SYSTEM_PROMPT, ws, file_tools=config.tools.file.enabled and not custom
         )
+        agent = AgentLoop(provider, storage.sessions, tools, config.agents.defaults, context)
+        turns.agent = agent
+        subagents.agent = AgentLoop(provider, storage.sessions, HiddenTools(tools), config.agents.defaults, context)
         return cls(
             config=config,
             storage=storage,
@@ -184,11 +209,13 @@ class Services:
             locks=storage.locks,
             outbox=storage.outbox,
             extractor=extractor,
-            agent=AgentLoop(provider, storage.sessions, tools, config.agents.defaults, context),
-            metrics=Metrics(),
+            agent=agent,
+            metrics=metrics,
             redact=redact,
             cleaner=UploadCleaner(media(config), config.api.files.retention_days),
             mcp=McpHub(config.tools.mcp_servers, tools.add, max_result_chars=config.tools.max_result_chars),
+            scheduler=scheduler,
+            subagents=subagents,
         )
 
     @property
@@ -209,11 +236,19 @@ class Services:
         self.cleaner.start()
         await self.mcp.start()  # in the background; after the fork, so each worker has its own sessions
 
+    async def start_background(self) -> None:
+        """Fire scheduled jobs from this process (the server; ``nanobot agent`` does not, it
+        would cut short the fires it claimed when it exits)."""
+        await self.scheduler.start()
+
     def database_problem(self) -> str | None:
         """Why the database cannot be used now (for ``/health``), or None."""
         return self.storage.problem()
 
     async def close(self) -> None:
+        # First, while the store and queue are open: cut-short fires and subagents record that.
+        await self.scheduler.close()
+        await self.subagents.close()
         await self.mcp.close()
         await self.agent.tools.close()
         await self.cleaner.close()

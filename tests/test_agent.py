@@ -30,9 +30,9 @@ def test_request_sent_upstream(agent_server, upstream):
     # The configured values, never the client's.
     assert body["temperature"] == 0.1 and body["max_tokens"] == 4096
     assert "n" not in body
-    # The enabled tools of the default config: file tools, web_fetch and message, no exec.
+    # The enabled tools of the default config: file tools, web_fetch, message, cron and spawn, no exec.
     names = [t["function"]["name"] for t in body["tools"]]
-    assert names == ["read_file", "write_file", "edit_file", "list_dir", "web_fetch", "message"]
+    assert names == ["read_file", "write_file", "edit_file", "list_dir", "web_fetch", "message", "cron", "spawn"]
     assert body["messages"][0]["role"] == "system" and "nanobot" in body["messages"][0]["content"]
     assert body["messages"][-1] == {"role": "user", "content": "what is sent"}
     headers = upstream.requests()[-1]["headers"]

@@ -115,8 +115,18 @@ def test_agent_shows_tool_progress_on_stderr(tmp_path, upstream):
 
 def test_config_check_lists_the_enabled_tools(tmp_path):
     p = run_nanobot("config", "check", "--config", str(write_config(tmp_path)))
-    assert "# tools: read_file, write_file, edit_file, list_dir, web_fetch, message" in p.stderr.splitlines()
-    off = write_config(tmp_path, tools={"file": {"enabled": False}, "exec": {"enabled": True, "sandbox": "none"}})
+    assert (
+        "# tools: read_file, write_file, edit_file, list_dir, web_fetch, message, cron, spawn" in p.stderr.splitlines()
+    )
+    off = write_config(
+        tmp_path,
+        tools={
+            "file": {"enabled": False},
+            "exec": {"enabled": True, "sandbox": "none"},
+            "cron": {"enabled": False},
+            "spawn": {"enabled": False},
+        },
+    )
     p = run_nanobot("config", "check", "--config", str(off))
     assert p.returncode == 0, p.stderr
     assert "# tools: exec, web_fetch, message" in p.stderr.splitlines()
@@ -149,7 +159,7 @@ def readme_commands() -> list[str]:
 
 def test_help_lists_every_command_in_the_readmes_order():
     expected = readme_commands()
-    assert expected == ["serve", "agent", "config check", "outbox", "db copy"]
+    assert expected == ["serve", "agent", "config check", "outbox", "cron list", "cron remove", "db copy"]
     p = run_nanobot("--help", env={"COLUMNS": "40"})  # narrow: still one line per command
     assert p.returncode == 0, p.stderr
     lines = p.stdout.split("\ncommands:\n", 1)[1].split("\n\n", 1)[0].splitlines()

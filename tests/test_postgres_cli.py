@@ -29,6 +29,8 @@ def test_db_copy_moves_sessions_and_queue_once(postgres, upstream, tmp_path):
         assert ask(old, "two", "moved").status_code == 200
         tool = '#tool:message {"content": "kept", "channel": "telegram", "chat_id": "9"} x'
         assert ask(old, tool, "other").status_code == 200
+        job = '#tool:cron {"action": "add", "every_seconds": 3600, "message": "hourly"} x'
+        assert "Scheduled job" in ask(old, job, "jobs").json()["choices"][0]["message"]["content"]
         source = old.database
     # Enough sessions to see progress lines.
     with sqlite3.connect(source) as db:
@@ -42,12 +44,14 @@ def test_db_copy_moves_sessions_and_queue_once(postgres, upstream, tmp_path):
 
     first = nanobot("db", "copy", "--from", str(source), config=config)
     assert first.returncode == 0, first.stderr
-    assert "copied 1202 sessions (1208 messages) and 1 outbound rows" in first.stdout
-    assert "sessions: 1202/1202 read" in first.stderr  # the progress line
+    assert "copied 1203 sessions (1212 messages), 1 outbound rows and 1 cron jobs" in first.stdout
+    assert "sessions: 1203/1203 read" in first.stderr  # the progress line
     second = nanobot("db", "copy", "--from", str(source), config=config)
     assert second.returncode == 0, second.stderr
-    assert "copied 0 sessions (0 messages) and 0 outbound rows" in second.stdout
-    assert "1202 sessions were there already" in second.stdout
+    assert "copied 0 sessions (0 messages), 0 outbound rows and 0 cron jobs" in second.stdout
+    assert "1203 sessions were there already" in second.stdout
+    jobs = nanobot("cron", "list", config=config)
+    assert jobs.returncode == 0 and "api:jobs" in jobs.stdout and "every 3600 s" in jobs.stdout, jobs.stderr
 
     upstream.clear()
     with ServerProcess(merge(base, {"database": {"url": url}})) as new:

@@ -85,3 +85,8 @@ def test_the_request_rule() -> None:
     assert not untrusted.requested("exec", "the runner broke")  # whole words only
     assert not untrusted.requested("message", "summarise this")
     assert untrusted.requested("mcp_db_query", "call mcp_db_query")
+
+
+def test_cron_and_spawn_keywords_count_as_asking():
+    assert untrusted.requested("cron", "Remind me tomorrow") and untrusted.requested("spawn", "do it in the background")
+    assert not untrusted.requested("cron", "summarise this page")

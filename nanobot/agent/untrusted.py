@@ -37,6 +37,8 @@ KEYWORDS: dict[str, tuple[str, ...]] = {
     "list_dir": ("list", "folder", "directory"),
     "web_fetch": ("fetch", "url", "http", "https", "web", "page"),
     "web_search": ("search", "look up", "web"),
+    "cron": ("schedule", "remind", "reminder", "every", "later"),
+    "spawn": ("background", "subagent"),
 }
 
 

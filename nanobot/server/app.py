@@ -166,6 +166,7 @@ async def serve(
     )
     server.add_sockets(sockets)
     await services.start()
+    await services.start_background()
     # What start-up built (modules, the SDK's models, config) lives as long
     # as the process: frozen, the collector stops walking it on every
     # full collection, so those stay short under load.

@@ -92,6 +92,28 @@ MIGRATIONS: list[str] = [
         created double precision NOT NULL
     );
     """,
+    # 3: scheduled jobs (nanobot/cron/pg_store.py)
+    """
+    CREATE TABLE nanobot_cron_jobs (
+        id text PRIMARY KEY,
+        session text NOT NULL,
+        channel text NOT NULL,
+        chat_id text NOT NULL,
+        message text NOT NULL,
+        kind text NOT NULL,
+        every_seconds double precision,
+        cron_expr text,
+        tz text,
+        at double precision,
+        next_run double precision NOT NULL,   -- moved on by the claim of each fire
+        created double precision NOT NULL,
+        last_run double precision,
+        last_status text,
+        runs integer NOT NULL DEFAULT 0
+    );
+    CREATE INDEX nanobot_cron_jobs_session ON nanobot_cron_jobs (session);
+    CREATE INDEX nanobot_cron_jobs_due ON nanobot_cron_jobs (next_run);
+    """,
 ]
 
 # SQLSTATE classes that mean "no usable connection": 08 connection

@@ -1,9 +1,10 @@
-"""``nanobot db copy``: an embedded SQLite database's sessions and queue into PostgreSQL.
+"""``nanobot db copy``: an embedded SQLite database's sessions, queue and cron jobs into PostgreSQL.
 
 Idempotent: a session is copied only when PostgreSQL has no session of that
 key yet (taken in the same transaction that writes it), and each outbound
 row carries its origin (``sqlite:<id>:<created>``) under a unique key, so a
-second run, or two runs at once, copy nothing twice.
+second run, or two runs at once, copy nothing twice. Cron jobs keep their
+(random, unique) ids, so a job PostgreSQL has already is left as it is.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import asyncpg
 
+from nanobot.cron.store import COLUMNS as CRON_COLUMNS
 from nanobot.storage.pg import connect, migrate
 
 CHUNK = 500  # sessions per transaction
@@ -43,6 +45,7 @@ class CopyResult:
     messages: int = 0
     skipped: int = 0  # sessions PostgreSQL already had
     outbox: int = 0
+    cron: int = 0
 
 
 def open_sqlite(path: Path) -> sqlite3.Connection:
@@ -76,6 +79,8 @@ async def copy_database(path: Path, url: str, progress: Callable[[str], None]) -
             await _copy_sessions(db, conn, result, progress)
         if "outbox" in tables:
             await _copy_outbox(db, conn, result)
+        if "cron_jobs" in tables:
+            await _copy_cron(db, conn, result)
         return result
     finally:
         await conn.close()
@@ -129,3 +134,12 @@ async def _copy_outbox(db: sqlite3.Connection, conn: asyncpg.Connection, result:
         origins = [f"sqlite:{r[0]}:{r[9]!r}" for r in batch]
         inserted = await conn.fetch(_OUTBOX, *[list(c) for c in cols[1:]], origins)
         result.outbox += len(inserted)
+
+
+async def _copy_cron(db: sqlite3.Connection, conn: asyncpg.Connection, result: CopyResult) -> None:
+    rows = db.execute(f"SELECT {CRON_COLUMNS} FROM cron_jobs ORDER BY id").fetchall()
+    marks = ", ".join(f"${i}" for i in range(1, 16))
+    insert = f"INSERT INTO nanobot_cron_jobs ({CRON_COLUMNS}) VALUES ({marks}) ON CONFLICT (id) DO NOTHING"
+    for row in rows:
+        status: str = await conn.execute(insert, *row)
+        result.cron += status == "INSERT 0 1"

@@ -14,13 +14,16 @@ from collections.abc import Callable
 
 from nanobot.agent.tools import Tool, ToolLimits, ToolRegistry
 from nanobot.config import Config
+from nanobot.cron.store import CronStore
 from nanobot.files.pool import Extractor
 from nanobot.outbound.base import Outbox
 from nanobot.tools.base import BuiltinTool, ToolDeps
+from nanobot.tools.cron import CronTool
 from nanobot.tools.exec import ExecTool
 from nanobot.tools.files import EditFileTool, ListDirTool, ReadFileTool, WriteFileTool
 from nanobot.tools.message import MessageTool
 from nanobot.tools.paths import Workspace
+from nanobot.tools.spawn import SpawnTool, Subagents
 from nanobot.tools.web_fetch import WebFetchTool
 from nanobot.tools.web_search import WebSearchTool
 
@@ -34,6 +37,8 @@ BUILTIN_TOOLS: tuple[type[BuiltinTool], ...] = (
     WebFetchTool,
     WebSearchTool,
     MessageTool,
+    CronTool,
+    SpawnTool,
 )
 
 
@@ -49,10 +54,16 @@ def workspace_of(config: Config) -> Workspace:
 
 
 def build_tools(
-    config: Config, *, outbox: Outbox, extractor: Extractor, workspace: Workspace | None = None
+    config: Config,
+    *,
+    outbox: Outbox,
+    extractor: Extractor,
+    workspace: Workspace | None = None,
+    cron: CronStore | None = None,
+    subagents: Subagents | None = None,
 ) -> list[Tool]:
     """The enabled tools, in the order they are offered to the model."""
-    deps = ToolDeps(config, workspace or workspace_of(config), outbox, extractor)
+    deps = ToolDeps(config, workspace or workspace_of(config), outbox, extractor, cron, subagents)
     return [spec.build(deps) for spec in BUILTIN_TOOLS if spec.enabled(config)]
 
 

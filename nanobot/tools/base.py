@@ -15,9 +15,11 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from nanobot.agent.tools import Tool
     from nanobot.config import Config
+    from nanobot.cron.store import CronStore
     from nanobot.files.pool import Extractor
     from nanobot.outbound.base import Outbox
     from nanobot.tools.paths import Workspace
+    from nanobot.tools.spawn import Subagents
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,8 @@ class ToolDeps:
     workspace: Workspace
     outbox: Outbox
     extractor: Extractor
+    cron: CronStore | None = None  # the server's (None where no scheduler runs)
+    subagents: Subagents | None = None
 
 
 class BuiltinTool:

@@ -43,18 +43,7 @@ class MessageTool(BuiltinTool):
 
     def refusal(self, channel: str, chat_id: str, scope: TurnScope) -> str | None:
         """Why the message may not go to ``channel:chat_id``, or None."""
-        if channel not in KNOWN_CHANNELS:
-            known = ", ".join((*KNOWN_CHANNELS, scope.channel))
-            return fail(f"Error: unknown channel '{channel}' (known: {known}); nothing was sent or stored.")
-        if channel == scope.channel and chat_id == scope.chat_id:
-            return None  # the chat this session is bound to
-        allowed = getattr(self._channels, channel).allowed_chat_ids
-        if "*" in allowed or chat_id in allowed:
-            return None
-        return fail(
-            f"Error: chat_id '{chat_id}' is not an allowed target on channel '{channel}': "
-            f"the operator lists allowed chats in channels.{channel}.allowedChatIds; nothing was sent or stored."
-        )
+        return target_refusal(self._channels, channel, chat_id, scope)
 
     async def run(self, args: dict[str, Any], scope: TurnScope) -> str:
         content = args.get("content")
@@ -83,3 +72,19 @@ class MessageTool(BuiltinTool):
                 f"The message was recorded as undeliverable (outbox id {queued.id})."
             )
         return f"Message queued for delivery to {channel}:{chat_id} (outbox id {queued.id})."
+
+
+def target_refusal(channels: ChannelsConfig, channel: str, chat_id: str, scope: TurnScope) -> str | None:
+    """Why a turn in ``scope`` may not send to ``channel:chat_id``, or None (also the cron tool's rule)."""
+    if channel not in KNOWN_CHANNELS:
+        known = ", ".join((*KNOWN_CHANNELS, scope.channel))
+        return fail(f"Error: unknown channel '{channel}' (known: {known}); nothing was sent or stored.")
+    if channel == scope.channel and chat_id == scope.chat_id:
+        return None  # the chat this session is bound to
+    allowed = getattr(channels, channel).allowed_chat_ids
+    if "*" in allowed or chat_id in allowed:
+        return None
+    return fail(
+        f"Error: chat_id '{chat_id}' is not an allowed target on channel '{channel}': "
+        f"the operator lists allowed chats in channels.{channel}.allowedChatIds; nothing was sent or stored."
+    )
