@@ -74,6 +74,7 @@ def _serve(args: argparse.Namespace) -> int:
     from nanobot.storage.private import private_dir
 
     Pipeline.from_names(config.pipeline.stages)  # config errors once, before forking
+    Pipeline.for_responses(config.pipeline.stages)
     # Opened once, here: every worker, and any forked later to replace one,
     # locks this inode even if the path is deleted or replaced meanwhile.
     private_dir(config.workspace)
@@ -122,6 +123,7 @@ def _config_check(args: argparse.Namespace) -> int:
 
     config = _load(args)
     Pipeline.from_names(config.pipeline.stages)
+    Pipeline.for_responses(config.pipeline.stages)
     check_bind(config)
     path = find_config_path(args.config)
     print(f"# config: {path or 'none found, all defaults'}: OK", file=sys.stderr)

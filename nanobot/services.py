@@ -25,6 +25,7 @@ from nanobot.providers.base import Provider
 from nanobot.providers.echo import EchoProvider
 from nanobot.providers.openai_compat import OpenAICompatProvider
 from nanobot.redact import Redactor
+from nanobot.responses.store import ResponseCleaner, ResponseStore, SqliteResponseStore
 from nanobot.sessions.locks import SessionLocks, SessionOrdering, SharedSessionLocks
 from nanobot.sessions.store import SessionStore, SqliteSessionStore
 from nanobot.storage.db import Database
@@ -53,11 +54,12 @@ def lock_path(config: Config) -> Path:
 
 @dataclass
 class Storage:
-    """Where sessions, their ordering and the outbound queue live."""
+    """Where sessions, their ordering, stored responses and the outbound queue live."""
 
     sessions: SessionStore
     locks: SessionOrdering
     outbox: Outbox
+    responses: ResponseStore
     start: Callable[[], Awaitable[None]]  # after the fork: pools, schema
     close: Callable[[], Awaitable[None]]
     problem: Callable[[], str | None]  # why the database cannot be used, or None
@@ -89,13 +91,14 @@ def sqlite_storage(config: Config, lock_fd: int | None = None) -> Storage:
         await sessions.close()
         db.close()
 
-    return Storage(sessions, locks, outbox, start, close, lambda: None)
+    return Storage(sessions, locks, outbox, SqliteResponseStore(db), start, close, lambda: None)
 
 
 def postgres_storage(config: Config) -> Storage:
     """Sessions, ordering and the queue shared by every node (``database.url``)."""
     # Imported here: only a PostgreSQL deployment loads asyncpg and these modules.
     from nanobot.outbound.pg_outbox import CHANNEL, PgOutbox
+    from nanobot.responses.pg_store import PgResponseStore
     from nanobot.sessions.pg_locks import PgSessionOrdering
     from nanobot.sessions.pg_store import PgSessionStore
     from nanobot.storage.pg import PgDatabase
@@ -123,7 +126,7 @@ def postgres_storage(config: Config) -> Storage:
         await sessions.close()
         await db.close()
 
-    return Storage(sessions, locks, outbox, start, close, lambda: db.problem)
+    return Storage(sessions, locks, outbox, PgResponseStore(db), start, close, lambda: db.problem)
 
 
 def make_storage(config: Config, lock_fd: int | None = None) -> Storage:
@@ -155,6 +158,8 @@ class Services:
     metrics: Metrics
     redact: Redactor  # every configured secret out of client-visible text
     cleaner: UploadCleaner
+    responses: ResponseStore  # stored /v1/responses, in the same store as sessions
+    response_cleaner: ResponseCleaner
     mcp: McpHub  # tools.mcpServers, connected in the background
 
     @classmethod
@@ -187,6 +192,8 @@ class Services:
             metrics=Metrics(),
             redact=redact,
             cleaner=UploadCleaner(workspace / MEDIA_DIR, config.api.files.retention_days),
+            responses=storage.responses,
+            response_cleaner=ResponseCleaner(storage.responses, config.api.responses.retention_days),
             mcp=McpHub(config.tools.mcp_servers, tools.add, max_result_chars=config.tools.max_result_chars),
         )
 
@@ -205,6 +212,7 @@ class Services:
         await self.extractor.warm()
         await self.storage.start()
         self.cleaner.start()
+        self.response_cleaner.start()
         await self.mcp.start()  # in the background; after the fork, so each worker has its own sessions
 
     def database_problem(self) -> str | None:
@@ -215,6 +223,7 @@ class Services:
         await self.mcp.close()
         await self.agent.tools.close()
         await self.cleaner.close()
+        await self.response_cleaner.close()
         await self.storage.close()
         await self.extractor.close()
         await self.provider.close()

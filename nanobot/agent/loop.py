@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from nanobot.agent import untrusted
@@ -42,6 +42,9 @@ class ToolProgress:
 class TurnDone:
     usage: Usage
     text: str
+    # What the turn added to the conversation (user, assistant and tool messages),
+    # for a caller that keeps the conversation itself (the Responses API's chains).
+    messages: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -147,7 +150,7 @@ class AgentLoop:
                 new.append(result_msg)
         if turn.remember:
             await self.store.append_turn(turn.session_key, new)
-        yield TurnDone(usage, "".join(reply))
+        yield TurnDone(usage, "".join(reply), new)
 
 
 def _text(content: Any) -> str:

@@ -1,0 +1,190 @@
+"""responses_encode: drain the agent's events into one ``response`` object or its SSE events.
+
+The same agent events as Chat Completions' ``encode``, in the Responses
+wire format (``nanobot/responses/protocol.py``). With ``store`` the response
+is saved before it is answered: once a client has the response (or its
+``response.completed`` event), ``GET`` and ``previous_response_id`` find it.
+Streaming: ``response.created`` and ``response.in_progress`` go out the
+moment the turn starts; a failure after them is ``response.failed``
+(``ctx.failure_frame``, written by the handler); pings and a client that
+leaves are handled as for Chat Completions.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any, cast
+
+import orjson
+
+from nanobot.agent.loop import ToolProgress, TurnDone
+from nanobot.context import RequestContext
+from nanobot.errors import ApiError
+from nanobot.protocol import Usage
+from nanobot.responses.protocol import (
+    EventEncoder,
+    message_item,
+    new_message_id,
+    new_response_id,
+    now,
+    output_text,
+    response_object,
+)
+from nanobot.responses.request import ResponsesRequest
+from nanobot.responses.store import StoredResponse
+from stages.encode import Heartbeat
+
+
+async def _store(ctx: RequestContext, request: ResponsesRequest, body: dict[str, Any], done: TurnDone) -> None:
+    if not request.store:
+        return
+    await ctx.services.responses.save(
+        StoredResponse(
+            id=body["id"],
+            session_id=ctx.session_id,
+            previous_id=request.previous_response_id,
+            created=time.time(),
+            body=body,
+            items=request.items,
+            messages=request.prefix + done.messages,
+        )
+    )
+
+
+class ResponsesEncode:
+    name = "responses_encode"
+    requires = (
+        "events",
+        "stream",
+        "responses",
+        "session_id",
+        "response",
+        "response_headers",
+        "started",
+        "services",
+    )
+    provides = ("headers_sent", "failure_frame")
+
+    async def __call__(self, ctx: RequestContext) -> None:
+        # run_agent and responses_validate wrote these: the pipeline checked the order at start-up.
+        events = cast(AsyncIterator[Any], ctx.events)
+        request = cast(ResponsesRequest, ctx.responses)
+        if ctx.stream:
+            await self._stream(ctx, request, events)
+        else:
+            await self._json(ctx, request, events)
+
+    async def _json(self, ctx: RequestContext, request: ResponsesRequest, events: AsyncIterator[Any]) -> None:
+        response_id, created = new_response_id(), now()
+        done: TurnDone | None = None
+        async for event in events:
+            if type(event) is TurnDone:
+                done = event
+        assert done is not None
+        body = response_object(
+            request.shape,
+            response_id,
+            created,
+            status="completed",
+            output=[message_item(new_message_id(), done.text)],
+            usage=done.usage,
+            completed_at=now(),
+        )
+        await _store(ctx, request, body, done)
+        response = ctx.response
+        for name, value in ctx.response_headers.items():
+            response.set_header(name, value)
+        response.set_header("Content-Type", "application/json")
+        response.write(orjson.dumps(body))
+
+    async def _stream(self, ctx: RequestContext, request: ResponsesRequest, events: AsyncIterator[Any]) -> None:
+        response = ctx.response
+        for name, value in ctx.response_headers.items():
+            response.set_header(name, value)
+        response.set_header("Content-Type", "text/event-stream; charset=utf-8")
+        response.set_header("Cache-Control", "no-cache")
+        response.set_header("X-Accel-Buffering", "no")
+        shape, response_id, created = request.shape, new_response_id(), now()
+        enc = EventEncoder()
+        started = {"response": response_object(shape, response_id, created, status="in_progress", output=[])}
+        response.write(enc.frame("response.created", started))
+        ctx.headers_sent = True
+
+        def failed(err: ApiError) -> bytes:
+            body = response_object(shape, response_id, created, status="failed", output=[], error=err)
+            return enc.frame("response.failed", {"response": body})
+
+        ctx.failure_frame = failed
+        await response.flush()
+        await _send(ctx, enc.frame("response.in_progress", started))
+        heartbeat = Heartbeat(ctx, ctx.services.config.api.ping_interval)
+        metrics = ctx.services.metrics
+        metrics.open_streams.inc()
+        item_id = ""
+        deltas = 0
+        usage = Usage()
+        done: TurnDone | None = None
+        try:
+            async for event in events:
+                if type(event) is str:
+                    if not deltas:
+                        metrics.ttft.observe(heartbeat.now() - ctx.started)
+                        item_id = new_message_id()
+                        for opening in self._open_message(enc, item_id):
+                            await _send(ctx, opening)
+                    frame = enc.delta(event)
+                    deltas += 1
+                elif type(event) is ToolProgress:
+                    continue  # server tools are not in the standard events
+                else:
+                    done = event
+                    usage = event.usage
+                    continue
+                heartbeat.touch()
+                backlog = response.send_frame(frame)
+                if backlog is not None:
+                    await backlog
+        finally:
+            heartbeat.stop()
+            metrics.open_streams.dec()
+            metrics.tokens.inc(deltas)
+            metrics.completion_tokens.inc(usage.completion_tokens or deltas)
+        assert done is not None
+        if not item_id:  # an empty reply: its message item all the same
+            item_id = new_message_id()
+            for opening in self._open_message(enc, item_id):
+                await _send(ctx, opening)
+        text = done.text
+        where = {"item_id": item_id, "output_index": 0, "content_index": 0}
+        item = message_item(item_id, text)
+        await _send(ctx, enc.frame("response.output_text.done", {**where, "text": text, "logprobs": []}))
+        await _send(ctx, enc.frame("response.content_part.done", {**where, "part": output_text(text)}))
+        await _send(ctx, enc.frame("response.output_item.done", {"output_index": 0, "item": item}))
+        body = response_object(
+            shape, response_id, created, status="completed", output=[item], usage=done.usage, completed_at=now()
+        )
+        await _store(ctx, request, body, done)
+        await _send(ctx, enc.frame("response.completed", {"response": body}))
+
+    @staticmethod
+    def _open_message(enc: EventEncoder, item_id: str) -> tuple[bytes, bytes]:
+        enc.start_text(item_id, 0)
+        added = enc.frame(
+            "response.output_item.added", {"output_index": 0, "item": message_item(item_id, None, "in_progress")}
+        )
+        part = enc.frame(
+            "response.content_part.added",
+            {"item_id": item_id, "output_index": 0, "content_index": 0, "part": output_text("")},
+        )
+        return added, part
+
+
+async def _send(ctx: RequestContext, frame: bytes) -> None:
+    """One event, one write, at once (waiting only while the client is not keeping up)."""
+    backlog = ctx.response.send_frame(frame)
+    if backlog is not None:
+        await backlog
+
+
+stage = ResponsesEncode()
