@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from nanobot.client_messages import MAX_INSTRUCTION_CHARS
 from nanobot.context import RequestContext
 from nanobot.errors import InvalidRequest, UnsupportedMediaType
 from nanobot.request_options import check_response_format, structured_output
@@ -144,6 +145,12 @@ class ResponsesValidate:
 
     @staticmethod
     def _instructions(mode: str, given: str | None, from_items: str | None) -> str | None:
+        if given is not None and len(given) > MAX_INSTRUCTION_CHARS:
+            raise InvalidRequest(
+                f"instructions holds {len(given)} characters; at most {MAX_INSTRUCTION_CHARS} are accepted.",
+                param="instructions",
+                code="instructions_too_long",
+            )
         if given and mode == "reject":
             raise InvalidRequest(
                 'This server takes no client instructions (api.clientSystem is "reject").',

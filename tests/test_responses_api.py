@@ -276,7 +276,8 @@ def test_input_items_order_limit_after(server):
     every = [i.id for i in client.responses.input_items.list(r.id, order="asc", limit=1)]  # the SDK pages on
     assert every == [i.id for i in asc.data]
     url = f"{server.url}{RESPONSES}/{r.id}/input_items"
-    for query, param in [("order=up", "order"), ("limit=0", "limit"), ("limit=101", "limit"), ("after=x", "after")]:
+    assert requests.get(f"{url}?after=unknown", timeout=30).json()["data"] == []
+    for query, param in [("order=up", "order"), ("limit=0", "limit"), ("limit=101", "limit"), ("limit=x", "limit")]:
         bad = requests.get(f"{url}?{query}", timeout=30)
         assert bad.status_code == 400 and bad.json()["error"]["param"] == param
 

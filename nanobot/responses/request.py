@@ -137,6 +137,8 @@ class InputReader:
             )
         if kind != "message":
             raise InvalidRequest(f"Unsupported input item type {kind!r}: send message items.", param=f"{param}.type")
+        if "id" in item and not isinstance(item["id"], str):
+            raise InvalidRequest("An item's id must be a string.", param=f"{param}.id")
         role = item.get("role")
         if role not in ROLES:
             raise InvalidRequest(
@@ -226,29 +228,13 @@ class InputReader:
         turn.text = "\n".join(texts)
         return stored
 
-    @staticmethod
-    def _earlier_user(content: Any, param: str) -> tuple[str, list[dict[str, Any]]]:
-        """An earlier user message: its files are not read again, only named (as in stored history)."""
-        if isinstance(content, str):
-            return content, [{"type": "input_text", "text": content}]
-        if not isinstance(content, list):
-            raise InvalidRequest("content must be a string or a list of parts.", param=param)
-        texts, stored = [], []
-        for j, part in enumerate(content):
-            kind = part.get("type") if isinstance(part, dict) else None
-            if kind in ("input_text", "text") and isinstance(part.get("text"), str):
-                texts.append(part["text"])
-                stored.append({"type": "input_text", "text": part["text"]})
-            elif kind == "input_image":
-                texts.append("[image: image]")
-                stored.append({"type": "input_text", "text": "[image: image]"})
-            elif kind == "input_file":
-                name = part.get("filename")
-                texts.append(f"[file: {name if isinstance(name, str) and name else 'file'}]")
-                stored.append({"type": "input_text", "text": texts[-1]})
-            else:
-                raise InvalidRequest("Each part must be input_text, input_image or input_file.", param=f"{param}[{j}]")
-        return "\n".join(texts), stored
+    def _earlier_user(self, content: Any, param: str) -> tuple[str, list[dict[str, Any]]]:
+        """An earlier user message, checked like the turn's: its files are named, not read (as in stored history)."""
+        scratch = Turn()
+        parts = self._turn(content, param, scratch)
+        names = ["[image: image]" if f.from_image_part else f"[file: {f.filename or 'file'}]" for f in scratch.files]
+        text = scratch.text if scratch.text != DEFAULT_FILE_PROMPT or not scratch.files else ""
+        return "\n".join(t for t in (text, *names) if t), parts
 
     @staticmethod
     def _assistant(content: Any, param: str) -> str:

@@ -77,11 +77,9 @@ class InputItemsHandler(_StoredBase):
         items: list[dict[str, Any]] = (await self._stored(response_id)).items
         if order == "desc":
             items = items[::-1]
-        if after is not None:
+        if after is not None:  # an id that is not one of this response's items: nothing after it
             ids = [item.get("id") for item in items]
-            if after not in ids:
-                raise InvalidRequest(f"No input item with id '{after}' in this response.", param="after")
-            items = items[ids.index(after) + 1 :]
+            items = items[ids.index(after) + 1 :] if after in ids else []
         self.set_header("Content-Type", "application/json")
         self.finish(item_list_body(items[:limit], len(items) > limit))
 

@@ -19,6 +19,7 @@ from nanobot.server.openapi.common import (
 )
 from nanobot.server.openapi.messages import message_schemas, messages_field
 from nanobot.server.openapi.options import refused_fields, response_format
+from nanobot.server.openapi.responses import schemas as responses_schemas
 
 
 def _error_schema_for(status: int) -> Json:
@@ -407,6 +408,7 @@ def _schemas(spec: Spec) -> Json:
             },
             "description": "One event of the stream (see StreamEvent for its decoded `data`).",
         },
+        **responses_schemas(spec),
         "OpenApiDocument": {
             "type": "object",
             "required": ["openapi", "info", "paths"],
