@@ -107,7 +107,13 @@ class Pipeline:
 
     @classmethod
     def for_responses(cls, names: list[str]) -> Pipeline:
-        return cls.from_names(responses_stage_names(names))
+        try:
+            return cls.from_names(responses_stage_names(names))
+        except ConfigError as exc:
+            raise ConfigError(
+                f"{exc} [in the /v1/responses pipeline: pipeline.stages with validate and encode "
+                "replaced by responses_validate and responses_encode]"
+            ) from None
 
     async def __call__(self, ctx: RequestContext) -> None:
         for stage in self.stages:

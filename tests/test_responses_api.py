@@ -8,7 +8,7 @@ import openai
 import pytest
 import requests
 from builders import make_pdf
-from common import MIB, data_url, sdk
+from common import MIB, data_url, run_nanobot, sdk
 from fault_helpers import png_1x1
 from responses_helpers import RESPONSES, post, strict_response
 from servers import ServerProcess, merge, upstream_config
@@ -367,3 +367,13 @@ def test_expired_responses_are_gone(upstream):
             client.responses.retrieve(r.id)
         with pytest.raises(openai.BadRequestError):
             client.responses.create(model="scripted", input="x", previous_response_id=r.id)
+
+
+def test_the_retention_key_is_checked(tmp_path):
+    config = tmp_path / "config.json"
+    config.write_text('{"api": {"responses": {"retentionDays": -1}}}')
+    bad = run_nanobot("config", "check", "--config", str(config))
+    assert bad.returncode == 2 and "api.responses.retentionDays" in bad.stderr
+    config.write_text('{"api": {"responses": {"retentionDays": 0, "other": 1}}}')
+    unknown = run_nanobot("config", "check", "--config", str(config))
+    assert unknown.returncode == 2 and "api.responses.other" in unknown.stderr
