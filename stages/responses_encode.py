@@ -24,7 +24,9 @@ from nanobot.errors import ApiError
 from nanobot.protocol import Usage
 from nanobot.responses.protocol import (
     EventEncoder,
+    function_call_item,
     message_item,
+    new_function_call_id,
     new_message_id,
     new_response_id,
     now,
@@ -50,6 +52,11 @@ async def _store(ctx: RequestContext, request: ResponsesRequest, body: dict[str,
             messages=request.prefix + done.messages,
         )
     )
+
+
+def client_calls(done: TurnDone) -> list[Any]:
+    """The client function calls the turn paused on (``TurnDone.tool_calls``, once the client-tools core is in)."""
+    return list(getattr(done, "tool_calls", None) or [])
 
 
 class ResponsesEncode:
@@ -79,15 +86,18 @@ class ResponsesEncode:
         response_id, created = new_response_id(), now()
         done: TurnDone | None = None
         async for event in events:
-            if type(event) is TurnDone:
+            if isinstance(event, TurnDone):
                 done = event
         assert done is not None
+        calls = client_calls(done)
+        output = [message_item(new_message_id(), done.text)] if done.text or not calls else []
+        output += [function_call_item(new_function_call_id(), c.id, c.name, c.arguments) for c in calls]
         body = response_object(
             request.shape,
             response_id,
             created,
             status="completed",
-            output=[message_item(new_message_id(), done.text)],
+            output=output,
             usage=done.usage,
             completed_at=now(),
         )
@@ -151,21 +161,40 @@ class ResponsesEncode:
             metrics.tokens.inc(deltas)
             metrics.completion_tokens.inc(usage.completion_tokens or deltas)
         assert done is not None
-        if not item_id:  # an empty reply: its message item all the same
-            item_id = new_message_id()
-            for opening in self._open_message(enc, item_id):
-                await _send(ctx, opening)
-        text = done.text
-        where = {"item_id": item_id, "output_index": 0, "content_index": 0}
-        item = message_item(item_id, text)
-        await _send(ctx, enc.frame("response.output_text.done", {**where, "text": text, "logprobs": []}))
-        await _send(ctx, enc.frame("response.content_part.done", {**where, "part": output_text(text)}))
-        await _send(ctx, enc.frame("response.output_item.done", {"output_index": 0, "item": item}))
+        calls = client_calls(done)
+        output: list[dict[str, Any]] = []
+        if item_id or not calls:
+            if not item_id:  # an empty reply: its message item all the same
+                item_id = new_message_id()
+                for opening in self._open_message(enc, item_id):
+                    await _send(ctx, opening)
+            text = done.text
+            where = {"item_id": item_id, "output_index": 0, "content_index": 0}
+            item = message_item(item_id, text)
+            await _send(ctx, enc.frame("response.output_text.done", {**where, "text": text, "logprobs": []}))
+            await _send(ctx, enc.frame("response.content_part.done", {**where, "part": output_text(text)}))
+            await _send(ctx, enc.frame("response.output_item.done", {"output_index": 0, "item": item}))
+            output.append(item)
+        for call in calls:
+            output.append(await self._function_call(ctx, enc, len(output), call))
         body = response_object(
-            shape, response_id, created, status="completed", output=[item], usage=done.usage, completed_at=now()
+            shape, response_id, created, status="completed", output=output, usage=done.usage, completed_at=now()
         )
         await _store(ctx, request, body, done)
         await _send(ctx, enc.frame("response.completed", {"response": body}))
+
+    @staticmethod
+    async def _function_call(ctx: RequestContext, enc: EventEncoder, index: int, call: Any) -> dict[str, Any]:
+        """One client function call's events (its arguments in one delta: they arrive whole); its item."""
+        item_id = new_function_call_id()
+        started = function_call_item(item_id, call.id, call.name, "", "in_progress")
+        where = {"item_id": item_id, "output_index": index}
+        await _send(ctx, enc.frame("response.output_item.added", {"output_index": index, "item": started}))
+        await _send(ctx, enc.frame("response.function_call_arguments.delta", {**where, "delta": call.arguments}))
+        await _send(ctx, enc.frame("response.function_call_arguments.done", {**where, "arguments": call.arguments}))
+        item = function_call_item(item_id, call.id, call.name, call.arguments)
+        await _send(ctx, enc.frame("response.output_item.done", {"output_index": index, "item": item}))
+        return item
 
     @staticmethod
     def _open_message(enc: EventEncoder, item_id: str) -> tuple[bytes, bytes]:

@@ -20,7 +20,6 @@ from nanobot.request_options import check_response_format, structured_output
 from nanobot.responses.protocol import ResponseShape
 from nanobot.responses.request import (
     TRUNCATIONS,
-    FunctionTool,
     InputReader,
     ResponsesRequest,
     Turn,
@@ -41,16 +40,32 @@ def _optional(body: dict[str, Any], name: str, kind: type | tuple[type, ...], wh
     return value
 
 
-def refuse_function_tools(tools: list[FunctionTool]) -> None:
-    """Client function tools: the seam where their pause and resume will be wired in.
+def client_function_tools(ctx: RequestContext, request: ResponsesRequest) -> None:
+    """Client function tools on /v1/responses: the seam where the client-tools core is wired in.
 
-    Until then a request that brings any is refused, naming ``tools``.
+    What the request brings is parsed: ``request.function_tools`` (the
+    ``tools``, with ``shape.tool_choice`` and ``shape.parallel_tool_calls``),
+    and its ``function_call``/``function_call_output`` items already in
+    ``ctx.client_history`` as the assistant ``tool_calls`` and ``tool``
+    messages they stand for (``request.resumes``: the input ends with
+    outputs, so the turn goes on from them with no user message). Wiring it:
+    offer the tools to the model here (the core's ``ctx.client_tools``) and
+    let a resume run without a user message; the paused calls come back as
+    ``TurnDone.tool_calls``, which ``responses_encode`` already answers as
+    ``function_call`` items. Until then, a request that brings any is refused.
     """
-    if tools:
+    if request.function_tools:
         raise InvalidRequest(
             "Client function tools are not supported yet on /v1/responses: send tools: [] (the server's "
             "agent brings its own tools).",
             param="tools",
+            code="unsupported_parameter",
+        )
+    if request.tool_items:
+        raise InvalidRequest(
+            "function_call and function_call_output items answer client function tools, which are not "
+            "supported yet on /v1/responses.",
+            param=f"{request.tool_items[0]}.type",
             code="unsupported_parameter",
         )
 
@@ -126,7 +141,6 @@ class ResponsesValidate:
         )
         request = ResponsesRequest(shape=shape, previous_response_id=previous, store=shape.store)
         request.function_tools = read_tools(body.get("tools"))
-        refuse_function_tools(request.function_tools)
         turn = Turn()
         InputReader(api.client_system).read(body.get("input"), request, turn)
         ctx.text, ctx.files = turn.text, turn.files
@@ -142,6 +156,7 @@ class ResponsesValidate:
         ctx.session_id = session_id
         ctx.client_history = history + request.prefix
         ctx.responses = request
+        client_function_tools(ctx, request)
 
     @staticmethod
     def _instructions(mode: str, given: str | None, from_items: str | None) -> str | None:

@@ -150,7 +150,7 @@ class AgentLoop:
                 new.append(result_msg)
         if turn.remember:
             await self.store.append_turn(turn.session_key, new)
-        yield TurnDone(usage, "".join(reply), new)
+        yield TurnDone(usage, "".join(reply), messages=new)
 
 
 def _text(content: Any) -> str:

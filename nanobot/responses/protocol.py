@@ -47,6 +47,24 @@ def message_item(item_id: str, text: str | None, status: str = "completed") -> d
     return {"id": item_id, "type": "message", "status": status, "role": "assistant", "content": content}
 
 
+def new_function_call_id() -> str:
+    return "fc_" + new_id()
+
+
+def function_call_item(
+    item_id: str, call_id: str, name: str, arguments: str, status: str = "completed"
+) -> dict[str, Any]:
+    """A client function call the response ends with; the next request answers it (``function_call_output``)."""
+    return {
+        "id": item_id,
+        "type": "function_call",
+        "status": status,
+        "call_id": call_id,
+        "name": name,
+        "arguments": arguments,
+    }
+
+
 # Error codes a ``response.error`` may carry (the SDK's ``ResponseError.code``):
 # this server's own failures (provider down, timeout) are all ``server_error``.
 ERROR_CODE = "server_error"

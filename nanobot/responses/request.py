@@ -16,6 +16,7 @@ from nanobot.context import IncomingFile
 from nanobot.data_url import parse_data_url
 from nanobot.errors import InvalidRequest
 from nanobot.responses.protocol import ResponseShape, new_message_id
+from nanobot.responses.tool_items import KINDS, function_call, function_call_output
 from nanobot.turn import DEFAULT_FILE_PROMPT
 
 INSTRUCTION_ROLES = ("system", "developer")
@@ -48,6 +49,8 @@ class ResponsesRequest:
     items: list[dict[str, Any]] = field(default_factory=list)  # the input items, as listed by input_items
     prefix: list[dict[str, Any]] = field(default_factory=list)  # the items before the turn, as chat messages
     function_tools: list[FunctionTool] = field(default_factory=list)
+    tool_items: list[str] = field(default_factory=list)  # where function_call(_output) items are (param)
+    resumes: bool = False  # input ends with function_call_output items: no user message, the turn goes on
 
 
 @dataclass(slots=True)
@@ -90,18 +93,23 @@ class InputReader:
             )
         roles = [self._role(item, f"input[{i}]") for i, item in enumerate(value)]
         chat = [i for i, r in enumerate(roles) if r not in INSTRUCTION_ROLES]
-        if not chat or roles[chat[-1]] != "user":
+        if not chat or roles[chat[-1]] not in ("user", "function_call_output"):
             where = f"input[{chat[-1]}]" if chat else "input"
             raise InvalidRequest(
-                "input must end with a user message: the turn this response answers.",
+                "input must end with a user message (the turn this response answers) or with "
+                "function_call_output items.",
                 param=where,
             )
-        last = chat[-1]
+        last = chat[-1] if roles[chat[-1]] == "user" else -1
+        request.resumes = last < 0
         for i, item in enumerate(value):
             param = f"input[{i}]"
             role = roles[i]
             content = item.get("content")
-            if role in INSTRUCTION_ROLES:
+            if role in KINDS:
+                request.tool_items.append(param)
+                self._tool_item(role, item, param, request)
+            elif role in INSTRUCTION_ROLES:
                 self._instruction(role, content, f"{param}.content", request)
             elif i == last:
                 parts = self._turn(content, f"{param}.content", turn)
@@ -129,12 +137,8 @@ class InputReader:
         if not isinstance(item, dict):
             raise InvalidRequest("Each input item must be an object.", param=param)
         kind = item.get("type", "message")
-        if kind in ("function_call", "function_call_output"):
-            raise InvalidRequest(
-                f"Input items of type {kind!r} answer client function tools, which this server does not support yet.",
-                param=f"{param}.type",
-                code="unsupported_parameter",
-            )
+        if kind in KINDS:
+            return str(kind)
         if kind != "message":
             raise InvalidRequest(f"Unsupported input item type {kind!r}: send message items.", param=f"{param}.type")
         if "id" in item and not isinstance(item["id"], str):
@@ -145,6 +149,22 @@ class InputReader:
                 "A message item's role must be user, system, developer or assistant.", param=f"{param}.role"
             )
         return str(role)
+
+    def _tool_item(self, kind: str, item: dict[str, Any], param: str, request: ResponsesRequest) -> None:
+        """A function call joins the assistant message of the calls just before it; an output is a tool message."""
+        if kind == "function_call":
+            call, stored = function_call(item, param)
+            self._count(call["function"]["arguments"])
+            last = request.prefix[-1] if request.prefix else None
+            if last is not None and last.get("role") == "assistant" and last.get("tool_calls"):
+                last["tool_calls"].append(call)
+            else:
+                request.prefix.append({"role": "assistant", "content": None, "tool_calls": [call]})
+        else:
+            message, stored = function_call_output(item, param)
+            self._count(message["content"])
+            request.prefix.append(message)
+        request.items.append(stored)
 
     def _count(self, text: str) -> str:
         self.chars += len(text)

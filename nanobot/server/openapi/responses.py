@@ -300,6 +300,19 @@ def schemas(spec: Spec) -> Json:
             "content": {"type": "array", "items": output_text},
         },
     }
+    function_call = {
+        "type": "object",
+        "required": ["id", "type", "status", "call_id", "name", "arguments"],
+        "properties": {
+            "id": {"type": "string", "pattern": "^fc_"},
+            "type": {"const": "function_call"},
+            "status": {"enum": ["in_progress", "completed"]},
+            "call_id": {"type": "string"},
+            "name": {"type": "string"},
+            "arguments": {"type": "string"},
+        },
+        "description": "A client function call the response ended with (once client function tools are supported).",
+    }
     response = {
         "type": "object",
         "required": ["id", "object", "created_at", "status", "model", "output", "tools", "tool_choice"],
@@ -309,7 +322,7 @@ def schemas(spec: Spec) -> Json:
             "created_at": {"type": "integer"},
             "status": {"enum": ["in_progress", "completed", "failed"]},
             "model": {"const": spec.model},
-            "output": {"type": "array", "items": output_message},
+            "output": {"type": "array", "items": {"anyOf": [output_message, function_call]}},
             "error": {
                 "anyOf": [
                     {"type": "null"},
@@ -355,6 +368,8 @@ def schemas(spec: Spec) -> Json:
                     "response.output_text.done",
                     "response.content_part.done",
                     "response.output_item.done",
+                    "response.function_call_arguments.delta",
+                    "response.function_call_arguments.done",
                     "response.completed",
                     "response.failed",
                 ]
