@@ -1,11 +1,18 @@
-"""The real OpenAI Agents SDK with its default model (the Responses API) pointed at the server."""
+"""Real clients of the Responses API: the OpenAI Agents SDK's default model, the Node openai SDK."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
 
 import openai
 import pytest
+
+NODE_DIR = Path(__file__).parent / "node"
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -62,3 +69,29 @@ def test_runner_with_the_default_responses_model(agent_server, upstream):
         await client.close()
 
     asyncio.run(run())
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="Node.js is not installed")
+def test_node_openai_sdk_responses(agent_server, upstream):
+    if not (NODE_DIR / "node_modules" / "openai").exists():
+        pytest.skip("run `npm ci --prefix tests/node` first (.ci/run does)")
+    env = {**os.environ, "NANOBOT_MODEL": "scripted"}
+    p = subprocess.run(
+        ["node", "responses.mjs", agent_server.base_url],
+        cwd=NODE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    assert out["plain"] == "You said: hello from node"
+    assert out["streamed"] == "You said: stream from node" and out["types"][0] == "response.created"
+    assert out["types"][-1] == "response.completed" and out["sequence"]
+    assert out["helper"] == "You said: helper from node"
+    assert out["retrieved"] == "You said: stream from node" and out["items"] == ["stream from node"]
+    assert out["deletedStatus"] == 404
+    # The streamed turn continued the first one's chain.
+    texts = [m["content"] for m in upstream.requests()[-2]["body"]["messages"][1:]]
+    assert texts == ["hello from node", "You said: hello from node", "stream from node"]
