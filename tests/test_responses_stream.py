@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 import time
 import uuid
+from typing import Any
 
 import openai
 import pytest
@@ -158,3 +160,27 @@ def test_the_node_of_one_chain_is_any_node(postgres, upstream):
         sdk(b).responses.delete(first.id)
         with pytest.raises(openai.NotFoundError):
             sdk(a).responses.retrieve(first.id)
+
+
+def test_turns_on_one_chain_run_in_order(server):
+    """A second turn on a chain waits for the one running: it starts only once that one completed."""
+    client = sdk(server)
+    root = client.responses.create(model="scripted", input="root of two branches")
+    first: list[Any] = []
+    started = threading.Event()
+
+    def slow_branch() -> None:
+        with client.responses.stream(model="scripted", input="#slow:1500 first", previous_response_id=root.id) as st:
+            for event in st:
+                if event.type == "response.created":
+                    started.set()  # its turn holds the chain's session now
+            first.append(st.get_final_response())
+
+    worker = threading.Thread(target=slow_branch)
+    worker.start()
+    assert started.wait(30)
+    second = client.responses.create(model="scripted", input="second", previous_response_id=root.id)
+    worker.join(30)
+    # Whole seconds: the first took over one, so a second that ran beside it would start before it ended.
+    assert first[0].completed_at is not None and second.created_at >= first[0].completed_at
+    assert second.output_text == "You said: second"
