@@ -54,6 +54,18 @@ async def _store(ctx: RequestContext, request: ResponsesRequest, body: dict[str,
     )
 
 
+# Opt-in (``stream_options.include_tool_events``): the server's tools as they run,
+# in an event of this server's own (no OpenAI event says this).
+TOOL_EVENT = "nanobot.tool"
+
+
+def tool_event(event: ToolProgress) -> dict[str, Any]:
+    body: dict[str, Any] = {"name": event.name, "status": event.status, "id": event.id}
+    if event.ok is not None:
+        body["ok"] = event.ok
+    return body
+
+
 def client_calls(done: TurnDone) -> list[Any]:
     """The client function calls the turn paused on (``TurnDone.tool_calls``, once the client-tools core is in)."""
     return list(getattr(done, "tool_calls", None) or [])
@@ -70,6 +82,7 @@ class ResponsesEncode:
         "response_headers",
         "started",
         "services",
+        "include_tool_events",
     )
     provides = ("headers_sent", "failure_frame")
 
@@ -131,6 +144,7 @@ class ResponsesEncode:
         heartbeat = Heartbeat(ctx, ctx.services.config.api.ping_interval)
         metrics = ctx.services.metrics
         metrics.open_streams.inc()
+        tool_events = ctx.include_tool_events
         item_id = ""
         deltas = 0
         usage = Usage()
@@ -146,7 +160,9 @@ class ResponsesEncode:
                     frame = enc.delta(event)
                     deltas += 1
                 elif type(event) is ToolProgress:
-                    continue  # server tools are not in the standard events
+                    if not tool_events:
+                        continue  # server tools are not in the standard events
+                    frame = enc.frame(TOOL_EVENT, tool_event(event))
                 else:
                     done = event
                     usage = event.usage

@@ -98,6 +98,8 @@ class ResponsesValidate:
         api = services.config.api
         _check_model(ctx, body.get("model"))
         ctx.stream = bool(_optional(body, "stream", bool, "a boolean"))
+        options = _optional(body, "stream_options", dict, "an object")
+        ctx.include_tool_events = bool(options) and options.get("include_tool_events") is True
         store = _optional(body, "store", bool, "a boolean")
         if _optional(body, "background", bool, "a boolean"):
             raise InvalidRequest(

@@ -184,3 +184,22 @@ def test_turns_on_one_chain_run_in_order(server):
     # Whole seconds: the first took over one, so a second that ran beside it would start before it ended.
     assert first[0].completed_at is not None and second.created_at >= first[0].completed_at
     assert second.output_text == "You said: second"
+
+
+def test_tool_events_only_when_asked(server):
+    body = {"input": "#tool:list_dir {} look around"}
+    plain = sse_events(stream_raw(server, body).content)
+    assert not [e for e in plain if e["type"].startswith("nanobot.")]
+    raw = stream_raw(server, {**body, "stream_options": {"include_tool_events": True}}).content
+    events = sse_events(raw, extra=("nanobot.tool",))
+    tools = [e for e in events if e["type"] == "nanobot.tool"]
+    assert [(t["name"], t["status"]) for t in tools] == [("list_dir", "started"), ("list_dir", "finished")]
+    assert tools[1]["ok"] is True and tools[0]["id"] == tools[1]["id"]
+    assert events[-1]["type"] == "response.completed"
+    # The SDK's own stream helper passes the extra event through.
+    with sdk(server).responses.stream(
+        model="scripted", input=body["input"], extra_body={"stream_options": {"include_tool_events": True}}
+    ) as stream:
+        kinds = [e.type for e in stream]
+        assert stream.get_final_response().status == "completed"
+    assert "nanobot.tool" in kinds

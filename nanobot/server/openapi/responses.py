@@ -247,6 +247,14 @@ def schemas(spec: Spec) -> Json:
             "previous_response_id": {**nullable_string, "description": "The stored response this one continues."},
             "store": {"type": ["boolean", "null"], "description": "false: never retrievable nor continued."},
             "stream": {"type": ["boolean", "null"]},
+            "stream_options": {
+                "type": ["object", "null"],
+                "properties": {
+                    "include_tool_events": {
+                        "description": "`true`: `nanobot.tool` events while the server's tools run (other values: off)."
+                    }
+                },
+            },
             "background": {"enum": [False, None]},
             "conversation": {"type": "null"},
             "metadata": {
@@ -372,6 +380,7 @@ def schemas(spec: Spec) -> Json:
                     "response.function_call_arguments.done",
                     "response.completed",
                     "response.failed",
+                    "nanobot.tool",
                 ]
             },
             "sequence_number": {"type": "integer", "minimum": 0},
