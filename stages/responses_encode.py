@@ -38,7 +38,9 @@ from nanobot.responses.store import StoredResponse
 from stages.encode import Heartbeat
 
 
-async def _store(ctx: RequestContext, request: ResponsesRequest, body: dict[str, Any], done: TurnDone) -> None:
+async def _store(
+    ctx: RequestContext, request: ResponsesRequest, body: dict[str, Any], raw: bytes, done: TurnDone
+) -> None:
     if not request.store:
         return
     await ctx.services.responses.save(
@@ -50,6 +52,7 @@ async def _store(ctx: RequestContext, request: ResponsesRequest, body: dict[str,
             body=body,
             items=request.items,
             messages=request.prefix + done.messages,
+            raw=raw,
         )
     )
 
@@ -114,12 +117,13 @@ class ResponsesEncode:
             usage=done.usage,
             completed_at=now(),
         )
-        await _store(ctx, request, body, done)
+        raw = orjson.dumps(body)
+        await _store(ctx, request, body, raw, done)
         response = ctx.response
         for name, value in ctx.response_headers.items():
             response.set_header(name, value)
         response.set_header("Content-Type", "application/json")
-        response.write(orjson.dumps(body))
+        response.write(raw)
 
     async def _stream(self, ctx: RequestContext, request: ResponsesRequest, events: AsyncIterator[Any]) -> None:
         response = ctx.response
@@ -130,17 +134,17 @@ class ResponsesEncode:
         response.set_header("X-Accel-Buffering", "no")
         shape, response_id, created = request.shape, new_response_id(), now()
         enc = EventEncoder()
-        started = {"response": response_object(shape, response_id, created, status="in_progress", output=[])}
-        response.write(enc.frame("response.created", started))
+        started = orjson.dumps(response_object(shape, response_id, created, status="in_progress", output=[]))
+        response.write(enc.lifecycle("response.created", started))
         ctx.headers_sent = True
 
         def failed(err: ApiError) -> bytes:
             body = response_object(shape, response_id, created, status="failed", output=[], error=err)
-            return enc.frame("response.failed", {"response": body})
+            return enc.lifecycle("response.failed", orjson.dumps(body))
 
         ctx.failure_frame = failed
         await response.flush()
-        await _send(ctx, enc.frame("response.in_progress", started))
+        await _send(ctx, enc.lifecycle("response.in_progress", started))
         heartbeat = Heartbeat(ctx, ctx.services.config.api.ping_interval)
         metrics = ctx.services.metrics
         metrics.open_streams.inc()
@@ -196,8 +200,9 @@ class ResponsesEncode:
         body = response_object(
             shape, response_id, created, status="completed", output=output, usage=done.usage, completed_at=now()
         )
-        await _store(ctx, request, body, done)
-        await _send(ctx, enc.frame("response.completed", {"response": body}))
+        raw = orjson.dumps(body)
+        await _store(ctx, request, body, raw, done)
+        await _send(ctx, enc.lifecycle("response.completed", raw))
 
     @staticmethod
     async def _function_call(ctx: RequestContext, enc: EventEncoder, index: int, call: Any) -> dict[str, Any]:

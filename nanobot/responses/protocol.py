@@ -171,6 +171,13 @@ class EventEncoder:
         self._seq += 1
         return b"event: " + kind.encode() + b"\ndata: " + payload + b"\n\n"
 
+    def lifecycle(self, kind: str, response: bytes) -> bytes:
+        """A ``response.*`` lifecycle event around the response already serialised (stored as these bytes too)."""
+        seq = self._seq
+        self._seq += 1
+        head = b'event: %s\ndata: {"type":"%s","sequence_number":%d,"response":' % (kind.encode(), kind.encode(), seq)
+        return head + response + b"}\n\n"
+
     def start_text(self, item_id: str, output_index: int) -> None:
         """Later :meth:`delta` frames belong to this message item's first content part."""
         self._delta_head = (

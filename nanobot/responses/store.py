@@ -36,6 +36,7 @@ class StoredResponse:
     body: dict[str, Any]  # the response object
     items: list[dict[str, Any]]  # its input items
     messages: list[dict[str, Any]]  # what it adds to its chain's context
+    raw: bytes | None = None  # ``body`` as already serialised for the client (then not serialised again)
 
 
 @dataclass(slots=True)
@@ -94,7 +95,7 @@ def row_values(r: StoredResponse) -> tuple[Any, ...]:
         r.session_id,
         r.previous_id,
         r.created,
-        orjson.dumps(r.body),
+        r.raw if r.raw is not None else orjson.dumps(r.body),
         orjson.dumps(r.items),
         orjson.dumps(r.messages),
         len(r.messages),
