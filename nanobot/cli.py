@@ -308,6 +308,7 @@ def _db_copy(args: argparse.Namespace) -> int:
         f"copied {result.sessions} sessions ({result.messages} messages) and {result.outbox} outbound rows"
         f" into {masked_url(config.database.url)}"
         + (f"; {result.skipped} sessions were there already" if result.skipped else "")
+        + (f"; {result.responses} stored responses copied" if result.responses else "")
     )
     return 0
 

@@ -1,9 +1,10 @@
-"""``nanobot db copy``: an embedded SQLite database's sessions and queue into PostgreSQL.
+"""``nanobot db copy``: an embedded SQLite database's sessions, queue and stored responses into PostgreSQL.
 
 Idempotent: a session is copied only when PostgreSQL has no session of that
-key yet (taken in the same transaction that writes it), and each outbound
-row carries its origin (``sqlite:<id>:<created>``) under a unique key, so a
-second run, or two runs at once, copy nothing twice.
+key yet (taken in the same transaction that writes it), each outbound
+row carries its origin (``sqlite:<id>:<created>``) under a unique key, and a
+stored response keeps its id (the primary key), so a second run, or two runs
+at once, copy nothing twice.
 """
 
 from __future__ import annotations
@@ -37,12 +38,22 @@ ON CONFLICT (origin) DO NOTHING RETURNING 1
 """
 
 
+_RESPONSES = """
+INSERT INTO nanobot_responses
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[], $5::bytea[], $6::bytea[], $7::bytea[],
+                     $8::int[])
+ON CONFLICT (id) DO NOTHING RETURNING 1
+"""
+RESPONSES_CHUNK = 100  # stored responses per statement (each may hold megabytes of input)
+
+
 @dataclass
 class CopyResult:
     sessions: int = 0
     messages: int = 0
     skipped: int = 0  # sessions PostgreSQL already had
     outbox: int = 0
+    responses: int = 0  # stored /v1/responses responses
 
 
 def open_sqlite(path: Path) -> sqlite3.Connection:
@@ -76,6 +87,8 @@ async def copy_database(path: Path, url: str, progress: Callable[[str], None]) -
             await _copy_sessions(db, conn, result, progress)
         if "outbox" in tables:
             await _copy_outbox(db, conn, result)
+        if "responses" in tables:
+            await _copy_responses(db, conn, result)
         return result
     finally:
         await conn.close()
@@ -129,3 +142,16 @@ async def _copy_outbox(db: sqlite3.Connection, conn: asyncpg.Connection, result:
         origins = [f"sqlite:{r[0]}:{r[9]!r}" for r in batch]
         inserted = await conn.fetch(_OUTBOX, *[list(c) for c in cols[1:]], origins)
         result.outbox += len(inserted)
+
+
+async def _copy_responses(db: sqlite3.Connection, conn: asyncpg.Connection, result: CopyResult) -> None:
+    columns = "id, session, prev, created, body, items, messages, count"
+    cursor = db.execute(f"SELECT {columns} FROM responses ORDER BY created")
+    while True:
+        batch = cursor.fetchmany(RESPONSES_CHUNK)
+        if not batch:
+            return
+        cols = [list(c) for c in zip(*batch, strict=False)]
+        for blobs in cols[4:7]:
+            blobs[:] = [bytes(b) for b in blobs]
+        result.responses += len(await conn.fetch(_RESPONSES, *cols))
