@@ -13,6 +13,11 @@ RESPONSES = "/v1/responses"
 EVENTS: TypeAdapter[Any] = TypeAdapter(ResponseStreamEvent)
 
 
+def item_texts(page: Any) -> list[str]:
+    """The text of each message item of an ``input_items`` page (read as plain data: the SDK's item union is wide)."""
+    return [item.model_dump()["content"][0]["text"] for item in page.data]
+
+
 def strict_response(body: dict[str, Any]) -> Response:
     """``body`` parsed by the SDK's ``Response`` type: any missing or mistyped field fails the test."""
     return Response.model_validate(body, strict=False)

@@ -13,7 +13,7 @@ import openai
 import pytest
 import requests
 from common import sdk
-from responses_helpers import RESPONSES, sse_events, stream_raw, strict_response
+from responses_helpers import RESPONSES, item_texts, sse_events, stream_raw, strict_response
 from servers import ServerProcess, merge, upstream_config
 
 from nanobot.testing.process import UpstreamProcess
@@ -156,7 +156,7 @@ def test_the_node_of_one_chain_is_any_node(postgres, upstream):
         ]
         assert sdk(a).responses.retrieve(second.id).output_text == "You said: on node b"
         items = sdk(a).responses.input_items.list(second.id)
-        assert [i.content[0].text for i in items.data] == ["on node b"]
+        assert item_texts(items) == ["on node b"]
         sdk(b).responses.delete(first.id)
         with pytest.raises(openai.NotFoundError):
             sdk(a).responses.retrieve(first.id)

@@ -125,6 +125,6 @@ def test_paused_calls_are_function_call_items(runner, services, stream, text):
     parsed = strict_response(response)
     calls = [o for o in parsed.output if o.type == "function_call"]
     assert [(c.call_id, c.name, c.arguments) for c in calls] == [(c.id, c.name, c.arguments) for c in CALLS]
-    assert all(c.id.startswith("fc_") and c.status == "completed" for c in calls)
-    messages = [o for o in parsed.output if o.type == "message"]
-    assert [m.content[0].text for m in messages] == ([text] if text else [])
+    assert all((c.id or "").startswith("fc_") and c.status == "completed" for c in calls)
+    messages = [o.model_dump() for o in parsed.output if o.type == "message"]
+    assert [m["content"][0]["text"] for m in messages] == ([text] if text else [])
