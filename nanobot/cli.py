@@ -76,6 +76,7 @@ def _serve(args: argparse.Namespace) -> int:
     from nanobot.storage.state import prepare_state
 
     Pipeline.from_names(config.pipeline.stages)  # config errors once, before forking
+    Pipeline.for_responses(config.pipeline.stages)
     # Opened once, here: every worker, and any forked later to replace one,
     # locks this inode even if the path is deleted or replaced meanwhile.
     private_dir(config.workspace)
@@ -125,6 +126,7 @@ def _config_check(args: argparse.Namespace) -> int:
 
     config = _load(args)
     Pipeline.from_names(config.pipeline.stages)
+    Pipeline.for_responses(config.pipeline.stages)
     check_bind(config)
     path = find_config_path(args.config)
     print(f"# config: {path or 'none found, all defaults'}: OK", file=sys.stderr)
@@ -362,6 +364,7 @@ def _db_copy(args: argparse.Namespace) -> int:
         f" and {result.cron} cron jobs"
         f" into {masked_url(config.database.url)}"
         + (f"; {result.skipped} sessions were there already" if result.skipped else "")
+        + (f"; {result.responses} stored responses copied" if result.responses else "")
     )
     return 0
 

@@ -98,6 +98,13 @@ class FilesConfig:
 
 
 @dataclass
+class ResponsesConfig:
+    """The Responses API (``/v1/responses``): how long stored responses are kept."""
+
+    retention_days: float = 30.0  # stored responses older than this are removed (0: kept)
+
+
+@dataclass
 class ApiConfig:
     host: str = "127.0.0.1"
     port: int = 8900
@@ -118,6 +125,7 @@ class ApiConfig:
     workers: int = 1  # serving processes sharing the port
     history_cache_bytes: int = 64 * 1024 * 1024  # recent sessions' history kept in memory (0: none)
     files: FilesConfig = field(default_factory=FilesConfig)
+    responses: ResponsesConfig = field(default_factory=ResponsesConfig)
 
 
 @dataclass
@@ -303,6 +311,8 @@ class Config:
                 raise ConfigError(f"{path}: must be positive")
         if files.retention_days < 0:
             raise ConfigError("api.files.retentionDays: must not be negative (0 keeps uploads)")
+        if api.responses.retention_days < 0:
+            raise ConfigError("api.responses.retentionDays: must not be negative (0 keeps responses)")
         if api.history_cache_bytes < 0:
             raise ConfigError("api.historyCacheBytes: must not be negative")
         if api.max_body_bytes_in_flight < api.max_body_bytes:

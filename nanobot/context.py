@@ -8,7 +8,7 @@ that writes each group. Custom stages keep their own data in ``extras``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -93,6 +93,9 @@ class RequestContext:
     # (server history: ``tool_results``), or the client's own tool loop ("use").
     resumes: bool = False
     tool_results: list[ClientResult] | None = None
+    # responses_validate (stages/responses_validate.py): the rest of a /v1/responses
+    # request (a nanobot.responses.request.ResponsesRequest); None on other routes
+    responses: Any = None
     text: str = ""
     files: list[IncomingFile] = field(default_factory=list)
     # extract_files (stages/extract_files.py)
@@ -106,6 +109,8 @@ class RequestContext:
     events: AsyncIterator[Any] | None = None
     # encode (stages/encode.py); read by the handler when a request fails
     headers_sent: bool = False
+    # how a failure after the headers is sent (None: the Chat Completions error frame)
+    failure_frame: Callable[[Any], bytes] | None = None
     # present from the start, empty: any stage may add to them (in START_FIELDS)
     response_headers: dict[str, str] = field(default_factory=dict)  # sent with the answer, or the error
     extras: dict[str, Any] = field(default_factory=dict)  # custom stages' own data, unchecked

@@ -85,6 +85,17 @@ def check_order(stages: list[Stage]) -> None:
         written.update(contract(stage, "provides"))
 
 
+# The Responses API (/v1/responses) runs the configured pipeline with its own
+# wire format: these built-in stages swapped, every other stage (custom ones
+# included) the same objects in the same places.
+RESPONSES_STAGES = {"validate": "stages.responses_validate:stage", "encode": "stages.responses_encode:stage"}
+
+
+def responses_stage_names(names: list[str]) -> list[str]:
+    """``pipeline.stages`` for the Responses route."""
+    return [RESPONSES_STAGES.get(n, n) for n in names]
+
+
 class Pipeline:
     def __init__(self, stages: list[Stage]) -> None:
         check_order(stages)
@@ -93,6 +104,16 @@ class Pipeline:
     @classmethod
     def from_names(cls, names: list[str]) -> Pipeline:
         return cls([load_stage(n) for n in names])
+
+    @classmethod
+    def for_responses(cls, names: list[str]) -> Pipeline:
+        try:
+            return cls.from_names(responses_stage_names(names))
+        except ConfigError as exc:
+            raise ConfigError(
+                f"{exc} [in the /v1/responses pipeline: pipeline.stages with validate and encode "
+                "replaced by responses_validate and responses_encode]"
+            ) from None
 
     async def __call__(self, ctx: RequestContext) -> None:
         for stage in self.stages:

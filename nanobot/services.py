@@ -29,6 +29,7 @@ from nanobot.providers.base import Provider
 from nanobot.providers.echo import EchoProvider
 from nanobot.providers.openai_compat import OpenAICompatProvider
 from nanobot.redact import Redactor
+from nanobot.responses.store import ResponseCleaner, ResponseStore, SqliteResponseStore
 from nanobot.sessions.locks import SessionLocks, SessionOrdering, SharedSessionLocks
 from nanobot.sessions.store import SessionStore, SqliteSessionStore
 from nanobot.storage.db import Database
@@ -60,12 +61,13 @@ def lock_path(config: Config) -> Path:
 
 @dataclass
 class Storage:
-    """Where sessions, their ordering, the outbound queue and the scheduled jobs live."""
+    """Where sessions, their ordering, stored responses, the outbound queue and the scheduled jobs live."""
 
     sessions: SessionStore
     locks: SessionOrdering
     outbox: Outbox
     cron: CronStore
+    responses: ResponseStore
     start: Callable[[], Awaitable[None]]  # after the fork: pools, schema
     close: Callable[[], Awaitable[None]]
     problem: Callable[[], str | None]  # why the database cannot be used, or None
@@ -98,7 +100,7 @@ def sqlite_storage(config: Config, lock_fd: int | None = None) -> Storage:
         await sessions.close()
         db.close()
 
-    return Storage(sessions, locks, outbox, cron, start, close, lambda: None)
+    return Storage(sessions, locks, outbox, cron, SqliteResponseStore(db), start, close, lambda: None)
 
 
 def postgres_storage(config: Config) -> Storage:
@@ -107,6 +109,7 @@ def postgres_storage(config: Config) -> Storage:
     from nanobot.cron.pg_store import CHANNEL as CRON_CHANNEL
     from nanobot.cron.pg_store import PgCronStore
     from nanobot.outbound.pg_outbox import CHANNEL, PgOutbox
+    from nanobot.responses.pg_store import PgResponseStore
     from nanobot.sessions.pg_locks import PgSessionOrdering
     from nanobot.sessions.pg_store import PgSessionStore
     from nanobot.storage.pg import PgDatabase
@@ -137,7 +140,7 @@ def postgres_storage(config: Config) -> Storage:
     cron = PgCronStore(db)
     locks.connection.listen(CRON_CHANNEL, cron.notified)
     db.on_up(cron.notified)  # due times passed during an outage fire at once
-    return Storage(sessions, locks, outbox, cron, start, close, lambda: db.problem)
+    return Storage(sessions, locks, outbox, cron, PgResponseStore(db), start, close, lambda: db.problem)
 
 
 def make_storage(config: Config, lock_fd: int | None = None) -> Storage:
@@ -168,6 +171,8 @@ class Services:
     metrics: Metrics
     redact: Redactor  # every configured secret out of client-visible text
     cleaner: UploadCleaner
+    responses: ResponseStore  # stored /v1/responses, in the same store as sessions
+    response_cleaner: ResponseCleaner
     mcp: McpHub  # tools.mcpServers, connected in the background
     scheduler: Scheduler  # fires cron jobs; started by the server only (start_background)
     subagents: Subagents
@@ -213,6 +218,8 @@ class Services:
             metrics=metrics,
             redact=redact,
             cleaner=UploadCleaner(media(config), config.api.files.retention_days),
+            responses=storage.responses,
+            response_cleaner=ResponseCleaner(storage.responses, config.api.responses.retention_days),
             mcp=McpHub(config.tools.mcp_servers, tools.add, max_result_chars=config.tools.max_result_chars),
             scheduler=scheduler,
             subagents=subagents,
@@ -234,6 +241,7 @@ class Services:
         await self.extractor.warm()
         await self.storage.start()
         self.cleaner.start()
+        self.response_cleaner.start()
         await self.mcp.start()  # in the background; after the fork, so each worker has its own sessions
 
     async def start_background(self) -> None:
@@ -252,6 +260,7 @@ class Services:
         await self.mcp.close()
         await self.agent.tools.close()
         await self.cleaner.close()
+        await self.response_cleaner.close()
         await self.storage.close()
         await self.extractor.close()
         await self.provider.close()

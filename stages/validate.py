@@ -15,34 +15,12 @@ from typing import Any
 
 from nanobot.client_messages import read_messages
 from nanobot.context import IncomingFile, RequestContext
+from nanobot.data_url import parse_data_url
 from nanobot.errors import InvalidRequest
 from nanobot.request_options import check_refused, check_response_format, structured_output
 from nanobot.request_rules import SESSION_ID_FORBIDDEN, SESSION_ID_MAX_CHARS, STREAM_FALSE, STREAM_TRUE
 from nanobot.turn import DEFAULT_FILE_PROMPT
 from stages.chat_tools import read_tools
-
-
-def parse_data_url(url: Any, param: str) -> str:
-    """The base64 payload of a ``data:<mime>;base64,...`` URL (not yet decoded)."""
-    if not isinstance(url, str) or not url:
-        raise InvalidRequest("Expected a data URL string.", param=param, code="invalid_data_url")
-    scheme = url.split(":", 1)[0].lower() if ":" in url else ""
-    if scheme in ("http", "https"):
-        raise InvalidRequest(
-            "Remote URLs are not fetched: send the file inline as a data URL (data:<mime>;base64,...).",
-            param=param,
-            code="remote_url_not_supported",
-        )
-    if scheme != "data":
-        raise InvalidRequest(
-            "Only data URLs (data:<mime>;base64,...) are supported.", param=param, code="invalid_data_url"
-        )
-    header, sep, payload = url[5:].partition(",")
-    if not sep or not header.lower().endswith(";base64"):
-        raise InvalidRequest(
-            "Malformed data URL: expected data:<mime>;base64,<data>.", param=param, code="invalid_data_url"
-        )
-    return payload
 
 
 def _check_session_id(value: Any, param: str = "session_id") -> str | None:

@@ -142,10 +142,12 @@ class OpenApiDoc:
                 return problems + [f"{where}: body is not JSON: {body[:200]!r}"]
             problems += [f"{where}: {e}" for e in self.errors(schema, data)]
         elif media == "text/event-stream":
+            # Each stream's frames have their own schema of the decoded payload.
+            payload_schema = self.schema(STREAM_PAYLOADS[schema["$ref"].rsplit("/", 1)[1]])
             for i, event in enumerate(sse_events(body)):
                 problems += [f"{where}: event {i}: {e}" for e in self.errors(schema, event)]
                 payload = event["data"] if event["data"] == "[DONE]" else orjson.loads(event["data"])
-                problems += [f"{where}: event {i} data: {e}" for e in self.errors(self.schema("StreamEvent"), payload)]
+                problems += [f"{where}: event {i} data: {e}" for e in self.errors(payload_schema, payload)]
         elif schema is not None and schema.get("type") == "string":
             try:
                 body.decode("utf-8")
@@ -154,13 +156,19 @@ class OpenApiDoc:
         return problems
 
 
+# The SSE schema of a route -> the schema of one frame's decoded ``data``.
+STREAM_PAYLOADS = {"ServerSentEvent": "StreamEvent", "ResponseServerSentEvent": "ResponseStreamEvent"}
+
+
 def sse_events(body: bytes) -> list[dict[str, str]]:
     """Server-sent events as ``{"event", "data"}`` (comments such as ``: ping`` skipped)."""
     events = []
     for block in body.decode("utf-8").split("\n\n"):
-        data = [line[5:].removeprefix(" ") for line in block.split("\n") if line.startswith("data:")]
+        lines = block.split("\n")
+        data = [line[5:].removeprefix(" ") for line in lines if line.startswith("data:")]
+        kind = next((line[6:].removeprefix(" ") for line in lines if line.startswith("event:")), "message")
         if data:
-            events.append({"event": "message", "data": "\n".join(data)})
+            events.append({"event": kind, "data": "\n".join(data)})
     return events
 
 

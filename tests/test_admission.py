@@ -113,6 +113,9 @@ def test_body_guards_count_chunks_and_give_them_back():
 # --- every route of the app, end to end ---------------------------------------
 
 
+STORED = "/v1/responses/"  # routes of a stored response: a sample id is one that is not stored
+
+
 def _routes() -> list[tuple[str, str, RoutePolicy]]:
     """(sample path, a method it implements, its policy) for each route of the app."""
     app = make_app(SimpleNamespace(config=Config()))  # type: ignore[arg-type]
@@ -132,11 +135,20 @@ def _routes() -> list[tuple[str, str, RoutePolicy]]:
 
 
 ROUTES = _routes()
+ASSET = sorted(p.name for p in STATIC_DIR.iterdir())[0]
 API_ROUTES = [r for r in ROUTES if not r[2].public]
 
 
 def test_the_api_routes_are_all_there():
-    assert {path for path, _, _ in API_ROUTES} == {CHAT, "/v1/models", "/openapi.json", "/metrics"}
+    assert {path for path, _, _ in API_ROUTES} == {
+        CHAT,
+        "/v1/models",
+        "/openapi.json",
+        "/metrics",
+        "/v1/responses",
+        STORED + ASSET,
+        STORED + ASSET + "/input_items",
+    }
     public = sorted(path for path, _, p in ROUTES if p.public)
     assert public[:2] == ["/", "/health"] and public[2].startswith("/static/") and len(public) == 3
 
@@ -148,7 +160,8 @@ def keyed():
 
 
 def _send(server: ServerProcess, method: str, path: str, **headers: str) -> requests.Response:
-    return requests.request(method, server.url + path, json=HI, headers=headers, timeout=30)
+    body = {"input": "hi"} if path == "/v1/responses" else HI
+    return requests.request(method, server.url + path, json=body, headers=headers, timeout=30)
 
 
 @pytest.mark.parametrize(("path", "method", "policy"), ROUTES, ids=[r[0] for r in ROUTES])
@@ -156,7 +169,8 @@ def test_every_route_runs_the_guards_its_policy_declares(path, method, policy, e
     # The Host rule holds on every route of a key-less server, and the 405 on every route.
     r = _send(echo_server, method, path, Host="evil.example", Origin=EVIL)
     assert r.status_code == 421 and r.json()["error"]["code"] == "host_not_allowed"
-    assert _send(echo_server, "DELETE", path).status_code == 405
+    if not path.startswith(STORED) or path.endswith("/input_items"):  # DELETE is a stored response's own
+        assert _send(echo_server, "DELETE", path).status_code == 405
     hostile = _send(echo_server, method, path, Origin=EVIL)
     keyless = _send(keyed, method, path)
     if policy.public:
@@ -166,4 +180,8 @@ def test_every_route_runs_the_guards_its_policy_declares(path, method, policy, e
         assert keyless.status_code == 401 and keyless.json()["error"]["code"] == "missing_api_key"
         # Origin before key: a hostile page learns nothing about the key.
         assert _send(keyed, method, path, Origin=EVIL).status_code == 403
-        assert _send(keyed, method, path, Authorization=f"Bearer {KEY}").status_code == 200
+        admitted = _send(keyed, method, path, Authorization=f"Bearer {KEY}")
+        if path.startswith(STORED):  # past every guard, to the store, which holds no such id
+            assert admitted.status_code == 404 and admitted.json()["error"]["code"] == "response_not_found"
+        else:
+            assert admitted.status_code == 200

@@ -65,6 +65,23 @@ SCHEMATHESIS_CONFIG = """
 # 403 is the preflight's answer to an Origin that is not allowed.
 [checks.positive_data_acceptance]
 expected-statuses = ["2xx", "403", "415", "422"]
+
+# A made-up previous_response_id or response id names nothing stored: 400 previous_response_not_found, 404.
+[[operations]]
+include-path = "/v1/responses"
+generation.max-examples = 30
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "403", "415", "422"]
+
+[[operations]]
+include-path-regex = "^/v1/responses/"
+generation.max-examples = 20
+checks.positive_data_acceptance.expected-statuses = ["2xx", "403", "404"]
+
+# A CORS preflight is answered whether or not the resource exists (browsers send it before the DELETE too).
+[[operations]]
+include-path-regex = "^/v1/responses/"
+include-method = "OPTIONS"
+checks.use_after_free.enabled = false
 """
 
 

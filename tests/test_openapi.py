@@ -368,6 +368,86 @@ def test_json_requests_and_responses_match_document(doc_server, live_doc, name, 
         assert r.content.rstrip().endswith(b"}") and b"[DONE]" not in r.content
 
 
+RESPONSES = "/v1/responses"
+
+
+def _input(content, **extra):
+    return {"input": [{"role": "user", "content": content}], **extra}
+
+
+# The same for POST /v1/responses.
+RESPONSES_CASES = [
+    ("plain", {"input": "hello"}, 200),
+    (
+        "sdk-fields",
+        {"input": "hi", "model": "scripted", "temperature": 0.2, "max_output_tokens": 5, "store": True},
+        200,
+    ),
+    ("nulls", {"input": "x", "model": None, "stream": None, "instructions": None, "previous_response_id": None}, 200),
+    ("items", {"input": [{"role": "developer", "content": "be brief"}, {"role": "user", "content": "x"}]}, 200),
+    (
+        "parts",
+        _input(
+            [
+                {"type": "input_text", "text": "look"},
+                {"type": "input_image", "image_url": data_url(PNG, "image/png")},
+                {"type": "input_file", "filename": "n.md", "file_data": data_url(b"notes\n")},
+            ]
+        ),
+        200,
+    ),
+    ("stream", {"input": "stream me", "stream": True}, 200),
+    ("stream-failed", {"input": "#die", "stream": True}, 200),
+    ("metadata", {"input": "x", "metadata": {"a": "b"}}, 200),
+    ("text-format", {"input": "x", "text": {"format": {"type": "json_object"}}}, 200),
+    ("no-input", {"model": "scripted"}, 400),
+    ("blank-input", {"input": " "}, 400),
+    ("empty-list", {"input": []}, 400),
+    ("only-instructions", {"input": [{"role": "system", "content": "a"}]}, 400),
+    ("blank-earlier-user", {"input": [{"role": "user", "content": " "}, {"role": "user", "content": "x"}]}, 400),
+    ("bad-part", _input([{"type": "audio"}]), 400),
+    ("remote-image", _input([{"type": "input_image", "image_url": "https://example.com/a.png"}]), 400),
+    ("file-id", _input([{"type": "input_file", "file_id": "file-1", "file_data": data_url(b"x")}]), 400),
+    ("wrong-model", {"input": "x", "model": "gpt-4o"}, 400),
+    ("function-tools", {"input": "x", "tools": [{"type": "function", "name": "f"}]}, 400),
+    ("background", {"input": "x", "background": True}, 400),
+    ("bad-metadata", {"input": "x", "metadata": {"a": 1}}, 400),
+    ("long-instructions", {"input": "x", "instructions": "a" * 40000}, 400),
+    ("image-not-image", _input([{"type": "input_image", "image_url": data_url(b"just text")}]), 415),
+    ("file-too-large", _input([{"type": "input_file", "filename": "a.txt", "file_data": data_url(b"a" * 4000)}]), 413),
+    ("upstream-500", {"input": "#status:500"}, 502),
+]
+
+
+@pytest.mark.parametrize("name, body, status", RESPONSES_CASES, ids=[c[0] for c in RESPONSES_CASES])
+def test_responses_requests_and_responses_match_document(doc_server, live_doc, name, body, status):
+    r = requests.post(doc_server.url + RESPONSES, json=body, headers=AUTH, timeout=30)
+    assert r.status_code == status, r.text[:500]
+    assert live_doc.check_response("POST", RESPONSES, r) == []
+    problems = live_doc.request_body_errors("post", RESPONSES, "application/json", body)
+    assert bool(problems) == (status == 400), problems
+    if name == "stream-failed":
+        assert b"event: response.failed\n" in r.content
+
+
+def test_stored_response_routes_match_document(doc_server, live_doc):
+    created = requests.post(doc_server.url + RESPONSES, json={"input": "keep"}, headers=AUTH, timeout=30).json()
+    base = f"{doc_server.url}{RESPONSES}/{created['id']}"
+    cases = [
+        ("GET", "", {}, 200),
+        ("GET", "/input_items", {"params": {"order": "asc", "limit": "1"}}, 200),
+        ("GET", "/input_items", {"params": {"limit": "0"}}, 400),
+        ("DELETE", "", {}, 200),
+        ("GET", "", {}, 404),
+        ("DELETE", "", {}, 404),
+        ("GET", "/input_items", {}, 404),
+    ]
+    for method, tail, kwargs, status in cases:
+        r = requests.request(method, base + tail, headers=AUTH, timeout=10, **kwargs)
+        assert r.status_code == status, (method, tail, r.text)
+        assert live_doc.check_response(method, RESPONSES + "/{id}" + tail, r) == [], (method, tail)
+
+
 # (id, form fields, files as (field, name, bytes), expected status). Part names other than the
 # documented ones cannot be told apart in a schema (a file part vs a text part), so the last
 # column says whether the request-body check applies.
@@ -428,7 +508,7 @@ def test_get_routes_match_document(doc_server, live_doc, path):
     assert live_doc.check_response("GET", path, requests.get(doc_server.url + path, headers=AUTH)) == []
 
 
-@pytest.mark.parametrize("path", GETS + [CHAT])
+@pytest.mark.parametrize("path", GETS + [CHAT, RESPONSES])
 def test_preflights_match_document(doc_server, live_doc, path):
     for origin, expected in (
         (ALLOWED_ORIGIN, 204),

@@ -86,3 +86,20 @@ def test_an_undeclared_custom_stage_is_accepted_anywhere():
 def test_bad_declarations_are_config_errors(stage, message):
     with pytest.raises(ConfigError, match=message):
         Pipeline([stage])
+
+
+def test_the_responses_pipeline_is_the_configured_one_with_its_wire_format():
+    names = ["decode", "validate", "extract_files", "resolve_session", "custom_stages:stamp", "run_agent", "encode"]
+    stages = [s.name for s in Pipeline.for_responses(names).stages]
+    assert stages == [
+        "decode",
+        "responses_validate",
+        "extract_files",
+        "resolve_session",
+        load_stage("custom_stages:stamp").name,
+        "run_agent",
+        "responses_encode",
+    ]
+    # A pipeline without validate cannot serve the route: refused at start-up, saying which pipeline.
+    with pytest.raises(ConfigError, match="resolve_session' reads 'session_id'.*/v1/responses pipeline"):
+        Pipeline.for_responses(["decode", "extract_files", "resolve_session", "run_agent", "encode"])

@@ -7,7 +7,7 @@ import sqlite3
 import time
 
 import orjson
-from common import ask, run_nanobot
+from common import ask, run_nanobot, sdk
 from servers import ServerProcess, merge, upstream_config
 
 
@@ -101,3 +101,25 @@ def test_a_database_url_that_is_not_postgresql_is_a_config_error(tmp_path):
     out = nanobot("config", "check", config=config)
     assert out.returncode == 2
     assert "database.url: expected a postgresql:// URL" in out.stderr and "pw" not in out.stderr
+
+
+def test_db_copy_moves_stored_responses_and_their_chains(postgres, upstream, tmp_path):
+    url = postgres.new_database()
+    base = upstream_config(upstream.url)
+    with ServerProcess(base) as old:  # SQLite
+        first = sdk(old).responses.create(model="scripted", input="kept in sqlite")
+        second = sdk(old).responses.create(model="scripted", input="and then", previous_response_id=first.id)
+        source = old.workspace / "nanobot.db"
+    config = write_config(
+        tmp_path, merge(base, {"database": {"url": url}, "agents": {"defaults": {"workspace": str(tmp_path / "ws")}}})
+    )
+    copied = nanobot("db", "copy", "--from", str(source), config=config)
+    assert copied.returncode == 0 and "; 2 stored responses copied" in copied.stdout, copied.stdout + copied.stderr
+    again = nanobot("db", "copy", "--from", str(source), config=config)
+    assert again.returncode == 0 and "stored responses" not in again.stdout
+    with ServerProcess(merge(base, {"database": {"url": url}})) as new:
+        client = sdk(new)
+        assert client.responses.retrieve(second.id).output_text == "You said: and then"
+        client.responses.create(model="scripted", input="on postgres", previous_response_id=second.id)
+        users = [m["content"] for m in upstream.requests()[-1]["body"]["messages"] if m["role"] == "user"]
+        assert users == ["kept in sqlite", "and then", "on postgres"]

@@ -278,3 +278,20 @@ def test_a_directory_at_the_lock_path_is_a_startup_error(upstream: UpstreamProce
     p = run_nanobot("serve", "--config", str(path))
     assert p.returncode == 2, p.stderr
     assert "sessions.lock" in p.stderr and "Traceback" not in p.stderr, p.stderr
+
+
+def test_a_response_chain_is_served_by_both_workers(server: ServerProcess, upstream: UpstreamProcess) -> None:
+    """/v1/responses: each worker continues, retrieves and deletes what the other stored."""
+    (a,), (b,) = pinned(server, 1).values()
+    previous = None
+    for i in range(4):
+        conn = a if i % 2 == 0 else b
+        body = {"input": f"step {i}", **({"previous_response_id": previous} if previous else {})}
+        r = conn.post(server.url + "/v1/responses", json=body, timeout=30)
+        assert r.status_code == 200, r.text
+        previous = r.json()["id"]
+        users = [m["content"] for m in upstream.requests()[-1]["body"]["messages"] if m["role"] == "user"]
+        assert users == [f"step {j}" for j in range(i + 1)]
+    assert b.get(f"{server.url}/v1/responses/{previous}", timeout=30).json()["id"] == previous
+    assert a.delete(f"{server.url}/v1/responses/{previous}", timeout=30).status_code == 200
+    assert b.get(f"{server.url}/v1/responses/{previous}", timeout=30).status_code == 404

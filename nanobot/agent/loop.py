@@ -50,6 +50,9 @@ class TurnDone:
     usage: Usage
     text: str
     tool_calls: list[ToolCall] = field(default_factory=list)  # the client's calls: the turn paused on them
+    # What the turn added to the conversation (user, assistant and tool messages),
+    # for a caller that keeps the conversation itself (the Responses API's chains).
+    messages: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -182,7 +185,7 @@ class AgentLoop:
                 new.append(result_msg)
         if turn.remember:
             await self.store.append_turn(turn.session_key, new, closes_paused=turn.paused is not None)
-        yield TurnDone(usage, "".join(reply))
+        yield TurnDone(usage, "".join(reply), messages=new)
 
 
 def _start(system: dict[str, Any], turn: TurnInput) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:

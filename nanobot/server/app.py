@@ -28,6 +28,7 @@ from nanobot.server.handlers import (
 )
 from nanobot.server.measure import Measuring
 from nanobot.server.page import ChatPageHandler, PageAssetHandler
+from nanobot.server.responses import InputItemsHandler, ResponsesHandler, StoredResponseHandler
 from nanobot.server.state import API, API_BODY, PUBLIC, UNROUTED, ApiApplication, AppState, RoutePolicy
 from nanobot.server.static_files import STATIC_DIR
 from nanobot.services import Services
@@ -48,6 +49,9 @@ def routes() -> list[URLSpec]:
         route(r"/health", HealthHandler, PUBLIC),
         route(r"/v1/models", ModelsHandler, API),
         route(r"/v1/chat/completions", ChatCompletionsHandler, API_BODY),
+        route(r"/v1/responses", ResponsesHandler, API_BODY),
+        route(r"/v1/responses/([^/]+)", StoredResponseHandler, API),
+        route(r"/v1/responses/([^/]+)/input_items", InputItemsHandler, API),
         route(r"/openapi.json", OpenApiHandler, API),
         route(r"/metrics", MetricsHandler, API),
         route(r"/", ChatPageHandler, PUBLIC),
@@ -55,8 +59,15 @@ def routes() -> list[URLSpec]:
     ]
 
 
-def make_app(services: Services, pipeline: Pipeline | None = None, verbose: bool = False) -> ApiApplication:
-    pipeline = pipeline or Pipeline.from_names(services.config.pipeline.stages)
+def make_app(
+    services: Services,
+    pipeline: Pipeline | None = None,
+    verbose: bool = False,
+    responses_pipeline: Pipeline | None = None,
+) -> ApiApplication:
+    stages = services.config.pipeline.stages
+    pipeline = pipeline or Pipeline.from_names(stages)
+    responses_pipeline = responses_pipeline or Pipeline.for_responses(stages)
     settings: dict[str, Any] = {
         "default_handler_class": NotFoundHandler,
         "default_handler_args": {"policy": UNROUTED},
@@ -64,7 +75,7 @@ def make_app(services: Services, pipeline: Pipeline | None = None, verbose: bool
     }
     if not verbose:
         settings["log_function"] = lambda handler: None
-    return ApiApplication(AppState.build(services, pipeline), routes(), **settings)
+    return ApiApplication(AppState.build(services, pipeline, responses_pipeline), routes(), **settings)
 
 
 def check_bind(config: Config) -> None:
@@ -142,6 +153,7 @@ async def serve(
     of announcing itself (see ``workers.py``).
     """
     pipeline = Pipeline.from_names(config.pipeline.stages)  # config errors before binding
+    responses_pipeline = Pipeline.for_responses(config.pipeline.stages)
     if sockets is None:
         sockets = listen(config)
     # Worker threads (uploads, the database) take the GIL for up to the
@@ -151,7 +163,7 @@ async def serve(
     services = Services.build(config, lock_fd)
     measuring = Measuring()  # the benchmark's timers and profiler: off unless the environment asks
     measuring.install(pipeline, services)
-    app = make_app(services, pipeline, verbose)
+    app = make_app(services, pipeline, verbose, responses_pipeline)
     # Body limits are enforced by the handlers (to answer 413 in JSON); Tornado's
     # own cap only guards against bodies far past them.
     server = ApiHTTPServer(

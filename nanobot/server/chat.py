@@ -18,6 +18,7 @@ from tornado.iostream import IOStream, StreamClosedError
 
 from nanobot.context import RequestContext
 from nanobot.errors import ApiError, ClientDisconnected, UpstreamError
+from nanobot.pipeline import Pipeline
 from nanobot.server.admission import Phase
 from nanobot.server.connection import HeaderLimitStream
 from nanobot.server.handlers import BaseHandler
@@ -44,6 +45,10 @@ class ChatCompletionsHandler(BaseHandler):
     _chunks: list[bytes]  # the body so far (but for a multipart one, parsed as it comes)
     _shutdown = False
     _frame_target: tuple[IOStream, bool, bool] | None = None  # send_frame's stream, chunked?, plain TCP?
+
+    def pipeline(self) -> Pipeline:
+        """The stages this route runs (the Responses route runs its own wire format's)."""
+        return self.state.pipeline
 
     def end_for_shutdown(self) -> None:
         """Cancel this request's run; it answers 503 (or an SSE error frame)."""
@@ -110,7 +115,7 @@ class ChatCompletionsHandler(BaseHandler):
         try:
             async with asyncio.timeout_at(ctx.deadline):
                 async with ctx.exit_stack:
-                    await self.state.pipeline(ctx)
+                    await self.pipeline()(ctx)
         except BaseException as exc:
             end = ending(
                 exc,
@@ -200,7 +205,7 @@ class ChatCompletionsHandler(BaseHandler):
         if isinstance(err, UpstreamError):
             self.services.metrics.upstream_errors.labels(err.code or "other").inc()
         if ctx.headers_sent:
-            render_error(self, err, stream_started=True, redact=self.services.redact)
+            render_error(self, err, stream_started=True, redact=self.services.redact, frame=ctx.failure_frame)
         else:
             self.clear()
             for name, value in ctx.response_headers.items():

@@ -16,7 +16,7 @@ from typing import Any
 from nanobot.errors import AuthenticationFailed, MisdirectedRequest, Overloaded, PermissionDenied
 
 CORS_ALLOW_HEADERS = "Authorization, Content-Type, X-Request-ID, X-Session-Id"
-CORS_ALLOW_METHODS = "GET, POST, OPTIONS"
+CORS_ALLOW_METHODS = "GET, POST, DELETE, OPTIONS"
 CORS_EXPOSE_HEADERS = "X-Request-ID"
 
 

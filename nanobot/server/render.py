@@ -27,11 +27,16 @@ def render_error(
     *,
     stream_started: bool = False,
     redact: Callable[[str], str] = _unchanged,
+    frame: Callable[[ApiError], bytes] | None = None,
 ) -> None:
-    """Send ``err`` and finish the response; ``redact`` masks configured secrets in its message."""
+    """Send ``err`` and finish the response; ``redact`` masks configured secrets in its message.
+
+    ``frame``: how a started stream carries the error (the Responses API's
+    ``response.failed``); by default the Chat Completions error frame.
+    """
     err.message = redact(err.message)
     if stream_started:
-        handler.write(error_frame(err))
+        handler.write((frame or error_frame)(err))
         handler.finish()
         return
     handler.set_status(err.status)

@@ -48,13 +48,15 @@ class AppState:
     gate: ConcurrencyGate
     bodies: BodyBudget
     openapi_body: bytes | None = None  # /openapi.json, built on first request
+    responses_pipeline: Pipeline | None = None  # POST /v1/responses: the same stages, its own wire format
 
     @classmethod
-    def build(cls, services: Services, pipeline: Pipeline) -> AppState:
+    def build(cls, services: Services, pipeline: Pipeline, responses_pipeline: Pipeline | None = None) -> AppState:
         api = services.config.api
         return cls(
             services=services,
             pipeline=pipeline,
+            responses_pipeline=responses_pipeline,
             hosts=HostPolicy(api.api_key, api.host, api.allowed_hosts),
             origins=OriginPolicy(api.cors_origins),
             keys=KeyCheck(api.api_key),

@@ -114,6 +114,20 @@ MIGRATIONS: list[str] = [
     CREATE INDEX nanobot_cron_jobs_session ON nanobot_cron_jobs (session);
     CREATE INDEX nanobot_cron_jobs_due ON nanobot_cron_jobs (next_run);
     """,
+    # 4: stored responses (/v1/responses), see nanobot/responses/pg_store.py
+    """
+    CREATE TABLE nanobot_responses (
+        id text PRIMARY KEY,
+        session text,                     -- the session_id its turn ran in (NULL: the default)
+        prev text,                        -- previous_response_id
+        created double precision NOT NULL,
+        body bytea NOT NULL,              -- the response object, UTF-8 JSON
+        items bytea NOT NULL,             -- its input items
+        messages bytea NOT NULL,          -- the chat messages it adds to its chain's context
+        count integer NOT NULL            -- how many
+    );
+    CREATE INDEX nanobot_responses_created ON nanobot_responses (created);
+    """,
 ]
 
 # SQLSTATE classes that mean "no usable connection": 08 connection

@@ -1,10 +1,11 @@
-"""``nanobot db copy``: an embedded SQLite database's sessions, queue and cron jobs into PostgreSQL.
+"""``nanobot db copy``: an embedded SQLite database's sessions, queue, cron jobs and stored responses into PostgreSQL.
 
 Idempotent: a session is copied only when PostgreSQL has no session of that
-key yet (taken in the same transaction that writes it), and each outbound
-row carries its origin (``sqlite:<id>:<created>``) under a unique key, so a
-second run, or two runs at once, copy nothing twice. Cron jobs keep their
-(random, unique) ids, so a job PostgreSQL has already is left as it is.
+key yet (taken in the same transaction that writes it), each outbound
+row carries its origin (``sqlite:<id>:<created>``) under a unique key, and
+cron jobs and stored responses keep their (random, unique) ids, so a second
+run, or two runs at once, copy nothing twice; a job or response PostgreSQL
+has already is left as it is.
 """
 
 from __future__ import annotations
@@ -39,6 +40,15 @@ ON CONFLICT (origin) DO NOTHING RETURNING 1
 """
 
 
+_RESPONSES = """
+INSERT INTO nanobot_responses
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[], $5::bytea[], $6::bytea[], $7::bytea[],
+                     $8::int[])
+ON CONFLICT (id) DO NOTHING RETURNING 1
+"""
+RESPONSES_CHUNK = 100  # stored responses per statement (each may hold megabytes of input)
+
+
 @dataclass
 class CopyResult:
     sessions: int = 0
@@ -46,6 +56,7 @@ class CopyResult:
     skipped: int = 0  # sessions PostgreSQL already had
     outbox: int = 0
     cron: int = 0
+    responses: int = 0  # stored /v1/responses responses
 
 
 def open_sqlite(path: Path) -> sqlite3.Connection:
@@ -81,6 +92,8 @@ async def copy_database(path: Path, url: str, progress: Callable[[str], None]) -
             await _copy_outbox(db, conn, result)
         if "cron_jobs" in tables:
             await _copy_cron(db, conn, result)
+        if "responses" in tables:
+            await _copy_responses(db, conn, result)
         return result
     finally:
         await conn.close()
@@ -143,3 +156,16 @@ async def _copy_cron(db: sqlite3.Connection, conn: asyncpg.Connection, result: C
     for row in rows:
         status: str = await conn.execute(insert, *row)
         result.cron += status == "INSERT 0 1"
+
+
+async def _copy_responses(db: sqlite3.Connection, conn: asyncpg.Connection, result: CopyResult) -> None:
+    columns = "id, session, prev, created, body, items, messages, count"
+    cursor = db.execute(f"SELECT {columns} FROM responses ORDER BY created")
+    while True:
+        batch = cursor.fetchmany(RESPONSES_CHUNK)
+        if not batch:
+            return
+        cols = [list(c) for c in zip(*batch, strict=False)]
+        for blobs in cols[4:7]:
+            blobs[:] = [bytes(b) for b in blobs]
+        result.responses += len(await conn.fetch(_RESPONSES, *cols))

@@ -17,6 +17,7 @@ requirement and the ``OPTIONS`` preflight operation to every path.
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +34,7 @@ from nanobot.server.openapi.common import (
     request_id_header,
 )
 from nanobot.server.openapi.components import _components
+from nanobot.server.openapi.responses import create_path, input_items_path, stored_path
 from nanobot.server.static_files import STATIC_DIR
 
 # --- paths ----------------------------------------------------------------------------------------------
@@ -249,6 +251,9 @@ ROUTES: list[Route] = [
     Route("/health", _health, public=True, origin_checked=False),
     Route("/v1/models", _models),
     Route("/v1/chat/completions", _chat),
+    Route("/v1/responses", create_path),
+    Route("/v1/responses/{id}", stored_path),
+    Route("/v1/responses/{id}/input_items", input_items_path),
     Route("/openapi.json", _openapi),
     Route("/metrics", _metrics),
     Route("/", _page, public=True, origin_checked=False),
@@ -258,6 +263,7 @@ ROUTES: list[Route] = [
 
 def _preflight(route: Route) -> Json:
     path, checked = route.path, route.origin_checked
+    names = re.findall(r"\{([^}]+)\}", path)  # a templated path's preflight names its parameters too
     responses: Json = {
         "204": {
             "description": "Preflight accepted. For an origin listed in `api.corsOrigins` the "
@@ -279,13 +285,14 @@ def _preflight(route: Route) -> Json:
     if checked:
         responses["403"] = {"$ref": "#/components/responses/Forbidden"}
     return {
-        "operationId": "preflight" + "".join(p.title() for p in path.replace(".", "/").split("/") if p),
+        "operationId": "preflight" + "".join(p.strip("{}").title() for p in path.replace(".", "/").split("/") if p),
         "tags": ["cors"],
         "summary": "CORS preflight",
         "description": "Never needs the key (browsers send preflights without credentials)."
         + (" Refused (403) for an `Origin` that is neither the server's own nor listed." if checked else ""),
         "security": [],
         "parameters": [
+            *({"name": name, "in": "path", "required": True, "schema": {"type": "string"}} for name in names),
             {"name": "Origin", "in": "header", "required": False, "schema": {"type": "string"}},
             {"name": "Access-Control-Request-Method", "in": "header", "required": False, "schema": {"type": "string"}},
             {"name": "Access-Control-Request-Headers", "in": "header", "required": False, "schema": {"type": "string"}},

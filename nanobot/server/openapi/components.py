@@ -19,6 +19,7 @@ from nanobot.server.openapi.common import (
 )
 from nanobot.server.openapi.messages import message_schemas, messages_field
 from nanobot.server.openapi.options import refused_fields, response_format
+from nanobot.server.openapi.responses import schemas as responses_schemas
 from nanobot.server.openapi.tools import request_fields, tool_call, tool_call_delta
 
 
@@ -418,6 +419,7 @@ def _schemas(spec: Spec) -> Json:
             },
             "description": "One event of the stream (see StreamEvent for its decoded `data`).",
         },
+        **responses_schemas(spec),
         "OpenApiDocument": {
             "type": "object",
             "required": ["openapi", "info", "paths"],
