@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from nanobot.client_messages import MAX_INSTRUCTION_CHARS
+from nanobot.client_tools import client_tool, tool_set, with_choice
 from nanobot.context import RequestContext
 from nanobot.errors import InvalidRequest, UnsupportedMediaType
 from nanobot.request_options import check_response_format, structured_output
@@ -41,33 +42,54 @@ def _optional(body: dict[str, Any], name: str, kind: type | tuple[type, ...], wh
 
 
 def client_function_tools(ctx: RequestContext, request: ResponsesRequest) -> None:
-    """Client function tools on /v1/responses: the seam where the client-tools core is wired in.
+    """Client function tools on /v1/responses, through the same core as Chat Completions.
 
-    What the request brings is parsed: ``request.function_tools`` (the
-    ``tools``, with ``shape.tool_choice`` and ``shape.parallel_tool_calls``),
-    and its ``function_call``/``function_call_output`` items already in
+    ``request.function_tools`` are checked by ``nanobot.client_tools`` (the
+    same names, limits and collisions) and offered beside the server's
+    tools; ``function_call``/``function_call_output`` items are already in
     ``ctx.client_history`` as the assistant ``tool_calls`` and ``tool``
-    messages they stand for (``request.resumes``: the input ends with
-    outputs, so the turn goes on from them with no user message). Wiring it:
-    offer the tools to the model here (the core's ``ctx.client_tools``) and
-    let a resume run without a user message; the paused calls come back as
-    ``TurnDone.tool_calls``, which ``responses_encode`` already answers as
-    ``function_call`` items. Until then, a request that brings any is refused.
+    messages they stand for, and an input that ends with outputs
+    (``request.resumes``) goes on from them with no user message. Calls of
+    the client's tools end the turn as ``TurnDone.tool_calls``, which
+    ``responses_encode`` answers as ``function_call`` items.
     """
-    if request.function_tools:
-        raise InvalidRequest(
-            "Client function tools are not supported yet on /v1/responses: send tools: [] (the server's "
-            "agent brings its own tools).",
-            param="tools",
-            code="unsupported_parameter",
-        )
-    if request.tool_items:
-        raise InvalidRequest(
-            "function_call and function_call_output items answer client function tools, which are not "
-            "supported yet on /v1/responses.",
-            param=f"{request.tool_items[0]}.type",
-            code="unsupported_parameter",
-        )
+    shape = request.shape
+    choice, forced = shape.tool_choice, None
+    if isinstance(choice, dict):  # {"type": "function", "name": ...}: the Responses spelling
+        name = choice.get("name")
+        if choice.get("type") != "function" or not isinstance(name, str) or not name:
+            raise InvalidRequest(
+                'tool_choice must be "auto", "none", "required" or {"type": "function", "name": ...}.',
+                param="tool_choice",
+            )
+        choice, forced = None, name
+    ctx.resumes = request.resumes
+    _check_outputs_answer_calls(ctx.client_history or [])
+    if not request.function_tools and choice == "auto" and forced is None:
+        return  # the server's own tools only: nothing to check
+    server = ctx.services.agent.tools.names
+    seen: set[str] = set()
+    checked = []
+    for i, tool in enumerate(request.function_tools):
+        one = client_tool(tool.name, tool.description, tool.parameters, tool.strict, f"tools[{i}]", server, seen)
+        seen.add(one[0].name)
+        checked.append(one)
+    ctx.client_tools = with_choice(tool_set(checked), choice, shape.parallel_tool_calls, forced)
+
+
+def _check_outputs_answer_calls(conversation: list[dict[str, Any]]) -> None:
+    """Each ``function_call_output`` answers a call of the chain or of this input (OpenAI refuses it otherwise)."""
+    calls: set[str] = set()
+    for message in conversation:
+        for call in message.get("tool_calls") or ():
+            calls.add(call["id"])
+        if message.get("role") == "tool" and message.get("tool_call_id") not in calls:
+            raise InvalidRequest(
+                f"No function call with call_id {message.get('tool_call_id')!r} is found for a function_call_output "
+                "item: send previous_response_id of the response that made the call, or the function_call item.",
+                param="input",
+                code="unknown_tool_call_id",
+            )
 
 
 class ResponsesValidate:
@@ -85,6 +107,8 @@ class ResponsesValidate:
         "files",
         "response_format",
         "responses",
+        "client_tools",
+        "resumes",
     )
 
     async def __call__(self, ctx: RequestContext) -> None:

@@ -57,15 +57,25 @@ def test_runner_with_the_default_responses_model(agent_server, upstream):
         assert replayed.final_output == "You said: third"
         assert roles_and_texts(upstream)[-2:] == [("assistant", "You said: hello from agents"), ("user", "third")]
 
-        # Client function tools are not supported yet: a clear 400 naming them.
+        # A function tool of the client: the server hands the model's call back, the SDK runs it
+        # and sends the conversation with its output; the model then sees the result.
+        called: list[str] = []
+
         @agents.function_tool
         def lookup(city: str) -> str:
             """Look a city up."""
-            return city
+            called.append(city)
+            return f"sunny in {city}"
 
-        with pytest.raises(openai.BadRequestError) as info:
-            await agents.Runner.run(agents.Agent(name="t", model="scripted", tools=[lookup]), "weather?")
-        assert info.value.param == "tools"
+        upstream.clear()
+        tooled = agents.Agent(name="t", instructions="Use the tool.", model="scripted", tools=[lookup])
+        answered = await agents.Runner.run(tooled, '#call:lookup {"city": "Oslo"} weather?')
+        assert called == ["Oslo"]  # with the model's arguments
+        assert answered.final_output == "tool result: sunny in Oslo"
+        first, second = upstream.requests()
+        assert "lookup" in [t["function"]["name"] for t in first["body"]["tools"]]
+        roles = [m["role"] for m in second["body"]["messages"]]
+        assert roles[-2:] == ["assistant", "tool"] and second["body"]["messages"][-1]["content"] == "sunny in Oslo"
         await client.close()
 
     asyncio.run(run())

@@ -1,17 +1,14 @@
-"""The Responses side of client function tools, ready for the client-tools core (in process).
+"""The Responses wire side of client function tools, in process.
 
-Until the core is wired in (``client_function_tools`` in
-``stages/responses_validate.py``), requests that bring function tools or
-their items are refused; what is already there is checked here: the items
-read into the conversation they stand for, and paused calls answered as
-``function_call`` items in the SDK's own types.
+The items read into the conversation they stand for, and paused calls
+answered as ``function_call`` items in the SDK's own types; end to end
+through a server in ``test_responses_tools.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -28,13 +25,6 @@ from nanobot.responses.request import InputReader, ResponsesRequest, Turn
 from nanobot.services import Services
 from nanobot.testing.context import make_ctx, recorded, running_services
 from stages.responses_encode import stage as responses_encode
-
-
-@dataclass
-class PausedDone(TurnDone):
-    """A turn that paused on the client's calls, as the client-tools core ends one."""
-
-    tool_calls: list[ToolCall] = field(default_factory=list)
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +100,7 @@ CALLS = [ToolCall("call_a", "lookup", '{"city":"Oslo"}'), ToolCall("call_b", "lo
 @pytest.mark.parametrize("text", ["", "Let me look."])
 def test_paused_calls_are_function_call_items(runner, services, stream, text):
     request = ResponsesRequest(shape=ResponseShape(model="echo"), store=False)
-    done = PausedDone(Usage(3, 4), text, tool_calls=CALLS)
+    done = TurnDone(Usage(3, 4), text, tool_calls=CALLS)
     ctx = make_ctx(services, stream=stream, responses=request, events=_events(done, [text] if text else []))
     runner.run(responses_encode(ctx))
     body = recorded(ctx).body()

@@ -177,15 +177,23 @@ class AgentLoop:
                 if turn.remember:
                     _keep_user(paused, turn)
                     await self.store.pause_turn(turn.session_key, paused.to_json())
-                yield TurnDone(usage, "".join(reply), client_calls)
+                # A caller keeping the conversation itself (a Responses chain) gets it
+                # so far: the calls and the server's results; the client's come next.
+                so_far = [*new, *_tool_messages(calls, results)]
+                yield TurnDone(usage, "".join(reply), client_calls, messages=so_far)
                 return
-            for call, text in zip(calls, results, strict=False):
-                result_msg = {"role": "tool", "tool_call_id": call.id, "content": text}
+            for result_msg in _tool_messages(calls, results):
                 messages.append(result_msg)
                 new.append(result_msg)
         if turn.remember:
             await self.store.append_turn(turn.session_key, new, closes_paused=turn.paused is not None)
         yield TurnDone(usage, "".join(reply), messages=new)
+
+
+def _tool_messages(calls: list[ToolCall], results: list[str]) -> list[dict[str, Any]]:
+    return [
+        {"role": "tool", "tool_call_id": call.id, "content": text} for call, text in zip(calls, results, strict=False)
+    ]
 
 
 def _start(system: dict[str, Any], turn: TurnInput) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
