@@ -31,7 +31,7 @@ from nanobot.responses.request import (
 )
 from nanobot.sessions.budget import bound_chars
 from nanobot.sessions.store import trim_window
-from stages.validate import _check_model, _check_session_id
+from stages.validate import TURN_FIELDS, VALIDATE_REQUIRES, _check_model, _check_session_id
 
 
 def _optional(body: dict[str, Any], name: str, kind: type | tuple[type, ...], what: str) -> Any:
@@ -94,22 +94,8 @@ def _check_outputs_answer_calls(conversation: list[dict[str, Any]]) -> None:
 
 class ResponsesValidate:
     name = "responses_validate"
-    requires = ("payload", "form", "files", "headers", "services")
-    provides = (
-        "model",
-        "stream",
-        "include_usage",
-        "include_tool_events",
-        "session_id",
-        "instructions",
-        "client_history",
-        "text",
-        "files",
-        "response_format",
-        "responses",
-        "client_tools",
-        "resumes",
-    )
+    requires = VALIDATE_REQUIRES
+    provides = (*TURN_FIELDS, "responses")
 
     async def __call__(self, ctx: RequestContext) -> None:
         body = ctx.payload

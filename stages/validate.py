@@ -155,24 +155,28 @@ def _validate_form(ctx: RequestContext, form: dict[str, list[str]]) -> None:
     ctx.stream = stream in STREAM_TRUE
 
 
+# What a validate stage of either wire format reads and writes (the turn's fields).
+VALIDATE_REQUIRES = ("payload", "form", "files", "headers", "services")
+TURN_FIELDS = (
+    "model",
+    "stream",
+    "include_usage",
+    "include_tool_events",
+    "session_id",
+    "instructions",
+    "client_history",
+    "text",
+    "files",
+    "response_format",
+    "client_tools",
+    "resumes",
+)
+
+
 class Validate:
     name = "validate"
-    requires = ("payload", "form", "files", "headers", "services")
-    provides = (
-        "model",
-        "stream",
-        "include_usage",
-        "include_tool_events",
-        "session_id",
-        "instructions",
-        "client_history",
-        "text",
-        "files",
-        "response_format",
-        "client_tools",
-        "tool_results",
-        "resumes",
-    )
+    requires = VALIDATE_REQUIRES
+    provides = (*TURN_FIELDS, "tool_results")
 
     async def __call__(self, ctx: RequestContext) -> None:
         if ctx.payload is not None:
