@@ -76,6 +76,10 @@ def test_runner_with_the_default_responses_model(agent_server, upstream):
         assert "lookup" in [t["function"]["name"] for t in first["body"]["tools"]]
         roles = [m["role"] for m in second["body"]["messages"]]
         assert roles[-2:] == ["assistant", "tool"] and second["body"]["messages"][-1]["content"] == "sunny in Oslo"
+        streamed = agents.Runner.run_streamed(tooled, '#call:lookup {"city": "Rome"} weather?')
+        async for _ in streamed.stream_events():
+            pass
+        assert called == ["Oslo", "Rome"] and streamed.final_output == "tool result: sunny in Rome"
         await client.close()
 
     asyncio.run(run())
