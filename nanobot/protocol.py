@@ -7,16 +7,25 @@ a content chunk costs one ``orjson.dumps`` of its text and a concatenation.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import orjson
 
 from nanobot.errors import ApiError, error_body
 from nanobot.ids import new_id
 
-if TYPE_CHECKING:
-    from nanobot.providers.base import ToolCall
+
+class ToolCall(Protocol):
+    """A function call as the wire shows it (``nanobot.providers.base.ToolCall`` is one)."""
+
+    id: str
+    name: str
+    arguments: str
+
+    def as_message_part(self) -> dict[str, Any]: ...
+
 
 DONE_FRAME = b"data: [DONE]\n\n"
 PING_FRAME = b": ping\n\n"
@@ -43,7 +52,7 @@ def new_completion_id() -> str:
     return "chatcmpl-" + new_id()
 
 
-def completion_body(model: str, text: str, usage: Usage, tool_calls: list[ToolCall] | None = None) -> bytes:
+def completion_body(model: str, text: str, usage: Usage, tool_calls: Sequence[ToolCall] | None = None) -> bytes:
     """A whole non-streaming ``chat.completion`` response (``tool_calls``: the client's, the turn paused)."""
     if tool_calls:
         message: dict[str, Any] = {
@@ -131,7 +140,7 @@ class ChunkEncoder:
         delta = orjson.dumps({"nanobot_tool": event})
         return self._head + delta + self._tail
 
-    def tool_calls(self, calls: list[ToolCall]) -> bytes:
+    def tool_calls(self, calls: Sequence[ToolCall]) -> bytes:
         """The client's calls as OpenAI streams them: per call, a chunk with its index, id,
         type, name and empty arguments, then one with the arguments."""
         frames = []

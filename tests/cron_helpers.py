@@ -7,7 +7,7 @@ import re
 import sqlite3
 from typing import Any
 
-from common import ask
+from common import ask, state_db
 from servers import merge, upstream_config
 
 DUE = re.compile(r"\[scheduled job ([0-9a-f]+), [^\]]*, due ([^\]]+)\]")
@@ -67,7 +67,7 @@ def fires(upstream: Any, job: str) -> list[tuple[str, str]]:
 
 def session_messages(workspace: Any, key: str) -> list[dict[str, Any]]:
     """The stored messages of session ``key`` in the server's SQLite file."""
-    db = sqlite3.connect(workspace / "nanobot.db")
+    db = sqlite3.connect(state_db(workspace))
     try:
         rows = db.execute("SELECT data FROM messages WHERE session = ? ORDER BY id", (key,)).fetchall()
     finally:

@@ -331,10 +331,11 @@ def test_every_documented_route_needs_the_key_but_health(server):
     for template, item in doc["paths"].items():
         path = template
         for param in (p for op in item.values() for p in op.get("parameters", []) if p.get("in") == "path"):
-            path = path.replace("{{{}}}".format(param["name"]), param["example"])
+            path = path.replace("{{{}}}".format(param["name"]), param.get("example", "resp_unknown"))
         for method, op in item.items():
             public = op.get("security", doc.get("security")) == []
-            body = {"json": {"messages": [{"role": "user", "content": "hi"}]}} if method == "post" else {}
+            turn = {"input": "hi"} if path == "/v1/responses" else {"messages": [{"role": "user", "content": "hi"}]}
+            body = {"json": turn} if method == "post" else {}
             for headers in bad_keys:
                 r = requests.request(method, server.url + path, headers=headers, timeout=10, **body)
                 walked += 1
@@ -348,7 +349,9 @@ def test_every_documented_route_needs_the_key_but_health(server):
                     assert r.status_code == 401, (method, path, headers, r.status_code)
                     assert r.json()["error"]["type"] == "authentication_error"
             r = requests.request(method, server.url + path, headers=AUTH, timeout=10, **body)
-            assert r.status_code in (200, 204), (method, path, r.text[:200])
+            # The documented example id of a stored response names none on this server: 404, past the key.
+            stored = path.startswith("/v1/responses/") and method != "options"
+            assert r.status_code in ((404,) if stored else (200, 204)), (method, path, r.text[:200])
         # Any other method: 405 whether or not a key is sent (the route has no
         # such operation, so there is nothing to authorize), never data.
         for other in {"get", "post", "put", "delete", "patch"} - set(item) - {"head"}:

@@ -149,7 +149,7 @@ def readme_commands() -> list[str]:
     for cell in re.findall(r"^\| `nanobot ([^`]*)`", table, re.MULTILINE):
         words = []
         for word in cell.split():
-            if word.startswith(("-", "[")):
+            if word.startswith(("-", "[")) or word.isupper():  # an option or a placeholder (JOB_ID)
                 break
             words.append(word)
         if " ".join(words) not in found:

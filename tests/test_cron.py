@@ -11,7 +11,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import requests
-from common import run_nanobot
+from common import run_nanobot, state_db
 from cron_helpers import call, cron_config, fires, job_id, session_messages
 from croniter import croniter
 from fault_helpers import wait_for
@@ -77,7 +77,7 @@ def test_list_and_remove_are_per_session_and_bad_input_is_an_error_result(make_s
         reply = call(server, other, "cron", action="add", message="x", **args)
         assert "tool result: Error: " in reply and says in reply, (name, reply)
     assert "Error: no job 'nope'" in call(server, mine, "cron", action="remove", job_id="nope")
-    assert "Error: 'job_id' must be" in call(server, mine, "cron", action="remove", job_id=7)
+    assert "Error: argument 'job_id' must be a string" in call(server, mine, "cron", action="remove", job_id=7)
     assert "Error: 'action' must be one of" in call(server, mine, "cron", action="pause")
     listing = call(server, mine, "cron", action="list")
     assert f"{first}: every 3600 s" in listing and "cron '0 9 * * *' (UTC)" in listing
@@ -138,7 +138,7 @@ def test_restart_after_downtime_fires_a_missed_job_once(upstream, tmp_path):
             )
         )
     # Five hours of due times missed while the server was down.
-    db = sqlite3.connect(ws / "nanobot.db")
+    db = sqlite3.connect(state_db(ws))
     missed = time.time() - 5 * 3600 - 60
     with db:
         db.execute("UPDATE cron_jobs SET next_run = ? WHERE id = ?", (missed, job))

@@ -14,7 +14,7 @@ from nanobot.cron.pg_store import PgCronStore
 from nanobot.cron.sqlite_store import SqliteCronStore
 from nanobot.cron.store import CronJob
 from nanobot.storage.db import Database
-from nanobot.storage.pg import PgDatabase
+from nanobot.storage.pg import MIGRATIONS, PgDatabase
 
 NOW = datetime(2026, 3, 28, 12, 0, tzinfo=ZoneInfo("UTC")).timestamp()
 
@@ -135,7 +135,9 @@ def test_postgres_store_two_nodes(postgres):
             await b.close()
 
     asyncio.run(main())
-    assert postgres.psql("SELECT max(version) FROM nanobot_schema_version", url.rsplit("/", 1)[1]).strip() == "2"
+    assert postgres.psql("SELECT max(version) FROM nanobot_schema_version", url.rsplit("/", 1)[1]).strip() == str(
+        len(MIGRATIONS)
+    )
 
 
 @pytest.mark.parametrize(

@@ -77,12 +77,11 @@ include-path-regex = "^/v1/responses/"
 generation.max-examples = 20
 checks.positive_data_acceptance.expected-statuses = ["2xx", "403", "404"]
 
-# A CORS preflight is answered whether or not the resource exists (browsers send it before the DELETE too).
-[[operations]]
-include-path-regex = "^/v1/responses/"
-include-method = "OPTIONS"
-checks.use_after_free.enabled = false
 """
+# A CORS preflight is answered whether or not the resource exists (browsers send it before the DELETE
+# too), and schemathesis checks the preflight that follows a DELETE for a 404 whatever an operation's
+# settings say; GET after DELETE is a 404 in test_responses_api.py instead.
+EXCLUDED_CHECKS = "use_after_free"
 
 
 def test_schemathesis_finds_nothing(fuzz_server, tmp_path):
@@ -106,6 +105,8 @@ def test_schemathesis_finds_nothing(fuzz_server, tmp_path):
         f"Authorization: Bearer {KEY}",
         "--checks",
         "all",
+        "--exclude-checks",
+        EXCLUDED_CHECKS,
         "--max-examples",
         "60",
         "--seed",

@@ -109,7 +109,7 @@ def test_db_copy_moves_stored_responses_and_their_chains(postgres, upstream, tmp
     with ServerProcess(base) as old:  # SQLite
         first = sdk(old).responses.create(model="scripted", input="kept in sqlite")
         second = sdk(old).responses.create(model="scripted", input="and then", previous_response_id=first.id)
-        source = old.workspace / "nanobot.db"
+        source = old.database
     config = write_config(
         tmp_path, merge(base, {"database": {"url": url}, "agents": {"defaults": {"workspace": str(tmp_path / "ws")}}})
     )

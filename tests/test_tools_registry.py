@@ -250,12 +250,15 @@ def test_one_list_of_builtin_tools(tmp_path) -> None:
     )
     names = [spec.name for spec in BUILTIN_TOOLS]
     assert enabled_tool_names(every) == names
+    # cron and spawn are built on the server's job store and subagents (tests/test_cron.py, test_spawn.py).
+    every.tools.cron.enabled = every.tools.spawn.enabled = False
+    specs = [spec for spec in BUILTIN_TOOLS if spec.name not in ("cron", "spawn")]
     built = build_tools(every, outbox=None, extractor=Extractor(FileLimits()))  # type: ignore[arg-type]
-    assert [t.name for t in built] == names
-    assert [t.schema["function"]["name"] for t in built] == names  # each name written once
-    assert [type(t) for t in built] == list(BUILTIN_TOOLS)
+    assert [t.name for t in built] == [spec.name for spec in specs]
+    assert all(t.schema["function"]["name"] == t.name for t in built)  # each name written once
+    assert [type(t) for t in built] == specs
     few = parse_config({"tools": {"file": {"enabled": False}, "web": {"fetch": {"enabled": False}}}})
-    assert enabled_tool_names(few) == ["message"]
+    assert enabled_tool_names(few) == ["message", "cron", "spawn"]
     assert enabled_tool_names(parse_config({})) == [
         "read_file",
         "write_file",
@@ -263,4 +266,6 @@ def test_one_list_of_builtin_tools(tmp_path) -> None:
         "list_dir",
         "web_fetch",
         "message",
+        "cron",
+        "spawn",
     ]

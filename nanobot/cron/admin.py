@@ -11,6 +11,7 @@ from nanobot.cron.schedule import iso
 from nanobot.cron.store import CronJob, CronStore
 from nanobot.errors import DatabaseUnavailable
 from nanobot.redact import Redactor
+from nanobot.storage.state import database_path
 
 T = TypeVar("T")
 
@@ -31,7 +32,7 @@ async def with_store(config: Config, use: Callable[[CronStore], Awaitable[T]]) -
     from nanobot.cron.sqlite_store import SqliteCronStore
     from nanobot.storage.db import Database
 
-    path = config.workspace / "nanobot.db"
+    path = database_path(config)
     if not path.exists():
         return None
     db = Database(path)

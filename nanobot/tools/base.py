@@ -19,7 +19,6 @@ if TYPE_CHECKING:
     from nanobot.files.pool import Extractor
     from nanobot.outbound.base import Outbox
     from nanobot.tools.paths import Workspace
-    from nanobot.tools.spawn import Subagents
 
 
 @dataclass(frozen=True)
@@ -31,7 +30,7 @@ class ToolDeps:
     outbox: Outbox
     extractor: Extractor
     cron: CronStore | None = None  # the server's (None where no scheduler runs)
-    subagents: Subagents | None = None
+    subagents: object | None = None  # a nanobot.tools.spawn.Subagents (which imports this module)
 
 
 class BuiltinTool:

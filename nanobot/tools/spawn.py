@@ -185,7 +185,7 @@ class SpawnTool(BuiltinTool):
 
     @classmethod
     def build(cls, deps: ToolDeps) -> Tool:
-        if deps.subagents is None:
+        if not isinstance(deps.subagents, Subagents):
             raise ValueError("the spawn tool needs the server's subagents")
         return cls(deps.subagents)
 
