@@ -132,7 +132,9 @@ def _context(config: Config, content_type: str | None, body: bytes) -> RequestCo
     if content_type is not None:
         headers["Content-Type"] = content_type
     values: dict = dict(  # a SimpleNamespace stands in for Services
-        services=SimpleNamespace(config=config),
+        services=SimpleNamespace(
+            config=config, agent=SimpleNamespace(tools=SimpleNamespace(names=["read_file", "message"]))
+        ),
         method="POST",
         path=CHAT,
         headers=headers,
