@@ -39,6 +39,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=",".join(ALL),
         help=f"comma-separated (default: all: {','.join(ALL)}; `soak` alone = `python -m bench soak`)",
     )
+    p.add_argument(
+        "--api",
+        choices=("chat", "responses"),
+        default="chat",
+        help="the chat scenarios' route on the server and peer: /v1/chat/completions or /v1/responses",
+    )
     p.add_argument("--quick", action="store_true", help="short runs and small stream counts (< 1 minute in all)")
     p.add_argument(
         "--duration", type=float, help="seconds per closed-loop run (default 10, quick 1.5; a noop-stage round: 4)"

@@ -43,9 +43,10 @@ class Response:
         "sse_error",
         "_sse",
         "_last",
+        "_on_data",
     )
 
-    def __init__(self, t0: float, stream: bool) -> None:
+    def __init__(self, t0: float, stream: bool, api: str = "chat") -> None:
         self.status = 0
         self.body = bytearray()
         self.t0 = t0
@@ -58,6 +59,8 @@ class Response:
         self.sse_error: str | None = None
         self._sse: bytearray | None = bytearray() if stream else None
         self._last = 0.0
+        # Chosen once per response, so the per-event code does not test the api.
+        self._on_data = self._responses_data if api == "responses" else self._data
 
     def feed(self, data: bytes, now: float) -> None:
         """Body bytes arrived at `now` (already de-chunked)."""
@@ -69,12 +72,13 @@ class Response:
         sse += data
         if b"\r" in data:
             sse[:] = sse.replace(b"\r\n", b"\n")
+        on_data = self._on_data
         while (end := sse.find(b"\n\n")) != -1:
             event = bytes(sse[:end])
             del sse[: end + 2]
             for line in event.split(b"\n"):
                 if line.startswith(b"data:"):
-                    self._data(line[5:].strip(), now)
+                    on_data(line[5:].strip(), now)
 
     def _data(self, payload: bytes, now: float) -> None:
         if payload == b"[DONE]":
@@ -102,12 +106,43 @@ class Response:
             return
         delta = choices[0].get("delta") or {}
         if delta.get("content"):
-            self.tokens += 1
-            if self.ttft is None:
-                self.ttft = now - self.t0
-            else:
-                self.gaps.append(now - self._last)
-            self._last = now
+            self._token(now)
+
+    def _token(self, now: float) -> None:
+        self.tokens += 1
+        if self.ttft is None:
+            self.ttft = now - self.t0
+        else:
+            self.gaps.append(now - self._last)
+        self._last = now
+
+    def _responses_data(self, payload: bytes, now: float) -> None:
+        """One Responses API event (`data:` holds its `type`; no `[DONE]`, `response.completed` ends it)."""
+        if payload.startswith(_DELTA):  # the server writes `type` first: no JSON decode per token
+            self._token(now)
+            return
+        if len(self.body) < BODY_KEEP:
+            self.body += payload[: BODY_KEEP - len(self.body)]
+        try:
+            obj: Any = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            self.sse_error = self.sse_error or "bad SSE JSON"
+            return
+        kind = obj.get("type") if isinstance(obj, dict) else None
+        if kind == "response.output_text.delta":
+            self._token(now)
+        elif kind == "response.completed":
+            self.done = True
+            usage = (obj.get("response") or {}).get("usage")
+            if isinstance(usage, dict):
+                self.completion_tokens += int(usage.get("output_tokens") or 0)
+        elif kind in ("response.failed", "error"):
+            error = obj.get("error") or (obj.get("response") or {}).get("error") or {}
+            code = error.get("code") if isinstance(error, dict) else error
+            self.sse_error = f"SSE {kind}: {code}"
+
+
+_DELTA = b'{"type":"response.output_text.delta"'
 
 
 class Conn(asyncio.Protocol):
@@ -218,12 +253,14 @@ class Conn(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
-    async def request(self, head: bytes, body: bytes = b"", stream: bool = False, timeout: float = 60.0) -> Response:
+    async def request(
+        self, head: bytes, body: bytes = b"", stream: bool = False, timeout: float = 60.0, api: str = "chat"
+    ) -> Response:
         """Send `head` + `body`, await the whole response (at most `timeout` s)."""
         if self.closed or self.transport is None:
             raise RequestFailed("connection closed")
         loop = asyncio.get_running_loop()
-        resp = Response(time.perf_counter(), stream)
+        resp = Response(time.perf_counter(), stream, api)
         self.resp, self._head_done, self._framed = resp, False, False
         waiter: asyncio.Future[Response] = loop.create_future()
         self.waiter = waiter

@@ -56,6 +56,7 @@ class Spec:
     hz: float = 50.0
     sync: bool = False
     tools: list[dict[str, Any]] | None = None  # chat: client function tools offered with each request
+    api: str = "chat"  # chat: /v1/chat/completions bodies; responses: /v1/responses bodies and events
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> Spec:
@@ -104,6 +105,9 @@ class Runner:
         self.stopping = False
         self.deadline = float("inf")
         self.issued = 0
+        responses = spec.api == "responses"
+        self.body_marker = b'"output"' if responses else b'"choices"'
+        self.end_marker = "response.completed" if responses else "[DONE]"
 
     async def connect_all(self) -> list[Conn | None]:
         gate = asyncio.Semaphore(_CONNECT_PARALLEL)
@@ -149,7 +153,7 @@ class Runner:
                     continue
             tally.started += 1
             try:
-                resp = await conn.request(head, body, spec.stream, spec.timeout)
+                resp = await conn.request(head, body, spec.stream, spec.timeout, spec.api)
             except RequestFailed as exc:
                 tally.error(str(exc).split(":")[0], str(exc))
                 continue
@@ -177,11 +181,13 @@ class Runner:
                 tally.error(resp.sse_error, bytes(resp.body).decode("utf-8", "replace"))
                 return
             if not resp.done:
-                tally.error("stream ended without [DONE]", bytes(resp.body[-300:]).decode("utf-8", "replace"))
+                tally.error(
+                    f"stream ended without {self.end_marker}", bytes(resp.body[-300:]).decode("utf-8", "replace")
+                )
                 return
             tally.done += 1
-        elif self.spec.kind != "probe" and b'"choices"' not in resp.body:
-            tally.error("200 without choices", bytes(resp.body).decode("utf-8", "replace"))
+        elif self.spec.kind != "probe" and self.body_marker not in resp.body:
+            tally.error(f"200 without {self.body_marker.decode()}", bytes(resp.body).decode("utf-8", "replace"))
             return
         tally.completed += 1
         tally.latency.append(resp.t_end - resp.t0)

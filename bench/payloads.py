@@ -1,7 +1,7 @@
 """The bytes a load generator client sends: built once per client, sent many times.
 
 Hand-written HTTP/1.1 requests (keep-alive, exact Content-Length): JSON chat
-completions (streamed or not, each client with its own `session_id`), a
+completions or Responses API turns (streamed or not, each client with its own `session_id`), a
 multipart upload with one file, or a plain GET for the /health probe.
 """
 
@@ -26,6 +26,7 @@ class RequestSpec(Protocol):
     api_key: str | None
     file: str | None
     tools: list[dict[str, Any]] | None
+    api: str
 
 
 def build_request(spec: RequestSpec, host: str, index: int) -> tuple[bytes, bytes]:
@@ -54,7 +55,11 @@ def build_request(spec: RequestSpec, host: str, index: int) -> tuple[bytes, byte
         body = pre + data + f"\r\n--{boundary}--\r\n".encode()
         ctype = f"multipart/form-data; boundary={boundary}"
     else:
-        payload: dict[str, Any] = {"messages": [{"role": "user", "content": f"{spec.text} {index}"}]}
+        payload: dict[str, Any]
+        if spec.api == "responses":  # DESIGN section 11: `input` text, no stream_options
+            payload = {"input": f"{spec.text} {index}"}
+        else:
+            payload = {"messages": [{"role": "user", "content": f"{spec.text} {index}"}]}
         if spec.model:
             payload["model"] = spec.model
         if spec.send_session:
@@ -63,7 +68,8 @@ def build_request(spec: RequestSpec, host: str, index: int) -> tuple[bytes, byte
             payload["tools"] = spec.tools
         if spec.stream:
             payload["stream"] = True
-            payload["stream_options"] = {"include_usage": True}
+            if spec.api != "responses":
+                payload["stream_options"] = {"include_usage": True}
         body = orjson.dumps(payload)
         ctype = "application/json"
     head = (

@@ -135,6 +135,9 @@ class ScenarioRunner:
         procs = max(1, min(max(procs, len(urls)), clients))
         prefix = f"bench-{uuid.uuid4().hex[:8]}-"
         kind = "upload" if sc.kind == "upload" else "chat"
+        # The Responses route is the server's (and a peer's); the scripted upstream speaks chat only.
+        api = getattr(self.args, "api", "chat") if sc.kind == "chat" and target.name != "direct" else "chat"
+        path = "/v1/responses" if api == "responses" else "/v1/chat/completions"
         specs = []
         offset = 0
         for index in range(procs):
@@ -157,6 +160,8 @@ class ScenarioRunner:
                     "api_key": target.api_key,
                     "file": file,
                     "tools": tools,
+                    "api": api,
+                    "path": path,
                 }
             )
             offset += share

@@ -77,6 +77,29 @@ def test_quick_bench_run_reports_sane_figures(tmp_path: Path) -> None:
     assert any(c["target"].startswith("stream-s100") for c in data["checks"])
 
 
+def test_bench_runs_the_chat_scenarios_against_the_responses_route(tmp_path: Path) -> None:
+    out = tmp_path / "out.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--api", "responses", "--scenarios", "nonstream-c1,stream-s100"]
+        + ["--duration", "1", "--streams", "10", "--targets", "server", "--json", str(out), "--silent"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    by_name = {sc["name"]: sc["results"]["server"] for sc in json.loads(out.read_text())["scenarios"]}
+    plain, stream = by_name["nonstream-c1"], by_name["stream-s100"]
+    assert plain["errors"] == 0, plain["error_samples"]
+    assert plain["completed"] > 0 and plain["completed"] == plain["started"]
+    assert stream["errors"] == 0, stream["error_samples"]
+    # Every `response.output_text.delta` counted, every stream ended by `response.completed`.
+    assert stream["streams_started"] == stream["streams_done"] == 10
+    assert stream["tokens"] == stream["completion_tokens"] == 10 * 100
+    assert 0 < stream["ttft_p50_ms"] and 10 < stream["gap_p50_ms"] < 200
+    assert stream["cpu_per_token_us"] > 0
+
+
 def test_compare_runs_a_revision_and_a_checkout_side_by_side(tmp_path: Path) -> None:
     out, profiles = tmp_path / "out.json", tmp_path / "prof"
     proc = subprocess.run(
