@@ -329,6 +329,10 @@ def read_tools(value: Any) -> list[FunctionTool]:
             raise InvalidRequest("A function tool's parameters must be a JSON Schema object.", param=f"tools[{i}]")
         description = tool.get("description")
         strict = tool.get("strict")
+        if description is not None and not isinstance(description, str):
+            raise InvalidRequest("A function tool's description must be a string.", param=f"tools[{i}].description")
+        if strict is not None and not isinstance(strict, bool):
+            raise InvalidRequest("A function tool's strict must be a boolean.", param=f"tools[{i}].strict")
         tools.append(
             FunctionTool(
                 name,

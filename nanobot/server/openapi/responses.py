@@ -9,10 +9,12 @@ unknown ``previous_response_id``) is in the descriptions.
 from __future__ import annotations
 
 from nanobot.client_messages import MAX_HISTORY_MESSAGES, MAX_INSTRUCTION_CHARS
+from nanobot.client_tools import MAX_CLIENT_TOOLS
 from nanobot.request_rules import SESSION_ID_MAX_CHARS, SESSION_ID_PATTERN
 from nanobot.responses.request import MAX_METADATA_KEY, MAX_METADATA_KEYS, MAX_METADATA_VALUE
 from nanobot.server.openapi.common import DATA_URL_PATTERN, NOT_BLANK, Json, Spec, json_content, ref
 from nanobot.server.openapi.options import response_format
+from nanobot.server.openapi.tools import function_properties
 
 _ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}, "example": "resp_0"}
 _STREAM_HEADERS = {
@@ -265,8 +267,15 @@ def schemas(spec: Spec) -> Json:
             },
             "tools": {
                 "type": ["array", "null"],
-                "maxItems": 0,
-                "description": "Empty: client function tools are not supported yet (400); the agent has its own.",
+                "maxItems": MAX_CLIENT_TOOLS,
+                "items": {
+                    "type": "object",
+                    "required": ["type", "name"],
+                    "properties": {"type": {"const": "function"}, **function_properties()},
+                },
+                "description": "Client function tools, offered beside the agent's own: a call of one ends the "
+                "response with `function_call` items; send `function_call_output` items with "
+                "`previous_response_id`. Names are unique and none is a server tool's (else 400).",
             },
             "tool_choice": {"anyOf": [{"enum": ["auto", "none", "required", None]}, {"type": "object"}]},
             "parallel_tool_calls": {"type": ["boolean", "null"]},
@@ -319,7 +328,7 @@ def schemas(spec: Spec) -> Json:
             "name": {"type": "string"},
             "arguments": {"type": "string"},
         },
-        "description": "A client function call the response ended with (once client function tools are supported).",
+        "description": "A client function call the response ended with.",
     }
     response = {
         "type": "object",

@@ -11,18 +11,19 @@ from nanobot.client_tools import MAX_CLIENT_TOOLS, MAX_TOOL_BYTES, MAX_TOOLS_BYT
 from nanobot.server.openapi.common import Json, ref
 
 
+def function_properties() -> dict[str, Json]:
+    """A function tool's own fields (nested in ``function`` on chat completions, flat on responses)."""
+    return {
+        "name": {"type": "string", "pattern": TOOL_NAME_PATTERN},
+        "description": {"type": ["string", "null"]},
+        "parameters": {"type": ["object", "null"], "description": "A JSON Schema object."},
+        "strict": {"type": ["boolean", "null"]},
+    }
+
+
 def request_fields() -> dict[str, Json]:
     """``tools``, ``tool_choice`` and ``parallel_tool_calls`` of ``ChatCompletionRequest``."""
-    function = {
-        "type": "object",
-        "required": ["name"],
-        "properties": {
-            "name": {"type": "string", "pattern": TOOL_NAME_PATTERN},
-            "description": {"type": ["string", "null"]},
-            "parameters": {"type": ["object", "null"], "description": "A JSON Schema object."},
-            "strict": {"type": ["boolean", "null"]},
-        },
-    }
+    function = {"type": "object", "required": ["name"], "properties": function_properties()}
     return {
         "tools": {
             "type": ["array", "null"],
