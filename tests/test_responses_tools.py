@@ -74,8 +74,10 @@ def test_a_streamed_call_is_rebuilt_by_the_sdk(server):
         ([{**LOOKUP, "name": "no spaces"}], None, "tools", "invalid_tool_name"),
         ([LOOKUP], {"type": "function", "name": "other"}, "tool_choice", "unknown_tool"),
         ([LOOKUP], {"type": "function"}, "tool_choice", None),
+        ([{**LOOKUP, "description": 5}], None, "tools[0].description", None),
+        ([{**LOOKUP, "strict": "yes"}], None, "tools[0].strict", None),
     ],
-    ids=["collision", "duplicate", "bad-name", "choice-unknown", "choice-nameless"],
+    ids=["collision", "duplicate", "bad-name", "choice-unknown", "choice-nameless", "description", "strict"],
 )
 def test_bad_tools_are_400_naming_the_field(server, tools, choice, param, code):
     extra: dict[str, Any] = {"tool_choice": choice} if choice is not None else {}
