@@ -37,7 +37,7 @@ from nanobot.storage.private import private_dir
 from nanobot.storage.safedir import SafeDir
 from nanobot.storage.state import database_path, media, prepare_state
 from nanobot.tools import build_registry, build_tools, workspace_of
-from nanobot.tools.mcp import McpHub
+from nanobot.tools.mcp_hub import McpTools, mcp_hub
 from nanobot.tools.spawn import HiddenTools, Subagents
 
 
@@ -173,7 +173,7 @@ class Services:
     cleaner: UploadCleaner
     responses: ResponseStore  # stored /v1/responses, in the same store as sessions
     response_cleaner: ResponseCleaner
-    mcp: McpHub  # tools.mcpServers, connected in the background
+    mcp: McpTools  # tools.mcpServers, connected in the background
     scheduler: Scheduler  # fires cron jobs; started by the server only (start_background)
     subagents: Subagents
 
@@ -220,7 +220,7 @@ class Services:
             cleaner=UploadCleaner(media(config), config.api.files.retention_days),
             responses=storage.responses,
             response_cleaner=ResponseCleaner(storage.responses, config.api.responses.retention_days),
-            mcp=McpHub(config.tools.mcp_servers, tools.add, max_result_chars=config.tools.max_result_chars),
+            mcp=mcp_hub(config.tools.mcp_servers, tools.add, max_result_chars=config.tools.max_result_chars),
             scheduler=scheduler,
             subagents=subagents,
         )
