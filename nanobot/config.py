@@ -19,8 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union
 
-import yaml
-
 from nanobot.files.limits import FileLimits
 from nanobot.url_mask import public_url, strip_userinfo
 
@@ -458,16 +456,23 @@ def load_config(explicit: str | None = None) -> Config:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    yaml_file = path.suffix in (".yaml", ".yml")
     try:
-        if path.suffix in (".yaml", ".yml"):
-            data = yaml.safe_load(text)
-        else:
-            data = json.loads(text)
-    except (ValueError, yaml.YAMLError) as exc:
-        raise ConfigError(
-            f"{path}: not valid {'YAML' if path.suffix in ('.yaml', '.yml') else 'JSON'}: {exc}"
-        ) from None
+        data = _yaml(text) if yaml_file else json.loads(text)
+    except ValueError as exc:
+        raise ConfigError(f"{path}: not valid {'YAML' if yaml_file else 'JSON'}: {exc}") from None
     return parse_config(data)
+
+
+def _yaml(text: str) -> Any:
+    """A YAML config file's data; PyYAML's errors as ValueError. PyYAML is imported
+    here, not at the top, so a server with a JSON config never loads it (1 MB)."""
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def to_public_dict(config: Config) -> dict[str, Any]:

@@ -39,6 +39,8 @@ def test_no_mcp_servers_no_mcp_sdk(tmp_path: Path) -> None:
     modules = _top_level_modules({"agents": {"defaults": {"provider": "echo", "model": "echo"}}}, tmp_path)
     assert "nanobot" in modules and "tornado" in modules  # the probe did import the server
     assert "mcp" not in modules
+    # a JSON config, no cron job, no file sent: PyYAML, croniter and filetype stay out too
+    assert not modules & {"yaml", "croniter", "dateutil", "filetype"}
 
 
 def test_a_configured_mcp_server_loads_the_sdk(tmp_path: Path) -> None:

@@ -2,7 +2,9 @@
 
 Cron expressions are croniter's (the library nanobot uses); time zones come
 from :mod:`zoneinfo`. Everything here is pure: ``now`` is always given, so
-the tool, the scheduler and the tests compute the same times.
+the tool, the scheduler and the tests compute the same times. croniter (with
+dateutil) is imported where a cron expression is first read, so a server
+with no cron job never loads it.
 """
 
 from __future__ import annotations
@@ -12,8 +14,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-from croniter import CroniterBadCronError, croniter
 
 EVERY, CRON, AT = "every", "cron", "at"
 # Gaps of a cron expression checked against the minimum interval: enough to
@@ -51,6 +51,8 @@ class Schedule:
             return due + step * (math.floor(max(0.0, now - due) / step) + 1)
         if self.kind == CRON:
             assert self.cron_expr is not None
+            from croniter import croniter  # on first use: see the module docstring
+
             start = datetime.fromtimestamp(max(due, now), ZoneInfo(self.tz or "UTC"))
             nxt: datetime = croniter(self.cron_expr, start).get_next(datetime)
             return nxt.timestamp()
@@ -107,6 +109,8 @@ def _every(value: Any, min_interval: float) -> Schedule | str:
 
 
 def _cron(expr: Any, tz: str | None, now: float, min_interval: float) -> Schedule | str:
+    from croniter import CroniterBadCronError, croniter  # on first use: see the module docstring
+
     if not isinstance(expr, str) or not croniter.is_valid(expr.strip()):
         return (
             f"Error: {expr!r} is not a valid cron expression "

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import filetype
-
 from nanobot.errors import UnsupportedMediaType
 from nanobot.files.limits import FileLimits
 from nanobot.files.ooxml import member_names
@@ -63,6 +61,8 @@ class UnsupportedFileType(UnsupportedMediaType):
 
 def detect(data: bytes, *, max_zip_members: int = FileLimits.max_zip_members) -> Detected:
     """Classify ``data`` or raise :class:`UnsupportedFileType` (a 415)."""
+    import filetype  # on first use: a server that is sent no file never loads it
+
     guess = filetype.guess(data) if data else None
     mime = guess.mime if guess is not None else None
 

@@ -14,8 +14,6 @@ import stat
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import filetype
-
 from nanobot.agent.tools import Tool, TurnScope, fail, function_schema, past_deadline
 from nanobot.errors import ApiError
 from nanobot.files.detect import UnsupportedFileType, detect
@@ -113,6 +111,8 @@ class ReadFileTool(FileTool):
             if head.startswith(_DOCUMENT_MAGIC):  # PDF, or a zip that may be DOCX/XLSX/PPTX
                 return self._document(f, head, str(raw))
             if not _text_head(head):
+                import filetype  # on first use, like files/detect.py
+
                 guess = filetype.guess(head)
                 what = f" ({guess.mime})" if guess is not None else ""
                 return fail(
