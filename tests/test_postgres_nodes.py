@@ -319,7 +319,7 @@ def test_a_turn_that_lost_its_lock_to_another_node_commits_nothing(postgres, ups
         # a's lock connection (the only one that has taken a session lock) goes away mid-turn.
         killed = postgres.psql(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-            " WHERE datname = current_database() AND query LIKE '%nanobot_lock_session%'"
+            " WHERE datname = current_database() AND query LIKE '%nanobot_grant_session%'"
             " AND pid <> pg_backend_pid()",
             database,
         )

@@ -45,10 +45,11 @@ log = logging.getLogger("nanobot.database")
 
 # The statement that carries one batch: locks (true) and unlocks (false) in
 # queue order (the volatile calls run in scan order, before the sort). A
-# granted lock comes back with its session's length, read under it, so a
-# turn whose cached history is still current needs no query to know it.
+# granted lock comes back with its session's length and whether it has a
+# paused turn, both read under it (``2 * length + paused``, migration 5), so
+# a turn whose cached history is still current needs no query to know them.
 _BATCH = """
-SELECT CASE WHEN op THEN nanobot_lock_session(k, s) ELSE pg_advisory_unlock(k)::int - 2 END
+SELECT CASE WHEN op THEN nanobot_grant_session(k, s) ELSE pg_advisory_unlock(k)::int - 2 END
 FROM unnest($1::int8[], $2::bool[], $3::text[]) WITH ORDINALITY AS x(k, op, s, o) ORDER BY o
 """
 
@@ -72,6 +73,12 @@ def lock_id(key: str) -> int:
 class Grant:
     generation: int  # of the lock connection holding it
     length: int  # the session's length when the lock was granted
+    paused: bool  # whether it had a paused turn then
+
+    @classmethod
+    def of(cls, generation: int, value: int) -> Grant:
+        """From ``nanobot_grant_session``'s answer (``2 * length + paused``)."""
+        return cls(generation, value >> 1, bool(value & 1))
 
 
 # A queued request: (lock?, lock key, session key, connection generation, waiter).
@@ -214,7 +221,7 @@ class LockConnection:
                 if granted:  # the waiter left while it was being granted
                     self.unlock(key_id, generation)
                 continue
-            fut.set_result(Grant(generation, row[0]) if granted else None)
+            fut.set_result(Grant.of(generation, row[0]) if granted else None)
 
 
 class PgSessionOrdering:
@@ -238,6 +245,15 @@ class PgSessionOrdering:
         """``key``'s length when this process's turn took its lock (None: not held)."""
         grant = self._held.get(key)
         return None if grant is None else grant.length
+
+    def paused(self, key: str) -> bool | None:
+        """Whether ``key`` had a paused turn when this process's turn took its lock (None: not held).
+
+        Only a holder of the lock pauses or resumes a session, so it stays
+        true for the turn, until the turn itself pauses or resumes it.
+        """
+        grant = self._held.get(key)
+        return None if grant is None else grant.paused
 
     async def confirm(self, key: str) -> None:
         """Make sure this process still holds ``key``'s lock (before a commit).

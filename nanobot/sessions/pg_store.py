@@ -9,7 +9,8 @@ did not see (a node that lost its session lock mid-turn cannot commit).
 
 A turn costs at most two round trips here: reading the window, skipped when
 the session lock's grant carried a length this process's cached window
-already has, and the commit.
+already has, and the commit. Whether the session has a paused turn comes
+with the grant too; only a paused turn's data is read apart.
 """
 
 from __future__ import annotations
@@ -67,6 +68,9 @@ class TurnFence(Protocol):
     def length(self, key: str) -> int | None:
         """``key``'s length read when this turn's lock was granted (None: unknown)."""
 
+    def paused(self, key: str) -> bool | None:
+        """Whether ``key`` had a paused turn when this turn's lock was granted (None: unknown)."""
+
     async def confirm(self, key: str) -> None:
         """Raise unless this process still holds ``key``'s turn lock."""
 
@@ -123,7 +127,10 @@ class PgSessionStore:
         return trim_window(window[-limit:])
 
     async def paused(self, key: str) -> bytes | None:
-        # Its own round trip: another node may pause the session without moving its length.
+        # The lock's grant says whether there is one (another node may pause the
+        # session without moving its length); only its data costs a round trip.
+        if self._fence is not None and self._fence.paused(key) is False:
+            return None
         return await self._db.run(_paused, key)
 
     async def pause_turn(self, key: str, data: bytes) -> None:

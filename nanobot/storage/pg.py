@@ -128,6 +128,21 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX nanobot_responses_created ON nanobot_responses (created);
     """,
+    # 5: the lock's grant also says whether the session has a paused turn, so a
+    # turn needs no query of its own to know (nanobot/sessions/pg_locks.py).
+    # Its length times 2, plus 1 with a paused turn; -1 if another backend has it.
+    """
+    CREATE FUNCTION nanobot_grant_session(lock_key bigint, session_key text) RETURNS bigint
+    LANGUAGE plpgsql VOLATILE AS $$
+    BEGIN
+        IF NOT pg_try_advisory_lock(lock_key) THEN
+            RETURN -1;
+        END IF;
+        RETURN 2 * coalesce((SELECT length FROM nanobot_sessions WHERE key = session_key), 0)::bigint
+            + (EXISTS (SELECT 1 FROM nanobot_paused WHERE session = session_key))::int;
+    END;
+    $$;
+    """,
 ]
 
 # SQLSTATE classes that mean "no usable connection": 08 connection
