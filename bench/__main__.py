@@ -27,6 +27,17 @@ from bench.runner import ScenarioRunner
 from bench.scenarios import ALL, build
 
 
+def _json_object(text: str) -> dict[str, Any]:
+    """A JSON object given on the command line (a config fragment)."""
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("expected a JSON object")
+    return value
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m bench",
@@ -92,11 +103,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="run two git revisions or directories (checkouts, installs) side by side, interleaved "
         "in --rounds rounds (default 3, quick 1), and report B/A ratios (see bench/compare.py)",
     )
+    p.add_argument(
+        "--server-config",
+        type=_json_object,
+        metavar="JSON",
+        help='config merged into every server under test, e.g. \'{"tools": {"web": {"enabled": false}}}\'',
+    )
+    p.add_argument(
+        "--config-b",
+        type=_json_object,
+        metavar="JSON",
+        help="with --compare: config merged into side B's servers only (`--compare . . --config-b ...` "
+        "measures a setting against the default in one interleaved run)",
+    )
     p.add_argument("--phases", action="store_true", help="with --compare: the servers' per-phase timers")
     p.add_argument("--profile", metavar="DIR", help="with --compare: a cProfile dump per server into DIR")
     p.add_argument("--json", metavar="FILE", help="write machine-readable results here")
     p.add_argument("--silent", action="store_true", help="no progress lines, only the table")
     args = p.parse_args(argv)
+    if args.config_b is not None and not args.compare:
+        p.error("--config-b needs --compare (it sets side B's config)")
     args.targets = {t.strip() for t in args.targets.split(",") if t.strip()}
     args.peer_model = args.peer_model or None
     return args

@@ -53,6 +53,7 @@ class Side:
     label: str
     path: Path
     temporary: bool
+    config: dict[str, Any] | None = None  # merged into this side's server config (--config-b)
 
     def env(self) -> dict[str, str]:
         return {"PYTHONPATH": str(self.path)}
@@ -162,7 +163,7 @@ class Comparison:
             for side in order:
                 tag = f"{sc.name}-{side.label.replace('/', '_')}-r{index + 1}"
                 env, phases, profile = self._env(side, tag, scratch)
-                started.append((side, runner._server(up, env=env), tag, phases, profile))
+                started.append((side, runner._server(up, env=env, config=side.config), tag, phases, profile))
             for side, srv, _, _, _ in started:
                 runner._warm_up(Target(side.label, srv.url, srv.pid), sc)
             raws = [runner._measure(sc, Target(side.label, srv.url, srv.pid)) for side, srv, _, _, _ in started]
@@ -269,6 +270,9 @@ def table(results: list[dict[str, Any]]) -> str:
 def run(args: argparse.Namespace, scenarios: list[Scenario], runner: ScenarioRunner) -> list[dict[str, Any]]:
     a_spec, b_spec = args.compare
     a, b = resolve_side(a_spec), resolve_side(b_spec)
+    if args.config_b is not None:
+        b.config = args.config_b
+        b.label += "+config"
     if a.label == b.label:
         a.label, b.label = f"A:{a.label}", f"B:{b.label}"
     try:

@@ -3,13 +3,13 @@
 It is installed in a virtualenv of its own, outside this repository (its
 package is also called `nanobot`), with the extra its API server needs:
 
-    python3 -m venv /work/peer-venv
-    /work/peer-venv/bin/pip install 'nanobot-ai[api]==0.3.5'   # [api]: aiohttp
+    python3 -m venv ../nanobot-ai-0.3.5
+    ../nanobot-ai-0.3.5/bin/pip install 'nanobot-ai[api]==0.3.5'   # [api]: aiohttp
 
 then measured side by side with this server:
 
     python -m bench --targets server,peer --peer-model scripted --peer-cmd \\
-      'python -m bench.peer_nanobot_ai --venv /work/peer-venv --port {port} --upstream-base {upstream_base}'
+      'python -m bench.peer_nanobot_ai --venv ../nanobot-ai-0.3.5 --port {port} --upstream-base {upstream_base}'
 
 The launcher writes the peer's config into a fresh temporary directory (its
 HOME, config file and workspace; the process is replaced, so the next launch

@@ -75,8 +75,14 @@ class ScenarioRunner:
         stages: list[str] | None = None,
         database: str | None = None,
         env: dict[str, str] | None = None,
+        config: dict[str, Any] | None = None,
     ) -> ServerProcess:
-        config = merge(upstream_config(up.url), _BENCH_CONFIG)
+        """A server pointed at ``up``; ``--server-config`` and then ``config`` merged over the bench's."""
+        base = merge(upstream_config(up.url), _BENCH_CONFIG)
+        for extra in (self.args.server_config, config):
+            if extra is not None:
+                base = merge(base, extra)
+        config = base
         if database is not None:
             config = merge(config, {"database": {"url": database}})
         config = merge(config, {"providers": {"scripted": {"timeout": 600}}})

@@ -406,3 +406,34 @@ def test_client_tools_bench_offers_the_tools_and_reports_the_overhead(tmp_path: 
         assert m["errors"] == 0 and m["completed"] > 0 and m["cpu_per_req_us"] > 0
     assert isinstance(sc["extra"]["client_tools_overhead_pct"], float)
     assert "3 client tools vs none" in proc.stdout
+
+
+def test_server_config_and_config_b_reach_the_servers_they_name(tmp_path: Path) -> None:
+    from bench.__main__ import parse_args
+    from bench.runner import ScenarioRunner
+    from nanobot.testing.process import UpstreamProcess
+
+    both = '{"api": {"maxBodyBytes": 123456}}'
+    b_only = '{"tools": {"cron": {"enabled": false}}}'
+    args = parse_args(["--compare", "HEAD", ".", "--server-config", both, "--config-b", b_only, "--silent"])
+    runner, up = ScenarioRunner(args), UpstreamProcess.start(record=False)
+    try:
+        for extra in (None, args.config_b):
+            srv = runner._server(up, config=extra)
+            try:
+                config = json.loads(srv.config_path.read_text())
+                assert config["api"]["maxBodyBytes"] == 123456
+                assert config.get("tools") == (None if extra is None else {"cron": {"enabled": False}})
+                assert config["providers"]["scripted"]["apiBase"] == up.base_url  # the bench's own stays
+            finally:
+                runner._stop_server(srv)
+    finally:
+        up.stop()
+    bad = subprocess.run(
+        [sys.executable, "-m", "bench", "--config-b", "{}"], cwd=ROOT, capture_output=True, text=True, timeout=30
+    )
+    assert bad.returncode == 2 and "--config-b needs --compare" in bad.stderr
+    bad = subprocess.run(
+        [sys.executable, "-m", "bench", "--server-config", "[1]"], cwd=ROOT, capture_output=True, text=True, timeout=30
+    )
+    assert bad.returncode == 2 and "expected a JSON object" in bad.stderr
