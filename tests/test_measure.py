@@ -25,7 +25,7 @@ def test_off_it_leaves_the_stages_and_the_store_alone(monkeypatch: pytest.Monkey
     pipeline = Pipeline.from_names(["decode", "validate"])
     stages = pipeline.stages
     measuring = Measuring()
-    measuring.install(pipeline, services=None)  # type: ignore[arg-type]  # off: never looked at
+    measuring.install(None, pipeline)  # type: ignore[arg-type]  # off: the services are never looked at
     measuring.start()
     assert pipeline.stages is stages
     assert measuring.profiler is None and measuring.totals is None
@@ -44,10 +44,12 @@ def test_phases_and_profile_of_real_turns(
     assert streamed.status_code == 200 and streamed.text.rstrip().endswith("data: [DONE]")
     refused = requests.post(srv.url + CHAT, data=b"{not json", headers={"Content-Type": "application/json"})
     assert refused.status_code == 400
+    response = requests.post(srv.url + "/v1/responses", json={"model": "scripted", "input": "hi"}, timeout=30)
+    assert response.status_code == 200, response.text  # the Responses route is timed too
     assert srv.stop() == 0
     written = Path(str(phases).replace("{pid}", str(pid)))
     totals: dict[str, Any] = json.loads(written.read_text())
-    assert totals["requests"] == 3 and totals["turns_stored"] == 2
+    assert totals["requests"] == 4 and totals["turns_stored"] == 3
     seconds = totals["seconds"]
     assert set(seconds) == set(PHASES)
     for name in ("decode_validate", "session", "agent", "store", "encode"):

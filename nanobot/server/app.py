@@ -162,7 +162,7 @@ async def serve(
     sys.setswitchinterval(0.001)
     services = Services.build(config, lock_fd)
     measuring = Measuring()  # the benchmark's timers and profiler: off unless the environment asks
-    measuring.install(pipeline, services)
+    measuring.install(services, pipeline, responses_pipeline)
     app = make_app(services, pipeline, verbose, responses_pipeline)
     # Body limits are enforced by the handlers (to answer 413 in JSON); Tornado's
     # own cap only guards against bodies far past them.

@@ -7,11 +7,12 @@ the hot path. On, the totals are written to FILE (JSON, or a cProfile dump)
 when the server stops; ``{pid}`` in FILE is replaced by the process id (for
 ``api.workers`` > 1).
 
-Phases, summed over every request: ``decode_validate`` (decode, validate,
-extract_files), ``session`` (resolve_session: the turn slot and the history
+Phases, summed over every request of both routes: ``decode_validate`` (decode,
+validate or responses_validate, extract_files), ``session`` (resolve_session: the turn slot and the history
 read), ``agent`` (the agent and the provider: the time the encoder waits for
-the next event, less ``store``), ``store`` (the turn's history write),
-``encode`` (encode less the wait for events), ``other_stages``. These are
+the next event, less ``store``), ``store`` (the turn's history write, or a
+stored response's),
+``encode`` (encode or responses_encode, less the wait for events), ``other_stages``. These are
 wall times on the event loop, so under concurrency a phase that waits (the
 provider, the lock, the database thread) also holds other requests' work.
 """
@@ -27,6 +28,7 @@ from typing import Any
 
 from nanobot.context import RequestContext
 from nanobot.pipeline import Pipeline, Stage
+from nanobot.responses.store import StoredResponse
 from nanobot.services import Services
 
 PHASES_ENV = "NANOBOT_PHASES"
@@ -36,10 +38,12 @@ PROFILE_CLOCK_ENV = "NANOBOT_PROFILE_CLOCK"
 _PHASE_OF = {
     "decode": "decode_validate",
     "validate": "decode_validate",
+    "responses_validate": "decode_validate",
     "extract_files": "decode_validate",
     "resolve_session": "session",
     "run_agent": "agent",
     "encode": "encode",
+    "responses_encode": "encode",
 }
 PHASES = ("decode_validate", "session", "agent", "store", "encode", "other_stages")
 
@@ -129,6 +133,22 @@ def _time_store(services: Services, totals: PhaseTotals) -> None:
 
     store.append_turn = append_turn  # type: ignore[method-assign]
 
+    # A stored /v1/responses turn is written by responses_encode: moved from ``encode``.
+    responses = services.responses
+    save = responses.save
+
+    async def save_response(response: StoredResponse) -> None:
+        t0 = time.perf_counter()
+        try:
+            await save(response)
+        finally:
+            spent = time.perf_counter() - t0
+            totals.seconds["store"] += spent
+            totals.seconds["encode"] -= spent
+            totals.turns_stored += 1
+
+    responses.save = save_response  # type: ignore[method-assign]
+
 
 class Measuring:
     """What the environment switched on for this process (usually nothing)."""
@@ -139,12 +159,13 @@ class Measuring:
         self.totals: PhaseTotals | None = None
         self.profiler: cProfile.Profile | None = None
 
-    def install(self, pipeline: Pipeline, services: Services) -> None:
-        """Wrap the stages and the store in timers, if asked for."""
+    def install(self, services: Services, *pipelines: Pipeline) -> None:
+        """Wrap the stages (of the chat and the Responses route alike) and the store in timers, if asked for."""
         if self.phases_file is None:
             return
         totals = self.totals = PhaseTotals()
-        pipeline.stages = tuple(_TimedStage(s, totals) for s in pipeline.stages)
+        for pipeline in pipelines:
+            pipeline.stages = tuple(_TimedStage(s, totals) for s in pipeline.stages)
         _time_store(services, totals)
 
     def start(self) -> None:
