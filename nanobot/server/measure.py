@@ -23,12 +23,11 @@ import cProfile
 import json
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from nanobot.context import RequestContext
 from nanobot.pipeline import Pipeline, Stage
-from nanobot.responses.store import StoredResponse
 from nanobot.services import Services
 
 PHASES_ENV = "NANOBOT_PHASES"
@@ -116,38 +115,29 @@ class _TimedStage:
                 self._totals.requests += 1
 
 
+def _as_store(write: Callable[..., Awaitable[None]], totals: PhaseTotals, within: str) -> Any:
+    """``write`` timed as ``store``, that time taken off ``within`` (the phase that awaits it)."""
+
+    async def timed(*args: Any, **kwargs: Any) -> None:
+        t0 = time.perf_counter()
+        try:
+            await write(*args, **kwargs)
+        finally:
+            spent = time.perf_counter() - t0
+            totals.seconds["store"] += spent
+            totals.seconds[within] -= spent
+            totals.turns_stored += 1
+
+    return timed
+
+
 def _time_store(services: Services, totals: PhaseTotals) -> None:
-    """The agent's history write, moved from ``agent`` to ``store``."""
+    """The agent's history write, moved from ``agent`` to ``store``; a stored
+    /v1/responses turn (written by responses_encode), moved from ``encode``."""
     store = services.agent.store
-    append = store.append_turn
-
-    async def append_turn(key: str, messages: list[dict[str, Any]], closes_paused: bool = False) -> None:
-        t0 = time.perf_counter()
-        try:
-            await append(key, messages, closes_paused)
-        finally:
-            spent = time.perf_counter() - t0
-            totals.seconds["store"] += spent
-            totals.seconds["agent"] -= spent
-            totals.turns_stored += 1
-
-    store.append_turn = append_turn  # type: ignore[method-assign]
-
-    # A stored /v1/responses turn is written by responses_encode: moved from ``encode``.
+    store.append_turn = _as_store(store.append_turn, totals, "agent")  # type: ignore[method-assign]
     responses = services.responses
-    save = responses.save
-
-    async def save_response(response: StoredResponse) -> None:
-        t0 = time.perf_counter()
-        try:
-            await save(response)
-        finally:
-            spent = time.perf_counter() - t0
-            totals.seconds["store"] += spent
-            totals.seconds["encode"] -= spent
-            totals.turns_stored += 1
-
-    responses.save = save_response  # type: ignore[method-assign]
+    responses.save = _as_store(responses.save, totals, "encode")  # type: ignore[method-assign]
 
 
 class Measuring:
