@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import pstats
-import types
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,6 @@ from common import CHAT
 from servers import ServerProcess, upstream_config
 
 from nanobot.config import AgentDefaults, ProviderConfig
-from nanobot.providers.base import Completion
 from nanobot.providers.openai_compat import OpenAICompatProvider
 from nanobot.server.measure import PROFILE_ENV
 from nanobot.testing.process import UpstreamProcess
@@ -128,36 +126,3 @@ def test_an_open_stream_does_not_keep_the_prompt_it_sent(slow_upstream: Upstream
     held, rest = asyncio.run(run())
     assert rest >= TOKENS - 1  # the stream went on to its end
     assert held == 0
-
-
-def test_a_waiting_stream_awaits_one_coroutine_of_the_transport(slow_upstream: UpstreamProcess) -> None:
-    # The body's read_some hands over the connection's next_chunk, which waits
-    # on its future itself: each coroutine between the provider and that
-    # future was a frame per chunk, and per open stream while it waits.
-    async def run() -> set[str]:
-        provider = OpenAICompatProvider(
-            "up", ProviderConfig(api_key="k", api_base=f"{slow_upstream.url}/v1"), AgentDefaults()
-        )
-        events = provider.stream([{"role": "user", "content": "hi"}], None, incremental=True)
-        waiting: set[str] = set()
-        try:
-            while "Connection.next_chunk" not in waiting:
-                pending = asyncio.ensure_future(anext(events))
-                await asyncio.sleep(0)
-                waiting = {
-                    obj.__qualname__
-                    for obj in gc.get_objects()
-                    if isinstance(obj, types.CoroutineType) and obj.cr_suspended
-                }
-                if isinstance(await pending, Completion):
-                    break
-            async for _ in events:
-                pass
-        finally:
-            await events.aclose()
-            await provider.close()
-        return waiting
-
-    waiting = asyncio.run(run())
-    assert "Connection.next_chunk" in waiting  # seen waiting for a chunk
-    assert not waiting & {"ResponseBody.read_some", "Connection._wait"}
