@@ -84,13 +84,7 @@ class Response:
         if payload == b"[DONE]":
             self.done = True
             return
-        if len(self.body) < BODY_KEEP:
-            self.body += payload[: BODY_KEEP - len(self.body)]
-        try:
-            obj: Any = orjson.loads(payload)
-        except orjson.JSONDecodeError:
-            self.sse_error = self.sse_error or "bad SSE JSON"
-            return
+        obj = self._decoded(payload)
         if not isinstance(obj, dict):
             return
         if obj.get("error") is not None:
@@ -108,6 +102,16 @@ class Response:
         if delta.get("content"):
             self._token(now)
 
+    def _decoded(self, payload: bytes) -> Any:
+        """One event's JSON (None if it is not JSON, noted once), its start kept for the report."""
+        if len(self.body) < BODY_KEEP:
+            self.body += payload[: BODY_KEEP - len(self.body)]
+        try:
+            return orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            self.sse_error = self.sse_error or "bad SSE JSON"
+            return None
+
     def _token(self, now: float) -> None:
         self.tokens += 1
         if self.ttft is None:
@@ -121,13 +125,7 @@ class Response:
         if payload.startswith(_DELTA):  # the server writes `type` first: no JSON decode per token
             self._token(now)
             return
-        if len(self.body) < BODY_KEEP:
-            self.body += payload[: BODY_KEEP - len(self.body)]
-        try:
-            obj: Any = orjson.loads(payload)
-        except orjson.JSONDecodeError:
-            self.sse_error = self.sse_error or "bad SSE JSON"
-            return
+        obj = self._decoded(payload)
         kind = obj.get("type") if isinstance(obj, dict) else None
         if kind == "response.output_text.delta":
             self._token(now)
