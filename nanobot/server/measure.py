@@ -7,12 +7,13 @@ the hot path. On, the totals are written to FILE (JSON, or a cProfile dump)
 when the server stops; ``{pid}`` in FILE is replaced by the process id (for
 ``api.workers`` > 1).
 
-Phases, summed over every request of both routes: ``decode_validate`` (decode,
-validate or responses_validate, extract_files), ``session`` (resolve_session: the turn slot and the history
-read), ``agent`` (the agent and the provider: the time the encoder waits for
-the next event, less ``store``), ``store`` (the turn's history write, or a
-stored response's),
-``encode`` (encode or responses_encode, less the wait for events), ``other_stages``. These are
+Phases, summed over every request of both routes: ``decode_validate``
+(decode, validate or responses_validate, extract_files), ``session``
+(resolve_session: the turn slot and the history read), ``agent`` (the agent
+and the provider: the time the encoder waits for the next event, less
+``store``), ``store`` (the turn's history write, or a stored response's),
+``encode`` (encode or responses_encode, less the wait for events),
+``other_stages``. These are
 wall times on the event loop, so under concurrency a phase that waits (the
 provider, the lock, the database thread) also holds other requests' work.
 """
