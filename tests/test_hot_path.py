@@ -59,17 +59,24 @@ def profiled_turns(
 def test_streamed_frames_go_straight_to_the_socket(
     tmp_path: Path, slow_upstream: UpstreamProcess, make_server: Callable[..., ServerProcess]
 ) -> None:
-    # Every plain connection is a HeaderLimitStream (the 431 answer): the
-    # one-send path must hold for it, not only for a bare IOStream.
     body = {"messages": [{"role": "user", "content": "hi"}], "stream": True, "session_id": "frames"}
     profile = profiled_turns(tmp_path, make_server, slow_upstream, body, body)
     frames = 2 * TOKENS
-    # Tornado's write path only for the headers with the role chunk and the
-    # last frames of each of the two streams (a few calls), never once per token.
-    assert calls(profile, "tornado/iostream.py", "write") < 10 < frames
+    # Each frame is one send_frame on the request's exchange, one transport write.
     assert calls(profile, "nanobot/server/chat.py", "send_frame") >= frames
+    assert calls(profile, "nanobot/server/exchange.py", "send_frame") >= frames
+    # RequestHandler's write path only for the headers with the role chunk and
+    # the last frames of each of the two streams, never once per token.
+    assert (
+        calls(profile, "nanobot/server/exchange.py", "write")
+        + calls(profile, "nanobot/server/exchange.py", "write_headers")
+        < 10
+        < frames
+    )
     # where a stream's frames go is looked up once per stream, not per frame
-    assert calls(profile, "nanobot/server/tornado_private.py", "client_stream") < 10
+    assert calls(profile, "nanobot/server/tornado_private.py", "frame_sink") < 10
+    # Tornado's connection layer is not on the path at all.
+    assert calls(profile, "tornado/iostream.py", "write") == 0
 
 
 TURNS = 10
@@ -91,6 +98,23 @@ def test_an_unchanged_workspace_costs_its_prompt_no_path_work(plain_turns_profil
     # The system prompt's cache is found by the session key; the session's
     # folder name (a sha256 and a regex) is worked out only to look at files.
     assert calls(plain_turns_profile, "nanobot/tools/paths.py", "safe_name") < TURNS
+
+
+def test_a_turn_goes_through_no_tornado_connection_layer(plain_turns_profile: Path) -> None:
+    # The server connection parses with httptools and drives the application
+    # itself: no IOStream, HTTP1Connection or gen.with_timeout per request.
+    for module, name in [
+        ("tornado/iostream.py", "read_until_regex"),
+        ("tornado/iostream.py", "write"),
+        ("tornado/http1connection.py", "_read_message"),
+        ("tornado/http1connection.py", "write_headers"),
+        ("tornado/gen.py", "with_timeout"),
+        ("tornado/httputil.py", "parse"),
+    ]:
+        assert calls(plain_turns_profile, module, name) == 0, (module, name)
+    # One header block handed over per request, and the head parsed once.
+    assert calls(plain_turns_profile, "nanobot/server/connection.py", "on_headers_complete") == TURNS
+    assert calls(plain_turns_profile, "nanobot/server/exchange.py", "write_headers") == TURNS
 
 
 def test_request_metrics_find_their_series_once(plain_turns_profile: Path) -> None:

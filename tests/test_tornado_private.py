@@ -1,6 +1,7 @@
 """Pins what ``nanobot/server/tornado_private.py`` takes from Tornado against the installed version.
 
-The handlers reach two private things (``_finished``, the connection's
+The handlers reach two private things (``_finished``, and under Tornado's
+own server, the reference for tests/test_server_diff.py, the connection's
 ``stream``) and the reason phrase (``_reason``): a real request through a real
 Tornado server proves each still exists and still means what the adapter
 assumes, so an upgrade that drops one fails here, not on a live request.
@@ -21,7 +22,9 @@ from tornado.iostream import IOStream
 
 from nanobot.server.tornado_private import (
     CLEARED_ATTRIBUTES,
+    StreamFrames,
     client_stream,
+    frame_sink,
     http_date,
     is_finished,
     mark_finished,
@@ -39,6 +42,8 @@ class Probe(web.RequestHandler):
         stream = client_stream(self)
         seen["stream"] = type(stream)
         seen["peer"] = stream.socket.getpeername()[1]
+        sink = frame_sink(self)
+        seen["sink"] = (type(sink), sink.stream if isinstance(sink, StreamFrames) else None)
         self.set_status(418)
         seen["reason"] = reason(self)
         self.finish(b"ok")
@@ -106,6 +111,8 @@ def test_finished_stream_and_reason_exist_in_the_installed_tornado():
     assert seen["before"] is False and seen["after"] is True, tornado.version
     # The raw stream is the client's own socket, a plain IOStream (send_frame writes to it).
     assert seen["stream"] is IOStream and seen["peer"] == local_port, tornado.version
+    # Under Tornado's own server, SSE frames go to that stream.
+    assert seen["sink"][0] is StreamFrames and type(seen["sink"][1]) is IOStream
     assert seen["reason"] == status_line.split(b" ", 2)[2].decode()
 
 

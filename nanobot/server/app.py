@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import signal
 import socket
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from tornado import web
 from tornado.netutil import bind_sockets
@@ -18,7 +19,7 @@ from tornado.routing import URLSpec
 from nanobot.config import Config, ConfigError
 from nanobot.pipeline import Pipeline
 from nanobot.server.chat import ChatCompletionsHandler
-from nanobot.server.connection import MAX_HEADER_BYTES, ApiHTTPServer
+from nanobot.server.connection import MAX_HEADER_BYTES, ApiServer, ServerParams
 from nanobot.server.handlers import (
     HealthHandler,
     MetricsHandler,
@@ -37,6 +38,9 @@ log = logging.getLogger("nanobot.server")
 
 # The original drops SYNs at 500 simultaneous clients with the default 128.
 LISTEN_BACKLOG = 4096
+# NANOBOT_HTTP=tornado: Tornado's own HTTPServer instead of the server
+# connection, the reference tests/test_server_diff.py compares it with.
+HTTP_ENV = "NANOBOT_HTTP"
 
 
 def route(pattern: str, handler: type[web.RequestHandler], policy: RoutePolicy, **kwargs: Any) -> URLSpec:
@@ -139,6 +143,42 @@ def announce(config: Config, sockets: list[socket.socket]) -> None:
     )
 
 
+class _Server(Protocol):
+    def stop(self) -> None: ...
+
+
+async def start_server(app: ApiApplication, config: Config, sockets: list[socket.socket]) -> _Server:
+    """Serve ``app`` on ``sockets`` with the limits of ``config.api``."""
+    # Body limits are enforced by the handlers (to answer 413 in JSON); the
+    # connection's own cap only guards against bodies far past them.
+    max_body = config.api.max_body_bytes + 1024 * 1024
+    if os.environ.get(HTTP_ENV) == "tornado":
+        # per-use import: the reference server only
+        from nanobot.server.tornado_server import ApiHTTPServer
+
+        reference = ApiHTTPServer(
+            app,
+            max_body_size=max_body,
+            max_header_size=MAX_HEADER_BYTES,
+            idle_connection_timeout=config.api.header_timeout,
+            body_timeout=config.api.body_timeout,
+            xheaders=False,
+        )
+        reference.add_sockets(sockets)
+        return reference
+    params = ServerParams(
+        max_header_bytes=MAX_HEADER_BYTES,  # past it: 431 (see connection.py)
+        max_body_bytes=max_body,
+        # The wait for a request's headers, and so also how long an idle
+        # keep-alive connection is kept.
+        header_timeout=config.api.header_timeout,
+        body_timeout=config.api.body_timeout,
+    )
+    server = ApiServer(app, params, LISTEN_BACKLOG)
+    await server.add_sockets(sockets)
+    return server
+
+
 async def serve(
     config: Config,
     verbose: bool = False,
@@ -164,19 +204,7 @@ async def serve(
     measuring = Measuring()  # the benchmark's timers and profiler: off unless the environment asks
     measuring.install(services, pipeline, responses_pipeline)
     app = make_app(services, pipeline, verbose, responses_pipeline)
-    # Body limits are enforced by the handlers (to answer 413 in JSON); Tornado's
-    # own cap only guards against bodies far past them.
-    server = ApiHTTPServer(
-        app,
-        max_body_size=config.api.max_body_bytes + 1024 * 1024,
-        max_header_size=MAX_HEADER_BYTES,  # past it: 431 (see connection.py)
-        # Tornado's one idle timeout also bounds the wait for a request's
-        # headers: a client that never finishes them is cut off after it.
-        idle_connection_timeout=config.api.header_timeout,
-        body_timeout=config.api.body_timeout,
-        xheaders=False,
-    )
-    server.add_sockets(sockets)
+    server = await start_server(app, config, sockets)
     await services.start()
     await services.start_background()
     # What start-up built (modules, the SDK's models, config) lives as long

@@ -4,7 +4,7 @@ The handler is a thin Tornado adapter: it counts the body against the
 limits, builds the :class:`~nanobot.context.RequestContext`, runs the
 pipeline under the request's deadline, and leaves how a failure ends to
 :func:`~nanobot.server.lifecycle.ending`. Streamed frames go straight to the
-socket (:meth:`ChatCompletionsHandler.send_frame`).
+connection (:meth:`ChatCompletionsHandler.send_frame`).
 """
 
 from __future__ import annotations
@@ -14,25 +14,17 @@ import logging
 from collections.abc import Awaitable
 from typing import Any
 
-from tornado.iostream import IOStream, StreamClosedError
-
 from nanobot.context import RequestContext
-from nanobot.errors import ApiError, ClientDisconnected, UpstreamError
+from nanobot.errors import ApiError, UpstreamError
 from nanobot.pipeline import Pipeline
 from nanobot.server.admission import Phase
-from nanobot.server.connection import HeaderLimitStream
 from nanobot.server.handlers import BaseHandler
 from nanobot.server.lifecycle import CLIENT_CLOSED, Ending, ending
 from nanobot.server.render import render_error
 from nanobot.server.state import RoutePolicy
-from nanobot.server.tornado_private import client_stream, is_finished, mark_finished
+from nanobot.server.tornado_private import FrameSink, frame_sink, is_finished, mark_finished
 
 log = logging.getLogger("nanobot.server")
-
-# Plain TCP streams, whose socket takes a frame as it is (not TLS: an
-# SSLIOStream's socket must go through its own write). The server wraps every
-# plain connection in HeaderLimitStream; a bare IOStream is the other kind.
-_PLAIN_STREAMS = (HeaderLimitStream, IOStream)
 
 
 class ChatCompletionsHandler(BaseHandler):
@@ -44,7 +36,7 @@ class ChatCompletionsHandler(BaseHandler):
     _ctx: RequestContext | None = None
     _chunks: list[bytes]  # the body so far (but for a multipart one, parsed as it comes)
     _shutdown = False
-    _frame_target: tuple[IOStream, bool, bool] | None = None  # send_frame's stream, chunked?, plain TCP?
+    _sink: FrameSink | None = None  # where send_frame's frames go, looked up once per stream
 
     def pipeline(self) -> Pipeline:
         """The stages this route runs (the Responses route runs its own wire format's)."""
@@ -121,7 +113,7 @@ class ChatCompletionsHandler(BaseHandler):
                 exc,
                 timeout=services.config.api.timeout,
                 shutting_down=self._shutdown,
-                client_gone=client_stream(self).closed(),
+                client_gone=frame_sink(self).closed(),
             )
             if end is None:
                 raise
@@ -143,39 +135,19 @@ class ChatCompletionsHandler(BaseHandler):
             self._fail(ctx, end.error)
 
     def send_frame(self, frame: bytes) -> Awaitable[None] | None:
-        """One piece of a streamed (SSE) body, straight to the socket.
+        """One piece of a streamed (SSE) body, straight to the connection.
 
-        Bypasses RequestHandler.write/flush and the HTTP/1.1 connection's
-        per-call bookkeeping, which cost more than the send itself at one
-        frame per token; the framing is Tornado's: a chunk for HTTP/1.1, the
-        bare bytes for HTTP/1.0 (whose body ends when the connection closes,
-        see :meth:`finish`; a proxy at its defaults speaks 1.0). With nothing
-        queued the frame goes out in one ``send``; IOStream (its Future, its
-        buffer) only takes what the socket would not. Only after flush()
-        has sent the headers.
+        Bypasses RequestHandler.write/flush, whose per-call bookkeeping costs
+        more than the send itself at one frame per token: the connection's
+        :class:`~nanobot.server.tornado_private.FrameSink` frames it (a chunk
+        for HTTP/1.1, the bare bytes for HTTP/1.0, whose body ends when the
+        connection closes, see :meth:`finish`; a proxy at its defaults speaks
+        1.0) and sends it at once. Only after flush() has sent the headers.
         """
-        target = self._frame_target
-        if target is None:  # what a stream's frames go to is the same for all of them: looked up once
-            stream = client_stream(self)
-            target = self._frame_target = (stream, self.request.version == "HTTP/1.1", type(stream) in _PLAIN_STREAMS)
-        stream, chunked, plain = target
-        data = b"%x\r\n%s\r\n" % (len(frame), frame) if chunked else frame
-        if plain and not stream.writing() and not stream.closed():
-            try:
-                sent = stream.socket.send(data)
-            except BlockingIOError:
-                sent = 0
-            except OSError as exc:
-                stream.close(exc_info=exc)
-                raise ClientDisconnected() from None
-            if sent == len(data):
-                return None
-            data = data[sent:]
-        try:
-            fut = stream.write(data)
-        except StreamClosedError:
-            raise ClientDisconnected() from None
-        return fut if stream.writing() else None
+        sink = self._sink
+        if sink is None:
+            sink = self._sink = frame_sink(self)
+        return sink.send_frame(frame)
 
     def finish(self, chunk: Any = None) -> Any:
         """Finish; an HTTP/1.0 stream also closes the connection once it is sent.
@@ -185,8 +157,8 @@ class ChatCompletionsHandler(BaseHandler):
         """
         sent = super().finish(chunk)
         if self._ctx is not None and self._ctx.headers_sent and self.request.version != "HTTP/1.1":
-            stream = client_stream(self)
-            sent.add_done_callback(lambda _: stream.close())
+            sink = frame_sink(self)
+            sent.add_done_callback(lambda _: sink.close())
         return sent
 
     def _fail(self, ctx: RequestContext, err: ApiError) -> None:
