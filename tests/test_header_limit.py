@@ -9,7 +9,7 @@ import time
 import requests
 from fault_helpers import recv_all
 
-from nanobot.server.connection import LINGER_SECONDS, MAX_HEADER_BYTES
+from nanobot.server.limits import LINGER_SECONDS, MAX_HEADER_BYTES
 
 
 def split(raw: bytes) -> tuple[int, dict[str, str], bytes]:

@@ -30,7 +30,7 @@ import pytest
 from servers import ServerProcess, upstream_config
 
 from nanobot.server.app import HTTP_ENV
-from nanobot.server.connection import MAX_HEADER_BYTES
+from nanobot.server.limits import MAX_HEADER_BYTES
 from nanobot.testing.process import UpstreamProcess
 
 pytestmark = pytest.mark.timeout(120)

@@ -19,7 +19,6 @@ from tornado.routing import URLSpec
 from nanobot.config import Config, ConfigError
 from nanobot.pipeline import Pipeline
 from nanobot.server.chat import ChatCompletionsHandler
-from nanobot.server.connection import MAX_HEADER_BYTES, ApiServer, ServerParams
 from nanobot.server.handlers import (
     HealthHandler,
     MetricsHandler,
@@ -27,6 +26,8 @@ from nanobot.server.handlers import (
     NotFoundHandler,
     OpenApiHandler,
 )
+from nanobot.server.limits import MAX_HEADER_BYTES, ServerParams
+from nanobot.server.listener import ApiServer
 from nanobot.server.measure import Measuring
 from nanobot.server.page import ChatPageHandler, PageAssetHandler
 from nanobot.server.responses import InputItemsHandler, ResponsesHandler, StoredResponseHandler

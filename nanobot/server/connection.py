@@ -26,70 +26,20 @@ the client has read the answer.
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections import deque
-from dataclasses import dataclass
 from typing import Any
 
 import httptools
 from tornado import httputil
 from tornado.log import app_log, gen_log
 
-from nanobot.errors import ApiError
-from nanobot.ids import new_id
-from nanobot.protocol import error_json
 from nanobot.server.exchange import CONTINUE, Exchange, Message, can_keep_alive
+from nanobot.server.limits import LINGER_BYTES, LINGER_SECONDS, ClientContext, ServerParams, too_large_response
 
-MAX_HEADER_BYTES = 64 * 1024  # request line and headers (Tornado's own default)
-LINGER_SECONDS = 2.0  # how long the rest of an oversized request is read and dropped
-LINGER_BYTES = 1024 * 1024  # and how much of it at most
 MAX_HELD_BYTES = 256 * 1024  # received but not yet handled: past this the socket is not read
 BAD_REQUEST = b"HTTP/1.1 400 Bad Request\r\n\r\n"  # Tornado's answer to a malformed request
 
 _HEAD, _BODY, _LINGER = "head", "body", "linger"  # what the connection's deadline bounds
-
-
-def too_large_response(limit: int) -> bytes:
-    err = ApiError(
-        f"The request's header block is larger than the limit of {limit} bytes.",
-        status=431,
-        code="headers_too_large",
-    )
-    body = error_json(err)
-    head = (
-        "HTTP/1.1 431 Request Header Fields Too Large\r\n"
-        "Content-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\n"
-        f"X-Request-ID: {new_id()}\r\n"
-        "Connection: close\r\n\r\n"
-    )
-    return head.encode() + body
-
-
-@dataclass(frozen=True, slots=True)
-class ServerParams:
-    """The limits every connection of a server enforces."""
-
-    max_header_bytes: int = MAX_HEADER_BYTES
-    max_body_bytes: int = 100 * 1024 * 1024  # Tornado's default buffer size
-    header_timeout: float = 3600.0  # Tornado's default idle timeout
-    body_timeout: float | None = None
-
-
-class ClientContext:
-    """Tornado's request context: ``remote_ip`` and ``protocol`` for ``HTTPServerRequest``."""
-
-    __slots__ = ("address", "address_family", "remote_ip", "protocol")
-
-    def __init__(self, address: Any, family: int | None) -> None:
-        self.address = address
-        self.address_family = family
-        inet = family in (socket.AF_INET, socket.AF_INET6) and address is not None
-        self.remote_ip = address[0] if inet else "0.0.0.0"
-        self.protocol = "http"
-
-    def __str__(self) -> str:
-        return self.remote_ip if self.address_family in (socket.AF_INET, socket.AF_INET6) else str(self.address)
 
 
 class ServerConnection(asyncio.Protocol):
@@ -471,9 +421,10 @@ class ServerConnection(asyncio.Protocol):
         return self._drain_future() if self._writing_paused else None
 
     def _drain_future(self) -> asyncio.Future[None]:
-        if self._drain_waiter is None:
-            self._drain_waiter = self._loop.create_future()
-        return self._drain_waiter
+        waiter = self._drain_waiter
+        if waiter is None or waiter.done():  # done: cancelled with the task that awaited it
+            waiter = self._drain_waiter = self._loop.create_future()
+        return waiter
 
     def _wake_writer(self) -> None:
         waiter, self._drain_waiter = self._drain_waiter, None
@@ -522,28 +473,3 @@ class ServerConnection(asyncio.Protocol):
         self._head_bytes += size
         if self._head_bytes > self.params.max_header_bytes:
             raise ValueError("header block too large")  # stops the parser; data_received answers 431
-
-
-class ApiServer:
-    """Serves ``app`` on listening sockets with :class:`ServerConnection`."""
-
-    def __init__(self, app: httputil.HTTPServerConnectionDelegate, params: ServerParams, backlog: int) -> None:
-        self.app = app
-        self.params = params
-        self.backlog = backlog
-        self._servers: list[asyncio.AbstractServer] = []
-
-    def _connection(self) -> ServerConnection:
-        return ServerConnection(self.app, self.params)
-
-    async def add_sockets(self, sockets: list[socket.socket]) -> None:
-        loop = asyncio.get_running_loop()
-        for sock in sockets:
-            # create_server listens again: with the server's backlog, not asyncio's default of 100.
-            self._servers.append(await loop.create_server(self._connection, sock=sock, backlog=self.backlog))
-
-    def stop(self) -> None:
-        """Stop accepting; open connections go on (the caller drains them)."""
-        for server in self._servers:
-            server.close()
-        self._servers = []

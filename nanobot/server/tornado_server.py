@@ -24,7 +24,7 @@ from typing import Any, cast
 from tornado.httpserver import HTTPServer
 from tornado.iostream import IOStream, StreamClosedError, UnsatisfiableReadError
 
-from nanobot.server.connection import LINGER_BYTES, LINGER_SECONDS, MAX_HEADER_BYTES, too_large_response
+from nanobot.server.limits import LINGER_BYTES, LINGER_SECONDS, MAX_HEADER_BYTES, too_large_response
 
 _answers: set[asyncio.Task[None]] = set()  # running answers, kept from the garbage collector
 
