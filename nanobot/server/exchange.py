@@ -18,18 +18,32 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from tornado import httputil
 from tornado.http1connection import parse_int
 from tornado.iostream import StreamClosedError
 
 from nanobot.errors import ClientDisconnected
-
-if TYPE_CHECKING:
-    from nanobot.server.connection import ServerConnection
+from nanobot.server.limits import ClientContext, ServerParams
 
 CONTINUE = b"HTTP/1.1 100 (Continue)\r\n\r\n"  # Tornado's exact bytes
+
+
+class Link(Protocol):
+    """What an exchange needs of its connection (``ServerConnection``)."""
+
+    closed: bool
+    context: ClientContext
+
+    @property
+    def params(self) -> ServerParams: ...
+
+    def send(self, data: bytes) -> asyncio.Future[None]: ...
+    def transport_write(self, data: bytes) -> None: ...
+    def backlog(self) -> asyncio.Future[None] | None: ...
+    def close(self) -> None: ...
+    def response_done(self, exchange: Exchange) -> None: ...
 
 
 @dataclass(slots=True)
@@ -68,7 +82,7 @@ def _closed_future() -> asyncio.Future[None]:
 class Exchange(httputil.HTTPConnection):
     """The ``HTTPConnection`` of one request: its response's framing and its close callback."""
 
-    def __init__(self, conn: ServerConnection, message: Message) -> None:
+    def __init__(self, conn: Link, message: Message) -> None:
         self.conn = conn
         self.context = conn.context
         self.message = message
