@@ -221,6 +221,8 @@ class ServerConnection(asyncio.Protocol):
     # --- requests -------------------------------------------------------------------
 
     def _start(self, message: Message) -> None:
+        if self.closed:
+            return  # a request parsed after the one that ended the connection
         if message.start_line is None:  # a refusal: the input went wrong before a request began
             self._answer_refusal(message.refusal, "malformed request")
             return

@@ -141,12 +141,13 @@ class Exchange(httputil.HTTPConnection):
             self._remaining = None
         status = f"HTTP/1.1 {code} {start_line.reason}"
         lines = [f"{name}: {value}" for name, value in headers.get_all()]
-        for line in (status, *lines):
-            if "\r" in line or "\n" in line:
-                raise ValueError(f"Illegal characters (CR or LF) in header: {line.encode('latin1')!r}")
+        joined = "".join(lines) + status  # one scan for all lines; the culprit is looked up only if it fails
+        if "\r" in joined or "\n" in joined:
+            bad = next(line for line in (status, *lines) if "\r" in line or "\n" in line)
+            raise ValueError(f"Illegal characters (CR or LF) in header: {bad.encode('latin1')!r}")
         if self.conn.closed:
             return _closed_future()
-        data = status.encode() + b"".join(b"\r\n" + line.encode("latin1") for line in lines) + b"\r\n\r\n"
+        data = status.encode() + ("\r\n" + "\r\n".join(lines) if lines else "").encode("latin1") + b"\r\n\r\n"
         if chunk:
             data += self._format(chunk)
         return self.conn.send(data)
@@ -185,7 +186,7 @@ class Exchange(httputil.HTTPConnection):
     def send_frame(self, frame: bytes) -> Awaitable[None] | None:
         """One piece of a streamed body, framed as the response is; something to await only when paused."""
         conn = self.conn
-        if conn.closed:
+        if conn.closed or self.write_finished:  # a late frame must not land in the next request's answer
             raise ClientDisconnected()
         conn.transport_write(b"%x\r\n%s\r\n" % (len(frame), frame) if self.chunking else frame)
         return conn.backlog()
