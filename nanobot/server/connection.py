@@ -285,6 +285,8 @@ class ServerConnection(asyncio.Protocol):
             self._end_body(exchange)
 
     def _deliver(self, exchange: Exchange, chunk: bytes) -> None:
+        if self.closed:
+            return  # refused or failed earlier in the same read
         message = exchange.message
         if message.received > exchange.max_body_size:
             self._bad_request("body too large")
