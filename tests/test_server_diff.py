@@ -79,7 +79,15 @@ CASES = [
     Case("get_keep_alive_then_close", (GET, 0.3, b"GET /v1/models HTTP/1.1\r\n" + H + b"Connection: close\r\n\r\n")),
     Case("head", (b"HEAD /health HTTP/1.1\r\n" + H + b"Connection: close\r\n\r\n",)),
     Case("head_then_get", (b"HEAD /v1/models HTTP/1.1\r\n" + H + b"\r\n", 0.3, GET_CLOSE)),
-    Case("keep_alive_idle", (GET,)),  # the answer, then the connection stays open
+    Case("keep_alive_idle", (GET,)),
+    Case(
+        "not_modified_then_get",  # 304: no body, though the handler's Etag names one
+        (
+            b"GET /health HTTP/1.1\r\n" + H + b'If-None-Match: "55a490e280d48996e564d00492437eb17faadd28"\r\n\r\n',
+            0.3,
+            GET_CLOSE,
+        ),
+    ),  # the answer, then the connection stays open
     Case("pipelined_pair", (GET + b"GET /v1/models HTTP/1.1\r\n" + H + b"Connection: close\r\n\r\n",)),
     Case("pipelined_three_with_404", (GET + b"GET /nowhere HTTP/1.1\r\n" + H + b"\r\n" + GET_CLOSE,)),
     Case("pipelined_chat_pair", (chat(turn("pipe-1")) + chat(turn("pipe-2"), extra=b"Connection: close\r\n"),)),
