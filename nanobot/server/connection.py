@@ -183,6 +183,13 @@ class ServerConnection(asyncio.Protocol):
                 headers.add(name, value)
             else:
                 headers[name] = value  # llhttp checked the name and value
+        if self._parser.should_upgrade() and (
+            "Transfer-Encoding" in headers or headers.get("Content-Length", "0") != "0"
+        ):
+            # llhttp leaves everything after an upgrade's header block to the
+            # other protocol, a body included. No upgrade is served here, so
+            # that body would be read as the next request: refused instead.
+            raise ValueError("a body on an upgrade request")  # stops the parser: a 400
         message.start_line = start_line
         message.headers = headers
         message.keep_alive = can_keep_alive(start_line, headers)
