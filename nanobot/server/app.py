@@ -144,6 +144,29 @@ def announce(config: Config, sockets: list[socket.socket]) -> None:
     )
 
 
+# Tracked objects allocated, less those freed, before the youngest generation
+# is collected (CPython's default is 700; the older generations keep theirs).
+YOUNG_COLLECTION_THRESHOLD = 10_000
+
+
+def tune_collector() -> None:
+    """Collect the youngest generation less often than CPython's default.
+
+    A turn allocates a few hundred tracked objects (the request, its
+    handler, the pipeline's coroutines, the SDK's models), nearly all freed
+    by reference counting when it ends; at the default threshold the
+    collector still walked them several times per turn, and the older
+    generations (every stream's objects) every few dozen turns. Measured
+    with 500 streams and with 32 clients (``gc.callbacks``, CPU time in the
+    collector): 3.5-7.5 % of the server's CPU at the default, 1.3-4 % here,
+    the longest pause 47 ms -> 37 ms. What reference counting cannot free
+    (cycles) waits for at most this many allocations, as before it waited
+    for 700.
+    """
+    _, middle, oldest = gc.get_threshold()
+    gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, middle, oldest)
+
+
 class _Server(Protocol):
     def stop(self) -> None: ...
 
@@ -213,6 +236,7 @@ async def serve(
     # full collection, so those stay short under load.
     gc.collect()
     gc.freeze()
+    tune_collector()
     if ready is None:
         announce(config, sockets)
     else:
