@@ -702,3 +702,55 @@ async def test_a_scheme_other_than_http_and_https_is_refused_before_connecting()
         for url in ("ftp://127.0.0.1:9/v1/x", "ws://127.0.0.1:9/v1/x"):
             with pytest.raises(httpx2.UnsupportedProtocol, match="speaks http and https"):
                 await http.post(url, content=b"x")
+
+
+class _HeadFields:
+    """What httptools reads back from a request head."""
+
+    def __init__(self) -> None:
+        self.fields: list[tuple[bytes, bytes]] = []
+        self.url = b""
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.fields.append((name, value))
+
+
+_NAMES = st.sampled_from(
+    [b"X-Content-Length", b"Content-Length-X", b"Transfer-Encodings", b"X-Transfer-Encoding", b"Accept", b"X-Req"]
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    method=st.sampled_from(["GET", "POST", "DELETE"]),
+    extra=st.lists(st.tuples(_NAMES, st.binary(min_size=1, max_size=8).map(lambda b: b.hex().encode()))),
+    body=st.binary(max_size=20),
+    length=st.booleans(),
+    chunked=st.booleans(),
+)
+def test_the_request_head_carries_the_requests_fields_and_one_length(
+    method: str, extra: list[tuple[bytes, bytes]], body: bytes, length: bool, chunked: bool
+) -> None:
+    import httptools
+
+    from nanobot.providers.transport import _request_head
+
+    fields = [*extra]
+    if length:
+        fields.append((b"Content-Length", b"%d" % len(body)))
+    if chunked:
+        fields.append((b"Transfer-Encoding", b"chunked"))
+    request = httpx2.Request(method, "http://upstream.test/v1/chat/completions?x=1", headers=fields)
+    head = _request_head(request, body)
+    read = _HeadFields()
+    parser = httptools.HttpRequestParser(read)
+    parser.feed_data(head)
+    assert parser.get_method() == method.encode() and read.url == b"/v1/chat/completions?x=1"
+    sent = [(name, value) for name, value in request.headers.raw if name.lower() != b"transfer-encoding"]
+    has_length = any(name.lower() == b"content-length" for name, _ in request.headers.raw)
+    if not has_length and (body or method == "POST"):
+        sent.append((b"Content-Length", b"%d" % len(body)))
+    assert read.fields == sent
