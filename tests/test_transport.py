@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import gzip
 import hashlib
 import json
@@ -23,6 +24,7 @@ from hypothesis import strategies as st
 from nanobot.config import AgentDefaults, ProviderConfig
 from nanobot.errors import UpstreamError
 from nanobot.providers.base import Completion
+from nanobot.providers.connection import Connection
 from nanobot.providers.openai_compat import OpenAICompatProvider
 from nanobot.providers.parse import Malformed
 from nanobot.providers.transport import DRAIN_SECONDS, MAX_BUFFER_BYTES, MAX_HEAD_BYTES, PooledTransport
@@ -702,3 +704,38 @@ async def test_a_scheme_other_than_http_and_https_is_refused_before_connecting()
         for url in ("ftp://127.0.0.1:9/v1/x", "ws://127.0.0.1:9/v1/x"):
             with pytest.raises(httpx2.UnsupportedProtocol, match="speaks http and https"):
                 await http.post(url, content=b"x")
+
+
+def live(kind: type) -> int:
+    """How many ``kind`` objects are alive (after a full collection)."""
+    gc.collect()
+    return sum(1 for obj in gc.get_objects() if isinstance(obj, kind))
+
+
+@aio
+async def test_an_open_stream_keeps_only_the_body_of_its_response() -> None:
+    """While the answer streams, neither the httpx response (headers, extensions) nor its
+    request (the whole prompt) is kept, nor the connection's copy of the headers."""
+    release = asyncio.Event()
+
+    async def handler(up: Upstream, reader: Any, writer: asyncio.StreamWriter, n: int) -> None:
+        while await up.read_request(reader) is not None:
+            reply = sse_head_and_done(["first ", "second"])
+            done_at = reply.index(b"data: [DONE]")
+            cut = reply.index(b"\n\n") + 2  # the head and the first chunk's frame, then a pause
+            writer.write(reply[:cut])
+            await release.wait()
+            writer.write(reply[cut:done_at] + reply[done_at:] + b"0\r\n\r\n")
+
+    async with Upstream(handler) as up:
+        provider = OpenAICompatProvider("up", ProviderConfig(api_key="k", api_base=f"{up.url}/v1"), AgentDefaults())
+        try:
+            events = provider.stream([{"role": "user", "content": "go"}], None)
+            assert await anext(events) == "first "
+            assert live(httpx2.Response) == 0 and live(httpx2.Request) == 0
+            assert all(not conn.headers for conn in gc.get_objects() if isinstance(conn, Connection))
+            release.set()
+            rest = [e async for e in events]
+            assert rest[0] == "second" and isinstance(rest[-1], Completion)
+        finally:
+            await provider.close()

@@ -134,10 +134,9 @@ class PooledTransport(httpx2.AsyncBaseTransport):
         assert conn is not None  # the loop either read a head or raised
         body = _Body(self, key, conn)
         extensions: dict[str, Any] = {"http_version": b"HTTP/1.1", "reason_phrase": conn.reason, BODY_EXTENSION: body}
-        response = httpx2.Response(
-            conn.status, headers=conn.headers, stream=body, request=request, extensions=extensions
-        )
-        if all(name.isascii() and value.isascii() for name, value in conn.headers):
+        headers = conn.take_headers()
+        response = httpx2.Response(conn.status, headers=headers, stream=body, request=request, extensions=extensions)
+        if all(name.isascii() and value.isascii() for name, value in headers):
             # Known now, or httpx works it out by decoding every header on the first lookup.
             response.headers.encoding = "ascii"
         return response
