@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from nanobot.config import AgentDefaults, ProviderConfig
 from nanobot.errors import UpstreamError
-from nanobot.providers.base import Completion
+from nanobot.providers.base import ClientOffer, Completion
 from nanobot.providers.connection import Connection
 from nanobot.providers.openai_compat import OpenAICompatProvider
 from nanobot.providers.parse import Malformed
@@ -739,3 +739,35 @@ async def test_an_open_stream_keeps_only_the_body_of_its_response() -> None:
             assert rest[0] == "second" and isinstance(rest[-1], Completion)
         finally:
             await provider.close()
+
+
+SCHEMA: dict[str, Any] = {
+    "type": "function",
+    "function": {"name": "look", "parameters": {"type": "object", "properties": {}}},
+}
+
+
+@pytest.mark.parametrize("size", ["short", "large"])
+@pytest.mark.parametrize("tools", ["server", "client", "both", "none"])
+@aio
+async def test_tools_reach_the_upstream_exactly(tools: str, size: str) -> None:
+    """The body goes out in pieces (the server tools' JSON shared by every call): what arrives
+    is the one JSON document, whichever tools a call offers, short or past the exact-copy size."""
+    server = [SCHEMA] if tools in ("server", "both") else None
+    mine = {**SCHEMA, "function": {**SCHEMA["function"], "name": "mine"}}
+    offer = ClientOffer(json.dumps(mine).encode(), "auto") if tools in ("client", "both") else None
+    text = "go \x00 é" + ("x" * 100_000 if size == "large" else "")  # a NUL in the prompt is escaped
+    async with Upstream(serving(sse_reply(["ok"], gzipped=False))) as up:
+        provider = OpenAICompatProvider("up", ProviderConfig(api_key="k", api_base=f"{up.url}/v1"), AgentDefaults())
+        try:
+            events = [e async for e in provider.stream([{"role": "user", "content": text}], server, client=offer)]
+            assert isinstance(events[-1], Completion) and events[-1].text == "ok"
+        finally:
+            await provider.close()
+    head, body = up.requests[0]
+    assert b"\r\nContent-Length: %d\r\n" % len(body) in head
+    sent = json.loads(body)
+    assert sent["messages"] == [{"role": "user", "content": text}]
+    expected = (server or []) + ([mine] if offer else [])
+    assert sent.get("tools") == (expected or None)
+    assert sent.get("tool_choice") == ("auto" if offer else None)

@@ -156,15 +156,15 @@ class Connection(asyncio.Protocol):
 
     # --- the request's side ---------------------------------------------------------
 
-    def send(self, head: bytes, body: bytes, read_timeout: float | None) -> None:
+    def send(self, head: bytes, body: tuple[bytes, ...], read_timeout: float | None) -> None:
         self._reset()
         self._read_timeout = read_timeout
         self._last = self._loop.time()
         if read_timeout is not None:
             self._timer = self._loop.call_at(self._last + read_timeout, self._check_timeout)
         assert self.transport is not None
-        # One writev for both, without joining a large body into a copy on the loop.
-        self.transport.writelines((head, body))
+        # One writev for all, without joining a large body into a copy on the loop.
+        self.transport.writelines((head, *body))
 
     async def read_head(self) -> None:
         while not self._head_done:

@@ -21,10 +21,13 @@ from nanobot.errors import UpstreamCode, UpstreamError
 from nanobot.providers.base import ClientOffer, Completion
 from nanobot.providers.parse import Malformed, Reported, StreamParser, parse_completion, shorten
 from nanobot.providers.sdk_client import TemplatedOpenAI
-from nanobot.providers.transport import BODY_EXTENSION, PooledTransport
+from nanobot.providers.transport import BODY_EXTENSION, BodyPieces, PooledTransport
 from nanobot.redact import Redactor, provider_secrets
 
 _EXACT_BELOW = 64 * 1024
+# Where the tools go in an encoded body: a raw NUL, which orjson never writes.
+_TOOLS_MARK_BYTES = b"\x00"
+_TOOLS_MARK = orjson.Fragment(_TOOLS_MARK_BYTES)
 
 
 class OpenAICompatProvider:
@@ -54,28 +57,30 @@ class OpenAICompatProvider:
         # URL (a URL object copied and re-parsed) on every call.
         self._url = str(self._client.base_url).rstrip("/") + "/chat/completions"
         self._tools_source: list[dict[str, Any]] | None = None
-        self._tools_json: orjson.Fragment | None = None
         self._tools_bytes = b"[]"
+        self._tools_open = b"["  # the server tools' JSON without its "]", then ","
 
     def _fail(self, what: str, code: UpstreamCode) -> UpstreamError:
         return UpstreamError(self._redact(f"provider '{self.name}' {what}"), code=code)
 
-    def _encoded_tools(self, tools: list[dict[str, Any]]) -> orjson.Fragment:
+    def _encoded_tools(self, tools: list[dict[str, Any]]) -> bytes:
         """The tools' JSON, encoded once per tool set: the registry hands the same
         list until its set changes (it replaces the list then, never edits it)."""
         if tools is not self._tools_source:
             self._tools_bytes = orjson.dumps(tools)
-            self._tools_json = orjson.Fragment(self._tools_bytes)
+            self._tools_open = self._tools_bytes[:-1] + b","
             self._tools_source = tools
-        assert self._tools_json is not None
-        return self._tools_json
+        return self._tools_bytes
 
-    def _with_client(self, tools: list[dict[str, Any]] | None, client: bytes) -> orjson.Fragment:
-        """The server tools' JSON (encoded once per set) and the client's (once per request), joined as bytes."""
+    def _tools_pieces(self, tools: list[dict[str, Any]] | None, client: bytes) -> tuple[bytes, ...]:
+        """The tools' JSON: the server tools' (encoded once per set, and shared by
+        every call's body) and the client's (once per request)."""
+        if not client:
+            return (self._encoded_tools(tools),) if tools else ()
         if not tools:
-            return orjson.Fragment(b"[" + client + b"]")
+            return (b"[" + client + b"]",)
         self._encoded_tools(tools)
-        return orjson.Fragment(self._tools_bytes[:-1] + b"," + client + b"]")
+        return (self._tools_open, client + b"]")
 
     def _request_body(
         self,
@@ -84,8 +89,9 @@ class OpenAICompatProvider:
         incremental: bool,
         response_format: dict[str, Any] | None,
         client: ClientOffer | None,
-    ) -> bytes:
-        """The call's JSON body."""
+    ) -> BodyPieces:
+        """The call's JSON body, in pieces: the server tools' schemas (4 KB with
+        the default tools) are one object shared by every call in flight."""
         payload: dict[str, Any] = {
             "model": self.model,
             "messages": messages,
@@ -95,20 +101,19 @@ class OpenAICompatProvider:
         }
         if incremental:
             payload["stream_options"] = {"include_usage": True}
-        if client is not None and client.tools:
-            payload["tools"] = self._with_client(tools, client.tools)
-        elif tools:
-            payload["tools"] = self._encoded_tools(tools)
+        tools_json = self._tools_pieces(tools, client.tools if client is not None else b"")
+        if tools_json:
+            payload["tools"] = _TOOLS_MARK
         if client is not None:
-            if client.tool_choice is not None and "tools" in payload:
+            if client.tool_choice is not None and tools_json:
                 payload["tool_choice"] = client.tool_choice
-            if client.parallel_tool_calls is not None and "tools" in payload:
+            if client.parallel_tool_calls is not None and tools_json:
                 payload["parallel_tool_calls"] = client.parallel_tool_calls
         if response_format is not None:
             payload["response_format"] = response_format
-        return _without_slack(orjson.dumps(payload))
+        return _pieces(orjson.dumps(payload), tools_json)
 
-    async def _open(self, request: bytes) -> Body:
+    async def _open(self, request: BodyPieces) -> Body:
         """Send the call; its answer's body, the one thing the stream keeps of the response.
 
         The SDK's generic post (in its cheaper form, sdk_client.py) keeps its
@@ -251,17 +256,24 @@ def _status_message(exc: openai.APIStatusError) -> str:
     return exc.response.reason_phrase or "no details"
 
 
-def _without_slack(body: bytes) -> bytes:
-    """``body`` without orjson's spare capacity, where that capacity costs memory.
+def _pieces(body: bytes, tools: tuple[bytes, ...]) -> BodyPieces:
+    """``body`` with its tools mark replaced by ``tools``, in pieces, without orjson's spare capacity.
 
     orjson returns bytes with room to spare (4 KB for a short prompt), and the
     body is held until the upstream's answer begins: with hundreds of calls
     started together the slack adds up to megabytes, which the process keeps
-    after they are freed. Past 64 KB the buffer is mapped pages that were
-    never written and take no memory, and copying megabytes of images would
-    only cost the event loop.
+    after they are freed. The pieces either side of the mark are exact-size
+    copies. Past 64 KB the buffer's slack is mapped pages that were never
+    written and take no memory, and copying megabytes of images would only
+    cost the event loop: the body is joined whole instead.
     """
-    return bytes(memoryview(body)) if len(body) < _EXACT_BELOW else body
+    if not tools:
+        return BodyPieces((bytes(memoryview(body)) if len(body) < _EXACT_BELOW else body,))
+    # orjson escapes every control character inside strings: the only NUL is the mark.
+    before, _, after = body.partition(_TOOLS_MARK_BYTES)
+    if len(body) < _EXACT_BELOW:
+        return BodyPieces((before, *tools, after))
+    return BodyPieces((b"".join((before, *tools, after)),))
 
 
 def _http_client(config: ProviderConfig, pool_size: int) -> httpx2.AsyncClient:
