@@ -21,7 +21,7 @@ from nanobot.errors import UpstreamCode, UpstreamError
 from nanobot.providers.base import ClientOffer, Completion
 from nanobot.providers.parse import Malformed, Reported, StreamParser, parse_completion, shorten
 from nanobot.providers.sdk_client import TemplatedOpenAI
-from nanobot.providers.transport import BODY_EXTENSION, BodyPieces, PooledTransport
+from nanobot.providers.transport import BODY_EXTENSION, PooledTransport
 from nanobot.redact import Redactor, provider_secrets
 
 _EXACT_BELOW = 64 * 1024
@@ -89,7 +89,7 @@ class OpenAICompatProvider:
         incremental: bool,
         response_format: dict[str, Any] | None,
         client: ClientOffer | None,
-    ) -> BodyPieces:
+    ) -> tuple[bytes, ...]:
         """The call's JSON body, in pieces: the server tools' schemas (4 KB with
         the default tools) are one object shared by every call in flight."""
         payload: dict[str, Any] = {
@@ -113,7 +113,7 @@ class OpenAICompatProvider:
             payload["response_format"] = response_format
         return _pieces(orjson.dumps(payload), tools_json)
 
-    async def _open(self, request: BodyPieces) -> Body:
+    async def _open(self, request: tuple[bytes, ...]) -> Body:
         """Send the call; its answer's body, the one thing the stream keeps of the response.
 
         The SDK's generic post (in its cheaper form, sdk_client.py) keeps its
@@ -256,7 +256,7 @@ def _status_message(exc: openai.APIStatusError) -> str:
     return exc.response.reason_phrase or "no details"
 
 
-def _pieces(body: bytes, tools: tuple[bytes, ...]) -> BodyPieces:
+def _pieces(body: bytes, tools: tuple[bytes, ...]) -> tuple[bytes, ...]:
     """``body`` with its tools mark replaced by ``tools``, in pieces, without orjson's spare capacity.
 
     orjson returns bytes with room to spare (4 KB for a short prompt), and the
@@ -268,12 +268,12 @@ def _pieces(body: bytes, tools: tuple[bytes, ...]) -> BodyPieces:
     cost the event loop: the body is joined whole instead.
     """
     if not tools:
-        return BodyPieces((bytes(memoryview(body)) if len(body) < _EXACT_BELOW else body,))
+        return (bytes(memoryview(body)) if len(body) < _EXACT_BELOW else body,)
     # orjson escapes every control character inside strings: the only NUL is the mark.
     before, _, after = body.partition(_TOOLS_MARK_BYTES)
     if len(body) < _EXACT_BELOW:
-        return BodyPieces((before, *tools, after))
-    return BodyPieces((b"".join((before, *tools, after)),))
+        return (before, *tools, after)
+    return (b"".join((before, *tools, after)),)
 
 
 def _http_client(config: ProviderConfig, pool_size: int) -> httpx2.AsyncClient:
