@@ -14,6 +14,7 @@ from openai._types import NotGiven
 from test_transport import Upstream, aio, client, response, serving
 
 from nanobot.providers.sdk_client import JSON_HEADERS, TemplatedOpenAI
+from nanobot.providers.transport import BodyPieces
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -164,3 +165,23 @@ def test_the_sdk_still_has_the_private_members_sdk_client_builds_on() -> None:
         checks[f"FinalRequestOptions.{name}"] = name in fields
     missing = [name for name, present in checks.items() if not present]
     assert not missing, f"openai {openai.__version__} lacks {missing}: update nanobot/providers/sdk_client.py"
+
+
+@pytest.mark.parametrize("templated_path", [True, False], ids=["template", "sdk"])
+def test_a_body_in_pieces_is_sent_as_the_sdk_sends_its_bytes(templated_path: bool) -> None:
+    """Pieces (some shared between calls) make the request the joined bytes would, and on the
+    template's path they are not joined into a copy."""
+    sdk = sdk_client(default_headers={"X-Team": "a"})
+    templated(sdk, b"warm")
+    shared = b'[{"type":"function"}]'
+    body = (b'{"tools":', shared, b"}")
+    if not templated_path:
+        sdk._client.cookies.set("lb", "node-2", domain="127.0.0.1")
+    opts = sdk.json_options(URL, body)
+    request = sdk._build_request(opts)
+    joined = b'{"tools":[{"type":"function"}]}'
+    expected = built_by_sdk(sdk, sdk.json_options(URL, joined))
+    assert (request.method, request.url, request.extensions) == (expected.method, expected.url, expected.extensions)
+    assert sorted(request.headers.multi_items()) == sorted(expected.headers.multi_items())
+    assert b"".join(request.stream) == joined  # type: ignore[arg-type]
+    assert isinstance(request.stream, BodyPieces) == templated_path

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import gzip
 import hashlib
 import json
@@ -22,7 +23,8 @@ from hypothesis import strategies as st
 
 from nanobot.config import AgentDefaults, ProviderConfig
 from nanobot.errors import UpstreamError
-from nanobot.providers.base import Completion
+from nanobot.providers.base import ClientOffer, Completion
+from nanobot.providers.connection import Connection
 from nanobot.providers.openai_compat import OpenAICompatProvider
 from nanobot.providers.parse import Malformed
 from nanobot.providers.transport import DRAIN_SECONDS, MAX_BUFFER_BYTES, MAX_HEAD_BYTES, PooledTransport
@@ -744,7 +746,7 @@ def test_the_request_head_carries_the_requests_fields_and_one_length(
     if chunked:
         fields.append((b"Transfer-Encoding", b"chunked"))
     request = httpx2.Request(method, "http://upstream.test/v1/chat/completions?x=1", headers=fields)
-    head = _request_head(request, body)
+    head = _request_head(request, len(body))
     read = _HeadFields()
     parser = httptools.HttpRequestParser(read)
     parser.feed_data(head)
@@ -754,3 +756,70 @@ def test_the_request_head_carries_the_requests_fields_and_one_length(
     if not has_length and (body or method == "POST"):
         sent.append((b"Content-Length", b"%d" % len(body)))
     assert read.fields == sent
+
+
+def live(kind: type) -> int:
+    """How many ``kind`` objects are alive (after a full collection)."""
+    gc.collect()
+    return sum(1 for obj in gc.get_objects() if isinstance(obj, kind))
+
+
+@aio
+async def test_an_open_stream_keeps_only_the_body_of_its_response() -> None:
+    """While the answer streams, neither the httpx response (headers, extensions) nor its
+    request (the whole prompt) is kept, nor the connection's copy of the headers."""
+    release = asyncio.Event()
+
+    async def handler(up: Upstream, reader: Any, writer: asyncio.StreamWriter, n: int) -> None:
+        while await up.read_request(reader) is not None:
+            reply = sse_head_and_done(["first ", "second"])
+            done_at = reply.index(b"data: [DONE]")
+            cut = reply.index(b"\n\n") + 2  # the head and the first chunk's frame, then a pause
+            writer.write(reply[:cut])
+            await release.wait()
+            writer.write(reply[cut:done_at] + reply[done_at:] + b"0\r\n\r\n")
+
+    async with Upstream(handler) as up:
+        provider = OpenAICompatProvider("up", ProviderConfig(api_key="k", api_base=f"{up.url}/v1"), AgentDefaults())
+        try:
+            events = provider.stream([{"role": "user", "content": "go"}], None)
+            assert await anext(events) == "first "
+            assert live(httpx2.Response) == 0 and live(httpx2.Request) == 0
+            assert all(not conn.headers for conn in gc.get_objects() if isinstance(conn, Connection))
+            release.set()
+            rest = [e async for e in events]
+            assert rest[0] == "second" and isinstance(rest[-1], Completion)
+        finally:
+            await provider.close()
+
+
+SCHEMA: dict[str, Any] = {
+    "type": "function",
+    "function": {"name": "look", "parameters": {"type": "object", "properties": {}}},
+}
+
+
+@pytest.mark.parametrize("size", ["short", "large"])
+@pytest.mark.parametrize("tools", ["server", "client", "both", "none"])
+@aio
+async def test_tools_reach_the_upstream_exactly(tools: str, size: str) -> None:
+    """The body goes out in pieces (the server tools' JSON shared by every call): what arrives
+    is the one JSON document, whichever tools a call offers, short or past the exact-copy size."""
+    server = [SCHEMA] if tools in ("server", "both") else None
+    mine = {**SCHEMA, "function": {**SCHEMA["function"], "name": "mine"}}
+    offer = ClientOffer(json.dumps(mine).encode(), "auto") if tools in ("client", "both") else None
+    text = "go \x00 é" + ("x" * 100_000 if size == "large" else "")  # a NUL in the prompt is escaped
+    async with Upstream(serving(sse_reply(["ok"], gzipped=False))) as up:
+        provider = OpenAICompatProvider("up", ProviderConfig(api_key="k", api_base=f"{up.url}/v1"), AgentDefaults())
+        try:
+            events = [e async for e in provider.stream([{"role": "user", "content": text}], server, client=offer)]
+            assert isinstance(events[-1], Completion) and events[-1].text == "ok"
+        finally:
+            await provider.close()
+    head, body = up.requests[0]
+    assert b"\r\nContent-Length: %d\r\n" % len(body) in head
+    sent = json.loads(body)
+    assert sent["messages"] == [{"role": "user", "content": text}]
+    expected = (server or []) + ([mine] if offer else [])
+    assert sent.get("tools") == (expected or None)
+    assert sent.get("tool_choice") == ("auto" if offer else None)

@@ -44,7 +44,8 @@ class Connection(asyncio.Protocol):
     def _reset(self) -> None:
         self.status = 0
         self.reason = b""
-        self.headers: list[tuple[bytes, bytes]] = []
+        self.headers: list[tuple[bytes, bytes]] = []  # until take_headers() hands them over
+        self._ends_at_close = False  # no length and not chunked: the body ends when the connection does
         self._head_bytes = 0
         self._head_read = 0
         self._head_done = False
@@ -93,7 +94,7 @@ class Connection(asyncio.Protocol):
             self._wake()
             self._end_drain()
             return
-        if self._head_done and self._ends_at_close():
+        if self._head_done and self._ends_at_close:
             self.on_message_complete()
         elif not self._got_bytes:
             self._fail(Stale())
@@ -127,6 +128,8 @@ class Connection(asyncio.Protocol):
         self.status = status
         # llhttp answers this only until the message ends, so ask it now.
         self._keep_alive = self._parser.should_keep_alive()
+        names = {name.lower() for name, _ in self.headers}
+        self._ends_at_close = b"content-length" not in names and b"transfer-encoding" not in names
         self._head_done = True
         self._wake()
 
@@ -153,15 +156,15 @@ class Connection(asyncio.Protocol):
 
     # --- the request's side ---------------------------------------------------------
 
-    def send(self, head: bytes, body: bytes, read_timeout: float | None) -> None:
+    def send(self, head: bytes, body: tuple[bytes, ...], read_timeout: float | None) -> None:
         self._reset()
         self._read_timeout = read_timeout
         self._last = self._loop.time()
         if read_timeout is not None:
             self._timer = self._loop.call_at(self._last + read_timeout, self._check_timeout)
         assert self.transport is not None
-        # One writev for both, without joining a large body into a copy on the loop.
-        self.transport.writelines((head, body))
+        # One writev for all, without joining a large body into a copy on the loop.
+        self.transport.writelines((head, *body))
 
     async def read_head(self) -> None:
         while not self._head_done:
@@ -187,6 +190,12 @@ class Connection(asyncio.Protocol):
             if self.complete:
                 return None
             await self._wait()
+
+    def take_headers(self) -> list[tuple[bytes, bytes]]:
+        """The response's headers, handed over: the connection keeps none of
+        them for as long as the body is read."""
+        headers, self.headers = self.headers, []
+        return headers
 
     def reusable(self) -> bool:
         return self.complete and self._open()
@@ -237,10 +246,6 @@ class Connection(asyncio.Protocol):
             done(self)
 
     # --- internals ------------------------------------------------------------------
-
-    def _ends_at_close(self) -> bool:
-        names = {name.lower() for name, _ in self.headers}
-        return b"content-length" not in names and b"transfer-encoding" not in names
 
     async def _wait(self) -> None:
         self._waiter = self._loop.create_future()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import httpx2
 import openai
@@ -25,6 +25,9 @@ from nanobot.providers.transport import BODY_EXTENSION, PooledTransport
 from nanobot.redact import Redactor, provider_secrets
 
 _EXACT_BELOW = 64 * 1024
+# Where the tools go in an encoded body: a raw NUL, which orjson never writes.
+_TOOLS_MARK_BYTES = b"\x00"
+_TOOLS_MARK = orjson.Fragment(_TOOLS_MARK_BYTES)
 
 
 class OpenAICompatProvider:
@@ -54,53 +57,41 @@ class OpenAICompatProvider:
         # URL (a URL object copied and re-parsed) on every call.
         self._url = str(self._client.base_url).rstrip("/") + "/chat/completions"
         self._tools_source: list[dict[str, Any]] | None = None
-        self._tools_json: orjson.Fragment | None = None
         self._tools_bytes = b"[]"
-        self._sent: httpx2.Request | None = None  # the stand-in for a sent request (_forget_body)
-
-    def _forget_body(self, response: httpx2.Response) -> None:
-        """Let go of the request's body (the whole prompt) once it is sent and answered.
-
-        The response keeps its request for as long as a stream is open: a few
-        KB per open stream (the tools' schemas alone are 2.5 KB) that nothing
-        reads after the answer began (the SDK's retries are over by then).
-        Every call is a POST to one URL, so one bodiless stand-in, made once,
-        replaces them all.
-        """
-        sent = response.request
-        stand_in = self._sent
-        if stand_in is None or stand_in.url != sent.url or stand_in.method != sent.method:
-            stand_in = self._sent = httpx2.Request(sent.method, sent.url, extensions=sent.extensions)
-        response.request = stand_in
+        self._tools_open = b"["  # the server tools' JSON without its "]", then ","
 
     def _fail(self, what: str, code: UpstreamCode) -> UpstreamError:
         return UpstreamError(self._redact(f"provider '{self.name}' {what}"), code=code)
 
-    def _encoded_tools(self, tools: list[dict[str, Any]]) -> orjson.Fragment:
+    def _encoded_tools(self, tools: list[dict[str, Any]]) -> bytes:
         """The tools' JSON, encoded once per tool set: the registry hands the same
         list until its set changes (it replaces the list then, never edits it)."""
         if tools is not self._tools_source:
             self._tools_bytes = orjson.dumps(tools)
-            self._tools_json = orjson.Fragment(self._tools_bytes)
+            self._tools_open = self._tools_bytes[:-1] + b","
             self._tools_source = tools
-        assert self._tools_json is not None
-        return self._tools_json
+        return self._tools_bytes
 
-    def _with_client(self, tools: list[dict[str, Any]] | None, client: bytes) -> orjson.Fragment:
-        """The server tools' JSON (encoded once per set) and the client's (once per request), joined as bytes."""
+    def _tools_pieces(self, tools: list[dict[str, Any]] | None, client: bytes) -> tuple[bytes, ...]:
+        """The tools' JSON: the server tools' (encoded once per set, and shared by
+        every call's body) and the client's (once per request)."""
+        if not client:
+            return (self._encoded_tools(tools),) if tools else ()
         if not tools:
-            return orjson.Fragment(b"[" + client + b"]")
+            return (b"[" + client + b"]",)
         self._encoded_tools(tools)
-        return orjson.Fragment(self._tools_bytes[:-1] + b"," + client + b"]")
+        return (self._tools_open, client + b"]")
 
-    async def stream(
+    def _request_body(
         self,
         messages: list[dict[str, Any]],
         tools: list[dict[str, Any]] | None,
-        incremental: bool = True,
-        response_format: dict[str, Any] | None = None,
-        client: ClientOffer | None = None,
-    ) -> AsyncGenerator[str | Completion, None]:
+        incremental: bool,
+        response_format: dict[str, Any] | None,
+        client: ClientOffer | None,
+    ) -> tuple[bytes, ...]:
+        """The call's JSON body, in pieces: the server tools' schemas (4 KB with
+        the default tools) are one object shared by every call in flight."""
         payload: dict[str, Any] = {
             "model": self.model,
             "messages": messages,
@@ -110,30 +101,53 @@ class OpenAICompatProvider:
         }
         if incremental:
             payload["stream_options"] = {"include_usage": True}
-        if client is not None and client.tools:
-            payload["tools"] = self._with_client(tools, client.tools)
-        elif tools:
-            payload["tools"] = self._encoded_tools(tools)
+        tools_json = self._tools_pieces(tools, client.tools if client is not None else b"")
+        if tools_json:
+            payload["tools"] = _TOOLS_MARK
         if client is not None:
-            if client.tool_choice is not None and "tools" in payload:
+            if client.tool_choice is not None and tools_json:
                 payload["tool_choice"] = client.tool_choice
-            if client.parallel_tool_calls is not None and "tools" in payload:
+            if client.parallel_tool_calls is not None and tools_json:
                 payload["parallel_tool_calls"] = client.parallel_tool_calls
         if response_format is not None:
             payload["response_format"] = response_format
+        return _pieces(orjson.dumps(payload), tools_json)
+
+    async def _open(self, request: tuple[bytes, ...]) -> Body:
+        """Send the call; its answer's body, the one thing the stream keeps of the response.
+
+        The SDK's generic post (in its cheaper form, sdk_client.py) keeps its
+        auth, retries and status errors but skips the per-call TypedDict
+        transform of ``create``, which costs more than the rest of the call on
+        small requests; the body is encoded once with orjson instead of
+        stdlib json. The answer comes back as a stream either way, and is read
+        through the transport's own reader rather than httpx's generators.
+
+        The response itself (its headers, its request with the whole prompt,
+        the SDK's per-call objects) is dropped here, not held for as long as
+        the stream is open: a few KB per open stream that nothing reads once
+        the answer began.
+        """
+        response = await self._client.post_json(self._url, request, stream=True)
+        return _body_of(response)
+
+    async def stream(
+        self,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]] | None,
+        incremental: bool = True,
+        response_format: dict[str, Any] | None = None,
+        client: ClientOffer | None = None,
+    ) -> AsyncGenerator[str | Completion, None]:
+        # Encoded outside this generator's frame: the payload dict is dead once
+        # sent, and the frame lives as long as the stream.
+        request = self._request_body(messages, tools, incremental, response_format, client)
         try:
-            # The SDK's generic post (in its cheaper form, sdk_client.py) keeps
-            # its auth, retries and status errors but skips the per-call
-            # TypedDict transform of ``create``, which costs more than the rest
-            # of the call on small requests; the body is encoded once here
-            # with orjson instead of stdlib json. The answer comes back as a
-            # stream either way, so its body is read here, through the
-            # transport's own reader rather than httpx's generators.
-            response = await self._client.post_json(self._url, _without_slack(orjson.dumps(payload)), stream=True)
+            body = await self._open(request)
+            del request  # the prompt: sent, and no retry is left that would send it again
             try:
-                read = _body_reader(response)
+                read = body.read_some
                 if incremental:
-                    self._forget_body(response)
                     parser = StreamParser()
                     # Bytes, not aiter_lines(): the parser splits lines itself.
                     while (data := await read()) is not None:
@@ -143,7 +157,7 @@ class OpenAICompatProvider:
                             # The answer is whole at [DONE], whatever the upstream
                             # still sends or however it ends the body: the turn goes
                             # on now, and the rest drains in the background.
-                            _drain_on_close(response)
+                            body.drain_on_close()
                             break
                 else:
                     # A client that waits for the whole reply gains nothing from
@@ -152,7 +166,7 @@ class OpenAICompatProvider:
                     while (data := await read()) is not None:
                         pieces.append(data)
             finally:
-                await response.aclose()
+                await body.aclose()
             if incremental:
                 if not parser.seen_any:
                     raise Malformed("the stream held no chunk")
@@ -187,30 +201,48 @@ class OpenAICompatProvider:
         await self._client.close()
 
 
-def _body_reader(response: httpx2.Response) -> Callable[[], Awaitable[bytes | None]]:
-    """A coroutine function giving the next body bytes, None at the end.
+class Body(Protocol):
+    """A response body as the provider reads it (the transport's own body is one)."""
 
-    From our own transport, its reader itself: no generator layers between
-    a received chunk and the parser. Otherwise the decoded byte stream (or
-    the raw one when there is no content encoding to undo).
-    """
-    body = response.extensions.get(BODY_EXTENSION)
+    read_some: Callable[[], Awaitable[bytes | None]]  # the next body bytes, None at the end
+
+    def drain_on_close(self) -> None:
+        """The reader has its answer: the rest of the body may drain in the background."""
+
+    async def aclose(self) -> None: ...
+
+
+class _Decoded:
+    """A body read through httpx: the decoded byte stream (or the raw one when
+    there is no content encoding to undo). Holds the response, which closes it."""
+
+    __slots__ = ("_response", "read_some")
+
+    def __init__(self, response: httpx2.Response, encoded: bool) -> None:
+        self._response = response
+        stream = response.aiter_bytes() if encoded else response.stream
+        assert isinstance(stream, AsyncIterable)  # an async client's response
+        chunks: AsyncIterator[bytes] = stream.__aiter__()
+        self.read_some: Callable[[], Awaitable[bytes | None]] = functools.partial(anext, chunks, None)
+
+    def drain_on_close(self) -> None:
+        body = self._response.extensions.get(BODY_EXTENSION)
+        if body is not None:
+            body.drain_on_close()
+
+    async def aclose(self) -> None:
+        await self._response.aclose()
+
+
+def _body_of(response: httpx2.Response) -> Body:
+    """What reads ``response``'s body: from our own transport, its body itself
+    (no generator layers between a received chunk and the parser, and nothing
+    else of the response kept); otherwise httpx's byte stream."""
+    body: Body | None = response.extensions.get(BODY_EXTENSION)
     encoded = "content-encoding" in response.headers
-    reader: Callable[[], Awaitable[bytes | None]]
     if body is not None and not encoded:
-        reader = body.read_some
-        return reader
-    stream = response.aiter_bytes() if encoded else response.stream
-    assert isinstance(stream, AsyncIterable)  # an async client's response
-    chunks: AsyncIterator[bytes] = stream.__aiter__()
-    reader = functools.partial(anext, chunks, None)
-    return reader
-
-
-def _drain_on_close(response: httpx2.Response) -> None:
-    body = response.extensions.get(BODY_EXTENSION)
-    if body is not None:
-        body.drain_on_close()
+        return body
+    return _Decoded(response, encoded)
 
 
 def _status_message(exc: openai.APIStatusError) -> str:
@@ -224,16 +256,24 @@ def _status_message(exc: openai.APIStatusError) -> str:
     return exc.response.reason_phrase or "no details"
 
 
-def _without_slack(body: bytes) -> bytes:
-    """``body`` without orjson's spare capacity, where that capacity costs memory.
+def _pieces(body: bytes, tools: tuple[bytes, ...]) -> tuple[bytes, ...]:
+    """``body`` with its tools mark replaced by ``tools``, in pieces, without orjson's spare capacity.
 
-    orjson returns bytes with room to spare (4 KB for a short prompt); the
-    request, and so its body, stays referenced by the response for as long
-    as a stream is open, so the slack would be paid per open stream. Past
-    64 KB the buffer is mapped pages that were never written and take no
-    memory, and copying megabytes of images would only cost the event loop.
+    orjson returns bytes with room to spare (4 KB for a short prompt), and the
+    body is held until the upstream's answer begins: with hundreds of calls
+    started together the slack adds up to megabytes, which the process keeps
+    after they are freed. The pieces either side of the mark are exact-size
+    copies. Past 64 KB the buffer's slack is mapped pages that were never
+    written and take no memory, and copying megabytes of images would only
+    cost the event loop: the body is joined whole instead.
     """
-    return bytes(memoryview(body)) if len(body) < _EXACT_BELOW else body
+    if not tools:
+        return (bytes(memoryview(body)) if len(body) < _EXACT_BELOW else body,)
+    # orjson escapes every control character inside strings: the only NUL is the mark.
+    before, _, after = body.partition(_TOOLS_MARK_BYTES)
+    if len(body) < _EXACT_BELOW:
+        return (before, *tools, after)
+    return (b"".join((before, *tools, after)),)
 
 
 def _http_client(config: ProviderConfig, pool_size: int) -> httpx2.AsyncClient:

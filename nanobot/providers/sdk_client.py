@@ -28,6 +28,8 @@ from openai._compat import model_copy
 from openai._models import FinalRequestOptions
 from openai._types import NotGiven
 
+from nanobot.providers.transport import BodyPieces
+
 JSON_HEADERS = {"Content-Type": "application/json"}
 
 
@@ -53,12 +55,14 @@ class TemplatedOpenAI(openai.AsyncOpenAI):
         # The SDK names the client class here; upstreams see the stock one's.
         return f"AsyncOpenAI/Python {self._version}"
 
-    async def post_json(self, url: str, body: bytes, *, stream: bool) -> httpx2.Response:
+    async def post_json(self, url: str, body: bytes | tuple[bytes, ...], *, stream: bool) -> httpx2.Response:
         """What ``post(url, cast_to=httpx2.Response, content=body, options={"headers": JSON_HEADERS},
-        stream=stream)`` does, without building the options model per call."""
+        stream=stream)`` does, without building the options model per call. ``body`` may come in
+        pieces, sent as they are (the transport writes them without joining them): a tuple,
+        which the SDK knows it may send again on a retry."""
         return await self.request(httpx2.Response, self.json_options(url, body), stream=stream)
 
-    def json_options(self, url: str, body: bytes) -> FinalRequestOptions:
+    def json_options(self, url: str, body: bytes | tuple[bytes, ...]) -> FinalRequestOptions:
         """The options ``post`` would make for ``body``: a shallow copy of one built once."""
         prototype = self._options
         if prototype is None or prototype.url != url:
@@ -76,23 +80,32 @@ class TemplatedOpenAI(openai.AsyncOpenAI):
 
     def _build_request(self, options: FinalRequestOptions, *, retries_taken: int = 0) -> httpx2.Request:
         if not self._templated(options):
+            content = options.content
+            if type(content) is tuple:  # pieces: built by the SDK, as one
+                options = model_copy(options)
+                options.content = b"".join(content)
             return super()._build_request(options, retries_taken=retries_taken)
         template = self._template
         if template is None or template.url != options.url or template.api_key != self.api_key:
             template = self._template = self._make_template(options)
         body = options.content
-        assert isinstance(body, bytes)  # _templated() holds only for a body already serialised
+        assert isinstance(body, (bytes, tuple))  # _templated() holds only for a body already serialised
+        stream: httpx2.ByteStream | BodyPieces
+        if isinstance(body, bytes):
+            stream, length = httpx2.ByteStream(body), len(body)
+        else:
+            stream = BodyPieces(body)
+            length = stream.length
         headers = template.headers.copy()  # keeps the encoding found once for the template
-        headers["Content-Length"] = str(len(body))
+        headers["Content-Length"] = str(length)
         if retries_taken:
             headers["x-stainless-retry-count"] = str(retries_taken)
         # Given a stream, Request neither looks into nor rebuilds its headers
         # (each time working out their encoding anew): they are set whole here.
-        request = httpx2.Request(
-            "POST", template.request_url, stream=httpx2.ByteStream(body), extensions=template.extensions
-        )
+        request = httpx2.Request("POST", template.request_url, stream=stream, extensions=template.extensions)
         request.headers = headers
-        request.read()  # the body as ``content``, as a built request has it (no copy: one piece)
+        if isinstance(body, bytes):
+            request.read()  # the body as ``content``, as a built request has it (no copy: one piece)
         return request
 
     def _templated(self, options: FinalRequestOptions) -> bool:
@@ -103,7 +116,7 @@ class TemplatedOpenAI(openai.AsyncOpenAI):
             and options.headers is prototype.headers  # a copy of json_options' (so never edited)
             and options.url == prototype.url
             and options.method == "post"
-            and isinstance(options.content, bytes)
+            and (isinstance(options.content, bytes) or type(options.content) is tuple)
             and options.json_data is None
             and options.extra_json is None
             and options.files is None

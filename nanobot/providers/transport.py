@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx2
@@ -52,6 +52,23 @@ def tls_context() -> ssl.SSLContext:
     context = ssl.create_default_context()
     context.set_alpn_protocols(["http/1.1"])
     return context
+
+
+class BodyPieces(httpx2.SyncByteStream, httpx2.AsyncByteStream):
+    """A request body in pieces, sent as they are: a piece may be shared by
+    every request (the tools' schemas, the same for every call), so a call
+    in flight holds only its own bytes."""
+
+    def __init__(self, pieces: tuple[bytes, ...]) -> None:
+        self.pieces = pieces
+        self.length = sum(len(piece) for piece in pieces)
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self.pieces)
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for piece in self.pieces:
+            yield piece
 
 
 class _Body(httpx2.AsyncByteStream):
@@ -109,15 +126,16 @@ class PooledTransport(httpx2.AsyncBaseTransport):
         if self._closed:
             raise httpx2.ConnectError("the HTTP client is closed")
         timeout: dict[str, float | None] = request.extensions.get("timeout") or {}
-        content = await request.aread()
-        head = _request_head(request, content)
+        stream = request.stream
+        pieces = stream.pieces if isinstance(stream, BodyPieces) else (await request.aread(),)
+        head = _request_head(request, sum(len(piece) for piece in pieces))
         key = (url.scheme, url.host, url.port or DEFAULT_PORTS[url.scheme])
         await self._take_slot(timeout.get("pool"))
         conn: Connection | None = None
         try:
             for attempt in (1, 2):
                 conn, reused = await self._checkout(key, timeout.get("connect"))
-                conn.send(head, content, timeout.get("read"))
+                conn.send(head, pieces, timeout.get("read"))
                 try:
                     await conn.read_head()
                     break
@@ -134,10 +152,9 @@ class PooledTransport(httpx2.AsyncBaseTransport):
         assert conn is not None  # the loop either read a head or raised
         body = _Body(self, key, conn)
         extensions: dict[str, Any] = {"http_version": b"HTTP/1.1", "reason_phrase": conn.reason, BODY_EXTENSION: body}
-        response = httpx2.Response(
-            conn.status, headers=conn.headers, stream=body, request=request, extensions=extensions
-        )
-        if all(name.isascii() and value.isascii() for name, value in conn.headers):
+        headers = conn.take_headers()
+        response = httpx2.Response(conn.status, headers=headers, stream=body, request=request, extensions=extensions)
+        if all(name.isascii() and value.isascii() for name, value in headers):
             # Known now, or httpx works it out by decoding every header on the first lookup.
             response.headers.encoding = "ascii"
         return response
@@ -209,7 +226,7 @@ class PooledTransport(httpx2.AsyncBaseTransport):
         self._draining.clear()
 
 
-def _request_head(request: httpx2.Request, body: bytes) -> bytes:
+def _request_head(request: httpx2.Request, length: int) -> bytes:
     """The request line and headers, ending with the blank line."""
     parts = [b"%s %s HTTP/1.1\r\n" % (request.method.encode("ascii"), request.url.raw_path)]
     has_length = False
@@ -219,7 +236,7 @@ def _request_head(request: httpx2.Request, body: bytes) -> bytes:
             continue
         has_length = has_length or lowered == b"content-length"
         parts.append(b"%s: %s\r\n" % (name, value))
-    if not has_length and (body or request.method in ("POST", "PUT", "PATCH")):
-        parts.append(b"Content-Length: %d\r\n" % len(body))
+    if not has_length and (length or request.method in ("POST", "PUT", "PATCH")):
+        parts.append(b"Content-Length: %d\r\n" % length)
     parts.append(b"\r\n")
     return b"".join(parts)
