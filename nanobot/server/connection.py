@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import httptools
 from tornado import httputil
@@ -39,6 +40,7 @@ from nanobot.server.limits import LINGER_BYTES, LINGER_SECONDS, ClientContext, S
 MAX_HELD_BYTES = 256 * 1024  # received but not yet handled: past this the socket is not read
 BAD_REQUEST = b"HTTP/1.1 400 Bad Request\r\n\r\n"  # Tornado's answer to a malformed request
 
+_T = TypeVar("_T")
 _HEAD, _BODY, _LINGER = "head", "body", "linger"  # what the connection's deadline bounds
 
 
@@ -237,14 +239,14 @@ class ServerConnection(asyncio.Protocol):
         assert message.start_line is not None and message.headers is not None
         exchange = self._current = Exchange(self, message)
         self._phase = None  # the handler has no deadline of the connection's
-        try:
+        start_line, headers = message.start_line, message.headers
+
+        def begin() -> Any:
             delegate = exchange.delegate = self.app.start_request(self, exchange)
-            future = delegate.headers_received(message.start_line, message.headers)
-        except httputil.HTTPInputError as exc:
-            self._bad_request(str(exc))
-            return
-        except Exception:
-            self._fail()
+            return delegate.headers_received(start_line, headers)
+
+        ok, future = self._guarded(begin)
+        if not ok:
             return
         if future is not None and not (isinstance(future, asyncio.Future) and future.done()):
             asyncio.ensure_future(future).add_done_callback(lambda done: self._headers_done(exchange, done))
@@ -254,15 +256,8 @@ class ServerConnection(asyncio.Protocol):
     def _headers_done(self, exchange: Exchange, future: Any) -> None:
         if exchange is not self._current or self.closed:
             return
-        if future is not None:
-            try:
-                future.result()
-            except httputil.HTTPInputError as exc:
-                self._bad_request(str(exc))
-                return
-            except Exception:
-                self._fail()
-                return
+        if future is not None and not self._guarded(future.result)[0]:
+            return
         exchange.ready = True
         message = exchange.message
         headers = message.headers
@@ -300,14 +295,10 @@ class ServerConnection(asyncio.Protocol):
             return
         if exchange.write_finished:
             return  # answered already: the rest of the body is dropped, then the connection closed
-        assert exchange.delegate is not None
-        try:
-            waiting = exchange.delegate.data_received(chunk)
-        except httputil.HTTPInputError as exc:
-            self._bad_request(str(exc))
-            return
-        except Exception:
-            self._fail()
+        delegate = exchange.delegate
+        assert delegate is not None
+        ok, waiting = self._guarded(lambda: delegate.data_received(chunk))
+        if not ok:
             return
         if waiting is not None:
             exchange.blocked = True
@@ -331,13 +322,7 @@ class ServerConnection(asyncio.Protocol):
         if exchange.write_finished:
             return
         assert exchange.delegate is not None
-        try:
-            exchange.delegate.finish()
-        except httputil.HTTPInputError as exc:
-            self._bad_request(str(exc))
-            return
-        except Exception:
-            self._fail()
+        if not self._guarded(exchange.delegate.finish)[0]:
             return
         exchange.delegate_finished = True
 
@@ -409,6 +394,17 @@ class ServerConnection(asyncio.Protocol):
         if self._reading_paused:
             self._reading_paused = False
             transport.resume_reading()
+
+    def _guarded(self, call: Callable[[], _T]) -> tuple[bool, _T | None]:
+        """Run one of the delegate's steps as HTTP1Connection does: bad input
+        answers 400, anything else is logged and closes the connection."""
+        try:
+            return True, call()
+        except httputil.HTTPInputError as exc:
+            self._bad_request(str(exc))
+        except Exception:
+            self._fail()
+        return False, None
 
     def _fail(self) -> None:
         """A delegate raised: logged as Tornado logs it, and the connection closed."""
