@@ -10,7 +10,7 @@ import pytest
 
 from nanobot.errors import ApiError, ClientDisconnected, InvalidRequest, UpstreamError
 from nanobot.server.lifecycle import Ending, ending
-from stages.encode import Heartbeat
+from stages.encode import Heartbeat, PingClock
 
 
 def end(exc: BaseException, *, shutting_down: bool = False, client_gone: bool = False) -> Ending | None:
@@ -92,3 +92,64 @@ def test_a_heartbeat_to_a_client_that_left_raises_nothing_into_the_loop():
     leaked, attempts = asyncio.run(main())
     assert attempts == 1  # it stopped at the first failed ping
     assert leaked == []
+
+
+class RecordingResponse:
+    """A response that keeps the loop time of every frame it is sent."""
+
+    def __init__(self) -> None:
+        self.sent: list[float] = []
+
+    def send_frame(self, frame: bytes) -> None:
+        assert frame == b": ping\n\n"
+        self.sent.append(asyncio.get_running_loop().time())
+
+
+def _live_timers(loop: asyncio.AbstractEventLoop) -> int:
+    scheduled: list[asyncio.TimerHandle] = loop._scheduled  # type: ignore[attr-defined]
+    return len([handle for handle in scheduled if not handle.cancelled()])
+
+
+def test_every_stream_of_a_loop_shares_one_heartbeat_timer():
+    interval = 0.05
+
+    async def main() -> tuple[list[RecordingResponse], list[RecordingResponse], list[float], int, int]:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        silent = [RecordingResponse() for _ in range(20)]
+        busy = [RecordingResponse() for _ in range(20)]
+        beats = [Heartbeat(SimpleNamespace(response=r), interval) for r in silent + busy]  # type: ignore[arg-type]
+        timers_while_open = _live_timers(loop)
+        for _ in range(30):  # the busy half sends a frame every 10 ms
+            await asyncio.sleep(0.01)
+            for beat in beats[20:]:
+                beat.touch()
+        late = Heartbeat(SimpleNamespace(response=RecordingResponse()), interval)  # type: ignore[arg-type]
+        assert PingClock.of(loop, interval) is PingClock.of(loop, interval)
+        for beat in [*beats, late]:
+            beat.stop()
+        return silent, busy, [started, loop.time()], timers_while_open, _live_timers(loop)
+
+    silent, busy, (started, ended), timers_while_open, timers_after = asyncio.run(main())
+    assert timers_while_open == 1  # one for all 40 streams
+    assert timers_after == 0  # and none once they all ended
+    assert all(not r.sent for r in busy)  # never silent for an interval: no ping
+    for r in silent:
+        # Pinged about every interval of silence, the first one no sooner than that.
+        assert 2 <= len(r.sent) <= (ended - started) / interval + 1, r.sent
+        assert r.sent[0] - started >= interval * 0.999
+        assert all(b - a >= interval * 0.999 for a, b in zip(r.sent, r.sent[1:], strict=False))
+
+
+def test_a_stream_that_left_stops_being_pinged_while_the_others_go_on():
+    async def main() -> tuple[int, list[float]]:
+        gone, here = GoneResponse(), RecordingResponse()
+        beats = [Heartbeat(SimpleNamespace(response=r), 0.02) for r in (gone, here)]  # type: ignore[arg-type]
+        await asyncio.sleep(0.15)
+        for beat in beats:
+            beat.stop()
+        return gone.attempts, here.sent
+
+    attempts, sent = asyncio.run(main())
+    assert attempts == 1
+    assert len(sent) >= 3
