@@ -9,27 +9,30 @@ error frame, written by the handler). Every frame is flushed as produced; a
 from __future__ import annotations
 
 import asyncio
-import weakref
 from collections.abc import AsyncIterator
 from typing import Any, cast
 
 from nanobot.agent.loop import ToolProgress, TurnDone
 from nanobot.context import RequestContext
 from nanobot.errors import ClientDisconnected
+from nanobot.idle_clock import IdleClock
 from nanobot.protocol import DONE_FRAME, PING_FRAME, ChunkEncoder, Usage, completion_body
 
 
 class Heartbeat:
-    """Writes ``: ping`` when nothing was sent for ``interval`` seconds."""
+    """Writes ``: ping`` when nothing was sent for ``interval`` seconds.
+
+    All of a loop's open streams share one timer (:class:`IdleClock`).
+    """
 
     __slots__ = ("_ctx", "_loop", "_clock", "last")
 
     def __init__(self, ctx: RequestContext, interval: float) -> None:
         self._ctx = ctx
         self._loop = loop = asyncio.get_running_loop()
-        self._clock = PingClock.of(loop, interval)
+        self._clock = IdleClock.of(loop, interval)
         self.last = loop.time()
-        self._clock.add(self)
+        self._clock.add(self, loop)
 
     def now(self) -> float:
         return self._loop.time()
@@ -37,8 +40,8 @@ class Heartbeat:
     def touch(self) -> None:
         self.last = self._loop.time()
 
-    def ping(self, now: float) -> bool:
-        """Send a ping; False once the client has left (no more pings then)."""
+    def idle(self, now: float) -> bool:
+        """Ping; False once the client has left (no more pings then)."""
         try:
             self._ctx.response.send_frame(PING_FRAME)
         except ClientDisconnected:
@@ -51,62 +54,6 @@ class Heartbeat:
 
     def stop(self) -> None:
         self._clock.remove(self)
-
-
-class PingClock:
-    """One timer for the heartbeats of all of a loop's open streams (per interval).
-
-    A timer per stream costs ~0.5 KB and a schedule and a cancel per stream.
-    This one fires when the longest-silent stream is due, pings every stream
-    silent for ``interval``, then waits for the next one due, and stops when
-    no stream is left: each ping still goes out when its stream's silence
-    reaches ``interval``. It holds no reference to its loop (the registry
-    is keyed by the loop, weakly).
-    """
-
-    _clocks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[float, PingClock]] = weakref.WeakKeyDictionary()
-
-    def __init__(self, interval: float) -> None:
-        self._interval = interval
-        self._streams: dict[Heartbeat, None] = {}  # an ordered set
-        self._handle: asyncio.TimerHandle | None = None
-
-    @classmethod
-    def of(cls, loop: asyncio.AbstractEventLoop, interval: float) -> PingClock:
-        """``loop``'s clock for ``interval``."""
-        clocks = cls._clocks.get(loop)
-        if clocks is None:
-            clocks = cls._clocks[loop] = {}
-        clock = clocks.get(interval)
-        if clock is None:
-            clock = clocks[interval] = cls(interval)
-        return clock
-
-    def add(self, heartbeat: Heartbeat) -> None:
-        self._streams[heartbeat] = None
-        if self._handle is None:
-            self._handle = heartbeat._loop.call_at(heartbeat.last + self._interval, self._tick)
-
-    def remove(self, heartbeat: Heartbeat) -> None:
-        self._streams.pop(heartbeat, None)
-        if not self._streams and self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
-
-    def _tick(self) -> None:
-        self._handle = None
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        due = now - self._interval * 0.999
-        for heartbeat in list(self._streams):
-            if heartbeat.last <= due and not heartbeat.ping(now):
-                self._streams.pop(heartbeat, None)
-        if self._handle is not None:  # a stream added by a ping's side effects already set one
-            self._handle.cancel()
-            self._handle = None
-        if self._streams:
-            oldest = min(heartbeat.last for heartbeat in self._streams)
-            self._handle = loop.call_at(oldest + self._interval, self._tick)
 
 
 class Encode:

@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 
 from nanobot.errors import ApiError, ClientDisconnected, InvalidRequest, UpstreamError
+from nanobot.idle_clock import IdleClock
 from nanobot.server.lifecycle import Ending, ending
-from stages.encode import Heartbeat, PingClock
+from stages.encode import Heartbeat
 
 
 def end(exc: BaseException, *, shutting_down: bool = False, client_gone: bool = False) -> Ending | None:
@@ -125,7 +126,8 @@ def test_every_stream_of_a_loop_shares_one_heartbeat_timer():
             for beat in beats[20:]:
                 beat.touch()
         late = Heartbeat(SimpleNamespace(response=RecordingResponse()), interval)  # type: ignore[arg-type]
-        assert PingClock.of(loop, interval) is PingClock.of(loop, interval)
+        assert IdleClock.of(loop, interval) is IdleClock.of(loop, interval)
+        assert len(IdleClock.of(loop, interval)) == 41
         for beat in [*beats, late]:
             beat.stop()
         return silent, busy, [started, loop.time()], timers_while_open, _live_timers(loop)

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 from nanobot.config import AgentDefaults, ProviderConfig
 from nanobot.errors import UpstreamError
+from nanobot.idle_clock import IdleClock
 from nanobot.providers.base import ClientOffer, Completion
 from nanobot.providers.connection import Connection
 from nanobot.providers.openai_compat import OpenAICompatProvider
@@ -282,6 +283,34 @@ async def test_slow_steady_stream_does_not_time_out() -> None:
         start = time.monotonic()
         assert (await http.get(up.url)).content == b"0123456789"
         assert time.monotonic() - start >= 0.9
+
+
+@aio
+async def test_calls_in_flight_share_one_read_timeout_clock() -> None:
+    """Four calls at once under one read timeout: one clock watches all four, the
+    three that stall time out, the steady one completes, and nothing is left watched."""
+
+    async def handler(up: Upstream, reader: Any, writer: asyncio.StreamWriter, n: int) -> None:
+        await up.read_request(reader)
+        writer.write(CHUNKED_HEAD)
+        if n == 1:  # the first connection
+            for i in range(8):
+                await asyncio.sleep(0.1)
+                writer.write(chunk(b"%d" % i))
+            writer.write(b"0\r\n\r\n")
+        await stall(reader)
+
+    clock = IdleClock.of(asyncio.get_running_loop(), 0.3)
+    async with Upstream(handler) as up, client(read=0.3) as http:
+        calls = [asyncio.ensure_future(http.get(up.url)) for _ in range(4)]
+        while len(clock) < 4 and not any(call.done() for call in calls):
+            await asyncio.sleep(0.01)
+        assert len(clock) == 4
+        results = await asyncio.gather(*calls, return_exceptions=True)
+    bodies = [r.content for r in results if isinstance(r, httpx2.Response)]
+    assert bodies == [b"01234567"]
+    assert sum(isinstance(r, httpx2.ReadTimeout) for r in results) == 3
+    assert len(clock) == 0
 
 
 HUGE_FIELD = b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * (1 << 20)  # a header that never ends

@@ -2,7 +2,8 @@
 
 Responses are parsed by httptools (llhttp, the parser uvicorn uses) inside
 ``data_received``; a body chunk goes straight to the one waiting reader, and
-one timer per response, pushed forward lazily, bounds the wait for data.
+the read timeout is watched by one timer for all calls with that timeout
+(:class:`~nanobot.idle_clock.IdleClock`).
 ``transport.py`` pools these connections under the SDK's httpx2 client.
 """
 
@@ -14,6 +15,7 @@ from collections.abc import Callable
 import httptools
 import httpx2
 
+from nanobot.idle_clock import IdleClock
 from nanobot.providers.parse import Malformed
 
 # A response head larger than this is refused as malformed (not retried: the
@@ -39,6 +41,7 @@ class Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.lost = False
         self.idle_since = 0.0
+        self._clock: IdleClock | None = None  # watching the read timeout of the response being read
         self._reset()
 
     def _reset(self) -> None:
@@ -61,7 +64,7 @@ class Connection(asyncio.Protocol):
         self._waiter: asyncio.Future[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._read_timeout: float | None = None
-        self._last = 0.0
+        self.last = 0.0  # loop.time() of the last bytes received (or of the send)
         self._drained: Callable[[Connection], None] | None = None
         self._drain_left = 0
 
@@ -72,7 +75,7 @@ class Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._got_bytes = True
-        self._last = self._loop.time()
+        self.last = self._loop.time()
         if self.complete or self._error is not None:
             self._fail(httpx2.RemoteProtocolError("the upstream sent bytes after its response"))
             return
@@ -157,11 +160,14 @@ class Connection(asyncio.Protocol):
     # --- the request's side ---------------------------------------------------------
 
     def send(self, head: bytes, body: tuple[bytes, ...], read_timeout: float | None) -> None:
+        self._disarm()
         self._reset()
         self._read_timeout = read_timeout
-        self._last = self._loop.time()
+        loop = self._loop
+        self.last = loop.time()
         if read_timeout is not None:
-            self._timer = self._loop.call_at(self._last + read_timeout, self._check_timeout)
+            self._clock = IdleClock.of(loop, read_timeout)
+            self._clock.add(self, loop)
         assert self.transport is not None
         # One writev for all, without joining a large body into a copy on the loop.
         self.transport.writelines((head, *body))
@@ -182,7 +188,7 @@ class Connection(asyncio.Protocol):
                 self._buffered = 0
                 if self._paused and self.transport is not None:
                     self._paused = False
-                    self._last = self._loop.time()  # waiting on the upstream starts again now
+                    self.last = self._loop.time()  # waiting on the upstream starts again now
                     self.transport.resume_reading()
                 return data
             if self._error is not None:
@@ -268,23 +274,24 @@ class Connection(asyncio.Protocol):
         self._wake()
         self._end_drain()
 
-    def _check_timeout(self) -> None:
-        # One timer per response, pushed forward lazily: cheaper than
-        # re-arming a timer on every chunk received.
+    def idle(self, now: float) -> bool:
+        """The read timeout passed without a byte (the clock calls this): fail the response."""
+        if self._paused:
+            # While reading is paused it is our reader, not the upstream, that is slow.
+            self.last = now
+            return True
         assert self._read_timeout is not None
-        now = self._loop.time()
-        # While reading is paused it is our reader, not the upstream, that is slow.
-        deadline = (now if self._paused else self._last) + self._read_timeout
-        if now < deadline:
-            self._timer = self._loop.call_at(deadline, self._check_timeout)
-            return
-        self._timer = None
+        self._clock = None  # the clock lets go of it
         self._fail(httpx2.ReadTimeout(f"no data from the upstream for {self._read_timeout:g} s"))
+        return False
 
     def _disarm(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._clock is not None:
+            self._clock.remove(self)
+            self._clock = None
 
 
 def head_too_large() -> Malformed:

@@ -1,0 +1,83 @@
+"""One timer for many things that act once they have been idle for a while.
+
+A stream's heartbeat pings after ``interval`` seconds without a frame; an
+upstream call fails after its read timeout without a byte. A timer each
+would cost ~0.5 KB and a schedule and a cancel per stream or call, and the
+timer would mostly be pushed forward. Here the things sharing a loop and an
+interval share one timer: it fires when the one idle longest is due, calls
+every one idle for ``interval``, then waits for the next one due, and stops
+when none is left. Each is still called when its idleness reaches
+``interval``, as with a timer of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from typing import Protocol
+
+
+class Idle(Protocol):
+    last: float  # loop.time() of its last activity
+
+    def idle(self, now: float) -> bool:
+        """Called once ``last`` is ``interval`` old: True to stay watched.
+
+        It may move ``last`` forward (to count its wait from ``now``).
+        """
+        ...
+
+
+class IdleClock:
+    """The shared timer of one loop and interval (get it with :meth:`of`)."""
+
+    # Keyed by the loop, weakly: a clock holds no reference to its loop.
+    _clocks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[float, IdleClock]] = weakref.WeakKeyDictionary()
+
+    def __init__(self, interval: float) -> None:
+        self._interval = interval
+        self._watched: dict[Idle, None] = {}  # an ordered set
+        self._handle: asyncio.TimerHandle | None = None
+
+    @classmethod
+    def of(cls, loop: asyncio.AbstractEventLoop, interval: float) -> IdleClock:
+        """``loop``'s clock for ``interval``."""
+        clocks = cls._clocks.get(loop)
+        if clocks is None:
+            clocks = cls._clocks[loop] = {}
+        clock = clocks.get(interval)
+        if clock is None:
+            clock = clocks[interval] = cls(interval)
+        return clock
+
+    def add(self, item: Idle, loop: asyncio.AbstractEventLoop) -> None:
+        self._watched[item] = None
+        if self._handle is None:
+            self._handle = loop.call_at(item.last + self._interval, self._tick)
+
+    def remove(self, item: Idle) -> None:
+        """Stop watching ``item``; nothing if it was not watched."""
+        self._watched.pop(item, None)
+        if not self._watched and self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def __len__(self) -> int:
+        return len(self._watched)
+
+    def _tick(self) -> None:
+        self._handle = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        # A timer may fire a little early; a thousandth of the interval is
+        # the tolerance the per-stream timers had.
+        due = now - self._interval * 0.999
+        for item in list(self._watched):
+            if item.last <= due and not item.idle(now):
+                self._watched.pop(item, None)
+        if self._handle is not None:  # an item added by another's side effects set one
+            self._handle.cancel()
+            self._handle = None
+        if self._watched:
+            oldest = min(item.last for item in self._watched)
+            self._handle = loop.call_at(oldest + self._interval, self._tick)
