@@ -7,7 +7,10 @@ timer would mostly be pushed forward. Here the things sharing a loop and an
 interval share one timer: it fires when the one idle longest is due, calls
 every one idle for ``interval``, then waits for the next one due, and stops
 when none is left. Each is still called when its idleness reaches
-``interval``, as with a timer of its own.
+``interval``, as with a timer of its own. Watching and letting go are a
+dict's set and pop: the timer is not cancelled when the last one goes (it
+fires once more, finds nothing, and stops), so a loop serving one request
+at a time does not schedule one per request either.
 """
 
 from __future__ import annotations
@@ -33,6 +36,9 @@ class IdleClock:
 
     # Keyed by the loop, weakly: a clock holds no reference to its loop.
     _clocks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[float, IdleClock]] = weakref.WeakKeyDictionary()
+    # The last loop asked about and its clocks: calling a weak reference is
+    # cheaper than a WeakKeyDictionary lookup, which builds one per call.
+    _last: tuple[weakref.ref[asyncio.AbstractEventLoop], dict[float, IdleClock]] | None = None
 
     def __init__(self, interval: float) -> None:
         self._interval = interval
@@ -42,9 +48,13 @@ class IdleClock:
     @classmethod
     def of(cls, loop: asyncio.AbstractEventLoop, interval: float) -> IdleClock:
         """``loop``'s clock for ``interval``."""
-        clocks = cls._clocks.get(loop)
-        if clocks is None:
-            clocks = cls._clocks[loop] = {}
+        last = cls._last
+        if last is not None and last[0]() is loop:
+            clocks = last[1]
+        else:
+            found = cls._clocks.get(loop)
+            clocks = cls._clocks[loop] = {} if found is None else found
+            cls._last = (weakref.ref(loop), clocks)
         clock = clocks.get(interval)
         if clock is None:
             clock = clocks[interval] = cls(interval)
@@ -58,9 +68,6 @@ class IdleClock:
     def remove(self, item: Idle) -> None:
         """Stop watching ``item``; nothing if it was not watched."""
         self._watched.pop(item, None)
-        if not self._watched and self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
 
     def __len__(self) -> int:
         return len(self._watched)

@@ -130,7 +130,10 @@ def test_every_stream_of_a_loop_shares_one_heartbeat_timer():
         assert len(IdleClock.of(loop, interval)) == 41
         for beat in [*beats, late]:
             beat.stop()
-        return silent, busy, [started, loop.time()], timers_while_open, _live_timers(loop)
+        ended = loop.time()
+        assert len(IdleClock.of(loop, interval)) == 0
+        await asyncio.sleep(interval * 2)  # its timer fires once more, finds no stream, and stops
+        return silent, busy, [started, ended], timers_while_open, _live_timers(loop)
 
     silent, busy, (started, ended), timers_while_open, timers_after = asyncio.run(main())
     assert timers_while_open == 1  # one for all 40 streams
