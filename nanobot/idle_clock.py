@@ -88,3 +88,28 @@ class IdleClock:
         if self._watched:
             oldest = min(item.last for item in self._watched)
             self._handle = loop.call_at(oldest + self._interval, self._tick)
+
+
+class Deadline:
+    """Expires an ``asyncio.timeout(None)`` scope ``seconds`` after ``start``, on the shared clock.
+
+    The scope stays asyncio's own: its expiry cancels the task and its exit
+    turns that into ``TimeoutError``, as with a deadline given to it. Only
+    its timer is shared. :meth:`stop` before the scope exits.
+    """
+
+    __slots__ = ("_scope", "_clock", "last")
+
+    def __init__(self, scope: asyncio.Timeout, start: float, seconds: float) -> None:
+        loop = asyncio.get_running_loop()
+        self._scope = scope
+        self.last = start
+        self._clock = IdleClock.of(loop, seconds)
+        self._clock.add(self, loop)
+
+    def idle(self, now: float) -> bool:
+        self._scope.reschedule(now)  # due now: it expires at the loop's next turn
+        return False
+
+    def stop(self) -> None:
+        self._clock.remove(self)

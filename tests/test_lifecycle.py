@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from nanobot.errors import ApiError, ClientDisconnected, InvalidRequest, UpstreamError
-from nanobot.idle_clock import IdleClock
+from nanobot.idle_clock import Deadline, IdleClock
 from nanobot.server.lifecycle import Ending, ending
 from stages.encode import Heartbeat
 
@@ -158,3 +158,34 @@ def test_a_stream_that_left_stops_being_pinged_while_the_others_go_on():
     attempts, sent = asyncio.run(main())
     assert attempts == 1
     assert len(sent) >= 3
+
+
+def test_a_deadline_on_the_shared_clock_ends_its_scope_as_asyncio_timeout_does():
+    async def main() -> tuple[list[str], int]:
+        loop = asyncio.get_running_loop()
+        outcomes: list[str] = []
+
+        async def request(seconds: float, work: float) -> None:
+            started = loop.time()
+            try:
+                async with asyncio.timeout(None) as scope:
+                    deadline = Deadline(scope, started, seconds)
+                    try:
+                        await asyncio.sleep(work)
+                    finally:
+                        deadline.stop()
+                outcomes.append("done")
+            except TimeoutError:
+                assert loop.time() - started >= seconds * 0.999  # never before its deadline
+                outcomes.append("timed out")
+
+        # Three requests under one limit share its clock; two outlive it.
+        runs = [asyncio.ensure_future(request(0.1, work)) for work in (0.02, 0.5, 0.5)]
+        await asyncio.sleep(0)
+        watched = len(IdleClock.of(loop, 0.1))
+        await asyncio.gather(*runs)
+        return outcomes, watched
+
+    outcomes, watched = asyncio.run(main())
+    assert watched == 3
+    assert sorted(outcomes) == ["done", "timed out", "timed out"]

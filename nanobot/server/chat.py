@@ -16,6 +16,7 @@ from typing import Any
 
 from nanobot.context import RequestContext
 from nanobot.errors import ApiError, UpstreamError
+from nanobot.idle_clock import Deadline
 from nanobot.pipeline import Pipeline
 from nanobot.server.admission import Phase
 from nanobot.server.handlers import BaseHandler
@@ -105,9 +106,13 @@ class ChatCompletionsHandler(BaseHandler):
         task = self._task = asyncio.current_task()
         assert task is not None
         try:
-            async with asyncio.timeout_at(ctx.deadline):
-                async with ctx.exit_stack:
-                    await self.pipeline()(ctx)
+            async with asyncio.timeout(None) as scope:
+                deadline = Deadline(scope, now, services.config.api.timeout)  # ctx.deadline, on a shared timer
+                try:
+                    async with ctx.exit_stack:
+                        await self.pipeline()(ctx)
+                finally:
+                    deadline.stop()
         except BaseException as exc:
             end = ending(
                 exc,
