@@ -13,13 +13,23 @@ from __future__ import annotations
 
 from typing import Any
 
-from nanobot.sessions.store import trim_window
-
 Message = dict[str, Any]
 
 # Below this many characters left, an older message is dropped rather than
 # cut to a stub that would say nothing.
 MIN_CUT = 1000
+
+
+def trim_window(messages: list[Message]) -> list[Message]:
+    """Move the window forward so it never starts inside a tool exchange.
+
+    A window that starts with ``tool`` results (their assistant call cut off)
+    is invalid for every OpenAI-compatible API.
+    """
+    start = 0
+    while start < len(messages) and messages[start].get("role") == "tool":
+        start += 1
+    return messages[start:] if start else messages
 
 
 def message_chars(message: Message) -> int:

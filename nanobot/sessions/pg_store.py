@@ -23,7 +23,8 @@ import asyncpg
 import orjson
 
 from nanobot.errors import DatabaseUnavailable
-from nanobot.sessions.store import Message, trim_window
+from nanobot.sessions.budget import trim_window
+from nanobot.sessions.store import Message
 from nanobot.sessions.window_cache import WindowCache
 from nanobot.storage.pg import PgDatabase
 

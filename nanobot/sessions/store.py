@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from nanobot.sessions.budget import trim_window
 from nanobot.sessions.window_cache import WindowCache
 from nanobot.storage.db import Database
 
@@ -49,18 +50,6 @@ class SessionVersions(Protocol):
     def current(self, key: str) -> int: ...
 
     def bump(self, key: str) -> int: ...
-
-
-def trim_window(messages: list[Message]) -> list[Message]:
-    """Move the window forward so it never starts inside a tool exchange.
-
-    A window that starts with ``tool`` results (their assistant call cut off)
-    is invalid for every OpenAI-compatible API.
-    """
-    start = 0
-    while start < len(messages) and messages[start].get("role") == "tool":
-        start += 1
-    return messages[start:] if start else messages
 
 
 # Plain rowids, not AUTOINCREMENT: rows are never deleted, so ids still only
