@@ -29,8 +29,7 @@ from nanobot.responses.request import (
     read_tool_choice,
     read_tools,
 )
-from nanobot.sessions.budget import bound_chars
-from nanobot.sessions.store import trim_window
+from nanobot.sessions.budget import bound_chars, trim_window
 from stages.validate import TURN_FIELDS, VALIDATE_REQUIRES, _check_model, _check_session_id
 
 

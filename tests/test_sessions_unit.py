@@ -9,9 +9,9 @@ import multiprocessing
 import sqlite3
 import tracemalloc
 
-from nanobot.sessions.budget import bound_chars, message_chars
+from nanobot.sessions.budget import bound_chars, message_chars, trim_window
 from nanobot.sessions.locks import SessionLocks, SharedSessionLocks
-from nanobot.sessions.store import SqliteSessionStore, trim_window
+from nanobot.sessions.store import SqliteSessionStore
 from nanobot.storage.db import Database
 
 

@@ -26,7 +26,6 @@ from nanobot.client_tools import ClientTools, PausedTurn
 from nanobot.config import AgentDefaults
 from nanobot.protocol import Usage
 from nanobot.providers.base import ClientOffer, Completion, Provider, ToolCall
-from nanobot.sessions.budget import bound_chars
 from nanobot.sessions.store import SessionStore
 
 DEFAULT_SYSTEM_PROMPT = (
@@ -95,7 +94,7 @@ class AgentLoop:
 
     async def history(self, session_key: str) -> list[dict[str, Any]]:
         """What of the session's history the model is sent: its last messages, within both limits."""
-        return bound_chars(await self.store.history(session_key, self.max_history), self.max_history_chars)
+        return await self.store.history(session_key, self.max_history, self.max_history_chars)
 
     async def run(self, turn: TurnInput) -> AsyncGenerator[str | ToolProgress | TurnDone, None]:
         system = self.system if self.context is None else await self.context.message(turn.scope.session_key)

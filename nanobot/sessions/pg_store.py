@@ -23,7 +23,8 @@ import asyncpg
 import orjson
 
 from nanobot.errors import DatabaseUnavailable
-from nanobot.sessions.store import Message, trim_window
+from nanobot.sessions.budget import bound_sized, trim_window
+from nanobot.sessions.store import Message
 from nanobot.sessions.window_cache import WindowCache
 from nanobot.storage.pg import PgDatabase
 
@@ -96,35 +97,37 @@ class PgSessionStore:
         # a turn that fails leaves its entry until newer ones push it out.
         self._read_at: OrderedDict[str, int] = OrderedDict()
 
-    async def history(self, key: str, limit: int) -> list[Message]:
+    async def history(self, key: str, limit: int, max_chars: int | None = None) -> list[Message]:
         cached = self._cache.get(key)
         known = self._fence.length(key) if self._fence is not None else None
+        sizes: list[int]
         if known == 0:
-            length, window = 0, []  # a new session
+            length, window, sizes = 0, [], []  # a new session
         elif (
             known is not None
             and cached is not None
             and cached.version == known
             and (len(cached.rows) >= min(limit, known))
         ):
-            length, window = known, cached.rows  # the lock's grant says the cached window is current
+            # The lock's grant says the cached window is current.
+            length, window, sizes = known, cached.rows, cached.sizes
         else:
             want = max(limit, self._cache.keep)
             rows = await self._db.run(_fetch, key, want, cached.version if cached else -1)
             length = rows[0][0] if rows else 0
             if cached is not None and cached.version == length:
-                window = cached.rows
+                window, sizes = cached.rows, cached.sizes
             else:
                 data = [r[1] for r in rows if r[1] is not None]
-                window = [orjson.loads(d) for d in data]
-                self._cache.remember(key, length, window, [len(d) for d in data])
+                window, sizes = [orjson.loads(d) for d in data], [len(d) for d in data]
+                self._cache.remember(key, length, window, sizes)
         self._read_at[key] = length
         self._read_at.move_to_end(key)
         if len(self._read_at) > READ_AT_LIMIT:
             self._read_at.popitem(last=False)
         if limit <= 0:
             return []
-        return trim_window(window[-limit:])
+        return bound_sized(trim_window(window[-limit:]), sizes, max_chars)
 
     async def paused(self, key: str) -> bytes | None:
         # The lock's grant says whether there is one (another node may pause the

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from nanobot.sessions.budget import bound_sized, trim_window
 from nanobot.sessions.window_cache import WindowCache
 from nanobot.storage.db import Database
 
@@ -25,8 +26,13 @@ Message = dict[str, Any]
 
 
 class SessionStore(Protocol):
-    async def history(self, key: str, limit: int) -> list[Message]:
-        """The last ``limit`` messages of ``key``, trimmed to a valid window."""
+    async def history(self, key: str, limit: int, max_chars: int | None = None) -> list[Message]:
+        """The last ``limit`` messages of ``key``, trimmed to a valid window.
+
+        With ``max_chars`` (not negative), what ``bound_chars`` keeps of them within
+        that many characters: the store knows the messages' JSON sizes, and
+        ``bound_sized`` counts no character when those say the window fits.
+        """
 
     async def append_turn(self, key: str, messages: list[Message], closes_paused: bool = False) -> None:
         """Append one whole turn atomically (``closes_paused``: and forget the paused turn it ends)."""
@@ -49,18 +55,6 @@ class SessionVersions(Protocol):
     def current(self, key: str) -> int: ...
 
     def bump(self, key: str) -> int: ...
-
-
-def trim_window(messages: list[Message]) -> list[Message]:
-    """Move the window forward so it never starts inside a tool exchange.
-
-    A window that starts with ``tool`` results (their assistant call cut off)
-    is invalid for every OpenAI-compatible API.
-    """
-    start = 0
-    while start < len(messages) and messages[start].get("role") == "tool":
-        start += 1
-    return messages[start:] if start else messages
 
 
 # Plain rowids, not AUTOINCREMENT: rows are never deleted, so ids still only
@@ -104,7 +98,7 @@ class SqliteSessionStore:
     def cached_bytes(self) -> int:
         return self._cache.cached_bytes
 
-    async def history(self, key: str, limit: int) -> list[Message]:
+    async def history(self, key: str, limit: int, max_chars: int | None = None) -> list[Message]:
         if limit <= 0:
             return []
         version = self._versions.current(key) if self._versions is not None else 0
@@ -113,10 +107,10 @@ class SqliteSessionStore:
             rows = cached.rows
             if len(rows) >= limit or len(rows) < self._cache_messages:
                 # Either the cache holds more than asked, or it holds the whole session.
-                return trim_window(rows[-limit:])
+                return bound_sized(trim_window(rows[-limit:]), cached.sizes, max_chars)
         rows, sizes, paused = await self._db.run(_load, key, max(limit, self._cache_messages))
         self._cache.remember(key, version, rows, sizes, paused)
-        return trim_window(rows[-limit:])
+        return bound_sized(trim_window(rows[-limit:]), sizes, max_chars)
 
     async def paused(self, key: str) -> bytes | None:
         # Read with the window (``history`` came first in this turn): no query of its own.

@@ -27,7 +27,7 @@ class Window:
 
     version: int
     rows: list[Message]
-    sizes: list[int]
+    sizes: list[int]  # one per row, its JSON's bytes: what it weighs, and a bound on its characters (budget.py)
     cost: int
     paused: bytes | None = None  # the session's paused turn at this version (a store that reads it with the window)
 
