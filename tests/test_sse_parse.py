@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from openai._streaming import SSEDecoder
 
-from nanobot.providers.parse import Malformed, Reported, StreamParser
+from nanobot.providers.parse import Malformed, Reported, StreamParser, parse_completion
 from nanobot.testing.raw_replies import events
 
 TEXTS = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), min_size=1, max_size=40)
@@ -94,3 +95,37 @@ def test_lines_and_events_are_bounded() -> None:
         parser = StreamParser()
         for _ in range(100):
             parser.feed(b"data: " + b"x" * 65536 + b"\n")
+
+
+def _answer(call: dict[str, Any]) -> bytes:
+    message = {"role": "assistant", "content": None, "tool_calls": [call]}
+    return json.dumps({"choices": [{"message": message, "finish_reason": "tool_calls"}]}).encode()
+
+
+NOT_TEXT: list[object] = [5, 1.5, True, ["a"], {"a": 1}]
+
+
+@pytest.mark.parametrize("value", NOT_TEXT)
+@pytest.mark.parametrize("field", ["name", "arguments", "id"])
+def test_a_tool_call_whose_fields_are_not_text_is_malformed(field: str, value: object) -> None:
+    """Kept in the session and sent again on every later turn, a number for a
+    name would fail each of them: the answer is refused instead, whole or streamed."""
+    call: dict = {"id": "call_1", "type": "function", "function": {"name": "read_file", "arguments": "{}"}}
+    if field == "id":
+        call["id"] = value
+    else:
+        call["function"][field] = value
+    with pytest.raises(Malformed):
+        parse_completion(_answer(call))
+    delta = {"tool_calls": [{"index": 0, **call}]}
+    chunk = json.dumps({"choices": [{"index": 0, "delta": delta}]}).encode()
+    with pytest.raises(Malformed):
+        StreamParser().feed(b"data: " + chunk + b"\n\n")
+
+
+def test_a_tool_call_of_text_is_read_whole() -> None:
+    call = {"id": "call_9", "type": "function", "function": {"name": "read_file", "arguments": '{"path": "a"}'}}
+    completion = parse_completion(_answer(call))
+    assert [(c.id, c.name, c.arguments) for c in completion.tool_calls] == [("call_9", "read_file", '{"path": "a"}')]
+    missing = parse_completion(_answer({"function": {"name": "read_file"}}))
+    assert [(c.id, c.arguments) for c in missing.tool_calls] == [("call_0", "{}")]

@@ -192,7 +192,7 @@ class StreamParser:
             entry = self.calls[index] = ["", "", ""]
         fn = tc.get("function") or {}
         if tc.get("id"):
-            entry[0] = tc["id"]
+            entry[0] = _text(tc["id"])
         if fn.get("name"):
             entry[1] += fn["name"]
         if fn.get("arguments"):
@@ -212,14 +212,7 @@ def parse_completion(body: bytes) -> Completion:
         choice = data["choices"][0]
         message = choice["message"]
         text = message.get("content") or ""
-        calls = [
-            ToolCall(
-                id=c.get("id") or f"call_{i}",
-                name=c["function"]["name"],
-                arguments=c["function"].get("arguments") or "{}",
-            )
-            for i, c in enumerate(message.get("tool_calls") or ())
-        ]
+        calls = [_whole_call(i, c) for i, c in enumerate(message.get("tool_calls") or ())]
         usage = data.get("usage") or {}
         return Completion(
             text if isinstance(text, str) else "",
@@ -229,3 +222,20 @@ def parse_completion(body: bytes) -> Completion:
         )
     except (KeyError, IndexError, TypeError, AttributeError, ValueError):
         raise Malformed("the answer has an unexpected shape") from None
+
+
+def _whole_call(index: int, call: dict[str, Any]) -> ToolCall:
+    """One tool call of a whole answer; its name, arguments and id must be text.
+
+    They are kept in the session and sent on every later turn: a number in
+    their place would fail each of those turns, not just this one.
+    """
+    function = call["function"]
+    name, arguments, call_id = function["name"], function.get("arguments") or "{}", call.get("id")
+    return ToolCall(id=_text(call_id) if call_id else f"call_{index}", name=_text(name), arguments=_text(arguments))
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError("a tool call's id, name and arguments are strings")  # Malformed, by the caller
+    return value
