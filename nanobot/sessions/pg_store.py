@@ -113,9 +113,12 @@ class PgSessionStore:
             length, window, sizes = known, cached.rows, cached.sizes
         else:
             want = max(limit, self._cache.keep)
-            rows = await self._db.run(_fetch, key, want, cached.version if cached else -1)
+            # The query leaves the messages out when the cached window is still
+            # current: only worth asking of a window that holds enough of them.
+            usable = cached is not None and len(cached.rows) >= min(limit, cached.version)
+            rows = await self._db.run(_fetch, key, want, cached.version if cached is not None and usable else -1)
             length = rows[0][0] if rows else 0
-            if cached is not None and cached.version == length:
+            if cached is not None and usable and cached.version == length:
                 window, sizes = cached.rows, cached.sizes
             else:
                 data = [r[1] for r in rows if r[1] is not None]
