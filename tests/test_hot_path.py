@@ -77,6 +77,11 @@ def test_streamed_frames_go_straight_to_the_socket(
     assert calls(profile, "nanobot/server/tornado_private.py", "frame_sink") < 10
     # Tornado's connection layer is not on the path at all.
     assert calls(profile, "tornado/iostream.py", "write") == 0
+    # An upstream chunk is read with the connection's own method: no body
+    # wrapper's frame and no separate wait frame per token.
+    assert calls(profile, "nanobot/providers/connection.py", "next_chunk") >= frames
+    assert calls(profile, "nanobot/providers/transport.py", "read_some") == 0
+    assert calls(profile, "nanobot/providers/connection.py", "_wait") < 10
 
 
 TURNS = 10

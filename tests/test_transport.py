@@ -28,7 +28,13 @@ from nanobot.providers.base import ClientOffer, Completion
 from nanobot.providers.connection import Connection
 from nanobot.providers.openai_compat import OpenAICompatProvider
 from nanobot.providers.parse import Malformed
-from nanobot.providers.transport import DRAIN_SECONDS, MAX_BUFFER_BYTES, MAX_HEAD_BYTES, PooledTransport
+from nanobot.providers.transport import (
+    BODY_EXTENSION,
+    DRAIN_SECONDS,
+    MAX_BUFFER_BYTES,
+    MAX_HEAD_BYTES,
+    PooledTransport,
+)
 from nanobot.testing.replay import LoopbackServer, read_request
 from nanobot.testing.tls import make_tls_files
 
@@ -433,6 +439,24 @@ async def test_cancelled_reader_then_close_drops_connection_and_frees_slot() -> 
         await asyncio.wait_for(saw_eof.wait(), 2)
         assert (await http.get(up.url, timeout=httpx2.Timeout(5, pool=0.05))).content == b"next"
     assert up.connections == 2
+
+
+@aio
+async def test_the_body_extension_reads_chunks_then_refuses_after_close() -> None:
+    """The reader handed out as BODY_EXTENSION reads the body; once closed it raises, and the
+    connection it read from serves the next request untouched."""
+    async with Upstream(serving(response(b"first"), response(b"next"))) as up, client(1) as http:
+        resp = await http.send(http.build_request("GET", up.url), stream=True)
+        body = resp.extensions[BODY_EXTENSION]
+        got = []
+        while (data := await body.read_some()) is not None:
+            got.append(data)
+        assert b"".join(got) == b"first"
+        await resp.aclose()
+        with pytest.raises(httpx2.StreamClosed):
+            await body.read_some()
+        assert (await http.get(up.url)).content == b"next"
+    assert up.connections == 1
 
 
 @aio

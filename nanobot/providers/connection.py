@@ -195,7 +195,12 @@ class Connection(asyncio.Protocol):
                 raise self._error
             if self.complete:
                 return None
-            await self._wait()
+            # _wait() inlined: a frame less per chunk, one chunk per token.
+            waiter = self._waiter = self._loop.create_future()
+            try:
+                await waiter
+            finally:
+                self._waiter = None
 
     def take_headers(self) -> list[tuple[bytes, bytes]]:
         """The response's headers, handed over: the connection keeps none of

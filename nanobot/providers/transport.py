@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import ssl
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import httpx2
@@ -79,6 +79,14 @@ class _Body(httpx2.AsyncByteStream):
         self._key = key
         self._conn: Connection | None = conn
         self._drain = False
+        # The body bytes received since the last call, or None at the end.
+        # Handed out as the response extension ``BODY_EXTENSION``: a reader
+        # calling it skips two async-generator layers (this class's and
+        # httpx2's) per chunk, and it is the connection's own method, so a
+        # chunk costs no frame of this class's either (it shows at one chunk
+        # per token). Once closed it raises ``StreamClosed``; a reader that
+        # kept the method itself must not call it after ``aclose``.
+        self.read_some: Callable[[], Awaitable[bytes | None]] = conn.next_chunk
 
     def drain_on_close(self) -> None:
         """The reader has all it needs: on close, let the rest of the body
@@ -90,22 +98,15 @@ class _Body(httpx2.AsyncByteStream):
         while (data := await self.read_some()) is not None:
             yield data
 
-    async def read_some(self) -> bytes | None:
-        """The body bytes received since the last call, or None at the end.
-
-        Handed out as the response extension ``BODY_EXTENSION``: a reader
-        calling this directly skips two async-generator layers (this
-        class's and httpx2's) per chunk, which shows at one chunk per token.
-        """
-        conn = self._conn
-        if conn is None:
-            raise httpx2.StreamClosed()
-        return await conn.next_chunk()
-
     async def aclose(self) -> None:
         conn, self._conn = self._conn, None
+        self.read_some = _closed_body
         if conn is not None:
             self._pool.release(self._key, conn, drain=self._drain)
+
+
+async def _closed_body() -> bytes | None:
+    raise httpx2.StreamClosed()
 
 
 class PooledTransport(httpx2.AsyncBaseTransport):
