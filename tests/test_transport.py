@@ -852,27 +852,50 @@ SCHEMA: dict[str, Any] = {
 }
 
 
+@pytest.mark.parametrize("system", [True, False], ids=["system", "no-system"])
 @pytest.mark.parametrize("size", ["short", "large"])
 @pytest.mark.parametrize("tools", ["server", "client", "both", "none"])
 @aio
-async def test_tools_reach_the_upstream_exactly(tools: str, size: str) -> None:
-    """The body goes out in pieces (the server tools' JSON shared by every call): what arrives
-    is the one JSON document, whichever tools a call offers, short or past the exact-copy size."""
+async def test_tools_reach_the_upstream_exactly(tools: str, size: str, system: bool) -> None:
+    """The body goes out in pieces (the system message's and the server tools' JSON shared by
+    every call): what arrives is the one JSON document, with or without a system message,
+    whichever tools a call offers, short or past the exact-copy size."""
     server = [SCHEMA] if tools in ("server", "both") else None
     mine = {**SCHEMA, "function": {**SCHEMA["function"], "name": "mine"}}
     offer = ClientOffer(json.dumps(mine).encode(), "auto") if tools in ("client", "both") else None
     text = "go \x00 é" + ("x" * 100_000 if size == "large" else "")  # a NUL in the prompt is escaped
+    user = {"role": "user", "content": text}
+    head_messages = [{"role": "system", "content": "be \x00 brief ü"}] if system else []
     async with Upstream(serving(sse_reply(["ok"], gzipped=False))) as up:
         provider = OpenAICompatProvider("up", ProviderConfig(api_key="k", api_base=f"{up.url}/v1"), AgentDefaults())
         try:
-            events = [e async for e in provider.stream([{"role": "user", "content": text}], server, client=offer)]
+            events = [e async for e in provider.stream([*head_messages, user], server, client=offer)]
             assert isinstance(events[-1], Completion) and events[-1].text == "ok"
         finally:
             await provider.close()
     head, body = up.requests[0]
     assert b"\r\nContent-Length: %d\r\n" % len(body) in head
     sent = json.loads(body)
-    assert sent["messages"] == [{"role": "user", "content": text}]
+    assert sent["messages"] == [*head_messages, user]
     expected = (server or []) + ([mine] if offer else [])
     assert sent.get("tools") == (expected or None)
     assert sent.get("tool_choice") == ("auto" if offer else None)
+
+
+def test_calls_with_one_system_message_share_its_encoded_piece() -> None:
+    """The system message is encoded once while the same object comes back, and each call's
+    body holds that one piece; another message object (another session's prompt) is its own."""
+    config = ProviderConfig(api_key="k", api_base="http://127.0.0.1:9/v1")
+    provider = OpenAICompatProvider("up", config, AgentDefaults())
+    system = {"role": "system", "content": "be brief " * 100}
+
+    def body(messages: list[dict[str, Any]]) -> tuple[bytes, ...]:
+        return provider._request_body(messages, [SCHEMA], True, None, None)
+
+    first = body([system, {"role": "user", "content": "one"}])
+    second = body([system, {"role": "user", "content": "two"}])
+    shared = [piece for piece in first if any(piece is other for other in second)]
+    assert json.loads(b"".join(shared[:1])) == system
+    other = body([{"role": "system", "content": "be brief " * 100}, {"role": "user", "content": "two"}])
+    assert not any(piece is shared[0] for piece in other)
+    assert json.loads(b"".join(other)) == json.loads(b"".join(second))

@@ -25,9 +25,10 @@ from nanobot.providers.transport import BODY_EXTENSION, PooledTransport
 from nanobot.redact import Redactor, provider_secrets
 
 _EXACT_BELOW = 64 * 1024
-# Where the tools go in an encoded body: a raw NUL, which orjson never writes.
-_TOOLS_MARK_BYTES = b"\x00"
-_TOOLS_MARK = orjson.Fragment(_TOOLS_MARK_BYTES)
+# Where a shared piece (the system message, the tools) goes in an encoded
+# body: a raw NUL, which orjson never writes (it escapes control characters).
+_MARK_BYTES = b"\x00"
+_MARK = orjson.Fragment(_MARK_BYTES)
 
 
 class OpenAICompatProvider:
@@ -56,6 +57,8 @@ class OpenAICompatProvider:
         # Absolute: the SDK then skips merging a relative path into its base
         # URL (a URL object copied and re-parsed) on every call.
         self._url = str(self._client.base_url).rstrip("/") + "/chat/completions"
+        self._system_source: dict[str, Any] | None = None
+        self._system_bytes = b""
         self._tools_source: list[dict[str, Any]] | None = None
         self._tools_bytes = b"[]"
         self._tools_open = b"["  # the server tools' JSON without its "]", then ","
@@ -71,6 +74,18 @@ class OpenAICompatProvider:
             self._tools_open = self._tools_bytes[:-1] + b","
             self._tools_source = tools
         return self._tools_bytes
+
+    def _system_piece(self, messages: list[dict[str, Any]]) -> bytes:
+        """The system message's JSON, encoded once while the same message object
+        comes back (the agent's, or its workspace cache's, per session), and
+        shared by every call in flight; empty if the call has none."""
+        first = messages[0] if messages else None
+        if first is None or first.get("role") != "system":
+            return b""
+        if first is not self._system_source:
+            self._system_bytes = orjson.dumps(first)
+            self._system_source = first  # held, so its id cannot be reused by another
+        return self._system_bytes
 
     def _tools_pieces(self, tools: list[dict[str, Any]] | None, client: bytes) -> tuple[bytes, ...]:
         """The tools' JSON: the server tools' (encoded once per set, and shared by
@@ -90,11 +105,13 @@ class OpenAICompatProvider:
         response_format: dict[str, Any] | None,
         client: ClientOffer | None,
     ) -> tuple[bytes, ...]:
-        """The call's JSON body, in pieces: the server tools' schemas (4 KB with
-        the default tools) are one object shared by every call in flight."""
+        """The call's JSON body, in pieces: the system message (~1 KB) and the
+        server tools' schemas (4 KB with the default tools) are objects shared
+        by every call in flight."""
+        system = self._system_piece(messages)
         payload: dict[str, Any] = {
             "model": self.model,
-            "messages": messages,
+            "messages": [_MARK, *messages[1:]] if system else messages,
             "stream": incremental,
             "temperature": self._temperature,
             "max_tokens": self._max_tokens,
@@ -103,7 +120,7 @@ class OpenAICompatProvider:
             payload["stream_options"] = {"include_usage": True}
         tools_json = self._tools_pieces(tools, client.tools if client is not None else b"")
         if tools_json:
-            payload["tools"] = _TOOLS_MARK
+            payload["tools"] = _MARK
         if client is not None:
             if client.tool_choice is not None and tools_json:
                 payload["tool_choice"] = client.tool_choice
@@ -111,7 +128,8 @@ class OpenAICompatProvider:
                 payload["parallel_tool_calls"] = client.parallel_tool_calls
         if response_format is not None:
             payload["response_format"] = response_format
-        return _pieces(orjson.dumps(payload), tools_json)
+        shared = ((system,),) if system else ()
+        return _pieces(orjson.dumps(payload), (*shared, tools_json) if tools_json else shared)
 
     async def _open(self, request: tuple[bytes, ...]) -> Body:
         """Send the call; its answer's body, the one thing the stream keeps of the response.
@@ -256,24 +274,29 @@ def _status_message(exc: openai.APIStatusError) -> str:
     return exc.response.reason_phrase or "no details"
 
 
-def _pieces(body: bytes, tools: tuple[bytes, ...]) -> tuple[bytes, ...]:
-    """``body`` with its tools mark replaced by ``tools``, in pieces, without orjson's spare capacity.
+def _pieces(body: bytes, shared: tuple[tuple[bytes, ...], ...]) -> tuple[bytes, ...]:
+    """``body`` with its marks replaced in order by the ``shared`` pieces, without orjson's spare capacity.
 
     orjson returns bytes with room to spare (4 KB for a short prompt), and the
     body is held until the upstream's answer begins: with hundreds of calls
     started together the slack adds up to megabytes, which the process keeps
-    after they are freed. The pieces either side of the mark are exact-size
+    after they are freed. The pieces between the marks are exact-size
     copies. Past 64 KB the buffer's slack is mapped pages that were never
     written and take no memory, and copying megabytes of images would only
     cost the event loop: the body is joined whole instead.
     """
-    if not tools:
+    if not shared:
         return (bytes(memoryview(body)) if len(body) < _EXACT_BELOW else body,)
-    # orjson escapes every control character inside strings: the only NUL is the mark.
-    before, _, after = body.partition(_TOOLS_MARK_BYTES)
+    # orjson escapes every control character inside strings: each NUL is a mark.
+    own = body.split(_MARK_BYTES)
+    assert len(own) == len(shared) + 1
+    pieces = [own[0]]
+    for fill, after in zip(shared, own[1:], strict=True):
+        pieces += fill
+        pieces.append(after)
     if len(body) < _EXACT_BELOW:
-        return (before, *tools, after)
-    return (b"".join((before, *tools, after)),)
+        return tuple(pieces)
+    return (b"".join(pieces),)
 
 
 def _http_client(config: ProviderConfig, pool_size: int) -> httpx2.AsyncClient:
