@@ -73,6 +73,9 @@ def test_streamed_frames_go_straight_to_the_socket(
         < 10
         < frames
     )
+    # a frame's write and its backpressure check are one call on the connection
+    assert calls(profile, "nanobot/server/connection.py", "write_frame") >= frames
+    assert calls(profile, "nanobot/server/connection.py", "transport_write") < 10
     # where a stream's frames go is looked up once per stream, not per frame
     assert calls(profile, "nanobot/server/tornado_private.py", "frame_sink") < 10
     # Tornado's connection layer is not on the path at all.

@@ -425,8 +425,11 @@ class ServerConnection(asyncio.Protocol):
         self._transport.write(data)
         return self._drained if not self._writing_paused else self._drain_future()
 
-    def backlog(self) -> asyncio.Future[None] | None:
-        """Something to await while the client is not keeping up, else None."""
+    def write_frame(self, data: bytes) -> asyncio.Future[None] | None:
+        """Write a streamed frame; something to await only while the client is
+        not keeping up (asked in the same call: one per token)."""
+        assert self._transport is not None
+        self._transport.write(data)
         return self._drain_future() if self._writing_paused else None
 
     def _drain_future(self) -> asyncio.Future[None]:
