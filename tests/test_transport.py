@@ -892,10 +892,17 @@ def test_calls_with_one_system_message_share_its_encoded_piece() -> None:
     def body(messages: list[dict[str, Any]]) -> tuple[bytes, ...]:
         return provider._request_body(messages, [SCHEMA], True, None, None)
 
-    first = body([system, {"role": "user", "content": "one"}])
+    window = [system, {"role": "user", "content": "one"}]
+    first = body(window)
+    assert window[0] is system  # the mark stood in for it only while the body was encoded
     second = body([system, {"role": "user", "content": "two"}])
     shared = [piece for piece in first if any(piece is other for other in second)]
     assert json.loads(b"".join(shared[:1])) == system
     other = body([{"role": "system", "content": "be brief " * 100}, {"role": "user", "content": "two"}])
     assert not any(piece is shared[0] for piece in other)
     assert json.loads(b"".join(other)) == json.loads(b"".join(second))
+    broken = [system, {"role": "user", "content": object()}]
+    with pytest.raises(TypeError):
+        body(broken)
+    assert broken[0] is system  # put back when the encoding fails too
+    asyncio.run(provider.close())
