@@ -901,7 +901,7 @@ def test_calls_with_one_system_message_share_its_encoded_piece() -> None:
     other = body([{"role": "system", "content": "be brief " * 100}, {"role": "user", "content": "two"}])
     assert not any(piece is shared[0] for piece in other)
     assert json.loads(b"".join(other)) == json.loads(b"".join(second))
-    broken = [system, {"role": "user", "content": object()}]
+    broken: list[dict[str, Any]] = [system, {"role": "user", "content": object()}]
     with pytest.raises(TypeError):
         body(broken)
     assert broken[0] is system  # put back when the encoding fails too
